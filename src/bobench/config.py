@@ -1,0 +1,83 @@
+"""Settings with one precedence rule: CLI > environment (BOBENCH_*) > file (bobench.yaml) > defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bobench.errors import InvalidArgument
+
+ENV_PREFIX = "BOBENCH_"
+CONFIG_FILE_ENV = "BOBENCH_CONFIG"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide settings. Field `x` is set by env BOBENCH_X or key `x` of the config file."""
+
+    cache_dir: str = str(Path.home() / ".cache" / "bobench")  # features, exported models
+    embedder: str = "onnxruntime"  # "onnxruntime" | "torch" | "triton"
+    triton_url: str = "127.0.0.1:8001"  # gRPC address of the Triton embedder
+    batch_size: int = 32
+    threads: int = 0  # intra-op threads; 0 = library default
+    device: str = "cpu"
+    log_level: str = "INFO"
+    store: str = ""  # artifact store URL: "" (local files) or s3://bucket/prefix
+    s3_endpoint: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_secure: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("s3_secret_key", None)
+        return d
+
+
+def _coerce(field: dataclasses.Field, raw: Any, origin: str) -> Any:
+    typ = field.type if isinstance(field.type, str) else field.type.__name__
+    try:
+        if typ == "int":
+            return int(raw)
+        if typ == "bool":
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+        return str(raw)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{origin}: {field.name} must be {typ}, got {raw!r}") from None
+
+
+def load_settings(config_file: str | os.PathLike | None = None, **cli: Any) -> Settings:
+    """Resolve settings. `cli` holds values given on the command line (None = not given)."""
+    import yaml
+
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+    path = config_file or os.environ.get(CONFIG_FILE_ENV)
+    if path is None and Path("bobench.yaml").exists():
+        path = "bobench.yaml"
+    if path:
+        p = Path(path)
+        if not p.exists():
+            raise InvalidArgument(f"config file {p} does not exist")
+        data = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(data, dict):
+            raise InvalidArgument(f"config file {p}: expected a mapping at the top level")
+        for key, raw in data.items():
+            if key not in fields:
+                raise InvalidArgument(f"config file {p}: unknown setting {key!r}")
+            values[key] = _coerce(fields[key], raw, str(p))
+    for name, f in fields.items():
+        env = os.environ.get(ENV_PREFIX + name.upper())
+        if env is not None:
+            values[name] = _coerce(f, env, ENV_PREFIX + name.upper())
+    for name, raw in cli.items():
+        if raw is not None:
+            if name not in fields:
+                raise InvalidArgument(f"unknown setting {name!r}")
+            values[name] = _coerce(fields[name], raw, f"--{name.replace('_', '-')}")
+    return Settings(**values)

@@ -1,0 +1,36 @@
+"""Embedders (one interface: torch, ONNX Runtime, Triton) and the on-disk feature cache.
+
+Runtimes register a factory in EMBEDDERS by name; `make_embedder` looks them up, so adding a runtime
+never means editing a dispatch chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bobench.embed.base import INPUT_NAME, OUTPUT_NAME, Embedder
+from bobench.registry import Registry
+
+# factory(backbone_name_or_spec, **options) -> Embedder
+EMBEDDERS: Registry[Callable[..., Embedder]] = Registry("embedder runtime")
+
+
+def make_embedder(runtime: str, backbone: Any, **options: Any) -> Embedder:
+    """Build an embedder of `runtime` ("onnxruntime", "torch", "triton") for `backbone`."""
+    _load_builtin_runtimes()
+    return EMBEDDERS.get(runtime)(backbone, **options)
+
+
+def _load_builtin_runtimes() -> None:
+    import importlib
+
+    for module in ("bobench.embed.torch_embedder", "bobench.embed.onnx_embedder", "bobench.embed.triton_embedder"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # a runtime whose module is absent stays unregistered
+            if exc.name != module:
+                raise
+
+
+__all__ = ["EMBEDDERS", "INPUT_NAME", "OUTPUT_NAME", "Embedder", "make_embedder"]

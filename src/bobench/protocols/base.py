@@ -1,0 +1,96 @@
+"""The protocol contract: one module per protocol, each registering a `Protocol` by name.
+
+A protocol's `evaluate(ctx, config, seed)` returns a flat dict of metric name -> float (or None when a
+figure cannot be computed; never a made-up 0). It reads features through `ctx` so that every protocol
+shares the feature cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol as TypingProtocol
+
+import numpy as np
+
+from bobench.errors import InvalidArgument
+from bobench.registry import Registry
+
+if TYPE_CHECKING:
+    from bobench.backbones.spec import BackboneSpec
+    from bobench.data.base import Dataset
+
+Metrics = dict[str, float | None | list | dict]
+
+TASKS = ("classification", "retrieval", "ood", "efficiency", "fewshot", "finetune", "serving")
+
+
+class RunContext(TypingProtocol):
+    """What a protocol may ask of the runner. Implemented by `bobench.battle.context.LocalContext`."""
+
+    spec: BackboneSpec
+    dataset: Dataset
+
+    def features(
+        self, split: str, dataset: Dataset | None = None, variant: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(features float32 [n, d], labels int64 [n]) of `split` of `dataset` (default: the run's).
+
+        `variant` names a deterministic transform of the images before embedding, e.g.
+        "corrupt:gaussian_noise:3" (ImageNet-C corruption, severity 3). Cached on disk.
+        """
+
+    def dataset_by_ref(self, ref: str | dict) -> Dataset:
+        """Resolve another dataset (OOD target domains)."""
+
+    def embedder(self):  # -> bobench.embed.base.Embedder
+        """The embedder in use (in-process ORT/torch, or Triton)."""
+
+    def backbone_module(self):  # -> torch.nn.Module taking uint8 NCHW, returning features
+        """A trainable torch module (fine-tuning, efficiency); raises FailedPrecondition if not torch."""
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        """Report progress (drives progress bars and streaming RPC events)."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A registered evaluation protocol.
+
+    `primary_metric` ranks backbones within a setting; `higher_is_better` covers every metric the
+    protocol may return (a metric not listed is descriptive and is not ranked).
+    """
+
+    name: str
+    version: str
+    task: str
+    evaluate: Callable[[RunContext, dict[str, Any], int], Metrics]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    primary_metric: str = "top1"
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+    description: str = ""
+    needs_features: bool = True
+
+    def resolve_config(self, config: dict[str, Any] | None) -> dict[str, Any]:
+        """Defaults overlaid with `config`; an unknown key is an InvalidArgument naming it."""
+        config = dict(config or {})
+        unknown = sorted(set(config) - set(self.defaults))
+        if unknown:
+            raise InvalidArgument(
+                f"protocol {self.name!r}: unknown config key(s) {unknown}; known: {sorted(self.defaults)}"
+            )
+        return {**self.defaults, **config}
+
+
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
+
+
+def register_protocol(protocol: Protocol) -> Protocol:
+    return PROTOCOLS.add(protocol.name, protocol)
+
+
+def get_protocol(name: str) -> Protocol:
+    """Look up a protocol, importing the built-in modules first."""
+    import bobench.protocols  # noqa: F401  (registers the built-ins)
+
+    return PROTOCOLS.get(name)
