@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Debian packages bobench's tests and local stack use: prometheus (metrics tests, `make up`) and
+# chromium (the report is opened headless in a test). Installed only when missing and we are root;
+# otherwise we say what is missing and the tests that need it skip with that reason.
+set -euo pipefail
+missing=()
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "note: not root, so not installing Debian packages: ${missing[*]} (apt-get install ${missing[*]})" >&2
+  exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "note: no apt-get; please install ${missing[*]} yourself" >&2
+  exit 0
+fi
+echo "installing Debian packages: ${missing[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,107 @@
+"""LocalContext: what a protocol sees of a run — cached features, datasets, the embedder, the model."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from bobench.backbones.spec import BackboneSpec
+from bobench.data.base import Dataset
+from bobench.embed.base import Embedder
+from bobench.embed.cache import FeatureCache, FeatureKey
+from bobench.embed.preprocess import resize_crop
+from bobench.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+class LocalContext:
+    """Serves features from the cache, computing (and caching) missing ones with a lazily built embedder.
+
+    The embedder factory is only called on a cache miss, so a fully cached re-run never loads a model.
+    """
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        dataset: Dataset,
+        *,
+        cache: FeatureCache,
+        embedder_factory: Callable[[], Embedder],
+        dataset_loader: Callable[[Any], Dataset],
+        module_factory: Callable[[], Any] | None = None,
+        progress: ProgressFn | None = None,
+        settings: Any = None,
+    ) -> None:
+        self.spec = spec
+        self.dataset = dataset
+        self.cache = cache
+        self.settings = settings
+        self._embedder_factory = embedder_factory
+        self._dataset_loader = dataset_loader
+        self._module_factory = module_factory
+        self._progress = progress
+        self.runtime_info: dict[str, Any] = {}
+
+    def embedder(self) -> Embedder:
+        emb = self._embedder_factory()
+        self.runtime_info = emb.describe()
+        return emb
+
+    def backbone_module(self):
+        from bobench.errors import FailedPrecondition
+
+        if self._module_factory is None:
+            raise FailedPrecondition(f"backbone {self.spec.name!r} has no trainable torch module here")
+        return self._module_factory()
+
+    def dataset_by_ref(self, ref: str | dict) -> Dataset:
+        return self._dataset_loader(ref)
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        if self._progress is not None:
+            self._progress(done, total, message)
+
+    def features(
+        self, split: str, dataset: Dataset | None = None, variant: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ds = dataset or self.dataset
+        indices = ds.split(split)
+        if len(indices) == 0:
+            raise InvalidArgument(f"dataset {ds.name!r}: split {split!r} is empty")
+        key = FeatureKey(self.spec.digest(), ds.fingerprint, split, variant or "")
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        feats = self._compute(ds, indices, variant, f"{self.spec.name} · {ds.name}/{split}{'·' + variant if variant else ''}")
+        labels = ds.labels[indices].astype(np.int64)
+        self.cache.put(key, feats, labels, meta={"backbone": self.spec.name, "dataset": ds.name, **self.runtime_info})
+        return feats, labels
+
+    def _compute(self, ds: Dataset, indices: np.ndarray, variant: str | None, label: str) -> np.ndarray:
+        embedder = self.embedder()
+        chunk = max(1, embedder.batch_size)
+        out: list[np.ndarray] = []
+        total = len(indices)
+        for start in range(0, total, chunk):
+            batch_idx = indices[start : start + chunk]
+            images = [self._prepare(ds, int(i), variant) for i in batch_idx]
+            out.append(embedder.embed(np.stack(images)))
+            self.progress(min(start + chunk, total), total, label)
+        return np.concatenate(out, axis=0)
+
+    def _prepare(self, ds: Dataset, i: int, variant: str | None) -> np.ndarray:
+        image = ds.load(i)
+        if variant:
+            from bobench.data.corruptions import apply_variant
+
+            # the seed depends on the item and the variant only, so every backbone sees the same corruption
+            seed = zlib.crc32(f"{ds.fingerprint}:{i}:{variant}".encode())
+            image = apply_variant(image, variant, seed)
+        return resize_crop(image, self.spec)

@@ -1,0 +1,126 @@
+"""Expand a battle spec into runs with deterministic run keys.
+
+A run key hashes (backbone identity incl. weights digest and preprocessing, dataset fingerprint incl.
+split seed, protocol name + version + resolved config, seed): same key -> same result, so finished
+keys are never run twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bobench.battle.records import RunRecord
+from bobench.battle.spec import BattleSpec, DatasetEntry
+from bobench.errors import BobenchError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run to execute. `error` is set when the run cannot start (e.g. its dataset failed to load)."""
+
+    run_key: str
+    backbone: str
+    dataset: str
+    dataset_ref: str | dict[str, Any]
+    protocol: str
+    protocol_version: str
+    task: str
+    config: dict[str, Any]
+    seed: int
+    primary_metric: str
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+    dataset_fingerprint: str | None = None
+    battle: str | None = None
+    error: str | None = None
+
+    def new_record(self) -> RunRecord:
+        return RunRecord(
+            run_key=self.run_key,
+            backbone=self.backbone,
+            dataset=self.dataset,
+            protocol=self.protocol,
+            protocol_version=self.protocol_version,
+            task=self.task,
+            config=self.config,
+            seed=self.seed,
+            primary_metric=self.primary_metric,
+            higher_is_better=dict(self.higher_is_better),
+            dataset_fingerprint=self.dataset_fingerprint,
+            battle=self.battle,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunPlan:
+        return cls(**d)
+
+
+def run_key(backbone_identity: dict, dataset_id: str, protocol: str, version: str, config: dict, seed: int) -> str:
+    blob = json.dumps(
+        {"backbone": backbone_identity, "dataset": dataset_id, "protocol": protocol, "version": version,
+         "config": config, "seed": seed},
+        sort_keys=True,
+        default=str,
+    ).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def dataset_identity(entry: DatasetEntry, loader: Callable[[Any], Any]) -> tuple[str | None, str | None]:
+    """(fingerprint, error). A dataset that fails to load yields its error instead of aborting the plan."""
+    try:
+        return loader(entry.ref).fingerprint, None
+    except BobenchError as exc:
+        return None, f"dataset {entry.name!r}: {exc}"
+
+
+def plan_battle(
+    spec: BattleSpec,
+    *,
+    battle_id: str | None = None,
+    dataset_loader: Callable[[Any], Any] | None = None,
+) -> list[RunPlan]:
+    """All runs of `spec`, in a stable order (backbone-major, so a backbone loads once).
+
+    Raises InvalidArgument for an unknown backbone or protocol, or a bad protocol config: those make the
+    whole spec invalid. A dataset that cannot be loaded becomes failed runs carrying the error.
+    """
+    from bobench.backbones import get_spec
+    from bobench.data import load_dataset
+    from bobench.protocols import get_protocol
+
+    loader = dataset_loader or load_dataset
+    specs = {name: get_spec(name) for name in spec.backbones}
+    protocols = [(entry, get_protocol(entry.name)) for entry in spec.protocols]
+    configs = [proto.resolve_config(entry.config) for entry, proto in protocols]
+    datasets = {d.name: (d, *dataset_identity(d, loader)) for d in spec.datasets}
+
+    plans: list[RunPlan] = []
+    for bname in spec.backbones:
+        identity = specs[bname].identity()
+        for dname, (entry, fingerprint, error) in datasets.items():
+            for (pentry, proto), config in zip(protocols, configs, strict=True):
+                if pentry.datasets is not None and dname not in pentry.datasets:
+                    continue
+                for seed in spec.seeds:
+                    key = run_key(identity, fingerprint or entry.ref_json(), proto.name, proto.version, config, seed)
+                    plans.append(
+                        RunPlan(
+                            run_key=key, backbone=bname, dataset=dname, dataset_ref=entry.ref,
+                            protocol=proto.name, protocol_version=proto.version, task=proto.task,
+                            config=config, seed=seed, primary_metric=proto.primary_metric,
+                            higher_is_better=dict(proto.higher_is_better), dataset_fingerprint=fingerprint,
+                            battle=battle_id, error=error,
+                        )
+                    )
+    log.info("planned %d runs (%d backbones x %d datasets x %d protocols x %d seeds, filtered)",
+             len(plans), len(spec.backbones), len(spec.datasets), len(spec.protocols), len(spec.seeds))
+    return plans

@@ -1,0 +1,126 @@
+"""`bob battle run`: plan a spec, skip finished run keys, execute the rest, append records, report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from bobench.battle.executor import Executor, LocalExecutor
+from bobench.battle.plan import plan_battle
+from bobench.battle.records import RunRecord, read_records
+from bobench.battle.spec import BattleSpec
+from bobench.config import Settings
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.jsonl"
+
+
+def append_record(out_dir: Path, record: RunRecord) -> None:
+    """Append one JSON line and fsync it: a crash loses at most the run in flight, never a record."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / RESULTS_FILE).open("a") as fh:
+        fh.write(record.to_json() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@dataclass
+class BattleOutcome:
+    records: list[RunRecord] = field(default_factory=list)  # every run of the spec, reused or new
+    executed: int = 0
+    reused: int = 0
+    failed: int = 0
+    wall_s: float = 0.0
+    report: dict[str, Path] = field(default_factory=dict)
+
+
+class _Bars:
+    """tqdm progress bars: one for runs, one (transient) for feature extraction."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self._tqdm = tqdm
+        self.enabled = enabled
+        self.runs = tqdm(total=total, desc="runs", unit="run", disable=not enabled, file=sys.stderr)
+        self.inner = None
+        self._label = None
+
+    def feature(self, done: int, total: int, message: str = "") -> None:
+        if not self.enabled:
+            return
+        if self.inner is None or message != self._label:
+            if self.inner is not None:
+                self.inner.close()
+            self.inner = self._tqdm(total=total, desc=f"  embed {message}", unit="img", leave=False, file=sys.stderr)
+            self._label = message
+        self.inner.n = done
+        self.inner.refresh()
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+        self.runs.close()
+
+
+def write_battle_files(spec: BattleSpec, out_dir: Path, settings: Settings) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "spec.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    (out_dir / "config.json").write_text(json.dumps(settings.to_dict(), indent=2, sort_keys=True))
+
+
+def run_battle(
+    spec: BattleSpec,
+    out_dir: str | Path,
+    settings: Settings,
+    *,
+    executor: Executor | None = None,
+    progress: bool | None = None,
+    rerun_failed: bool = True,
+) -> BattleOutcome:
+    """Run every run of `spec` not already finished in `out_dir/results.jsonl`.
+
+    Finished keys are reused; failed ones are retried when `rerun_failed`. Returns what happened; the
+    records of the whole spec are in `outcome.records`.
+    """
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    plans = plan_battle(spec)
+    write_battle_files(spec, out, settings)
+    existing = {r.run_key: r for r in read_records(out)}
+    outcome = BattleOutcome()
+    own_executor = executor is None
+    executor = executor or LocalExecutor(settings)
+    show = sys.stderr.isatty() if progress is None else progress
+    bars = _Bars(len(plans), show)
+    try:
+        for plan in plans:
+            prior = existing.get(plan.run_key)
+            if prior is not None and (prior.finished or not rerun_failed):
+                outcome.records.append(prior)
+                outcome.reused += 1
+                bars.runs.update(1)
+                continue
+            bars.runs.set_postfix_str(f"{plan.backbone} · {plan.dataset} · {plan.protocol}", refresh=True)
+            record = executor.execute(plan, progress=bars.feature)
+            append_record(out, record)
+            outcome.records.append(record)
+            outcome.executed += 1
+            outcome.failed += int(not record.finished)
+            bars.runs.update(1)
+    finally:
+        bars.close()
+        if own_executor:
+            executor.close()
+    outcome.wall_s = time.perf_counter() - t0
+    log.info("battle %s: %d runs (%d executed, %d reused, %d failed) in %.1f s",
+             spec.name, len(plans), outcome.executed, outcome.reused, outcome.failed, outcome.wall_s)
+    return outcome

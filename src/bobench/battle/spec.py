@@ -1,0 +1,185 @@
+"""Battle specs: backbones x datasets x protocols x seeds, parsed from YAML with field-named errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bobench.errors import InvalidArgument
+
+_TOP_LEVEL = {"name", "description", "backbones", "datasets", "protocols", "seeds", "embedder", "settings", "report"}
+_SETTINGS = {"batch_size", "threads", "cache_dir", "triton_url", "device"}
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A dataset as the spec names it: `name` labels results, `ref` is what `load_dataset` takes."""
+
+    name: str
+    ref: str | dict[str, Any]
+
+    def ref_json(self) -> str:
+        return json.dumps(self.ref, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ProtocolEntry:
+    name: str
+    config: dict[str, Any] = field(default_factory=dict)
+    datasets: tuple[str, ...] | None = None  # restrict to these dataset names (None = all)
+
+
+@dataclass(frozen=True)
+class BattleSpec:
+    name: str
+    backbones: tuple[str, ...]
+    datasets: tuple[DatasetEntry, ...]
+    protocols: tuple[ProtocolEntry, ...]
+    seeds: tuple[int, ...] = (0,)
+    embedder: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    report: bool = True
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "backbones": list(self.backbones),
+            "datasets": [{"name": d.name, "ref": d.ref} for d in self.datasets],
+            "protocols": [
+                {"name": p.name, "config": p.config, **({"datasets": list(p.datasets)} if p.datasets else {})}
+                for p in self.protocols
+            ],
+            "seeds": list(self.seeds),
+            "embedder": self.embedder,
+            "settings": self.settings,
+            "report": self.report,
+        }
+
+
+def _fail(where: str, message: str) -> InvalidArgument:
+    return InvalidArgument(f"battle spec: {where}: {message}")
+
+
+def _list(data: dict, key: str, required: bool = True) -> list:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise _fail(key, "is required and must be a non-empty list")
+        return []
+    if isinstance(value, str | dict):
+        value = [value]
+    if not isinstance(value, list) or (required and not value):
+        raise _fail(key, f"must be a non-empty list, got {type(value).__name__}")
+    return value
+
+
+def _dataset_entry(item: Any, where: str, base_dir: Path | None) -> DatasetEntry:
+    if isinstance(item, str) and item.strip():
+        return DatasetEntry(name=item, ref=item)
+    if not isinstance(item, dict):
+        raise _fail(where, "must be a dataset name or a mapping with 'type' (imagefolder/manifest/...)")
+    item = dict(item)
+    name = item.pop("name", None)
+    ref = item.pop("ref", None)
+    if ref is None:
+        if "type" not in item:
+            raise _fail(where, "a mapping needs 'ref' or 'type'")
+        ref = item
+    if isinstance(ref, dict) and "path" in ref and base_dir is not None:
+        path = Path(str(ref["path"])).expanduser()
+        ref = {**ref, "path": str(path if path.is_absolute() else (base_dir / path).resolve())}
+    if name is None:
+        name = ref if isinstance(ref, str) else f"{ref.get('type')}:{Path(str(ref.get('path', ''))).name}"
+    if not isinstance(name, str) or not name:
+        raise _fail(f"{where}.name", "must be a non-empty string")
+    return DatasetEntry(name=name, ref=ref)
+
+
+def _protocol_entry(item: Any, where: str, dataset_names: set[str]) -> ProtocolEntry:
+    if isinstance(item, str) and item.strip():
+        return ProtocolEntry(name=item)
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise _fail(where, "must be a protocol name or a mapping with 'name'")
+    unknown = set(item) - {"name", "config", "datasets"}
+    if unknown:
+        raise _fail(where, f"unknown key(s) {sorted(unknown)} (allowed: name, config, datasets)")
+    config = item.get("config") or {}
+    if not isinstance(config, dict):
+        raise _fail(f"{where}.config", "must be a mapping")
+    datasets = item.get("datasets")
+    if datasets is not None:
+        if isinstance(datasets, str):
+            datasets = [datasets]
+        missing = [d for d in datasets if d not in dataset_names]
+        if missing:
+            raise _fail(f"{where}.datasets", f"{missing} are not among the spec's datasets {sorted(dataset_names)}")
+        datasets = tuple(datasets)
+    return ProtocolEntry(name=item["name"], config=dict(config), datasets=datasets)
+
+
+def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "battle") -> BattleSpec:
+    """Validate a spec mapping; every error names the offending field."""
+    if not isinstance(data, dict):
+        raise _fail("top level", f"must be a mapping, got {type(data).__name__}")
+    unknown = set(data) - _TOP_LEVEL
+    if unknown:
+        raise _fail("top level", f"unknown key(s) {sorted(unknown)} (allowed: {sorted(_TOP_LEVEL)})")
+    backbones = _list(data, "backbones")
+    for i, b in enumerate(backbones):
+        if not isinstance(b, str) or not b.strip():
+            raise _fail(f"backbones[{i}]", "must be a backbone name")
+    if len(set(backbones)) != len(backbones):
+        raise _fail("backbones", "contains duplicates")
+    datasets = tuple(_dataset_entry(d, f"datasets[{i}]", base_dir) for i, d in enumerate(_list(data, "datasets")))
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise _fail("datasets", f"duplicate dataset names {names}")
+    protocols = tuple(
+        _protocol_entry(p, f"protocols[{i}]", set(names)) for i, p in enumerate(_list(data, "protocols"))
+    )
+    seeds = data.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise _fail("seeds", "must be a non-empty list of non-negative integers")
+    settings = data.get("settings") or {}
+    if not isinstance(settings, dict) or set(settings) - _SETTINGS:
+        raise _fail("settings", f"must be a mapping with keys among {sorted(_SETTINGS)}")
+    bs = settings.get("batch_size")
+    if bs is not None and (not isinstance(bs, int) or isinstance(bs, bool) or bs <= 0):
+        raise _fail("settings.batch_size", f"must be a positive integer, got {bs!r}")
+    embedder = data.get("embedder")
+    if embedder is not None and embedder not in ("onnxruntime", "torch", "triton"):
+        raise _fail("embedder", f"must be onnxruntime, torch or triton, got {embedder!r}")
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise _fail("name", "must be a non-empty string")
+    return BattleSpec(
+        name=name,
+        description=str(data.get("description", "")),
+        backbones=tuple(backbones),
+        datasets=datasets,
+        protocols=protocols,
+        seeds=tuple(seeds),
+        embedder=embedder,
+        settings=dict(settings),
+        report=bool(data.get("report", True)),
+    )
+
+
+def load_spec(path: str | Path) -> BattleSpec:
+    """Read and validate a YAML battle spec; relative dataset paths resolve against its folder."""
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidArgument(f"battle spec {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise InvalidArgument(f"battle spec {p}: not valid YAML: {exc}") from None
+    return parse_spec(data, base_dir=p.parent.resolve(), default_name=p.stem)

@@ -1,0 +1,54 @@
+"""`bob battle run SPEC --out DIR` (embedded). Remote battle commands live in cli/remote.py."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bobench.cli.common import add_settings_flags, settings_from
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("battle", help="run or submit a battle (backbones x datasets x protocols x seeds)")
+    s = p.add_subparsers(dest="battle_command", metavar="ACTION", required=True)
+    run = s.add_parser("run", help="run a battle spec in this process (embedded mode)")
+    run.add_argument("spec", help="battle spec (YAML)")
+    run.add_argument("-o", "--out", required=True, help="output directory (results.jsonl, report)")
+    add_settings_flags(run)
+    run.add_argument("--no-report", action="store_true", help="skip writing report.html/report.md")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--keep-failed", action="store_true", help="do not retry runs that failed before")
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bobench.battle.runner import run_battle
+    from bobench.battle.spec import load_spec
+
+    spec = load_spec(args.spec)
+    settings = settings_from(args, embedder=spec.embedder, **spec.settings)
+    out = Path(args.out)
+    outcome = run_battle(spec, out, settings, progress=False if args.no_progress else None,
+                         rerun_failed=not args.keep_failed)
+    print(f"battle {spec.name!r}: {len(outcome.records)} runs — {outcome.executed} executed, "
+          f"{outcome.reused} reused from {out / 'results.jsonl'}, {outcome.failed} failed ({outcome.wall_s:.1f} s)")
+    print_leaderboard(outcome.records)
+    if spec.report and not args.no_report:
+        from bobench.analysis.report import write_report
+
+        paths = write_report(out)
+        print(f"report: {paths.get('html')}  ·  {paths.get('md')}")
+    failed = [r for r in outcome.records if r.status == "failed"]
+    for r in failed[:10]:
+        print(f"FAILED {r.backbone} / {r.dataset} / {r.protocol}: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def print_leaderboard(records: list) -> None:
+    from bobench.analysis import analyze, format_leaderboard
+
+    finished = [r for r in records if r.status == "finished"]
+    if finished:
+        print()
+        print(format_leaderboard(analyze(finished), records=finished))

@@ -1,0 +1,74 @@
+"""On-disk feature cache keyed by (backbone digest, preprocessing, dataset fingerprint, split, variant).
+
+Every protocol reads features through it, so a re-run battle performs zero forward passes. Entries are
+written atomically (temp file + rename): a crash never leaves a half-written entry that looks valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    backbone_digest: str  # BackboneSpec.digest(): weights + preprocessing
+    dataset_fingerprint: str
+    split: str
+    variant: str = ""  # deterministic image transform, e.g. "corrupt:fog:3"
+    precision: str = "fp32"
+
+    def hexdigest(self) -> str:
+        blob = json.dumps(self.__dict__, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:32]
+
+
+class FeatureCache:
+    """Features as .npz files under `root/features/`; counts hits and misses for tests and logs."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root) / "features"
+        self.hits = 0
+        self.misses = 0
+
+    def _path(self, key: FeatureKey) -> Path:
+        h = key.hexdigest()
+        return self.root / h[:2] / f"{h}.npz"
+
+    def get(self, key: FeatureKey) -> tuple[np.ndarray, np.ndarray] | None:
+        path = self._path(key)
+        if not path.exists():
+            self.misses += 1
+            return None
+        try:
+            with np.load(path) as z:
+                feats, labels = z["features"], z["labels"]
+        except (OSError, ValueError, KeyError) as exc:  # unreadable entry: recompute, never trust
+            log.warning("feature cache entry %s is unreadable (%s); recomputing", path, exc)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return feats, labels
+
+    def put(self, key: FeatureKey, features: np.ndarray, labels: np.ndarray, meta: dict | None = None) -> Path:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, features=features.astype(np.float32), labels=labels.astype(np.int64),
+                         meta=np.array(json.dumps({**key.__dict__, **(meta or {})})))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path

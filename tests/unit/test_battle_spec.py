@@ -1,0 +1,57 @@
+"""Battle spec parsing: valid specs round-trip; every malformed field is named in the error."""
+
+from __future__ import annotations
+
+import pytest
+
+from bobench.battle.spec import load_spec, parse_spec
+from bobench.errors import InvalidArgument
+
+GOOD = {
+    "name": "t",
+    "backbones": ["toy"],
+    "datasets": ["toy", {"name": "mine", "type": "imagefolder", "path": "imgs"}],
+    "protocols": ["linear_probe", {"name": "knn", "config": {"ks": [5]}, "datasets": ["toy"]}],
+    "seeds": [0, 1],
+}
+
+
+def test_parse_valid_spec_resolves_relative_paths(tmp_path):
+    spec = parse_spec(GOOD, base_dir=tmp_path)
+    assert spec.backbones == ("toy",)
+    assert spec.datasets[1].ref["path"] == str((tmp_path / "imgs").resolve())
+    assert spec.protocols[1].config == {"ks": [5]} and spec.protocols[1].datasets == ("toy",)
+    assert spec.seeds == (0, 1)
+    assert parse_spec(spec.to_dict()).to_dict() == spec.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"backbones": []}, "backbones"),
+        ({"backbones": None}, "backbones"),
+        ({"backbones": ["toy", "toy"]}, "backbones"),
+        ({"backbones": [3]}, "backbones[0]"),
+        ({"datasets": [42]}, "datasets[0]"),
+        ({"protocols": [{"config": {}}]}, "protocols[0]"),
+        ({"protocols": [{"name": "knn", "config": [1]}]}, "protocols[0].config"),
+        ({"protocols": [{"name": "knn", "datasets": ["nope"]}]}, "protocols[0].datasets"),
+        ({"seeds": [-1]}, "seeds"),
+        ({"seeds": "zero"}, "seeds"),
+        ({"settings": {"batch_size": -4}}, "settings"),
+        ({"embedder": "tpu"}, "embedder"),
+        ({"colour": "blue"}, "top level"),
+    ],
+)
+def test_malformed_spec_names_the_field(patch, field):
+    with pytest.raises(InvalidArgument, match=field.replace("[", r"\[").replace("]", r"\]")):
+        parse_spec({**GOOD, **patch})
+
+
+def test_load_spec_rejects_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(InvalidArgument, match="does not exist"):
+        load_spec(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backbones: [toy\n")
+    with pytest.raises(InvalidArgument, match="not valid YAML"):
+        load_spec(bad)
