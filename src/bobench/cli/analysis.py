@@ -55,18 +55,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from bobench.analysis import analyze, format_leaderboard
+    from bobench.analysis import analyze, format_leaderboard, load_external_csv
     from bobench.errors import InvalidArgument
 
     if not args.results_dir and not args.external:
         raise InvalidArgument("give a results directory and/or --external CSV")
     records = [r for r in _records(args.results_dir) if r.status == "finished"]
     kwargs = {} if args.min_coverage is None else {"min_coverage": args.min_coverage}
-    result = analyze(records, external=args.external, **kwargs)
+    external = [row for path in args.external for row in load_external_csv(path)]
+    result = analyze(records, external=external, **kwargs)
     if args.json:
         print_json(result.to_json())
     else:
-        print(format_leaderboard(result, records=records))
+        print(format_leaderboard(result))
     return 0
 
 

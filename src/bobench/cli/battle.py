@@ -51,4 +51,4 @@ def print_leaderboard(records: list) -> None:
     finished = [r for r in records if r.status == "finished"]
     if finished:
         print()
-        print(format_leaderboard(analyze(finished), records=finished))
+        print(format_leaderboard(analyze(finished)))

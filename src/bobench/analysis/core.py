@@ -1,0 +1,369 @@
+"""`analyze(records)` -> Analysis: leaderboards, task correlations, RQ2 breakdowns, Pareto fronts, RQ4.
+
+Minimum-coverage rule: a backbone whose coverage (settings it has / all settings) is below
+`min_coverage` still takes part in every setting's z-scores (its measurements are real), but it is
+not ranked in the overall leaderboard, nor counted in the by-method/by-family means, Pareto fronts
+and recommendations; it is listed in `Analysis.excluded` with its partial score. Per-task
+leaderboards rank every backbone with data for the task and show its coverage within the task.
+
+Task correlation: Spearman rho between two tasks' scores over the backbones scored on both; None
+(NaN in plots) when fewer than 3 backbones are common or one side is constant, including on the
+diagonal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bobench.analysis import aggregate as agg
+from bobench.analysis.costs import COST_COLUMNS, BackboneCosts, collect_costs
+from bobench.analysis.external import ExternalScore
+from bobench.battle.records import STATUS_FAILED, RunRecord
+from bobench.errors import InvalidArgument
+
+DEFAULT_MIN_COVERAGE = 0.5
+PARETO_COSTS = ("latency_ms", "served_latency_ms", "params", "flops")
+
+
+@dataclass(frozen=True)
+class CorrelationMatrix:
+    """Symmetric task x task Spearman matrix; `rho[i][j]` is None where undefined (see module doc)."""
+
+    tasks: list[str]
+    rho: list[list[float | None]]
+    n_common: list[list[int]]
+
+    def get(self, a: str, b: str) -> float | None:
+        return self.rho[self._index(a)][self._index(b)]
+
+    def _index(self, task: str) -> int:
+        try:
+            return self.tasks.index(task)
+        except ValueError:
+            raise InvalidArgument(f"unknown task {task!r}; tasks: {self.tasks}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tasks": self.tasks, "rho": self.rho, "n_common": self.n_common}
+
+
+@dataclass
+class Analysis:
+    """Everything the leaderboard, report and recommender show. Entries are plain dicts, best first."""
+
+    settings: list[agg.Setting]
+    task_scores: dict[str, dict[str, float]]
+    overall: list[dict[str, Any]]
+    excluded: list[dict[str, Any]]
+    per_task: dict[str, list[dict[str, Any]]]
+    task_correlation: CorrelationMatrix
+    by_method: dict[str, dict[str, Any]]
+    by_family: dict[str, dict[str, Any]]
+    costs: dict[str, BackboneCosts]
+    backbone_info: dict[str, dict[str, Any]]
+    environments: list[dict[str, Any]]
+    failed_runs: list[dict[str, Any]]
+    run_counts: dict[str, int]
+    min_coverage: float
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.task_scores)
+
+    def cost(self, backbone: str, column: str) -> float | None:
+        c = self.costs.get(backbone)
+        return c.get(column) if c is not None else None
+
+    def pareto(self, x: str = "latency_ms", task: str | None = None) -> list[dict[str, Any]]:
+        """Non-dominated ranked backbones (higher score, lower `x`), cheapest first.
+
+        `x` is one of PARETO_COSTS; backbones without that cost are left out. A backbone is dominated
+        when another is at least as good on both axes and strictly better on one.
+        """
+        if x not in PARETO_COSTS:
+            raise InvalidArgument(f"pareto: x must be one of {PARETO_COSTS}, got {x!r}")
+        points = [(e, self.cost(e["backbone"], x)) for e in self.ranked_entries(task)]
+        points = [(e, c) for e, c in points if c is not None]
+        front = [
+            {**e, x: c}
+            for e, c in points
+            if not any(
+                oc <= c and o["score"] >= e["score"] and (oc < c or o["score"] > e["score"])
+                for o, oc in points
+            )
+        ]
+        return sorted(front, key=lambda e: (e[x], -e["score"], e["backbone"]))
+
+    def ranked_entries(self, task: str | None = None) -> list[dict[str, Any]]:
+        """The ranked overall entries, or the per-task entries of those backbones when `task` is given."""
+        if task is None:
+            return self.overall
+        if task not in self.per_task:
+            raise InvalidArgument(f"unknown task {task!r}; tasks with scores: {self.tasks}")
+        ranked = {e["backbone"] for e in self.overall}
+        return [e for e in self.per_task[task] if e["backbone"] in ranked]
+
+    def settings_table(self) -> list[dict[str, Any]]:
+        """One row per (setting, backbone): value (seed mean), std, seeds, z, direction, external flag."""
+        return settings_rows(self.settings)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (no NaN): overall, per_task, excluded, settings, correlations, groups, costs."""
+        return _clean(
+            {
+                "min_coverage": self.min_coverage,
+                "overall": self.overall,
+                "excluded": self.excluded,
+                "per_task": self.per_task,
+                "settings": self.settings_table(),
+                "task_correlation": self.task_correlation.to_json(),
+                "by_method": self.by_method,
+                "by_family": self.by_family,
+                "costs": {b: c.to_json() for b, c in self.costs.items()},
+                "pareto": {x: self.pareto(x) for x in ("latency_ms", "served_latency_ms", "params")},
+                "backbone_info": self.backbone_info,
+                "environments": self.environments,
+                "failed_runs": self.failed_runs,
+                "run_counts": self.run_counts,
+            }
+        )
+
+
+def analyze(
+    records: Iterable[RunRecord],
+    external: Iterable[ExternalScore] = (),
+    min_coverage: float = DEFAULT_MIN_COVERAGE,
+) -> Analysis:
+    """Aggregate finished runs (plus external scores) into an Analysis; see the module doc for the rules.
+
+    Raises InvalidArgument for a `min_coverage` outside [0, 1] and for inconsistent inputs (a metric
+    direction that differs within a setting, an external backbone also measured in that setting).
+    """
+    if not 0.0 <= min_coverage <= 1.0:
+        raise InvalidArgument(f"min_coverage must be in [0, 1], got {min_coverage}")
+    records = list(records)
+    external = list(external)
+    settings = agg.build_settings(
+        agg.observations_from_records(records) + agg.observations_from_external(external)
+    )
+    per_task_scores = agg.task_scores(settings)
+    overall_scores = agg.overall_scores(per_task_scores)
+    counts, total = agg.coverage(settings)
+    external_only = _external_only(settings)
+
+    def entry(backbone: str, score: float, rank: int | None, n: int, of: int) -> dict[str, Any]:
+        return {
+            "backbone": backbone,
+            "score": score,
+            "rank": rank,
+            "coverage": n / of if of else 0.0,
+            "n_settings": n,
+            "n_settings_total": of,
+            "external": backbone in external_only,
+        }
+
+    kept = {b: s for b, s in overall_scores.items() if total and counts[b] / total >= min_coverage}
+    overall = [
+        {**entry(b, s, r, counts[b], total), "n_tasks": _n_tasks(per_task_scores, b)}
+        for b, s, r in agg.competition_ranks(kept)
+    ]
+    excluded = [
+        {**entry(b, s, None, counts[b], total), "n_tasks": _n_tasks(per_task_scores, b)}
+        for b, s, _ in agg.competition_ranks({b: s for b, s in overall_scores.items() if b not in kept})
+    ]
+    per_task = {}
+    for task, scores in per_task_scores.items():
+        task_counts, task_total = agg.coverage(settings, task)
+        per_task[task] = [
+            entry(b, s, r, task_counts[b], task_total) for b, s, r in agg.competition_ranks(scores)
+        ]
+    info = _backbone_info(records, external)
+    return Analysis(
+        settings=settings,
+        task_scores=per_task_scores,
+        overall=overall,
+        excluded=excluded,
+        per_task=per_task,
+        task_correlation=task_correlation(per_task_scores),
+        by_method=_group_means(overall, info, "pretraining_method"),
+        by_family=_group_means(overall, info, "family"),
+        costs=collect_costs(records, external, info),
+        backbone_info=info,
+        environments=_environments(records),
+        failed_runs=_failed(records),
+        run_counts=_status_counts(records),
+        min_coverage=min_coverage,
+    )
+
+
+def recommend(
+    analysis: Analysis,
+    max_latency_ms: float | None = None,
+    max_params: float | None = None,
+    max_served_latency_ms: float | None = None,
+    max_flops: float | None = None,
+    task: str | None = None,
+    pretraining_method: str | None = None,
+    family: str | None = None,
+    top_k: int | None = None,
+) -> list[dict[str, Any]]:
+    """The best ranked backbones meeting every given constraint, best first (RQ4).
+
+    Scores are overall scores, or the scores of `task` when given. A backbone whose cost is unknown
+    does not meet a constraint on that cost. Each entry carries its cost columns.
+    Raises InvalidArgument for a negative bound, a top_k < 1 or an unknown task.
+    """
+    bounds = {
+        "latency_ms": max_latency_ms,
+        "params": max_params,
+        "served_latency_ms": max_served_latency_ms,
+        "flops": max_flops,
+    }
+    for column, bound in bounds.items():
+        if bound is not None and not bound >= 0:
+            raise InvalidArgument(f"recommend: max_{column} must be >= 0, got {bound}")
+    if top_k is not None and top_k < 1:
+        raise InvalidArgument(f"recommend: top_k must be >= 1, got {top_k}")
+    out = []
+    for e in analysis.ranked_entries(task):
+        backbone = e["backbone"]
+        info = analysis.backbone_info.get(backbone, {})
+        if pretraining_method is not None and info.get("pretraining_method") != pretraining_method:
+            continue
+        if family is not None and info.get("family") != family:
+            continue
+        costs = {c: analysis.cost(backbone, c) for c in COST_COLUMNS}
+        if all(b is None or (costs[c] is not None and costs[c] <= b) for c, b in bounds.items()):
+            out.append({**e, **costs})
+    return out[:top_k] if top_k else out
+
+
+def task_correlation(per_task: dict[str, dict[str, float]]) -> CorrelationMatrix:
+    """Spearman rho between every pair of tasks over their common backbones."""
+    tasks = list(per_task)
+    rho: list[list[float | None]] = [[None] * len(tasks) for _ in tasks]
+    n_common = [[0] * len(tasks) for _ in tasks]
+    for i, a in enumerate(tasks):
+        for j in range(i, len(tasks)):
+            b = tasks[j]
+            common = sorted(set(per_task[a]) & set(per_task[b]))
+            r = agg.spearman([per_task[a][k] for k in common], [per_task[b][k] for k in common])
+            if i == j and r is not None:
+                r = 1.0  # exactly 1, not 0.9999999999999998
+            rho[i][j] = rho[j][i] = r
+            n_common[i][j] = n_common[j][i] = len(common)
+    return CorrelationMatrix(tasks, rho, n_common)
+
+
+def settings_rows(settings: Iterable[agg.Setting]) -> list[dict[str, Any]]:
+    """One row per (setting, backbone): the long table shown in the report and in analysis.json."""
+    return [
+        {
+            "task": s.key.task,
+            "dataset": s.key.dataset,
+            "protocol": s.key.protocol,
+            "metric": s.key.metric,
+            "higher_is_better": s.higher_is_better,
+            "backbone": b,
+            "value": v.mean,
+            "std": v.std,
+            "n_seeds": v.n_seeds,
+            "z": v.z,
+            "external": v.external,
+        }
+        for s in settings
+        for b, v in s.values.items()
+    ]
+
+
+def _n_tasks(per_task: dict[str, dict[str, float]], backbone: str) -> int:
+    return sum(backbone in scores for scores in per_task.values())
+
+
+def _external_only(settings: list[agg.Setting]) -> set[str]:
+    flags: dict[str, set[bool]] = defaultdict(set)
+    for s in settings:
+        for b, v in s.values.items():
+            flags[b].add(v.external)
+    return {b for b, f in flags.items() if f == {True}}
+
+
+def _backbone_info(records: list[RunRecord], external: list[ExternalScore]) -> dict[str, dict[str, Any]]:
+    info: dict[str, dict[str, Any]] = defaultdict(dict)
+    for rec in records:
+        for k, v in (rec.backbone_info or {}).items():
+            info[rec.backbone].setdefault(k, v)
+    for row in external:
+        for k, v in row.info.items():
+            info[row.backbone].setdefault(k, v)
+    return {b: info[b] for b in sorted(info)}
+
+
+def _group_means(
+    overall: list[dict[str, Any]], info: dict[str, dict[str, Any]], field: str
+) -> dict[str, Any]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in overall:
+        groups[str(info.get(e["backbone"], {}).get(field) or "unknown")].append(e)
+    rows = {
+        g: {
+            "mean_score": sum(e["score"] for e in es) / len(es),
+            "count": len(es),
+            "backbones": [e["backbone"] for e in es],
+        }
+        for g, es in groups.items()
+    }
+    return dict(sorted(rows.items(), key=lambda kv: (-kv[1]["mean_score"], kv[0])))
+
+
+def _environments(records: list[RunRecord]) -> list[dict[str, Any]]:
+    """Distinct environments of finished runs with the tasks and number of runs each produced."""
+    found: list[dict[str, Any]] = []
+    for rec in records:
+        if not rec.finished:
+            continue
+        match = next((f for f in found if f["environment"] == rec.environment), None)
+        if match is None:
+            match = {"environment": dict(rec.environment), "tasks": [], "n_runs": 0}
+            found.append(match)
+        match["n_runs"] += 1
+        if rec.task not in match["tasks"]:
+            match["tasks"].append(rec.task)
+    return found
+
+
+def _failed(records: list[RunRecord]) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_key": r.run_key,
+            "backbone": r.backbone,
+            "task": r.task,
+            "dataset": r.dataset,
+            "protocol": r.protocol,
+            "seed": r.seed,
+            "error": r.error or "(no error recorded)",
+        }
+        for r in sorted(records, key=lambda r: (r.backbone, r.task, r.dataset, r.protocol, r.seed))
+        if r.status == STATUS_FAILED
+    ]
+
+
+def _status_counts(records: list[RunRecord]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for r in records:
+        counts[r.status] += 1
+    return dict(sorted(counts.items()))
+
+
+def _clean(obj: Any) -> Any:
+    """Replace NaN/inf by None and tuples by lists so json.dumps(allow_nan=False) succeeds."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -1,0 +1,327 @@
+"""The report: files, decodable non-trivial PNGs, HTML/Markdown content, CSV export, headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bobench.analysis import analyze, export_csv, load_external_csv, write_report
+from bobench.battle.records import RunRecord, read_records
+from bobench.errors import NotFound
+
+CHROMIUM = shutil.which("chromium") or shutil.which("/usr/bin/chromium")
+BACKBONES = {  # name: (family, method, params, quality, latency_ms)
+    "convnext_tiny": ("cnn", "supervised", 28.6e6, 0.9, 9.0),
+    "vit_small_dino": ("vit", "ssl", 22.0e6, 0.7, 7.5),
+    "clip_vit_b16": ("vit", "vision-language", 86.0e6, 1.0, 21.0),
+    "resnet50": ("cnn", "supervised", 25.6e6, 0.5, 8.0),
+    "swinv2_tiny": ("hierarchical-vit", "supervised", 28.0e6, 0.8, 14.0),
+    "mae_vit_b": ("vit", "generative", 86.0e6, 0.2, 20.0),
+    "random_resnet18": ("cnn", "random", 11.7e6, -1.0, 3.0),
+}
+ENV = {
+    "device": "cpu",
+    "runtime": "onnxruntime",
+    "threads": 2,
+    "precision": "fp32",
+    "versions": {"onnxruntime": "1.32.0"},
+}
+
+
+def record(
+    i: int, backbone: str, task: str, dataset: str, protocol: str, metrics: dict, primary, hib=True, **kw
+):
+    family, method, params, _, _ = BACKBONES.get(backbone, ("vit", "ssl", None, 0, 0))
+    return RunRecord(
+        run_key=f"r{i:04d}",
+        backbone=backbone,
+        dataset=dataset,
+        protocol=protocol,
+        protocol_version="1",
+        task=task,
+        config={"batch_size": 32},
+        seed=kw.pop("seed", 0),
+        status=kw.pop("status", "finished"),
+        metrics=metrics,
+        higher_is_better={m: hib for m in metrics},
+        primary_metric=primary,
+        backbone_info={"family": family, "pretraining_method": method, "num_params": params},
+        environment=ENV,
+        **kw,
+    )
+
+
+def synthetic_battle() -> list[RunRecord]:
+    """7 backbones x 4 tasks (2 seeds on classification), costs, serving for 3, a failure, a partial backbone."""
+    rng = np.random.default_rng(0)
+    recs, i = [], 0
+    for b, (_, _, _, quality, latency_ms) in BACKBONES.items():
+        for dataset in ("lfw", "mnist"):
+            for seed in (0, 1):
+                top1 = 0.7 + 0.1 * quality + rng.normal(0, 0.003)
+                recs.append(
+                    record(
+                        i := i + 1,
+                        b,
+                        "classification",
+                        dataset,
+                        "linear_probe",
+                        {"top1": top1, "top5": 1.0},
+                        "top1",
+                        seed=seed,
+                    )
+                )
+        recs.append(
+            record(
+                i := i + 1,
+                b,
+                "retrieval",
+                "photos",
+                "retrieval",
+                {"map": 0.5 + 0.2 * quality + rng.normal(0, 0.01)},
+                "map",
+            )
+        )
+        recs.append(
+            record(
+                i := i + 1,
+                b,
+                "ood",
+                "uci_digits",
+                "ood",
+                {"error": 0.6 - 0.1 * quality + rng.normal(0, 0.01)},
+                "error",
+                hib=False,
+            )
+        )
+        recs.append(
+            record(
+                i := i + 1,
+                b,
+                "fewshot",
+                "lfw",
+                "fewshot",
+                {"top1_5shot": 0.6 + 0.1 * quality + rng.normal(0, 0.01)},
+                "top1_5shot",
+            )
+        )
+        eff = {
+            "latency_ms_p50_b1": latency_ms,
+            "latency_ms_p50_b32": 20 * latency_ms,
+            "throughput_ips_b32": 32000 / (20 * latency_ms),
+            "params": BACKBONES[b][2],
+            "flops": None,
+        }
+        recs.append(record(i := i + 1, b, "efficiency", "synthetic", "efficiency", eff, None))
+        if b in ("convnext_tiny", "resnet50", "clip_vit_b16"):
+            srv = {
+                "latency_ms_p50_b1_c1": latency_ms + 1.5,
+                "latency_ms_p50_b1_c8": 4 * latency_ms,
+                "throughput_ips_b1_c8": 400 / latency_ms,
+            }
+            recs.append(record(i := i + 1, b, "serving", "synthetic", "serving_latency", srv, None))
+    recs.append(record(i := i + 1, "partial_vit", "retrieval", "photos", "retrieval", {"map": 0.9}, "map"))
+    recs.append(
+        record(
+            i := i + 1,
+            "resnet50",
+            "ood",
+            "imagenet_c",
+            "ood",
+            {},
+            "error",
+            hib=False,
+            status="failed",
+            error="Traceback (most recent call last):\n  ...\nRuntimeError: <out of memory> & more",
+        )
+    )
+    return recs  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    with (results / "results.jsonl").open("w") as fh:
+        for rec in synthetic_battle():
+            fh.write(rec.to_json() + "\n")
+    external = results / "published.csv"
+    external.write_text(
+        "backbone,task,dataset,protocol,metric,value,higher_is_better,pretraining_method\n"
+        "published_convnext_b,classification,lfw,linear_probe,top1,0.95,true,supervised\n"
+        "published_convnext_b,retrieval,photos,retrieval,map,0.8,true,supervised\n"
+        "published_convnext_b,ood,uci_digits,ood,error,0.45,false,supervised\n"
+    )
+    return results, write_report(results, external=[external])
+
+
+def test_report_writes_every_file(report):
+    results, files = report
+    expected = {"report.html", "report.md", "analysis.json", "runs.csv"}
+    expected |= {
+        f"plots/{n}.png"
+        for n in ("overall", "task_heatmap", "task_correlation", "pareto_latency", "pareto_params")
+    }
+    assert set(files) == expected
+    assert all(p.is_file() and p.stat().st_size > 0 for p in files.values())
+    assert files["report.html"].parent == results / "report"
+
+
+def test_plots_decode_and_are_not_trivial(report):
+    _, files = report
+    for name, path in files.items():
+        if not name.endswith(".png"):
+            continue
+        with Image.open(path) as img:
+            img.verify()
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert("RGB"))
+        assert rgb.shape[0] >= 300 and rgb.shape[1] >= 400, name
+        colours = np.unique(rgb.reshape(-1, 3), axis=0)
+        assert len(colours) >= 50, f"{name}: only {len(colours)} colours"
+        assert (rgb < 250).mean() > 0.02, f"{name}: almost blank"
+
+
+def test_served_latency_panel_is_drawn_next_to_in_process_latency(report):
+    _, files = report
+    with Image.open(files["plots/pareto_latency.png"]) as img:
+        width, height = img.size
+    assert width > 1.6 * height  # two panels side by side
+
+
+def test_html_is_self_contained_and_references_every_plot(report):
+    _, files = report
+    page = files["report.html"].read_text()
+    for name in (n for n in files if n.endswith(".png")):
+        tag = re.search(rf'<img [^>]*data-file="{re.escape(name)}"[^>]*>', page)
+        assert tag, name
+        assert 'src="data:image/png;base64,' in tag.group(0)
+        assert f'title="{name.split("/")[1]}"' in tag.group(0)
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert "<script" not in page
+    assert "Content-Security-Policy" in page
+
+
+def test_html_contains_leaderboard_rules_environment_and_failures(report):
+    results, files = report
+    page = files["report.html"].read_text()
+    board = page[page.index('id="overall-leaderboard"') : page.index('id="coverage-and-missing-data"')]
+    shown = re.findall(r"<tr><td class=num>\d+</td><td>([^<]+)</td>", board)
+    expected = analyze(read_records(results), load_external_csv(results / "published.csv")).overall
+    assert shown == [e["backbone"] + (" (ext)" if e["external"] else "") for e in expected]
+    measured = [b for b in shown if not b.endswith("(ext)")]
+    assert measured[:2] == ["clip_vit_b16", "convnext_tiny"] and measured[-1] == "random_resnet18"
+    assert "published_convnext_b (ext)" in page
+    assert "partial_vit" in page[page.index('id="coverage-and-missing-data"') :]  # below min coverage
+    assert "population standard deviation" in page
+    assert "onnxruntime 1.32.0" in page
+    assert "RuntimeError: &lt;out of memory&gt; &amp; more" in page  # escaped error text
+    assert "latency_ms_p50_b1_c1" in page
+    assert "Best under 30 M parameters" in page
+
+
+def test_markdown_references_plots_and_has_tables(report):
+    _, files = report
+    md = files["report.md"].read_text()
+    for name in (n for n in files if n.endswith(".png")):
+        assert f"]({name})" in md
+    assert "| rank | backbone | score |" in md
+    assert "| 2 | clip_vit_b16 |" in md
+    assert "RuntimeError: \\<out of memory\\> & more |" in md  # a table cell cannot open an HTML tag
+
+
+def test_analysis_json_matches_the_analysis(report):
+    results, files = report
+    data = json.loads(files["analysis.json"].read_text())
+    again = analyze(read_records(results), load_external_csv(results / "published.csv"))
+    assert [(e["backbone"], e["rank"]) for e in data["overall"]] == [
+        (e["backbone"], e["rank"]) for e in again.overall
+    ]
+    assert {e["backbone"] for e in data["excluded"]} == {"partial_vit"}
+    assert data["failed_runs"][0]["backbone"] == "resnet50"
+
+
+def test_export_csv_flattens_metrics_environment_and_info(tmp_path):
+    recs = synthetic_battle()
+    path = export_csv(recs, tmp_path / "runs.csv")
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    assert len(rows) == len(recs)
+    assert {"metric.top1", "metric.latency_ms_p50_b1", "env.versions.onnxruntime", "info.family"} <= set(
+        rows[0]
+    )
+    first = rows[0]
+    assert float(first["metric.top1"]) == pytest.approx(recs[0].metrics["top1"])
+    assert first["metric.latency_ms_p50_b1"] == ""  # not measured in this run
+    eff = next(r for r in rows if r["task"] == "efficiency")
+    assert eff["metric.flops"] == ""  # None stays empty, never 0
+    assert next(r for r in rows if r["status"] == "failed")["error"].endswith("& more")
+
+
+def test_write_report_without_records_is_not_found(tmp_path):
+    with pytest.raises(NotFound, match="no run records"):
+        write_report(tmp_path)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_report_opens_in_headless_chromium_without_errors(report, tmp_path):
+    _, files = report
+    page = files["report.html"].read_text()
+    hook = (
+        "<script nonce='bobtest'>window.__errors=[];"
+        "addEventListener('error',e=>__errors.push('error: '+(e.message||(e.target&&e.target.src)||'?')),true);"
+        "document.addEventListener('securitypolicyviolation',e=>__errors.push('csp: '+e.violatedDirective+' '+e.blockedURI));"
+        "const ce=console.error;console.error=(...a)=>{__errors.push('console: '+a.join(' '));ce.apply(console,a)};"
+        "addEventListener('load',()=>{const imgs=[...document.images];"
+        "const broken=imgs.filter(i=>!(i.complete&&i.naturalWidth>0)).map(i=>i.dataset.file);"
+        "const out=document.createElement('pre');out.id='bobtest';"
+        "out.textContent=JSON.stringify({errors:__errors,images:imgs.length,broken});document.body.appendChild(out)});"
+        "</script>"
+    )
+    csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+    assert csp in page
+    instrumented = page.replace(csp, csp + "; script-src 'nonce-bobtest'").replace(
+        "<head>", "<head>" + hook, 1
+    )
+    target = tmp_path / "instrumented.html"
+    target.write_text(instrumented)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    flags += [f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    flags += ["--virtual-time-budget=5000", "--dump-dom"]
+    proc = subprocess.run([CHROMIUM, *flags, target.as_uri()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.search(r'<pre id="bobtest">(.*?)</pre>', proc.stdout, re.S)
+    assert found, f"instrumentation did not run; stderr: {proc.stderr[-2000:]}"
+    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    n_plots = sum(n.endswith(".png") for n in files)
+    assert result == {"errors": [], "images": n_plots, "broken": []}
+    console_errors = [
+        line for line in proc.stderr.splitlines() if "CONSOLE" in line and "bobtest" not in line
+    ]
+    assert console_errors == []
+
+
+def test_sparse_results_give_a_report_with_only_the_plots_they_support(tmp_path):
+    recs = [
+        record(1, "<b>evil</b>", "classification", "lfw", "linear_probe", {"top1": 0.5}, "top1"),
+        record(2, "resnet50", "classification", "lfw", "linear_probe", {"top1": 0.6}, "top1"),
+        record(3, "resnet50", "retrieval", "photos", "retrieval", {}, "map", status="failed", error="   "),
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(r.to_json() + "\n" for r in recs))
+    files = write_report(tmp_path / "results.jsonl", out_dir=tmp_path / "out")
+    plots = sorted(n for n in files if n.endswith(".png"))
+    assert plots == [
+        "plots/overall.png",
+        "plots/pareto_params.png",
+        "plots/task_heatmap.png",
+    ]  # 1 task, no latency
+    page = files["report.html"].read_text()
+    assert "<b>evil" not in page and "&lt;b&gt;evil&lt;/b&gt;" in page
+    assert "(empty)" in page  # a blank error message is still shown as a failed run
