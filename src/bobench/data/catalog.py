@@ -1,0 +1,184 @@
+"""Dataset lookup: named datasets and dataset sources, both in registries.
+
+A dataset ref is either
+  * a registered name (`"toy"`, `"mnist"`, ... see `list_datasets()`), optionally as a dict with
+    options: `{"name": "photo_crops", "gallery_per_photo": 3}`;
+  * a source spec, a dict with `"type"`: `{"type": "imagefolder", "path": DIR}`,
+    `{"type": "manifest", "path": "x.csv"}`, `{"type": "torchvision", "name": "CIFAR10", ...}`;
+  * a path string: a directory is an ImageFolder, a `.csv` file a manifest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bobench.data.base import Dataset
+from bobench.errors import InvalidArgument
+from bobench.registry import Registry
+
+SourceFactory = Callable[..., Dataset]  # source(ref: dict, *, seed: int) -> Dataset
+
+
+@dataclass(frozen=True)
+class RegisteredDataset:
+    """A named dataset: its factory `factory(*, seed, **options)` and what `bob datasets list` shows."""
+
+    name: str
+    factory: Callable[..., Dataset]
+    task: str  # "classification" | "retrieval"
+    classes: int
+    size: int  # items with default options
+    source: str
+    licence: str
+    description: str = ""
+
+    def options(self) -> list[str]:
+        """Keyword options the factory accepts besides `seed`."""
+        params = inspect.signature(self.factory).parameters
+        return [p for p in params if p != "seed"]
+
+
+DATASETS: Registry[RegisteredDataset] = Registry("dataset")
+SOURCES: Registry[SourceFactory] = Registry("dataset source")
+
+_BUILTIN_MODULES = (
+    "bobench.data.files",
+    "bobench.data.bundled",
+    "bobench.data.synthetic",
+    "bobench.data.online",
+)
+
+
+def register_dataset(
+    name: str, *, task: str, classes: int, size: int, source: str, licence: str, description: str = ""
+) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+    """Decorator registering a named-dataset factory `factory(*, seed, **options) -> Dataset`."""
+
+    def decorator(factory: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        DATASETS.add(
+            name, RegisteredDataset(name, factory, task, classes, size, source, licence, description)
+        )
+        return factory
+
+    return decorator
+
+
+def register_source(type_name: str) -> Callable[[SourceFactory], SourceFactory]:
+    """Decorator registering a dataset source `source(ref: dict, *, seed) -> Dataset` by its `type`."""
+    return SOURCES.register(type_name)
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def _looks_like_path(ref: str) -> bool:
+    return "/" in ref or os.sep in ref or ref.lower().endswith(".csv") or os.path.isdir(ref)
+
+
+def normalize_ref(ref: str | dict) -> str | dict[str, Any]:
+    """The canonical form of a ref: a plain name string, or a dict with a `type` or `name` key.
+
+    Raises InvalidArgument for anything that is neither a string nor a mapping, or an empty one.
+    """
+    _load_builtins()
+    if isinstance(ref, str):
+        name = ref.strip()
+        if not name:
+            raise InvalidArgument("dataset ref is empty")
+        if name in DATASETS or not _looks_like_path(name):
+            return name
+        kind = "manifest" if name.lower().endswith(".csv") else "imagefolder"
+        return {"type": kind, "path": name}
+    if isinstance(ref, dict):
+        if "type" not in ref and "name" not in ref:
+            raise InvalidArgument(
+                f"dataset ref {ref!r} needs a 'name' (registered dataset) or a 'type' (source)"
+            )
+        if "type" not in ref and set(ref) == {"name"}:
+            return str(ref["name"])
+        return dict(ref)
+    raise InvalidArgument(f"dataset ref must be a name or a mapping, got {type(ref).__name__}")
+
+
+def dataset_ref_key(ref: str | dict) -> str:
+    """A canonical string for a ref: the name for plain named datasets, else compact sorted JSON.
+
+    Equal refs written differently (key order, `{"name": "toy"}` vs `"toy"`) give the same key.
+    """
+    norm = normalize_ref(ref)
+    if isinstance(norm, str):
+        return norm
+    try:
+        return json.dumps(norm, sort_keys=True, separators=(",", ":"))
+    except TypeError as exc:
+        raise InvalidArgument(f"dataset ref {ref!r} is not JSON-serialisable: {exc}") from None
+
+
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InvalidArgument(f"dataset seed must be a non-negative integer, got {seed!r}")
+    return seed
+
+
+def load_dataset(ref: str | dict, *, seed: int = 0) -> Dataset:
+    """Build the dataset a ref names, with splits drawn from `seed` (part of the fingerprint).
+
+    Images decode lazily; call `validate_dataset` to decode everything up front. Raises InvalidArgument
+    for an unknown name/type (with close matches), unknown options or bad data, and Unavailable when
+    an online source cannot be reached.
+    """
+    seed = _check_seed(seed)
+    norm = normalize_ref(ref)
+    if isinstance(norm, dict) and "max_per_class" in norm:
+        from bobench.data.subset import subsample_per_class
+
+        rest = {k: v for k, v in norm.items() if k != "max_per_class"}
+        if set(rest) == {"name"}:
+            rest = rest["name"]
+        return subsample_per_class(load_dataset(rest, seed=seed), norm["max_per_class"], seed)
+    if isinstance(norm, str):
+        return DATASETS.get(norm).factory(seed=seed)
+    if "type" in norm:
+        return SOURCES.get(str(norm["type"]))(norm, seed=seed)
+    entry = DATASETS.get(str(norm["name"]))
+    options = {k: v for k, v in norm.items() if k != "name"}
+    unknown = sorted(set(options) - set(entry.options()))
+    if unknown:
+        raise InvalidArgument(
+            f"dataset {entry.name!r}: unknown option(s) {unknown}; accepted: {entry.options() or 'none'}"
+        )
+    return entry.factory(seed=seed, **options)
+
+
+def list_datasets() -> list[dict[str, Any]]:
+    """One row per named dataset (name, task, classes, size, source, licence, description, options),
+    for `bob datasets list`. Loads no data."""
+    _load_builtins()
+    return [
+        {
+            "name": e.name,
+            "task": e.task,
+            "classes": e.classes,
+            "size": e.size,
+            "source": e.source,
+            "licence": e.licence,
+            "description": e.description,
+            "options": e.options(),
+        }
+        for _, e in DATASETS.items()
+    ]
+
+
+def check_ref_keys(ref: dict, allowed: set[str], where: str) -> None:
+    """Reject unknown keys in a source ref, naming them (a typo must not be silently ignored)."""
+    unknown = sorted(set(ref) - allowed - {"type"})
+    if unknown:
+        raise InvalidArgument(f"{where}: unknown key(s) {unknown}; accepted: {sorted(allowed)}")

@@ -1,0 +1,271 @@
+"""Datasets of image files: ImageFolder trees and CSV manifests, decoded lazily with PIL.
+
+ImageFolder layouts (class names are directory names, sorted; items sorted by file name):
+  * `root/<class>/<image>`: split by class with seeded fractions (default 60/20/20 train/val/test);
+  * `root/<split>/<class>/<image>` with split in train/val/test/query/gallery: splits as on disk.
+A manifest is a CSV with header `path,label[,split]`; relative paths are relative to the CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bobench.data.base import Dataset
+from bobench.data.catalog import check_ref_keys, register_source
+from bobench.data.fingerprint import LazyFingerprintDataset, file_fingerprint_fn
+from bobench.data.splits import KNOWN_SPLITS, RETRIEVAL_SPLITS, check_fractions, stratified_split
+from bobench.errors import InvalidArgument
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+
+
+def decode_image_file(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to HxWx3 uint8 RGB.
+
+    Raises InvalidArgument naming the file when it is missing, not an image, truncated or corrupt.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode fully now: a truncated file fails here, not later
+            rgb = im.convert("RGB")
+    except FileNotFoundError:
+        raise InvalidArgument(f"image file {path} does not exist") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidArgument(f"cannot decode image {path}: {exc}") from None
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+class FileLoader:
+    """`Dataset.load` for file datasets: item index -> decoded image (picklable for worker processes)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def __call__(self, index: int) -> np.ndarray:
+        if not 0 <= index < len(self.paths):
+            raise InvalidArgument(f"item {index} out of range (dataset of {len(self.paths)} files)")
+        return decode_image_file(self.paths[index])
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _subdirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _class_images(class_dir: Path) -> list[str]:
+    images = sorted(str(p) for p in class_dir.iterdir() if _is_image(p))
+    if not images:
+        raise InvalidArgument(f"imagefolder: empty class {class_dir.name!r}: no images in {class_dir}")
+    return images
+
+
+def _file_dataset(
+    *,
+    name: str,
+    paths: list[str],
+    labels: np.ndarray,
+    classes: list[str],
+    splits: dict[str, np.ndarray],
+    seed: int,
+    cache_key: str,
+    meta: dict,
+) -> Dataset:
+    task = "retrieval" if set(splits) <= set(RETRIEVAL_SPLITS) else "classification"
+    return LazyFingerprintDataset(
+        name=name,
+        classes=classes,
+        labels=labels,
+        splits=splits,
+        load=FileLoader(paths),
+        sources=paths,
+        meta={"task": task, "seed": seed, **meta},
+        fingerprint_fn=file_fingerprint_fn((cache_key, seed), paths, classes, labels, splits, seed),
+    )
+
+
+def _cache_key(ref: dict, path: Path) -> str:
+    return json.dumps({**ref, "path": str(path.resolve())}, sort_keys=True, default=str)
+
+
+@register_source("imagefolder")
+def imagefolder(ref: dict, *, seed: int = 0) -> Dataset:
+    """ImageFolder dataset from `ref = {"type": "imagefolder", "path": DIR, "splits"?: {...}, "name"?: str}`.
+
+    Raises InvalidArgument naming the path for a missing directory, zero classes, or an empty class,
+    and when `splits` fractions are given for a tree that is already split on disk.
+    """
+    check_ref_keys(ref, {"path", "splits", "name"}, "imagefolder")
+    if "path" not in ref:
+        raise InvalidArgument("imagefolder: missing 'path'")
+    root = Path(os.path.expanduser(str(ref["path"])))
+    if not root.is_dir():
+        raise InvalidArgument(f"imagefolder: directory {root} does not exist")
+    top = _subdirs(root)
+    pre_split = bool(top) and all(d.name in KNOWN_SPLITS for d in top)
+    if pre_split and "splits" in ref:
+        raise InvalidArgument(
+            f"imagefolder {root}: already split on disk ({', '.join(d.name for d in top)}); drop 'splits'"
+        )
+    groups = [(d.name, d) for d in top] if pre_split else [(None, root)]
+    class_dirs: dict[str | None, list[Path]] = {}
+    for split, base in groups:
+        class_dirs[split] = _subdirs(base)
+        if not class_dirs[split]:
+            raise InvalidArgument(f"imagefolder: no class directories in {base}")
+    classes = sorted({d.name for dirs in class_dirs.values() for d in dirs})
+    index = {c: i for i, c in enumerate(classes)}
+    paths: list[str] = []
+    labels: list[int] = []
+    split_of: list[str] = []
+    for split, dirs in class_dirs.items():
+        for class_dir in dirs:
+            images = _class_images(class_dir)
+            paths += images
+            labels += [index[class_dir.name]] * len(images)
+            split_of += [split or ""] * len(images)
+    label_arr = np.asarray(labels, dtype=np.int64)
+    if pre_split:
+        names = np.asarray(split_of)
+        splits = {d.name: np.flatnonzero(names == d.name).astype(np.int64) for d in top}
+    else:
+        fractions = check_fractions(ref.get("splits"), where=f"imagefolder {root}: splits")
+        splits = stratified_split(label_arr, fractions, seed, class_names=classes)
+    return _file_dataset(
+        name=str(ref.get("name") or root.resolve().name),
+        paths=paths,
+        labels=label_arr,
+        classes=classes,
+        splits=splits,
+        seed=seed,
+        cache_key=_cache_key(ref, root),
+        meta={
+            "source": "imagefolder",
+            "path": str(root),
+            "layout": "pre-split" if pre_split else "class-folders",
+        },
+    )
+
+
+def _read_manifest(csv_path: Path) -> tuple[list[dict[str, str]], list[int], bool]:
+    """Rows (stripped), their line numbers, and whether a `split` column exists."""
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            for column in ("path", "label"):
+                if column not in header:
+                    raise InvalidArgument(
+                        f"manifest {csv_path}: row 1 (header): missing column {column!r} (header: {header})"
+                    )
+            reader.fieldnames = header
+            rows, lines = [], []
+            for row in reader:
+                if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                    continue  # blank line
+                rows.append({k: (v or "").strip() for k, v in row.items() if isinstance(k, str)})
+                lines.append(reader.line_num)
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"manifest {csv_path}: not UTF-8 text ({exc})") from None
+    except csv.Error as exc:
+        raise InvalidArgument(f"manifest {csv_path}: malformed CSV: {exc}") from None
+    if not rows:
+        raise InvalidArgument(f"manifest {csv_path}: no data rows")
+    return rows, lines, "split" in header
+
+
+def _manifest_classes(ref: dict, csv_path: Path, labels: list[str]) -> list[str]:
+    given = ref.get("classes")
+    if given is None:
+        return sorted(set(labels))
+    if not isinstance(given, list) or not all(isinstance(c, str) and c for c in given):
+        raise InvalidArgument(f"manifest {csv_path}: 'classes' must be a list of non-empty strings")
+    duplicates = sorted({c for c in given if given.count(c) > 1})
+    if duplicates:
+        raise InvalidArgument(f"manifest {csv_path}: 'classes' lists {duplicates} more than once")
+    return list(given)
+
+
+@register_source("manifest")
+def manifest(ref: dict, *, seed: int = 0) -> Dataset:
+    """Dataset from a CSV manifest `ref = {"type": "manifest", "path": X.csv, "classes"?: [...],
+    "splits"?: {...}, "name"?: str}`.
+
+    Without a `split` column the rows are split by class with seeded fractions. Raises InvalidArgument
+    naming the row (CSV line number) and field for a missing column, an empty field, a missing image
+    file, a label not in `classes`, an unknown split or a split given on some rows only.
+    """
+    check_ref_keys(ref, {"path", "classes", "splits", "name"}, "manifest")
+    if "path" not in ref:
+        raise InvalidArgument("manifest: missing 'path'")
+    csv_path = Path(os.path.expanduser(str(ref["path"])))
+    if not csv_path.is_file():
+        raise InvalidArgument(f"manifest: file {csv_path} does not exist")
+    rows, lines, has_split = _read_manifest(csv_path)
+    if has_split and "splits" in ref:
+        raise InvalidArgument(f"manifest {csv_path}: has a 'split' column; drop 'splits' from the ref")
+    for row, line in zip(rows, lines, strict=True):
+        for field in ("path", "label"):
+            if not row.get(field):
+                raise InvalidArgument(f"manifest {csv_path}: row {line}: field {field!r} is empty")
+    classes = _manifest_classes(ref, csv_path, [r["label"] for r in rows])
+    index = {c: i for i, c in enumerate(classes)}
+    paths: list[str] = []
+    labels: list[int] = []
+    for row, line in zip(rows, lines, strict=True):
+        if row["label"] not in index:
+            raise InvalidArgument(
+                f"manifest {csv_path}: row {line}: field 'label': {row['label']!r} is not one of classes {classes}"
+            )
+        path = Path(row["path"])
+        if not path.is_absolute():
+            path = csv_path.parent / path
+        if not path.is_file():
+            raise InvalidArgument(
+                f"manifest {csv_path}: row {line}: field 'path': file {path} does not exist"
+            )
+        paths.append(str(path))
+        labels.append(index[row["label"]])
+    label_arr = np.asarray(labels, dtype=np.int64)
+    if has_split:
+        splits = _manifest_splits(csv_path, rows, lines)
+    else:
+        fractions = check_fractions(ref.get("splits"), where=f"manifest {csv_path}: splits")
+        splits = stratified_split(label_arr, fractions, seed, class_names=classes)
+    return _file_dataset(
+        name=str(ref.get("name") or csv_path.stem),
+        paths=paths,
+        labels=label_arr,
+        classes=classes,
+        splits=splits,
+        seed=seed,
+        cache_key=_cache_key(ref, csv_path),
+        meta={"source": "manifest", "path": str(csv_path)},
+    )
+
+
+def _manifest_splits(csv_path: Path, rows: list[dict[str, str]], lines: list[int]) -> dict[str, np.ndarray]:
+    values = [r.get("split", "") for r in rows]
+    for value, line in zip(values, lines, strict=True):
+        if not value:
+            raise InvalidArgument(
+                f"manifest {csv_path}: row {line}: field 'split' is empty (give every row a split, or drop the column)"
+            )
+        if value not in KNOWN_SPLITS:
+            raise InvalidArgument(
+                f"manifest {csv_path}: row {line}: field 'split': unknown split {value!r} "
+                f"(known: {', '.join(KNOWN_SPLITS)})"
+            )
+    names = np.asarray(values)
+    order = [s for s in KNOWN_SPLITS if s in set(values)]
+    return {s: np.flatnonzero(names == s).astype(np.int64) for s in order}
