@@ -36,6 +36,8 @@ def test_parse_valid_spec_resolves_relative_paths(tmp_path):
         ({"protocols": [{"config": {}}]}, "protocols[0]"),
         ({"protocols": [{"name": "knn", "config": [1]}]}, "protocols[0].config"),
         ({"protocols": [{"name": "knn", "datasets": ["nope"]}]}, "protocols[0].datasets"),
+        ({"protocols": [{"name": "knn", "backbones": ["other"]}]}, "protocols[0].backbones"),
+        ({"protocols": [{"name": "knn", "backbones": []}]}, "protocols[0].backbones"),
         ({"seeds": [-1]}, "seeds"),
         ({"seeds": "zero"}, "seeds"),
         ({"settings": {"batch_size": -4}}, "settings"),

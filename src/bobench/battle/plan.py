@@ -110,6 +110,8 @@ def plan_battle(
             for (pentry, proto), config in zip(protocols, configs, strict=True):
                 if pentry.datasets is not None and dname not in pentry.datasets:
                     continue
+                if pentry.backbones is not None and bname not in pentry.backbones:
+                    continue
                 for seed in spec.seeds:
                     key = run_key(identity, fingerprint or entry.ref_json(), proto.name, proto.version, config, seed)
                     plans.append(

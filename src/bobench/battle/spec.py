@@ -31,6 +31,7 @@ class ProtocolEntry:
     name: str
     config: dict[str, Any] = field(default_factory=dict)
     datasets: tuple[str, ...] | None = None  # restrict to these dataset names (None = all)
+    backbones: tuple[str, ...] | None = None  # restrict to these backbones (None = all)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,9 @@ class BattleSpec:
             "backbones": list(self.backbones),
             "datasets": [{"name": d.name, "ref": d.ref} for d in self.datasets],
             "protocols": [
-                {"name": p.name, "config": p.config, **({"datasets": list(p.datasets)} if p.datasets else {})}
+                {"name": p.name, "config": p.config,
+                 **({"datasets": list(p.datasets)} if p.datasets else {}),
+                 **({"backbones": list(p.backbones)} if p.backbones else {})}
                 for p in self.protocols
             ],
             "seeds": list(self.seeds),
@@ -101,26 +104,37 @@ def _dataset_entry(item: Any, where: str, base_dir: Path | None) -> DatasetEntry
     return DatasetEntry(name=name, ref=ref)
 
 
-def _protocol_entry(item: Any, where: str, dataset_names: set[str]) -> ProtocolEntry:
+def _subset(item: dict, key: str, where: str, allowed: set[str]) -> tuple[str, ...] | None:
+    values = item.get(key)
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, list) or not values:
+        raise _fail(f"{where}.{key}", "must be a non-empty list of names")
+    missing = [v for v in values if v not in allowed]
+    if missing:
+        raise _fail(f"{where}.{key}", f"{missing} are not among the spec's {key} {sorted(allowed)}")
+    return tuple(values)
+
+
+def _protocol_entry(item: Any, where: str, dataset_names: set[str], backbone_names: set[str]) -> ProtocolEntry:
     if isinstance(item, str) and item.strip():
         return ProtocolEntry(name=item)
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise _fail(where, "must be a protocol name or a mapping with 'name'")
-    unknown = set(item) - {"name", "config", "datasets"}
+    unknown = set(item) - {"name", "config", "datasets", "backbones"}
     if unknown:
-        raise _fail(where, f"unknown key(s) {sorted(unknown)} (allowed: name, config, datasets)")
+        raise _fail(where, f"unknown key(s) {sorted(unknown)} (allowed: name, config, datasets, backbones)")
     config = item.get("config") or {}
     if not isinstance(config, dict):
         raise _fail(f"{where}.config", "must be a mapping")
-    datasets = item.get("datasets")
-    if datasets is not None:
-        if isinstance(datasets, str):
-            datasets = [datasets]
-        missing = [d for d in datasets if d not in dataset_names]
-        if missing:
-            raise _fail(f"{where}.datasets", f"{missing} are not among the spec's datasets {sorted(dataset_names)}")
-        datasets = tuple(datasets)
-    return ProtocolEntry(name=item["name"], config=dict(config), datasets=datasets)
+    return ProtocolEntry(
+        name=item["name"],
+        config=dict(config),
+        datasets=_subset(item, "datasets", where, dataset_names),
+        backbones=_subset(item, "backbones", where, backbone_names),
+    )
 
 
 def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "battle") -> BattleSpec:
@@ -141,7 +155,8 @@ def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "bat
     if len(set(names)) != len(names):
         raise _fail("datasets", f"duplicate dataset names {names}")
     protocols = tuple(
-        _protocol_entry(p, f"protocols[{i}]", set(names)) for i, p in enumerate(_list(data, "protocols"))
+        _protocol_entry(p, f"protocols[{i}]", set(names), set(backbones))
+        for i, p in enumerate(_list(data, "protocols"))
     )
     seeds = data.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):

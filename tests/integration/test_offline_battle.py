@@ -1,0 +1,95 @@
+"""End to end on real bundled data, embedded mode (no servers): the battle runner, cache and CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from bobench.battle.records import read_records
+from bobench.battle.runner import run_battle
+from bobench.battle.spec import parse_spec
+from bobench.cli import main as bob
+
+pytestmark = pytest.mark.slow
+
+
+def _spec(**extra):
+    return parse_spec({
+        "name": "e2e",
+        "backbones": ["efficientnet_lite0", "efficientnet_lite0-random"],
+        "datasets": ["lfw"],
+        "protocols": ["linear_probe", "knn"],
+        **extra,
+    })
+
+
+def test_pretrained_lite0_beats_its_random_twin_on_lfw_and_rerun_computes_nothing(tmp_path, settings):
+    out = tmp_path / "out"
+    first = run_battle(_spec(), out, settings, progress=False)
+    assert first.executed == 4 and first.failed == 0, [r.error for r in first.records]
+    by = {(r.backbone, r.protocol): r.metrics for r in first.records}
+    pre, rnd = by[("efficientnet_lite0", "linear_probe")], by[("efficientnet_lite0-random", "linear_probe")]
+    assert pre["top1"] > rnd["top1"], (pre, rnd)
+    assert pre["top1"] >= 0.9
+
+    from bobench.battle.executor import LocalExecutor
+
+    executor = LocalExecutor(settings)
+    second = run_battle(_spec(), out, settings, executor=executor, progress=False)
+    assert second.executed == 0 and second.reused == 4
+    assert executor.cache.misses == 0 and executor._embedder is None  # no model loaded, no forward pass
+
+    # a new protocol on the same features: runs, but every feature comes from the cache
+    executor = LocalExecutor(settings)
+    third = run_battle(_spec(protocols=["linear_probe", "knn", {"name": "knn", "config": {"ks": [5]}}]),
+                       out, settings, executor=executor, progress=False)
+    assert third.executed == 2 and third.reused == 4
+    assert executor.cache.hits > 0 and executor.cache.misses == 0 and executor._embedder is None
+
+
+def test_results_jsonl_records_have_the_documented_fields(tmp_path, settings):
+    out = tmp_path / "out"
+    run_battle(parse_spec({"name": "t", "backbones": ["toy"], "datasets": ["toy"], "protocols": ["knn"]}),
+               out, settings, progress=False)
+    line = json.loads((out / "results.jsonl").read_text().splitlines()[0])
+    for field in ("run_key", "backbone", "dataset", "protocol", "protocol_version", "config", "seed", "metrics",
+                  "higher_is_better", "environment", "started_at", "finished_at", "status", "error"):
+        assert field in line, field
+    env = line["environment"]
+    assert env["runtime"] == "onnxruntime" and env["device"] == "cpu" and env["threads"] == 1
+    assert env["versions"]["onnxruntime"] and env["versions"]["torch"]
+    assert line["status"] == "finished" and line["error"] is None
+
+
+def test_failed_run_is_recorded_and_battle_continues(tmp_path, settings):
+    bad_dir = tmp_path / "imgs"
+    (bad_dir / "a").mkdir(parents=True)
+    (bad_dir / "b").mkdir()
+    for cls in ("a", "b"):
+        for i in range(6):
+            (bad_dir / cls / f"{i}.png").write_bytes(b"definitely not a png")
+    spec = parse_spec({"name": "t", "backbones": ["toy"],
+                       "datasets": ["toy", {"name": "broken", "type": "imagefolder", "path": str(bad_dir)}],
+                       "protocols": ["knn"]})
+    outcome = run_battle(spec, tmp_path / "out", settings, progress=False)
+    status = {r.dataset: r for r in outcome.records}
+    assert status["toy"].status == "finished"
+    assert status["broken"].status == "failed" and "0.png" in status["broken"].error
+    finished = [r for r in read_records(tmp_path / "out") if r.status == "finished"]
+    assert [r.dataset for r in finished] == ["toy"]
+
+
+def test_cli_battle_run_prints_leaderboard_and_writes_results(tmp_path, capsys, monkeypatch, cache_dir):
+    monkeypatch.setenv("BOBENCH_CACHE_DIR", str(cache_dir))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "cli", "backbones": ["toy"], "datasets": ["toy"],
+                                    "protocols": ["knn", "linear_probe"], "report": False}))
+    rc = bob(["battle", "run", str(spec), "--out", str(tmp_path / "out"), "--no-progress", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "2 executed" in out and "toy" in out
+    assert len(read_records(tmp_path / "out")) == 2
+    rc = bob(["battle", "run", str(spec), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert rc == 0 and "0 executed, 2 reused" in capsys.readouterr().out
