@@ -11,6 +11,7 @@ STATUS_FINISHED = "finished"
 STATUS_FAILED = "failed"
 STATUS_RUNNING = "running"
 STATUS_PENDING = "pending"
+STATUS_CANCELLED = "cancelled"  # stopped by the caller or a deadline; never counts as finished
 
 
 @dataclass

@@ -1,0 +1,262 @@
+"""`bob evaluate` (one run, remote or embedded) and the remote battle commands
+(`bob battle submit|watch|results|get|list|cancel --server HOST:PORT`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from bobench.cli.common import add_settings_flags, print_json, settings_from, table
+from bobench.errors import InvalidArgument
+
+EVALUATOR_ENV = "BOBENCH_EVALUATOR"
+SCHEDULER_ENV = "BOBENCH_SCHEDULER"
+_BATTLE_EXIT = {"BATTLE_STATE_FINISHED": 0}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("evaluate", help="evaluate one backbone on one dataset with one protocol")
+    ev.add_argument("backbone", help="registered backbone name")
+    ev.add_argument(
+        "dataset",
+        help='registered dataset name, or a JSON ref such as \'{"type": "imagefolder", "path": "d"}\'',
+    )
+    ev.add_argument("protocol", help="registered protocol name")
+    ev.add_argument(
+        "--config", dest="protocol_config", default="{}", metavar="JSON", help="protocol config overrides"
+    )
+    ev.add_argument("--seed", type=int, default=0, help="run seed (>= 0)")
+    ev.add_argument(
+        "--server",
+        default=os.environ.get(EVALUATOR_ENV),
+        help=f"evaluator HOST:PORT (env {EVALUATOR_ENV}); without it the run is embedded",
+    )
+    ev.add_argument("--rerun", action="store_true", help="execute even if the server has a finished result")
+    ev.add_argument("--timeout-s", type=float, default=3600.0, help="deadline of the remote call")
+    ev.add_argument("--json", action="store_true", help="print the run record as JSON")
+    add_settings_flags(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    actions = _battle_actions(sub)
+    server = {"default": os.environ.get(SCHEDULER_ENV), "help": f"scheduler HOST:PORT (env {SCHEDULER_ENV})"}
+    submit = actions.add_parser("submit", help="submit a battle spec to a scheduler")
+    submit.add_argument("spec", help="battle spec (YAML)")
+    submit.add_argument("--server", **server)
+    submit.add_argument("--battle-id", help="id to use (default: generated)")
+    submit.add_argument("--wait", action="store_true", help="stream progress until the battle ends")
+    submit.set_defaults(func=cmd_submit)
+    watch = actions.add_parser("watch", help="stream a submitted battle's progress until it ends")
+    watch.add_argument("battle_id")
+    watch.add_argument("--server", **server)
+    watch.set_defaults(func=cmd_watch)
+    results = actions.add_parser("results", help="a submitted battle's run results")
+    results.add_argument("battle_id")
+    results.add_argument("--server", **server)
+    results.add_argument("--json", action="store_true", help="one JSON record per line")
+    results.set_defaults(func=cmd_results)
+    get = actions.add_parser("get", help="a submitted battle's state and counts")
+    get.add_argument("battle_id")
+    get.add_argument("--server", **server)
+    get.set_defaults(func=cmd_get)
+    listing = actions.add_parser("list", help="battles on a scheduler, newest first")
+    listing.add_argument("--server", **server)
+    listing.set_defaults(func=cmd_list)
+    cancel = actions.add_parser("cancel", help="cancel a submitted battle")
+    cancel.add_argument("battle_id")
+    cancel.add_argument("--reason", default="cancelled from the command line")
+    cancel.add_argument("--server", **server)
+    cancel.set_defaults(func=cmd_cancel)
+
+
+def _battle_actions(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The sub-command group of `bob battle` (created by cli/battle.py; created here if absent)."""
+    parser = sub.choices.get("battle")
+    if parser is None:
+        parser = sub.add_parser("battle", help="submit and follow battles on a scheduler")
+        return parser.add_subparsers(dest="battle_command", metavar="ACTION", required=True)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest="battle_command", metavar="ACTION", required=True)
+
+
+def _need_server(args: argparse.Namespace, env: str) -> str:
+    if not args.server:
+        raise InvalidArgument(f"--server HOST:PORT is required (or set {env})")
+    return args.server
+
+
+def _dataset_arg(text: str) -> str | dict[str, Any]:
+    if text.lstrip().startswith("{"):
+        try:
+            ref = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"DATASET: not valid JSON ({exc.msg} at position {exc.pos})") from None
+        return ref
+    return text
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from bobench.rpc.convert import parse_json_object
+
+    config = parse_json_object(args.protocol_config, "--config")
+    dataset = _dataset_arg(args.dataset)
+    if args.server:
+        from bobench.client import EvaluatorClient
+
+        with EvaluatorClient(args.server) as client:
+            record = client.evaluate(
+                args.backbone,
+                dataset,
+                args.protocol,
+                config,
+                args.seed,
+                timeout_s=args.timeout_s,
+                rerun=args.rerun,
+            ).record
+    else:
+        from bobench.battle.executor import LocalExecutor
+        from bobench.battle.single import plan_single_run
+
+        executor = LocalExecutor(settings_from(args))
+        try:
+            plan = plan_single_run(
+                args.backbone, dataset, args.protocol, config, args.seed, dataset_loader=executor.dataset
+            )
+            record = executor.execute(plan)
+        finally:
+            executor.close()
+    if args.json:
+        sys.stdout.write(record.to_json() + "\n")
+    else:
+        print(
+            f"run {record.run_key}: {record.backbone} / {record.dataset} / {record.protocol} "
+            f"v{record.protocol_version} seed {record.seed}: {record.status} ({record.duration_s} s)"
+        )
+        rows = [
+            {"metric": k, "value": v}
+            for k, v in sorted(record.metrics.items())
+            if not isinstance(v, list | dict)
+        ]
+        if rows:
+            print(table(rows, ["metric", "value"]))
+        if record.error:
+            print(f"error: {record.error}", file=sys.stderr)
+    return 0 if record.finished else 1
+
+
+def _state_name(value: int) -> str:
+    from bobench.v1 import scheduler_pb2
+
+    return scheduler_pb2.BattleState.Name(value)
+
+
+def _counts(c) -> str:
+    return (
+        f"{c.finished + c.failed + c.cancelled}/{c.total} done (finished {c.finished}, failed {c.failed}, "
+        f"cancelled {c.cancelled}, running {c.running})"
+    )
+
+
+def _follow(client, battle_id: str) -> int:
+    """Print the battle's events until it ends; the exit code says whether every run finished."""
+    from bobench.v1 import common_pb2
+
+    state = "BATTLE_STATE_UNSPECIFIED"
+    for event in client.watch(battle_id):
+        state = _state_name(event.battle_state)
+        if event.run_key:
+            run_state = common_pb2.RunStatus.Name(event.state).removeprefix("RUN_STATUS_").lower()
+            line = f"{run_state:9s} {event.backbone} / {event.dataset} / {event.protocol} seed {event.seed}"
+            print(line + (f": {event.error}" if event.error else ""))
+        print(f"  {battle_id}: {state.removeprefix('BATTLE_STATE_').lower()} — {_counts(event.counts)}")
+    final = client.get(battle_id)
+    state = _state_name(final.state)
+    print(f"battle {battle_id}: {state.removeprefix('BATTLE_STATE_').lower()} — {_counts(final.counts)}")
+    return _BATTLE_EXIT.get(state, 1)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from bobench.battle.spec import load_spec
+    from bobench.client import SchedulerClient
+
+    spec = load_spec(args.spec)  # validated here first: a bad spec fails before any network call
+    with SchedulerClient(_need_server(args, SCHEDULER_ENV)) as client:
+        response = client.submit(spec, battle_id=args.battle_id)
+        print(f"battle {response.battle_id}: {response.total_runs} runs ({response.reused_runs} reused)")
+        return _follow(client, response.battle_id) if args.wait else 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from bobench.client import SchedulerClient
+
+    with SchedulerClient(_need_server(args, SCHEDULER_ENV)) as client:
+        return _follow(client, args.battle_id)
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from bobench.client import SchedulerClient
+
+    with SchedulerClient(_need_server(args, SCHEDULER_ENV)) as client:
+        records = client.results(args.battle_id)
+    if args.json:
+        for r in records:
+            sys.stdout.write(r.to_json() + "\n")
+        return 0
+    rows = [
+        {
+            "backbone": r.backbone,
+            "dataset": r.dataset,
+            "protocol": r.protocol,
+            "seed": r.seed,
+            "status": r.status,
+            "metric": r.primary_metric,
+            "value": r.metrics.get(r.primary_metric) if r.primary_metric else None,
+            "run_key": r.run_key,
+        }
+        for r in records
+    ]
+    print(table(rows, ["backbone", "dataset", "protocol", "seed", "status", "metric", "value", "run_key"]))
+    return 0
+
+
+def _battle_row(b) -> dict[str, Any]:
+    return {
+        "id": b.id,
+        "name": b.name,
+        "state": _state_name(b.state).removeprefix("BATTLE_STATE_").lower(),
+        "total": b.counts.total,
+        "finished": b.counts.finished,
+        "failed": b.counts.failed,
+        "created": b.created_at.ToJsonString() if b.HasField("created_at") else None,
+    }
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from bobench.client import SchedulerClient
+
+    with SchedulerClient(_need_server(args, SCHEDULER_ENV)) as client:
+        battle = client.get(args.battle_id)
+    print_json({**_battle_row(battle), "error": battle.error or None, "counts": _counts(battle.counts)})
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bobench.client import SchedulerClient
+
+    with SchedulerClient(_need_server(args, SCHEDULER_ENV)) as client:
+        rows = [_battle_row(b) for b in client.list()]
+    print(table(rows, ["id", "name", "state", "total", "finished", "failed", "created"]))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from bobench.client import SchedulerClient
+
+    with SchedulerClient(_need_server(args, SCHEDULER_ENV)) as client:
+        battle = client.cancel(args.battle_id, args.reason)
+    print(f"battle {battle.id}: {_state_name(battle.state).removeprefix('BATTLE_STATE_').lower()}")
+    return 0

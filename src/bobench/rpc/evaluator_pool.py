@@ -1,0 +1,134 @@
+"""A bounded pool of in-process executors for the Evaluator service.
+
+Each LocalExecutor keeps one backbone's embedder warm and is not thread-safe, so the pool hands each
+one to one run at a time; the number of executors bounds concurrent runs. Datasets are loaded and
+validated once per process and shared by every executor and the planner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from prometheus_client import Counter, Histogram
+
+from bobench.battle.executor import LocalExecutor
+from bobench.config import Settings
+from bobench.embed.base import Embedder
+
+EMBED_BATCH_SECONDS = Histogram(
+    "bobench_evaluator_embed_batch_seconds",
+    "Wall time of one embedding forward pass (one batch) in the evaluator.",
+    ["backbone", "runtime"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EXECUTIONS = Counter(
+    "bobench_evaluator_executions", "Runs the evaluator executed (not answered from the store)."
+)
+
+
+class SharedDatasets:
+    """Load-and-validate-once dataset cache shared across threads (a lock per reference)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._datasets: dict[str, Any] = {}
+
+    def load(self, ref: str | dict) -> Any:
+        """The validated dataset of `ref`; raises what load_dataset/validate_dataset raise."""
+        from bobench.data import load_dataset, validate_dataset
+
+        key = json.dumps(ref, sort_keys=True)
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._datasets:
+                ds = load_dataset(ref)
+                validate_dataset(ds)
+                self._datasets[key] = ds
+            return self._datasets[key]
+
+
+class TimedEmbedder(Embedder):
+    """Delegates to another embedder, recording each batch's latency in EMBED_BATCH_SECONDS."""
+
+    def __init__(self, inner: Embedder) -> None:
+        super().__init__(inner.spec, inner.batch_size)
+        self.inner = inner
+        self.runtime, self.device, self.precision = inner.runtime, inner.device, inner.precision
+        self._histogram = EMBED_BATCH_SECONDS.labels(inner.spec.name, inner.runtime)
+
+    def _embed_batch(self, batch: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        try:
+            return self.inner._embed_batch(batch)
+        finally:
+            self._histogram.observe(time.perf_counter() - t0)
+
+    def describe(self) -> dict:
+        return self.inner.describe()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class PooledExecutor(LocalExecutor):
+    """A LocalExecutor using the shared dataset cache, a timed embedder and a per-run batch size."""
+
+    def __init__(self, settings: Settings, datasets: SharedDatasets) -> None:
+        super().__init__(settings)
+        self._shared = datasets
+        self.batch_size_override: int | None = None
+
+    def dataset(self, ref: str | dict) -> Any:
+        return self._shared.load(ref)
+
+    def embedder(self, spec: Any) -> Embedder:
+        emb = super().embedder(spec)
+        if not isinstance(emb, TimedEmbedder):
+            emb = TimedEmbedder(emb)
+            self._embedder = emb  # replaces the plain one for as long as this backbone stays loaded
+        emb.batch_size = self.batch_size_override or self.settings.batch_size
+        return emb
+
+    def execute(self, plan, progress=None):
+        EXECUTIONS.inc()
+        return super().execute(plan, progress)
+
+
+class ExecutorPool:
+    """`size` PooledExecutors; `acquire()` waits (asynchronously) for a free one."""
+
+    def __init__(self, settings: Settings, size: int) -> None:
+        if size < 1:
+            from bobench.errors import InvalidArgument
+
+            raise InvalidArgument(f"max concurrent runs must be >= 1, got {size}")
+        self.settings = settings
+        self.datasets = SharedDatasets()
+        self.size = size
+        self._all = [PooledExecutor(settings, self.datasets) for _ in range(size)]
+        self._free: asyncio.Queue[PooledExecutor] | None = None
+
+    def _queue(self) -> asyncio.Queue[PooledExecutor]:
+        if self._free is None:  # created on first use, inside the server's event loop
+            self._free = asyncio.Queue()
+            for ex in self._all:
+                self._free.put_nowait(ex)
+        return self._free
+
+    async def acquire(self) -> PooledExecutor:
+        return await self._queue().get()
+
+    def release(self, executor: PooledExecutor) -> None:
+        executor.batch_size_override = None
+        self._queue().put_nowait(executor)
+
+    def close(self) -> None:
+        for ex in self._all:
+            ex.close()

@@ -1,0 +1,196 @@
+"""One bootstrap for every bobench gRPC service: grpc.aio server, health, reflection, message-size
+limits, the error and metrics interceptors, a Prometheus endpoint, graceful stop on SIGTERM/SIGINT.
+
+    running = await start_server([ServiceBinding.of(add_EvaluatorServicer_to_server, servicer)], port=0)
+    server, port = running          # unpacks like a (server, port) pair
+    await serve_forever([...])      # what a service's main() calls; prints one JSON "ready" line
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from bobench.errors import InvalidArgument
+from bobench.rpc.interceptors import ErrorMappingInterceptor, MetricsInterceptor
+from bobench.rpc.metrics import start_metrics_http
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_MB = 64
+DEFAULT_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """A servicer, the generated function that adds it to a server, and its full service name."""
+
+    name: str  # e.g. "bobench.v1.Evaluator": health status and reflection use it
+    servicer: Any
+    add_to_server: Callable[[Any, aio.Server], None]
+
+    @classmethod
+    def of(cls, add_to_server: Callable[[Any, aio.Server], None], servicer: Any) -> ServiceBinding:
+        """Derive the full service name from a generated `add_<Name>Servicer_to_server` function."""
+        fn_name = add_to_server.__name__
+        if not (fn_name.startswith("add_") and fn_name.endswith("Servicer_to_server")):
+            raise InvalidArgument(f"{fn_name!r} is not a generated add_<Service>Servicer_to_server function")
+        short = fn_name[len("add_") : -len("Servicer_to_server")]
+        pb2 = importlib.import_module(add_to_server.__module__.removesuffix("_grpc"))
+        try:
+            full = pb2.DESCRIPTOR.services_by_name[short].full_name
+        except KeyError:
+            raise InvalidArgument(f"service {short!r} is not defined in {pb2.__name__}") from None
+        return cls(full, servicer, add_to_server)
+
+
+@dataclass
+class RunningServer:
+    """A started server. Unpacks as `(server, port)`; also carries health, metrics port and names."""
+
+    server: aio.Server
+    port: int
+    host: str
+    services: list[str]
+    health: health_aio.HealthServicer
+    metrics_port: int | None = None
+    grace_s: float = DEFAULT_GRACE_S
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.server, self.port))
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def ready_info(self) -> dict[str, Any]:
+        """What `serve_forever` prints once serving (tests and `make up` parse it)."""
+        return {
+            "event": "serving",
+            "services": self.services,
+            "address": self.address,
+            "host": self.host,
+            "port": self.port,
+            "metrics_port": self.metrics_port,
+            "pid": os.getpid(),
+        }
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Report NOT_SERVING, stop accepting calls, let calls in flight finish for `grace_s`."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        await self.health.enter_graceful_shutdown()
+        grace = self.grace_s if grace_s is None else grace_s
+        log.info("stopping %s (grace %.1f s)", self.address, grace)
+        await self.server.stop(grace)
+
+
+def _bindings(services: Sequence[ServiceBinding | tuple]) -> list[ServiceBinding]:
+    out = []
+    for item in services:
+        if isinstance(item, ServiceBinding):
+            out.append(item)
+        elif isinstance(item, tuple) and len(item) == 2 and callable(item[0]):
+            out.append(ServiceBinding.of(item[0], item[1]))
+        else:
+            raise InvalidArgument(f"expected a ServiceBinding or (add_to_server, servicer), got {item!r}")
+    return out
+
+
+async def start_server(
+    services: Sequence[ServiceBinding | tuple],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_message_mb: int = DEFAULT_MAX_MESSAGE_MB,
+    metrics_port: int | None = None,
+    grace_s: float = DEFAULT_GRACE_S,
+    extra_interceptors: Sequence[aio.ServerInterceptor] = (),
+) -> RunningServer:
+    """Start a grpc.aio server with `services` plus health and reflection on `host:port`.
+
+    `port=0` binds a free port, returned in the result. `metrics_port` (0 = pick) starts the Prometheus
+    HTTP endpoint; None leaves it off. Messages above `max_message_mb` are refused with
+    RESOURCE_EXHAUSTED. Raises Unavailable when the address cannot be bound.
+    """
+    from bobench.errors import Unavailable
+
+    bindings = _bindings(services)
+    limit = int(max_message_mb * 1024 * 1024)
+    server = aio.server(
+        interceptors=[MetricsInterceptor(), ErrorMappingInterceptor(), *extra_interceptors],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for b in bindings:
+        b.add_to_server(b.servicer, server)
+    names = [b.name for b in bindings]
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:
+        raise Unavailable(f"cannot bind gRPC server to {host}:{port}: {exc}") from None
+    if bound == 0:
+        raise Unavailable(f"cannot bind gRPC server to {host}:{port}")
+    await server.start()
+    for name in ["", *names]:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    bound_metrics = start_metrics_http(metrics_port, host) if metrics_port is not None else None
+    log.info("serving %s on %s:%d", ", ".join(names), host, bound)
+    return RunningServer(server, bound, host, names, health, bound_metrics, grace_s)
+
+
+async def serve_forever(
+    services: Sequence[ServiceBinding | tuple],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_message_mb: int = DEFAULT_MAX_MESSAGE_MB,
+    metrics_port: int | None = None,
+    grace_s: float = DEFAULT_GRACE_S,
+    on_stop: Callable[[], Any] | None = None,
+) -> None:
+    """Start the server, print ONE JSON line (see `RunningServer.ready_info`) to stdout, and serve
+    until SIGTERM or SIGINT; then drain calls in flight for `grace_s` and call `on_stop`."""
+    running = await start_server(
+        services, host, port, max_message_mb=max_message_mb, metrics_port=metrics_port, grace_s=grace_s
+    )
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    sys.stdout.write(json.dumps(running.ready_info()) + "\n")
+    sys.stdout.flush()
+    waiter = asyncio.create_task(running.server.wait_for_termination())
+    stopper = asyncio.create_task(stop_requested.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if stop_requested.is_set():
+        log.info("signal received: draining")
+        await running.stop()
+    await waiter
+    stopper.cancel()
+    if on_stop is not None:
+        on_stop()
+    log.info("server on %s stopped", running.address)
