@@ -57,3 +57,27 @@ def test_load_spec_rejects_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("backbones: [toy\n")
     with pytest.raises(InvalidArgument, match="not valid YAML"):
         load_spec(bad)
+
+
+def test_custom_backbone_entries_register_and_plan(tmp_path):
+    from bobench.battle.plan import plan_battle
+    from bobench.backbones import get_spec
+
+    data = {"name": "c", "datasets": ["toy"], "protocols": ["knn"],
+            "backbones": [{"name": "my-resnet18", "source": "timm", "model_id": "resnet18", "weights": "random",
+                           "seed": 3}]}
+    spec = parse_spec(data, base_dir=tmp_path)
+    assert spec.backbones == ("my-resnet18",)
+    plans = plan_battle(spec)
+    assert plans[0].backbone == "my-resnet18" and get_spec("my-resnet18").model_id == "resnet18"
+    plan_battle(parse_spec(data))  # identical definition: fine
+    clash = {**data, "backbones": [{**data["backbones"][0], "seed": 4}]}
+    with pytest.raises(InvalidArgument, match="different definition"):
+        plan_battle(parse_spec(clash))
+
+
+def test_custom_backbone_needs_source_and_known_fields():
+    with pytest.raises(InvalidArgument, match=r"backbones\[0\].*missing \['source'"):
+        parse_spec({**GOOD, "backbones": [{"name": "x", "model_id": "resnet18"}]})
+    with pytest.raises(InvalidArgument, match="unknown BackboneSpec field"):
+        parse_spec({**GOOD, "backbones": [{"name": "x", "source": "timm", "model_id": "r", "colour": 1}]})

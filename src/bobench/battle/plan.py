@@ -82,6 +82,24 @@ def dataset_identity(entry: DatasetEntry, loader: Callable[[Any], Any]) -> tuple
         return None, f"dataset {entry.name!r}: {exc}"
 
 
+def register_custom_backbones(entries: tuple[dict[str, Any], ...]) -> None:
+    """Register a spec's user-defined backbones; re-registering the identical spec is a no-op."""
+    from bobench.backbones import BACKBONES, register_spec
+    from bobench.backbones.spec import BackboneSpec
+    from bobench.errors import InvalidArgument
+
+    for entry in entries:
+        new = BackboneSpec.from_dict(entry)
+        if entry["name"] in BACKBONES:
+            if BACKBONES.get(entry["name"]).identity() != new.identity():
+                raise InvalidArgument(
+                    f"battle spec: backbone {entry['name']!r} is already registered with a different definition; "
+                    "pick another name"
+                )
+            continue
+        register_spec(new)
+
+
 def plan_battle(
     spec: BattleSpec,
     *,
@@ -98,6 +116,7 @@ def plan_battle(
     from bobench.protocols import get_protocol
 
     loader = dataset_loader or load_dataset
+    register_custom_backbones(spec.custom_backbones)
     specs = {name: get_spec(name) for name in spec.backbones}
     protocols = [(entry, get_protocol(entry.name)) for entry in spec.protocols]
     configs = [proto.resolve_config(entry.config) for entry, proto in protocols]

@@ -45,12 +45,15 @@ class BattleSpec:
     settings: dict[str, Any] = field(default_factory=dict)
     report: bool = True
     description: str = ""
+    custom_backbones: tuple[dict[str, Any], ...] = ()  # BackboneSpec fields of user-defined backbones
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "description": self.description,
-            "backbones": list(self.backbones),
+            "backbones": [
+                next((c for c in self.custom_backbones if c["name"] == b), b) for b in self.backbones
+            ],
             "datasets": [{"name": d.name, "ref": d.ref} for d in self.datasets],
             "protocols": [
                 {"name": p.name, "config": p.config,
@@ -137,6 +140,35 @@ def _protocol_entry(item: Any, where: str, dataset_names: set[str], backbone_nam
     )
 
 
+_CUSTOM_REQUIRED = ("name", "source", "model_id")
+_CUSTOM_DEFAULTS = {"family": "cnn", "pretraining_method": "other", "pretraining_data": "unknown"}
+
+
+def _custom_backbone(item: dict, where: str, base_dir: Path | None) -> dict[str, Any]:
+    """A user-defined backbone: BackboneSpec fields, e.g. {name, source: timm, model_id, weights: ckpt.pth}
+    or {name, source: onnx, model_id: model.onnx, output_name, input_size, mean, std}. Relative file
+    paths resolve against the spec's folder."""
+    from bobench.backbones.spec import BackboneSpec
+
+    missing = [k for k in _CUSTOM_REQUIRED if not item.get(k)]
+    if missing:
+        raise _fail(where, f"a custom backbone needs {list(_CUSTOM_REQUIRED)}; missing {missing}")
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(BackboneSpec)}
+    unknown = sorted(set(item) - known)
+    if unknown:
+        raise _fail(where, f"unknown BackboneSpec field(s) {unknown}")
+    entry = {**_CUSTOM_DEFAULTS, **item}
+    if base_dir is not None:
+        for key in ("model_id", "weights"):
+            value = entry.get(key)
+            if isinstance(value, str) and value.endswith((".onnx", ".pth", ".pt", ".safetensors", ".bin")):
+                path = Path(value).expanduser()
+                entry[key] = str(path if path.is_absolute() else (base_dir / path).resolve())
+    return entry
+
+
 def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "battle") -> BattleSpec:
     """Validate a spec mapping; every error names the offending field."""
     if not isinstance(data, dict):
@@ -144,10 +176,14 @@ def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "bat
     unknown = set(data) - _TOP_LEVEL
     if unknown:
         raise _fail("top level", f"unknown key(s) {sorted(unknown)} (allowed: {sorted(_TOP_LEVEL)})")
-    backbones = _list(data, "backbones")
-    for i, b in enumerate(backbones):
+    backbones, custom = [], []
+    for i, b in enumerate(_list(data, "backbones")):
+        if isinstance(b, dict):
+            custom.append(_custom_backbone(b, f"backbones[{i}]", base_dir))
+            b = custom[-1]["name"]
         if not isinstance(b, str) or not b.strip():
-            raise _fail(f"backbones[{i}]", "must be a backbone name")
+            raise _fail(f"backbones[{i}]", "must be a backbone name or a mapping of BackboneSpec fields")
+        backbones.append(b)
     if len(set(backbones)) != len(backbones):
         raise _fail("backbones", "contains duplicates")
     datasets = tuple(_dataset_entry(d, f"datasets[{i}]", base_dir) for i, d in enumerate(_list(data, "datasets")))
@@ -185,6 +221,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "bat
         embedder=embedder,
         settings=dict(settings),
         report=bool(data.get("report", True)),
+        custom_backbones=tuple(custom),
     )
 
 

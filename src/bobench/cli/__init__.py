@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(args.verbose, args.quiet)
     try:
+        from bobench.plugins import load_plugins
+
+        load_plugins()
         return int(args.func(args) or 0)
     except BobenchError as exc:
         print(f"bob: error: {exc}", file=sys.stderr)
