@@ -1,0 +1,125 @@
+"""GrpcExecutor: runs a plan on remote evaluators through the Evaluator `Evaluate` RPC.
+
+Status codes map back to the executor contract: UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED
+and ABORTED raise the transient bobench errors (the scheduler retries them, with backoff, on the next
+evaluator in turn); a run the evaluator reports as cancelled (it was draining) is transient too; any
+other code is the run's own failure and becomes a failed record carrying the evaluator's message.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+
+import grpc
+
+from bobench.battle.context import ProgressFn
+from bobench.battle.executor import Executor, utc_now
+from bobench.battle.plan import RunPlan
+from bobench.battle.records import STATUS_CANCELLED, STATUS_FAILED, RunRecord
+from bobench.errors import DeadlineExceeded, InvalidArgument, Unavailable
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT_CODES = {
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Unavailable,
+    grpc.StatusCode.ABORTED: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+}
+# gRPC code -> the bobench error class name a failed record carries (what LocalExecutor would write)
+_ERROR_NAMES = {
+    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument",
+    grpc.StatusCode.NOT_FOUND: "NotFound",
+    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
+    grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
+    grpc.StatusCode.CANCELLED: "Cancelled",
+}
+
+
+def parse_addresses(addresses: str | list[str]) -> list[str]:
+    """'h1:p1,h2:p2' or a list -> ['h1:p1', 'h2:p2']; raises InvalidArgument naming a bad entry."""
+    items = addresses.split(",") if isinstance(addresses, str) else list(addresses)
+    out = []
+    for item in (a.strip() for a in items):
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise InvalidArgument(f"evaluator address {item!r} must be host:port")
+        out.append(item)
+    if not out:
+        raise InvalidArgument("no evaluator addresses given")
+    return out
+
+
+class GrpcExecutor(Executor):
+    """Sends each run to one of `addresses` (round robin). `runs_per_address` bounds what the
+    scheduler sends each evaluator at once (its `--max-concurrent-runs`); `timeout_s` is the deadline
+    of one run (None = no deadline). Thread-safe: the scheduler calls it from several workers."""
+
+    def __init__(
+        self,
+        addresses: str | list[str],
+        *,
+        runs_per_address: int = 1,
+        timeout_s: float | None = 3600.0,
+        max_message_mb: int = 64,
+    ) -> None:
+        from bobench.v1 import evaluator_pb2_grpc
+
+        self.addresses = parse_addresses(addresses)
+        if runs_per_address < 1:
+            raise InvalidArgument(f"runs_per_address must be >= 1, got {runs_per_address}")
+        self.slots = len(self.addresses) * runs_per_address
+        self.timeout_s = timeout_s
+        limit = max_message_mb * 1024 * 1024
+        options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        self._channels = [grpc.insecure_channel(a, options=options) for a in self.addresses]
+        self._stubs = [evaluator_pb2_grpc.EvaluatorStub(c) for c in self._channels]
+        self._next = itertools.count()
+        self._lock = threading.Lock()
+        self.reused = 0  # runs an evaluator answered from its stored results
+
+    def execute(self, plan: RunPlan, progress: ProgressFn | None = None) -> RunRecord:
+        """Run `plan` remotely. Raises Unavailable / DeadlineExceeded for transient failures."""
+        from bobench.rpc import convert
+        from bobench.v1 import evaluator_pb2
+
+        with self._lock:
+            i = next(self._next) % len(self._stubs)
+        address, stub = self.addresses[i], self._stubs[i]
+        request = evaluator_pb2.EvaluateRequest(run=convert.plan_to_request(plan))
+        started_at = utc_now()
+        record = None
+        try:
+            for event in stub.Evaluate(request, timeout=self.timeout_s):
+                kind = event.WhichOneof("event")
+                if kind == "started" and event.started.reused:
+                    with self._lock:
+                        self.reused += 1
+                elif kind == "progress" and progress is not None:
+                    progress(event.progress.done, event.progress.total, event.progress.message)
+                elif kind == "result":
+                    record = convert.result_to_record(event.result)
+        except grpc.RpcError as exc:
+            code, details = exc.code(), exc.details() or ""
+            transient = _TRANSIENT_CODES.get(code)
+            if transient is not None:
+                raise transient(f"evaluator {address}: {code.name}: {details}") from None
+            record = plan.new_record()
+            record.status, record.started_at, record.finished_at = STATUS_FAILED, started_at, utc_now()
+            record.error = f"{_ERROR_NAMES.get(code, 'internal error: ' + code.name)}: evaluator {address}: {details}"
+            log.error("run %s failed on %s: %s", plan.run_key, address, record.error)
+            return record
+        if record is None:
+            raise Unavailable(f"evaluator {address}: Evaluate stream for run {plan.run_key} ended without a result")
+        if record.status == STATUS_CANCELLED:
+            raise Unavailable(f"evaluator {address} cancelled run {plan.run_key}: {record.error}")
+        record.battle = plan.battle
+        return record
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()

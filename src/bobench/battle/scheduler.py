@@ -1,0 +1,413 @@
+"""The scheduler core: battles in, runs dispatched to executors, durable state in the artifact store.
+
+A submitted spec is planned (deterministic run keys) and persisted; keys with a stored finished result
+are reused; the rest go to a delay queue served by `concurrency` worker threads, each taking an
+executor slot. Transient failures (Unavailable / DeadlineExceeded, raised or recorded) are retried with
+exponential backoff up to `max_retries`; any other failure marks the run failed and the battle goes
+on. A restarted scheduler (`start()`) reloads every battle from the store and re-queues runs that were
+pending or running, first checking for a stored result, so a finished run is never executed twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from bobench.battle.executor import Executor
+from bobench.battle.plan import RunPlan, plan_battle
+from bobench.battle.records import RunRecord
+from bobench.battle.scheduler_state import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+    TERMINAL_BATTLE_STATES,
+    Battle,
+    BattleEvent,
+    BattleStatus,
+    RunState,
+    battle_key,
+    plan_key,
+    result_key,
+    run_state_key,
+    utc_now,
+)
+from bobench.battle.spec import BattleSpec
+from bobench.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from bobench.store.base import ArtifactStore, check_key
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (Unavailable, DeadlineExceeded)
+_TRANSIENT_PREFIXES = tuple(f"{cls.__name__}:" for cls in TRANSIENT_ERRORS)
+Planner = Callable[[BattleSpec, str], list[RunPlan]]
+
+
+def default_planner(spec: BattleSpec, battle_id: str) -> list[RunPlan]:
+    return plan_battle(spec, battle_id=battle_id)
+
+
+def is_transient(record: RunRecord) -> bool:
+    """A failed record whose error is an infrastructure hiccup (e.g. the embedder was unreachable)."""
+    return record.status == FAILED and (record.error or "").startswith(_TRANSIENT_PREFIXES)
+
+
+class Scheduler:
+    """Runs battles on `executors`. Call `start()` once (it also resumes stored battles), `close()` at
+    the end. Thread-safe; the gRPC service calls it from its event loop through worker threads.
+
+    Hooks for metrics (all optional, called from worker threads): `on_dispatch(queue_wait_s)` when a
+    run reaches an executor, `on_run_done(state, duration_s)`, `on_retry()`.
+    """
+
+    def __init__(
+        self,
+        store: ArtifactStore,
+        executors: list[Executor],
+        *,
+        concurrency: int = 1,
+        max_retries: int = 3,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        planner: Planner = default_planner,
+    ) -> None:
+        if not executors:
+            raise InvalidArgument("scheduler needs at least one executor")
+        if concurrency < 1 or max_retries < 0 or backoff_s < 0:
+            raise InvalidArgument(f"concurrency must be >= 1, max_retries and backoff_s >= 0; got "
+                                  f"{concurrency}, {max_retries}, {backoff_s}")
+        self.store, self.executors, self.planner = store, list(executors), planner
+        self.concurrency, self.max_retries = concurrency, max_retries
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._queue: list[tuple[float, int, str, str]] = []  # (ready_at monotonic, seq, battle id, run key)
+        self._seq = itertools.count()
+        self._battles: dict[str, Battle] = {}
+        self._inflight: dict[str, set[str]] = {}  # run key -> battles waiting on its execution
+        self._slots: list[Executor] = [e for e in self.executors for _ in range(max(1, getattr(e, "slots", 1)))]
+        self._free_slots = threading.Semaphore(len(self._slots))
+        self._workers: list[threading.Thread] = []
+        self._closing = False
+        self.retries_total = 0
+        self.on_dispatch: Callable[[float], None] | None = None
+        self.on_run_done: Callable[[str, float], None] | None = None
+        self.on_retry: Callable[[], None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> Scheduler:
+        """Resume stored battles and start the worker threads. Returns self."""
+        self._recover()
+        for i in range(self.concurrency):
+            t = threading.Thread(target=self._work, name=f"scheduler-worker-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+        return self
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop taking runs from the queue; wait up to `timeout_s` for runs in flight; close executors."""
+        with self._lock:
+            self._closing = True
+            self._ready.notify_all()
+        deadline = time.monotonic() + timeout_s
+        for t in self._workers:
+            t.join(max(0.0, deadline - time.monotonic()))
+        for e in self.executors:
+            e.close()
+
+    # -- API -------------------------------------------------------------------------------------
+    def submit(self, spec: BattleSpec, battle_id: str | None = None) -> str:
+        """Plan `spec`, persist the battle and queue its runs; returns the battle id.
+
+        Resubmitting an existing id with the same spec returns it; with another spec raises
+        AlreadyExists. Raises InvalidArgument for a spec that cannot be planned.
+        """
+        spec_doc = spec.to_dict()
+        if battle_id:
+            check_key(battle_id)
+            with self._lock:
+                existing = self._battles.get(battle_id)
+            if existing is not None:
+                if existing.spec != spec_doc:
+                    raise AlreadyExists(f"battle {battle_id!r} exists with a different spec")
+                return battle_id
+        battle_id = battle_id or f"{_slug(spec.name)}-{uuid.uuid4().hex[:10]}"
+        plans = self.planner(spec, battle_id)
+        finished = set(self.store.list("results/"))
+        runs = {}
+        for p in plans:
+            reused = result_key(p.run_key) in finished
+            runs[p.run_key] = RunState(p, FINISHED if reused else PENDING, reused=reused)
+        battle = Battle(id=battle_id, name=spec.name, spec=spec_doc, created_at=utc_now(), runs=runs)
+        self.store.put_json(plan_key(battle_id), [p.to_dict() for p in plans])
+        with self._lock:
+            battle.changed = self._ready
+            battle.state = battle.derive_state()
+            self.store.put_json(battle_key(battle_id), battle.to_doc())
+            self._battles[battle_id] = battle
+            self._enqueue_pending(battle)
+            battle.emit(None)
+        log.info("battle %s (%s): %d runs, %d reused", battle_id, spec.name, len(runs), battle.status().reused)
+        return battle_id
+
+    def get(self, battle_id: str) -> BattleStatus:
+        """The battle's state and counts; NotFound for an unknown id."""
+        with self._lock:
+            return self._battle(battle_id).status()
+
+    def list(self) -> list[BattleStatus]:
+        """All battles, newest first (without their specs)."""
+        with self._lock:
+            battles = sorted(self._battles.values(), key=lambda b: (b.created_at, b.id), reverse=True)
+            return [b.status(with_spec=False) for b in battles]
+
+    def results(self, battle_id: str, finished_only: bool = False) -> list[RunRecord]:
+        """One record per run in plan order: finished ones from the store, others with their state."""
+        with self._lock:
+            runs = list(self._battle(battle_id).runs.values())
+        out = []
+        for run in runs:
+            if run.state == FINISHED:
+                out.append(RunRecord.from_dict(self.store.get_json(result_key(run.plan.run_key))))
+            elif not finished_only:
+                record = RunRecord.from_dict(run.record) if run.record else run.plan.new_record()
+                record.status, record.error = run.state, run.error
+                out.append(record)
+        return out
+
+    def cancel(self, battle_id: str, reason: str = "") -> BattleStatus:
+        """Cancel queued runs; runs already executing finish and are recorded. Idempotent."""
+        with self._lock:
+            battle = self._battle(battle_id)
+            if battle.state not in TERMINAL_BATTLE_STATES:
+                battle.state, battle.error, battle.updated_at = CANCELLED, reason or "cancelled", utc_now()
+                for run in battle.runs.values():
+                    if run.state == PENDING:
+                        battle.set_run_state(run, CANCELLED)
+                self.store.put_json(battle_key(battle_id), battle.to_doc())
+                battle.emit(None)
+            return battle.status()
+
+    def watch(self, battle_id: str, timeout_s: float | None = None,
+              is_active: Callable[[], bool] | None = None) -> Iterator[BattleEvent]:
+        """Events of the battle: a snapshot first, then every change, ending after the battle ends.
+
+        Stops early (without error) when `timeout_s` passes or `is_active()` turns False.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._lock:
+            battle = self._battle(battle_id)
+            first = battle.snapshot_event()
+        yield first
+        seq = first.seq
+        while first.battle_state not in TERMINAL_BATTLE_STATES:
+            with self._lock:
+                while battle.next_seq - 1 <= seq and not self._closing:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if (left is not None and left <= 0) or (is_active is not None and not is_active()):
+                        return
+                    self._ready.wait(0.5 if left is None else min(left, 0.5))
+                if self._closing:
+                    return
+                oldest = battle.events[0].seq if battle.events else seq + 1
+                new = [battle.snapshot_event()] if oldest > seq + 1 else [e for e in battle.events if e.seq > seq]
+            yield from new
+            seq = new[-1].seq
+            if new[-1].battle_state in TERMINAL_BATTLE_STATES and not new[-1].run_key:
+                return
+
+    def wait(self, battle_id: str, timeout_s: float | None = None) -> BattleStatus:
+        """Block until the battle ends (or `timeout_s` passes); returns its status."""
+        for _ in self.watch(battle_id, timeout_s):
+            pass
+        return self.get(battle_id)
+
+    def queue_depth(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def counts_by_state(self) -> dict[str, int]:
+        """Runs of all battles by state (for the runs-by-state gauge)."""
+        with self._lock:
+            total: dict[str, int] = {}
+            for b in self._battles.values():
+                for state, n in b.counts.items():
+                    total[state] = total.get(state, 0) + n
+            return total
+
+    # -- internals -------------------------------------------------------------------------------
+    def _battle(self, battle_id: str) -> Battle:
+        try:
+            return self._battles[battle_id]
+        except KeyError:
+            raise NotFound(f"unknown battle {battle_id!r}") from None
+
+    def _enqueue_pending(self, battle: Battle, delay_s: float = 0.0) -> None:
+        now = time.monotonic()
+        for key, run in battle.runs.items():
+            if run.state == PENDING:
+                heapq.heappush(self._queue, (now + delay_s, next(self._seq), battle.id, key))
+        self._ready.notify_all()
+
+    def _recover(self) -> None:
+        """Load every stored battle; runs pending or running (no result yet) are queued again."""
+        finished = set(self.store.list("results/"))
+        for key in self.store.list("battles/"):
+            if not key.endswith("/battle.json"):
+                continue
+            doc = self.store.get_json(key)
+            bid = doc["id"]
+            plans = [RunPlan.from_dict(d) for d in self.store.get_json(plan_key(bid))]
+            states = {k.rsplit("/", 1)[1].removesuffix(".json"): k for k in self.store.list(f"battles/{bid}/runs/")}
+            runs, interrupted = {}, 0
+            for p in plans:
+                run = RunState(p)
+                if result_key(p.run_key) in finished:
+                    run.state = FINISHED
+                elif p.run_key in states:
+                    saved = self.store.get_json(states[p.run_key])
+                    run.attempts, run.error, run.record = saved.get("attempts", 0), saved.get("error"), saved.get("record")
+                    run.state = saved["state"] if saved["state"] in (FAILED, CANCELLED) else PENDING
+                    interrupted += saved["state"] == RUNNING
+                if run.state == PENDING and doc["state"] == CANCELLED:
+                    run.state = CANCELLED
+                runs[p.run_key] = run
+            battle = Battle(id=bid, name=doc["name"], spec=doc["spec"], created_at=doc["created_at"], runs=runs,
+                            state=doc["state"], error=doc.get("error"), updated_at=doc.get("updated_at", ""))
+            with self._lock:
+                battle.changed = self._ready
+                battle.started = doc["state"] != "queued"
+                self._battles[bid] = battle
+                self._update_battle_state(battle)
+                self._enqueue_pending(battle)
+            log.info("resumed battle %s: %s (%d interrupted while running, re-queued)", bid, battle.count_dict(),
+                     interrupted)
+
+    def _update_battle_state(self, battle: Battle) -> bool:
+        """Recompute and persist the battle state after a run changed (lock held); True if it changed."""
+        battle.updated_at = utc_now()
+        state = battle.derive_state()
+        if state == battle.state:
+            return False
+        battle.state = state
+        self.store.put_json(battle_key(battle.id), battle.to_doc())
+        return True
+
+    def _next_item(self) -> tuple[str, str, float] | None:
+        """Pop the next ready run and mark it running: (battle id, run key, when it became ready)."""
+        with self._lock:
+            while not self._closing:
+                if self._queue and self._queue[0][0] <= time.monotonic():
+                    ready_at, _, bid, key = heapq.heappop(self._queue)
+                    battle = self._battles[bid]
+                    run = battle.runs[key]
+                    if run.state != PENDING:
+                        continue
+                    if battle.state == CANCELLED:  # a retry queued before the cancel
+                        battle.set_run_state(run, CANCELLED)
+                        battle.emit(run)
+                        continue
+                    battle.set_run_state(run, RUNNING)
+                    run.attempts += 1
+                    battle.started = True
+                    self._update_battle_state(battle)
+                    battle.emit(run)
+                    if key in self._inflight:  # another battle is executing this key: wait for it
+                        self._inflight[key].add(bid)
+                        continue
+                    self._inflight[key] = {bid}
+                    return bid, key, ready_at
+                timeout = (self._queue[0][0] - time.monotonic()) if self._queue else None
+                self._ready.wait(timeout)
+            return None
+
+    def _work(self) -> None:
+        while (item := self._next_item()) is not None:
+            bid, key, ready_at = item
+            try:
+                self._dispatch(bid, key, ready_at)
+            except Exception:  # a store failure must not kill the worker; the run is retried
+                log.exception("dispatch of run %s (battle %s) failed", key, bid)
+                self._finish(key, None, "Unavailable: scheduler could not record the run")
+
+    def _dispatch(self, bid: str, key: str, ready_at: float) -> None:
+        with self._lock:
+            run = self._battles[bid].runs[key]
+            plan, attempts = run.plan, run.attempts
+        if self.store.exists(result_key(key)):  # finished elsewhere (e.g. before a crash): never rerun
+            record = RunRecord.from_dict(self.store.get_json(result_key(key)))
+            self._finish(key, record, None)
+            return
+        self.store.put_json(run_state_key(bid, key), {"state": RUNNING, "attempts": attempts, "at": utc_now()})
+        self._free_slots.acquire()
+        with self._lock:
+            executor = self._slots.pop()
+        t0 = time.monotonic()
+        if self.on_dispatch is not None:
+            self.on_dispatch(t0 - ready_at)
+        try:
+            record, error = executor.execute(plan), None
+        except TRANSIENT_ERRORS as exc:
+            record, error = None, f"{type(exc).__name__}: {exc}"
+        finally:
+            with self._lock:
+                self._slots.append(executor)
+            self._free_slots.release()
+        if self.on_run_done is not None:
+            self.on_run_done(record.status if record is not None else "transient", time.monotonic() - t0)
+        if record is not None and record.finished:
+            self.store.put_json(result_key(key), _record_doc(record))
+        self._finish(key, record, error)
+
+    def _finish(self, key: str, record: RunRecord | None, error: str | None) -> None:
+        """Apply an execution outcome to every battle waiting on `key` and persist it."""
+        transient = record is None or is_transient(record)
+        error = error or (record.error if record is not None else None)
+        with self._lock:
+            waiting = self._inflight.pop(key, set())
+            for bid in sorted(waiting):
+                battle = self._battles[bid]
+                run = battle.runs[key]
+                if record is not None and record.finished:
+                    battle.set_run_state(run, FINISHED)
+                    run.error = None
+                elif transient and run.attempts <= self.max_retries and not self._closing:
+                    battle.set_run_state(run, PENDING)
+                    run.error = error
+                    self.retries_total += 1
+                    if self.on_retry is not None:
+                        self.on_retry()
+                    delay = min(self.max_backoff_s, self.backoff_s * 2 ** (run.attempts - 1))
+                    heapq.heappush(self._queue, (time.monotonic() + delay, next(self._seq), bid, key))
+                    log.warning("run %s attempt %d: %s; retrying in %.2f s", key, run.attempts, error, delay)
+                elif transient and self._closing:
+                    battle.set_run_state(run, PENDING)  # resumed by the next scheduler
+                else:
+                    battle.set_run_state(run, FAILED)
+                    run.error = error
+                    run.record = _record_doc(record) if record is not None else None
+                    self.store.put_json(run_state_key(bid, key), {"state": FAILED, "attempts": run.attempts,
+                                                                  "error": error, "record": run.record, "at": utc_now()})
+                ended = self._update_battle_state(battle) and battle.state in TERMINAL_BATTLE_STATES
+                battle.emit(run)
+                if ended:
+                    battle.emit(None)
+            self._ready.notify_all()
+
+
+def _record_doc(record: RunRecord) -> dict[str, Any]:
+    import json
+
+    return json.loads(record.to_json())
+
+
+def _slug(name: str) -> str:
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in name.lower()).strip("-_")
+    return slug[:40] or "battle"

@@ -1,0 +1,226 @@
+"""The Scheduler gRPC service: a thin adapter over `bobench.battle.scheduler.Scheduler`.
+
+Run it with `python -m bobench.rpc.scheduler_service --port 50052 --store s3://bobench/artifacts
+--evaluators 127.0.0.1:50051` (no --evaluators = runs execute in this process). Prometheus metrics:
+runs by state, queue depth, retries, dispatch latency (queue wait) and run duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import threading
+from pathlib import Path
+
+import yaml
+from google.protobuf import timestamp_pb2
+from prometheus_client import Counter, Gauge, Histogram
+
+from bobench.battle.scheduler import Scheduler
+from bobench.battle.scheduler_state import RUN_STATES, BattleEvent, BattleStatus
+from bobench.battle.spec import parse_spec
+from bobench.errors import InvalidArgument
+from bobench.rpc import convert
+from bobench.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+RUNS = Gauge("bobench_scheduler_runs", "Runs of all known battles by state.", ["state"])
+QUEUE_DEPTH = Gauge("bobench_scheduler_queue_depth", "Runs waiting in the dispatch queue (incl. backoff).")
+RETRIES = Counter("bobench_scheduler_retries", "Transient run failures that were retried.")
+DISPATCH_LATENCY = Histogram("bobench_scheduler_dispatch_latency_seconds",
+                             "Time from a run becoming ready to its dispatch to an executor.",
+                             buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600, 3600))
+RUN_DURATION = Histogram("bobench_scheduler_run_duration_seconds",
+                         "Executor round trip of one run attempt, by outcome.", ["outcome"],
+                         buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200))
+
+BATTLE_STATE_TO_PROTO = {
+    "queued": scheduler_pb2.BATTLE_STATE_QUEUED, "running": scheduler_pb2.BATTLE_STATE_RUNNING,
+    "finished": scheduler_pb2.BATTLE_STATE_FINISHED, "failed": scheduler_pb2.BATTLE_STATE_FAILED,
+    "cancelled": scheduler_pb2.BATTLE_STATE_CANCELLED,
+}
+DEFAULT_PAGE_SIZE = 50
+
+
+def instrument(scheduler: Scheduler) -> None:
+    """Wire the scheduler's hooks and gauges to this module's Prometheus metrics."""
+    for state in RUN_STATES:
+        RUNS.labels(state).set_function(lambda s=state: scheduler.counts_by_state().get(s, 0))
+    QUEUE_DEPTH.set_function(scheduler.queue_depth)
+    scheduler.on_retry = RETRIES.inc
+    scheduler.on_dispatch = DISPATCH_LATENCY.observe
+    scheduler.on_run_done = lambda outcome, s: RUN_DURATION.labels(outcome).observe(s)
+
+
+def _ts(iso: str) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    if iso:
+        ts.FromJsonString(iso.replace("+00:00", "Z"))
+    return ts
+
+
+def _counts(c: dict[str, int]) -> scheduler_pb2.RunCounts:
+    return scheduler_pb2.RunCounts(**{k: c.get(k, 0) for k in ("total", *RUN_STATES)})
+
+
+def battle_to_proto(status: BattleStatus) -> scheduler_pb2.Battle:
+    msg = scheduler_pb2.Battle(id=status.id, name=status.name, state=BATTLE_STATE_TO_PROTO[status.state],
+                               counts=_counts(status.counts), created_at=_ts(status.created_at),
+                               updated_at=_ts(status.updated_at), error=status.error or "")
+    if status.spec:
+        msg.spec.CopyFrom(convert.battle_spec_to_proto(parse_spec(status.spec)))
+    return msg
+
+
+def event_to_proto(e: BattleEvent) -> scheduler_pb2.BattleEvent:
+    state = convert.STATUS_TO_PROTO.get(e.state, common_pb2.RUN_STATUS_UNSPECIFIED) if e.run_key else 0
+    return scheduler_pb2.BattleEvent(
+        battle_id=e.battle_id, run_key=e.run_key, backbone=e.backbone, dataset=e.dataset, protocol=e.protocol,
+        state=state, error=e.error or "", counts=_counts(e.counts),
+        battle_state=BATTLE_STATE_TO_PROTO[e.battle_state], time=_ts(e.time), seed=e.seed,
+    )
+
+
+def _required(value: str, field: str) -> str:
+    if not value.strip():
+        raise InvalidArgument(f"{field}: is required")
+    return value
+
+
+class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
+    """Validates requests, converts proto <-> domain and calls the Scheduler in worker threads."""
+
+    def __init__(self, scheduler: Scheduler, base_dir: Path | None = None) -> None:
+        self.scheduler = scheduler
+        self.base_dir = base_dir or Path.cwd()
+
+    async def SubmitBattle(self, request, context):
+        which = request.WhichOneof("spec_source")
+        if which == "spec":
+            spec = convert.battle_spec_from_proto(request.spec)
+        elif which == "spec_yaml":
+            try:
+                data = yaml.safe_load(request.spec_yaml)
+            except yaml.YAMLError as exc:
+                raise InvalidArgument(f"spec_yaml: not valid YAML: {exc}") from None
+            spec = parse_spec(data, base_dir=self.base_dir)
+        else:
+            raise InvalidArgument("spec or spec_yaml: one is required")
+        bid = await asyncio.to_thread(self.scheduler.submit, spec, request.battle_id or None)
+        status = self.scheduler.get(bid)
+        return scheduler_pb2.SubmitBattleResponse(battle_id=bid, total_runs=status.counts["total"],
+                                                  reused_runs=status.reused)
+
+    async def GetBattle(self, request, context):
+        return battle_to_proto(self.scheduler.get(_required(request.battle_id, "battle_id")))
+
+    async def ListBattles(self, request, context):
+        if request.page_size < 0:
+            raise InvalidArgument(f"page_size: must be >= 0, got {request.page_size}")
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        token = request.page_token or "0"
+        if not token.isdigit():
+            raise InvalidArgument(f"page_token: {request.page_token!r} is not a token this server issued")
+        start = int(token)
+        battles = self.scheduler.list()
+        page = battles[start:start + size]
+        nxt = str(start + size) if start + size < len(battles) else ""
+        return scheduler_pb2.ListBattlesResponse(battles=[battle_to_proto(b) for b in page], next_page_token=nxt)
+
+    async def CancelBattle(self, request, context):
+        bid = _required(request.battle_id, "battle_id")
+        return battle_to_proto(await asyncio.to_thread(self.scheduler.cancel, bid, request.reason))
+
+    async def ListResults(self, request, context):
+        bid = _required(request.battle_id, "battle_id")
+        records = await asyncio.to_thread(self.scheduler.results, bid, request.finished_only)
+        for record in records:
+            yield convert.record_to_result(record)
+
+    async def WatchBattle(self, request, context):
+        bid = _required(request.battle_id, "battle_id")
+        self.scheduler.get(bid)  # NOT_FOUND before the stream starts
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        active = threading.Event()
+        active.set()
+        done = object()
+
+        def pump() -> None:  # a worker thread follows the scheduler's events
+            try:
+                for event in self.scheduler.watch(bid, is_active=active.is_set):
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        worker = loop.run_in_executor(None, pump)
+        try:
+            while (event := await queue.get()) is not done:
+                yield event_to_proto(event)
+        finally:
+            active.clear()
+            await asyncio.shield(worker)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="bobench-scheduler", description="bobench Scheduler gRPC service")
+    p.add_argument("--host", default=env("BOBENCH_SCHEDULER_HOST", "127.0.0.1"), help="bind address (env BOBENCH_SCHEDULER_HOST)")
+    p.add_argument("--port", type=int, default=int(env("BOBENCH_SCHEDULER_PORT", "50052")), help="gRPC port, 0 = pick")
+    p.add_argument("--metrics-port", type=int, default=int(env("BOBENCH_METRICS_PORT")) if env("BOBENCH_METRICS_PORT") else None,
+                   help="Prometheus /metrics port, 0 = pick; off when unset (env BOBENCH_METRICS_PORT)")
+    p.add_argument("--store", default=None, help="artifact store URL: a directory or s3://bucket/prefix (env BOBENCH_STORE)")
+    p.add_argument("--evaluators", default=env("BOBENCH_EVALUATORS", ""),
+                   help="host:port,... of Evaluator services; empty = run in this process (env BOBENCH_EVALUATORS)")
+    p.add_argument("--runs-per-evaluator", type=int, default=int(env("BOBENCH_RUNS_PER_EVALUATOR", "1")),
+                   help="runs sent to one evaluator at once (match its --max-concurrent-runs)")
+    p.add_argument("--concurrency", type=int, default=int(env("BOBENCH_SCHEDULER_CONCURRENCY", "4")), help="runs in flight")
+    p.add_argument("--max-retries", type=int, default=3, help="retries of a transient run failure")
+    p.add_argument("--backoff-s", type=float, default=1.0, help="first retry delay; doubles each retry")
+    p.add_argument("--run-timeout-s", type=float, default=3600.0, help="deadline of one remote run")
+    p.add_argument("--grace-s", type=float, default=10.0, help="drain time on SIGTERM")
+    p.add_argument("--config", help="settings file (YAML); env BOBENCH_CONFIG")
+    p.add_argument("--cache-dir", help="cache for the in-process executor (env BOBENCH_CACHE_DIR)")
+    return p
+
+
+def build_scheduler(args: argparse.Namespace):
+    """(scheduler, settings) from parsed flags: the store, the executors and the retry policy."""
+    from bobench.battle.executor import LocalExecutor
+    from bobench.battle.grpc_executor import GrpcExecutor
+    from bobench.config import load_settings
+    from bobench.store import open_store
+
+    settings = load_settings(args.config, cache_dir=args.cache_dir, store=args.store)
+    store = open_store(settings, create_bucket=True)
+    if args.evaluators.strip():
+        executors = [GrpcExecutor(args.evaluators, runs_per_address=args.runs_per_evaluator,
+                                  timeout_s=args.run_timeout_s)]
+    else:
+        executors = [LocalExecutor(settings)]
+    scheduler = Scheduler(store, executors, concurrency=args.concurrency, max_retries=args.max_retries,
+                          backoff_s=args.backoff_s)
+    return scheduler, settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags, resume stored battles and serve until SIGTERM/SIGINT."""
+    from bobench.rpc.server import ServiceBinding, serve_forever
+
+    args = build_parser().parse_args(argv)
+    scheduler, settings = build_scheduler(args)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    instrument(scheduler)
+    scheduler.start()
+    log.info("scheduler: store %s, executors %s", scheduler.store.url, [type(e).__name__ for e in scheduler.executors])
+    binding = ServiceBinding.of(scheduler_pb2_grpc.add_SchedulerServicer_to_server, SchedulerServicer(scheduler))
+    asyncio.run(serve_forever([binding], args.host, args.port, metrics_port=args.metrics_port,
+                              grace_s=args.grace_s, on_stop=lambda: scheduler.close(args.grace_s)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""`make up` / `make down` as library calls: the local stack starts on loopback with S3 as the store,
+a battle submitted to its scheduler finishes, and `down` stops exactly the recorded PIDs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bobench.stack import down, read_state, up
+from bobench.stack.procs import pid_alive
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_stack_up_runs_a_battle_into_s3_and_down_stops_every_pid(tmp_path, monkeypatch):
+    from bobench.battle.spec import parse_spec
+    from bobench.client import SchedulerClient
+    from bobench.config import Settings
+    from bobench.errors import FailedPrecondition
+    from bobench.store import open_store
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("BOBENCH_THREADS", "1")
+    monkeypatch.setenv("BOBENCH_EMBEDDER", "torch")
+    monkeypatch.setenv("BOBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    state_dir = tmp_path / ".bobench"
+    state = up(state_dir, evaluators=2, embedder=False, scrape_interval_s=1)
+    try:
+        assert json.loads((state_dir / "stack.json").read_text()) == state == read_state(state_dir)
+        names = [s["name"] for s in state["services"]]
+        assert names[:4] == ["seaweedfs", "evaluator-0", "evaluator-1", "scheduler"]
+        assert all(s["address"].startswith("127.0.0.1:") for s in state["services"])
+        assert (state_dir / "logs" / "scheduler.log").exists()
+        with pytest.raises(FailedPrecondition, match="already up"):
+            up(state_dir)
+        scheduler = next(s for s in state["services"] if s["name"] == "scheduler")
+        with SchedulerClient(scheduler["address"]) as client:
+            bid = client.submit(parse_spec({"backbones": ["toy"], "datasets": ["toy"], "protocols": ["knn"],
+                                            "seeds": [0, 1]})).battle_id
+            for _ in client.watch(bid, timeout_s=120):
+                pass
+            assert client.get(bid).counts.finished == 2
+        env = state["env"]
+        store = open_store(state["store"], Settings(s3_endpoint=env["BOBENCH_S3_ENDPOINT"],
+                                                    s3_access_key=env["BOBENCH_S3_ACCESS_KEY"],
+                                                    s3_secret_key=env["BOBENCH_S3_SECRET_KEY"]))
+        assert len(store.list("results/")) == 2 and store.exists(f"battles/{bid}/battle.json")
+    finally:
+        stopped = down(state_dir)
+    assert sorted(stopped) == sorted(s["name"] for s in state["services"])
+    assert not any(pid_alive(s["pid"]) for s in state["services"])
+    assert read_state(state_dir) is None and down(state_dir) == []
