@@ -8,7 +8,7 @@ OUT ?= bobench-out/offline-demo
 SPEC ?= examples/offline-battle.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps run test test-fast bench protos lint format freeze clean
+.PHONY: help setup system-deps run test test-fast bench protos up down lint format freeze clean
 
 help:
 	@echo "make setup   create .venv with pinned dependencies (+ prometheus/chromium when root)"
@@ -16,6 +16,8 @@ help:
 	@echo "make test    run the whole test suite (unit, service, integration)"
 	@echo "make bench   run the benchmarks (ratios against baselines measured in the same run)"
 	@echo "make protos  regenerate gRPC/protobuf code from protos/"
+	@echo "make up      start the local stack (Triton, evaluator, scheduler, SeaweedFS S3, Prometheus)"
+	@echo "make down    stop exactly the processes 'make up' started"
 
 setup: $(STAMP) system-deps
 
@@ -45,6 +47,12 @@ bench: $(STAMP)
 
 protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=src --pyi_out=src --grpc_python_out=src protos/bobench/v1/*.proto
+
+up: $(STAMP)
+	$(BIN)/python -m bobench.stack up
+
+down:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m bobench.stack down; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench services
