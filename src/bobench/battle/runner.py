@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,11 +86,13 @@ def run_battle(
     executor: Executor | None = None,
     progress: bool | None = None,
     rerun_failed: bool = True,
+    on_record: Callable[[RunRecord], None] | None = None,
 ) -> BattleOutcome:
     """Run every run of `spec` not already finished in `out_dir/results.jsonl`.
 
-    Finished keys are reused; failed ones are retried when `rerun_failed`. Returns what happened; the
-    records of the whole spec are in `outcome.records`.
+    Finished keys are reused; failed ones are retried when `rerun_failed`. `on_record` is called with
+    each newly executed record. Returns what happened; the records of the whole spec are in
+    `outcome.records`.
     """
     out = Path(out_dir)
     t0 = time.perf_counter()
@@ -115,6 +118,8 @@ def run_battle(
             outcome.records.append(record)
             outcome.executed += 1
             outcome.failed += int(not record.finished)
+            if on_record is not None:
+                on_record(record)
             bars.runs.update(1)
     finally:
         bars.close()

@@ -30,7 +30,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from(args, embedder=spec.embedder, **spec.settings)
     out = Path(args.out)
     outcome = run_battle(spec, out, settings, progress=False if args.no_progress else None,
-                         rerun_failed=not args.keep_failed)
+                         rerun_failed=not args.keep_failed, on_record=_print_record)
     print(f"battle {spec.name!r}: {len(outcome.records)} runs — {outcome.executed} executed, "
           f"{outcome.reused} reused from {out / 'results.jsonl'}, {outcome.failed} failed ({outcome.wall_s:.1f} s)")
     print_leaderboard(outcome.records)
@@ -43,6 +43,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     for r in failed[:10]:
         print(f"FAILED {r.backbone} / {r.dataset} / {r.protocol}: {r.error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _print_record(record) -> None:
+    """One line per finished run, written above the progress bars."""
+    from tqdm.auto import tqdm
+
+    where = f"{record.backbone} · {record.dataset} · {record.protocol}"
+    if record.status == "finished":
+        value = record.metrics.get(record.primary_metric)
+        shown = f"{record.primary_metric}={value:.4g}" if isinstance(value, int | float) else "no primary metric"
+        tqdm.write(f"  ok    {where}: {shown} ({record.duration_s:.1f} s)")
+    else:
+        tqdm.write(f"  FAIL  {where}: {record.error}")
 
 
 def print_leaderboard(records: list) -> None:

@@ -84,9 +84,17 @@ def _battle_actions(sub: argparse._SubParsersAction) -> argparse._SubParsersActi
 
 
 def _need_server(args: argparse.Namespace, env: str) -> str:
-    if not args.server:
-        raise InvalidArgument(f"--server HOST:PORT is required (or set {env})")
-    return args.server
+    """--server, else the env variable, else the local stack's scheduler from .bobench/stack.json."""
+    if args.server:
+        return args.server
+    if env == SCHEDULER_ENV:
+        from bobench.stack import read_state
+
+        state = read_state() or {}
+        for service in state.get("services", []):
+            if service.get("name") == "scheduler":
+                return service["address"]
+    raise InvalidArgument(f"--server HOST:PORT is required (or set {env}, or start the local stack with `make up`)")
 
 
 def _dataset_arg(text: str) -> str | dict[str, Any]:
