@@ -1,0 +1,342 @@
+"""Serving latency through Triton, measured the way perf_analyzer does.
+
+For each (batch size, concurrency): `concurrency` closed-loop clients send batches back to back;
+time is cut into measurement windows (`window_s`, extended until `min_requests` finished) until the
+last `stable_windows` windows agree — throughput and p50 latency each within `stability_pct` % of
+their mean — or `max_windows` is reached (then `stable_*` is False and the last windows are still
+reported). Over those windows: throughput (images/s), client latency p50/p90/p95/p99 (ms), and the
+server-side breakdown per request (queue, compute input/infer/output, ms) from the deltas of
+Triton's statistics API, plus the average executed batch (dynamic batching at work).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bobench.errors import FailedPrecondition, InvalidArgument
+from bobench.protocols.base import Metrics, Protocol, RunContext, register_protocol
+from bobench.serving.errors import to_bobench_error
+
+log = logging.getLogger(__name__)
+
+PERCENTILES = (50, 90, 95, 99)
+BREAKDOWN = ("queue", "compute_input", "compute_infer", "compute_output")
+_GRID_BATCH = (1, 2, 4, 8, 16, 32, 64)
+_GRID_CONCURRENCY = (1, 2, 4, 8, 16, 32)
+
+
+@dataclass
+class Window:
+    """One measurement window: when it ran, what finished in it, and Triton's stats at its end."""
+
+    start_s: float
+    end_s: float
+    latencies_s: list[float]
+    images: int
+    stats_end: dict[str, float]
+
+    @property
+    def throughput_ips(self) -> float:
+        return self.images / max(self.end_s - self.start_s, 1e-9)
+
+    @property
+    def p50_ms(self) -> float:
+        return float(np.percentile(self.latencies_s, 50) * 1e3) if self.latencies_s else float("nan")
+
+
+@dataclass
+class SettingResult:
+    """The measured windows of one (batch size, concurrency) setting and whether they converged."""
+
+    batch_size: int
+    concurrency: int
+    windows: list[Window] = field(default_factory=list)
+    stats_start: dict[str, float] = field(default_factory=dict)
+    stable: bool = False
+
+
+def server_stats(client, model: str, timeout_s: float = 10.0) -> dict[str, float]:
+    """Cumulative Triton statistics of `model`: request/execution counts and per-phase ns totals."""
+    stats = client.get_inference_statistics(model, client_timeout=timeout_s).model_stats
+    if not stats:
+        return {}
+    s = stats[0]
+    inf = s.inference_stats
+    out = {
+        "inference_count": float(s.inference_count),
+        "execution_count": float(s.execution_count),
+        "success_count": float(inf.success.count),
+        "success_ns": float(inf.success.ns),
+    }
+    for phase in BREAKDOWN:
+        d = getattr(inf, phase)
+        out[f"{phase}_count"], out[f"{phase}_ns"] = float(d.count), float(d.ns)
+    return out
+
+
+def measure_setting(
+    client,
+    model: str,
+    images: np.ndarray,
+    concurrency: int,
+    *,
+    window_s: float = 1.0,
+    min_requests: int = 10,
+    max_windows: int = 10,
+    stable_windows: int = 3,
+    stability_pct: float = 10.0,
+    timeout_s: float = 30.0,
+) -> SettingResult:
+    """Closed-loop load with `concurrency` clients sending `images` (one request each time).
+
+    Raises the bobench error of the first failed request (NotFound, InvalidArgument, Unavailable, ...).
+    """
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import np_to_triton_dtype
+
+    result = SettingResult(batch_size=int(images.shape[0]), concurrency=concurrency)
+    finished: list[tuple[float, float]] = []  # (end time, latency), appended by the workers
+    errors: list[Exception] = []
+    stop = threading.Event()
+
+    def worker() -> None:
+        inp = grpcclient.InferInput("images", list(images.shape), np_to_triton_dtype(images.dtype))
+        inp.set_data_from_numpy(images)
+        out = [grpcclient.InferRequestedOutput("features")]
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                client.infer(model, [inp], outputs=out, client_timeout=timeout_s)
+            except Exception as exc:
+                errors.append(exc)
+                stop.set()
+                return
+            t1 = time.perf_counter()
+            finished.append((t1, t1 - t0))
+
+    threads = [
+        threading.Thread(target=worker, daemon=True, name=f"serving-load-{i}") for i in range(concurrency)
+    ]
+    result.stats_start = server_stats(client, model)
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    try:
+        while len(result.windows) < max_windows and not errors:
+            window = _next_window(finished, start, window_s, min_requests, errors, int(images.shape[0]))
+            window.stats_end = server_stats(client, model)
+            result.windows.append(window)
+            start = window.end_s
+            if len(result.windows) >= stable_windows and _converged(
+                result.windows[-stable_windows:], stability_pct
+            ):
+                result.stable = True
+                break
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=timeout_s)
+    if errors:
+        raise to_bobench_error(errors[0], f"serving_latency: Triton model {model!r}") from None
+    return result
+
+
+def summarize(result: SettingResult, stable_windows: int = 3) -> dict[str, float | None]:
+    """Throughput, client latency percentiles and the server breakdown over the last windows."""
+    windows = result.windows[-stable_windows:]
+    tag = f"b{result.batch_size}_c{result.concurrency}"
+    latencies = np.concatenate([np.asarray(w.latencies_s) for w in windows]) * 1e3
+    span_s = windows[-1].end_s - windows[0].start_s
+    out: dict[str, float | None] = {f"throughput_ips_{tag}": sum(w.images for w in windows) / span_s}
+    for q in PERCENTILES:
+        out[f"latency_ms_p{q}_{tag}"] = float(np.percentile(latencies, q)) if latencies.size else None
+    before = (
+        result.windows[-stable_windows - 1].stats_end
+        if len(result.windows) > stable_windows
+        else result.stats_start
+    )
+    after = windows[-1].stats_end
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    for phase in BREAKDOWN:
+        count = delta.get(f"{phase}_count", 0.0)
+        out[f"server_{phase}_ms_{tag}"] = delta[f"{phase}_ns"] / count / 1e6 if count else None
+    success = delta.get("success_count", 0.0)
+    out[f"server_request_ms_{tag}"] = delta["success_ns"] / success / 1e6 if success else None
+    executions = delta.get("execution_count", 0.0)
+    out[f"server_batch_avg_{tag}"] = delta["inference_count"] / executions if executions else None
+    return out
+
+
+def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> Metrics:
+    """Run the (batch size × concurrency) sweep against the Triton model named by config or embedder."""
+    _check_config(config)
+    client, url, model, owned = _resolve_target(ctx, config)
+    try:
+        model_config = client.get_model_config(model, client_timeout=config["timeout_s"]).config
+    except Exception as exc:
+        raise to_bobench_error(exc, f"serving_latency: Triton model {model!r} at {url}") from None
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    dims = [int(d) for d in model_config.input[0].dims]
+    dtype = np.uint8 if model_config.input[0].data_type == mc.TYPE_UINT8 else np.float32
+    rng = np.random.default_rng(seed)
+    metrics: Metrics = {}
+    all_stable = True
+    try:
+        for batch in config["batch_sizes"]:
+            if model_config.max_batch_size and batch > model_config.max_batch_size:
+                raise InvalidArgument(
+                    f"serving_latency: batch size {batch} exceeds model {model!r} "
+                    f"max_batch_size {model_config.max_batch_size}"
+                )
+            images = rng.integers(0, 256, size=(batch, *dims)).astype(dtype)
+            for concurrency in config["concurrencies"]:
+                result = measure_setting(
+                    client,
+                    model,
+                    images,
+                    int(concurrency),
+                    window_s=config["window_s"],
+                    min_requests=config["min_requests"],
+                    max_windows=config["max_windows"],
+                    stable_windows=config["stable_windows"],
+                    stability_pct=config["stability_pct"],
+                    timeout_s=config["timeout_s"],
+                )
+                tag = f"b{batch}_c{concurrency}"
+                metrics.update(summarize(result, config["stable_windows"]))
+                metrics[f"stable_{tag}"] = result.stable
+                metrics[f"windows_{tag}"] = len(result.windows)
+                all_stable &= result.stable
+                if not result.stable:
+                    log.warning(
+                        "serving_latency %s on %s: not stable after %d windows",
+                        tag,
+                        model,
+                        len(result.windows),
+                    )
+    finally:
+        if owned:
+            client.close()
+    metrics["stable"] = all_stable
+    metrics["context"] = {
+        "runtime": "triton",
+        "transport": "grpc",
+        "url": url,
+        "model": model,
+        "server_backend": model_config.backend or model_config.platform,
+        "input_dtype": np.dtype(dtype).name,
+        "window_s": config["window_s"],
+        "stability_pct": config["stability_pct"],
+        "stable_windows": config["stable_windows"],
+    }
+    return metrics
+
+
+def _check_config(config: dict[str, Any]) -> None:
+    for key in ("batch_sizes", "concurrencies"):
+        values = config[key]
+        if not values or not all(isinstance(v, int) and v >= 1 for v in values):
+            raise InvalidArgument(
+                f"serving_latency config {key!r} must be a non-empty list of positive ints, got {values!r}"
+            )
+    if not 1 <= config["stable_windows"] <= config["max_windows"]:
+        raise InvalidArgument(
+            f"serving_latency config needs 1 <= stable_windows <= max_windows, got "
+            f"{config['stable_windows']} and {config['max_windows']}"
+        )
+    if config["window_s"] <= 0 or config["stability_pct"] <= 0:
+        raise InvalidArgument("serving_latency config window_s and stability_pct must be positive")
+
+
+def _next_window(finished, start_s, window_s, min_requests, errors, batch) -> Window:
+    """Sleep through one window (extended, up to 10×, until `min_requests` finished) and slice it."""
+    end_s = start_s + window_s
+    hard_end_s = start_s + 10 * window_s
+    while True:
+        time.sleep(max(0.0, end_s - time.perf_counter()))
+        now = time.perf_counter()
+        done = [lat for t, lat in list(finished) if start_s <= t < now]
+        if len(done) >= min_requests or now >= hard_end_s or errors:
+            return Window(
+                start_s=start_s, end_s=now, latencies_s=done, images=len(done) * batch, stats_end={}
+            )
+        end_s = min(now + window_s / 10, hard_end_s)
+
+
+def _converged(windows: list[Window], pct: float) -> bool:
+    for values in ([w.throughput_ips for w in windows], [w.p50_ms for w in windows]):
+        mean = float(np.mean(values))
+        if not np.isfinite(mean) or mean <= 0 or max(abs(v - mean) for v in values) > pct / 100 * mean:
+            return False
+    return True
+
+
+def _resolve_target(ctx: RunContext, config: dict[str, Any]):
+    """(client, url, model, owned): config url/model first, else the context's TritonEmbedder."""
+    import tritonclient.grpc as grpcclient
+
+    if config["url"]:
+        model = config["model"] or _default_model(ctx)
+        return grpcclient.InferenceServerClient(config["url"]), config["url"], model, True
+    from bobench.embed.triton_embedder import TritonEmbedder
+
+    embedder = ctx.embedder()
+    if isinstance(embedder, TritonEmbedder):
+        return embedder.client, embedder.url, config["model"] or embedder.model_name, False
+    raise FailedPrecondition(
+        "serving_latency needs a running Triton: set the protocol config 'url' (and 'model'), "
+        f"or run with the triton embedder (this run uses {getattr(embedder, 'runtime', type(embedder).__name__)!r})"
+    )
+
+
+def _default_model(ctx: RunContext) -> str:
+    from bobench.export.triton_repo import model_name_for
+
+    return model_name_for(ctx.spec)
+
+
+def _higher_is_better() -> dict[str, bool]:
+    out: dict[str, bool] = {}
+    for b in _GRID_BATCH:
+        for c in _GRID_CONCURRENCY:
+            tag = f"b{b}_c{c}"
+            out[f"throughput_ips_{tag}"] = True
+            for q in PERCENTILES:
+                out[f"latency_ms_p{q}_{tag}"] = False
+            for phase in (*BREAKDOWN, "request"):
+                out[f"server_{phase}_ms_{tag}"] = False
+    return out
+
+
+PROTOCOL = register_protocol(
+    Protocol(
+        name="serving_latency",
+        version="1",
+        task="serving",
+        evaluate=evaluate,
+        defaults={
+            "url": None,
+            "model": None,
+            "batch_sizes": [1, 8],
+            "concurrencies": [1, 4],
+            "window_s": 1.0,
+            "min_requests": 10,
+            "max_windows": 10,
+            "stable_windows": 3,
+            "stability_pct": 10.0,
+            "timeout_s": 30.0,
+        },
+        primary_metric="latency_ms_p50_b1_c1",
+        higher_is_better=_higher_is_better(),
+        description="Triton serving throughput and latency percentiles per batch size and concurrency "
+        "(perf_analyzer-style stable windows), with the server-side queue/compute breakdown.",
+        needs_features=False,
+    )
+)

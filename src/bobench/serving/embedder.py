@@ -1,0 +1,174 @@
+"""The embedder service: Triton serving a generated model repository, until SIGTERM/SIGINT.
+
+`serve_embedder(repo, ...)` is the library entry point (`bob serve embedder` and
+`python -m bobench.serving.embedder` are thin adapters over it). Once the server and every model are
+ready it writes ONE line of JSON to `out` (stdout by default) with the ports actually bound, e.g.
+`{"grpc": 40123, "http": 40124, "metrics": 40125, "host": "127.0.0.1", "pid": 4242}`, so a parent
+process started with port 0 can find it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from bobench.serving.triton import TritonServer
+
+log = logging.getLogger(__name__)
+
+
+def build_repository_for(
+    backbones: Sequence[str],
+    repo_dir: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    variant: str = "local",
+    input_dtype: str = "uint8",
+    **repo_options: Any,
+) -> list[Path]:
+    """Export each backbone to ONNX (cached) and write its repository entry; return the model dirs.
+
+    Uses `bobench.backbones.create_backbone` and `bobench.export.onnx_export.export_cached` (verified
+    exports cached under `cache_dir`, so a rebuild reuses them);
+    `repo_options` go to `write_model_repository` (max_batch_size, instances, ...). Raises
+    InvalidArgument for an unknown backbone name (with close matches).
+    """
+    from bobench.backbones import create_backbone
+    from bobench.export.onnx_export import export_cached
+    from bobench.export.triton_repo import write_model_repository
+
+    written = []
+    for name in backbones:
+        loaded = create_backbone(name, cache_dir=cache_dir)
+        report = export_cached(loaded, cache_dir, input_dtype=input_dtype)
+        written.append(
+            write_model_repository(
+                loaded.spec,
+                report.path,
+                repo_dir,
+                variant=variant,
+                input_dtype=input_dtype,
+                export_report=report.to_dict(),
+                **repo_options,
+            )
+        )
+    return written
+
+
+def serve_embedder(
+    repo: str | os.PathLike,
+    *,
+    host: str = "127.0.0.1",
+    grpc_port: int = 0,
+    http_port: int = 0,
+    metrics_port: int = 0,
+    models: Sequence[str] | None = None,
+    log_dir: str | os.PathLike | None = None,
+    ready_timeout_s: float = 180.0,
+    out: TextIO | None = None,
+    stop_event: threading.Event | None = None,
+) -> int:
+    """Serve `repo` with tritonserver until SIGTERM/SIGINT (or `stop_event`); return an exit code.
+
+    0 after a clean stop; 1 when tritonserver died on its own. Start failures raise the bobench
+    error from `TritonServer.start` (Unavailable / DeadlineExceeded) with the server's log tail.
+    Signal handlers are installed only when called from the main thread.
+    """
+    stop = stop_event or threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
+    server = TritonServer(
+        repo,
+        host=host,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
+        log_dir=log_dir,
+        models=models,
+    )
+    try:
+        server.start(timeout_s=ready_timeout_s)
+        stream = out or sys.stdout
+        stream.write(json.dumps(server.info(), sort_keys=True) + "\n")
+        stream.flush()
+        while not stop.wait(0.5):
+            if not server.alive():
+                log.error("tritonserver exited unexpectedly; log tail:\n%s", server.log_tail())
+                return 1
+        log.info("stopping tritonserver pid %s", server.pid)
+        return 0
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bobench.serving.embedder",
+        description="Serve a bobench Triton model repository with the tritonserver from nvidia-pytriton.",
+    )
+    p.add_argument("--repo", required=True, help="model repository directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    p.add_argument("--grpc-port", type=int, default=0, help="0 = pick a free port (printed once ready)")
+    p.add_argument("--http-port", type=int, default=0)
+    p.add_argument("--metrics-port", type=int, default=0)
+    p.add_argument("--models", default=None, help="comma-separated models to load (default: all)")
+    p.add_argument("--log-dir", default=None, help="keep tritonserver.log here (default: temporary)")
+    p.add_argument("--ready-timeout-s", type=float, default=180.0)
+    p.add_argument("--build", default=None, help="comma-separated backbones to export into --repo first")
+    p.add_argument("--cache-dir", default=None, help="ONNX export cache for --build")
+    p.add_argument("--variant", choices=("local", "cluster"), default="local", help="for --build")
+    p.add_argument("--input-dtype", choices=("uint8", "float32"), default="uint8", help="for --build")
+    p.add_argument("--build-only", action="store_true", help="write the repository and exit")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI adapter: parse `argv`, optionally build the repository, serve until a signal."""
+    from bobench.errors import BobenchError
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("BOBENCH_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.build:
+            from bobench.config import load_settings
+
+            cache_dir = args.cache_dir or load_settings().cache_dir
+            names = [n.strip() for n in args.build.split(",") if n.strip()]
+            build_repository_for(
+                names, args.repo, cache_dir, variant=args.variant, input_dtype=args.input_dtype
+            )
+            if args.build_only:
+                return 0
+        models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+        return serve_embedder(
+            args.repo,
+            host=args.host,
+            grpc_port=args.grpc_port,
+            http_port=args.http_port,
+            metrics_port=args.metrics_port,
+            models=models,
+            log_dir=args.log_dir,
+            ready_timeout_s=args.ready_timeout_s,
+        )
+    except BobenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

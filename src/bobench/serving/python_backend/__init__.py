@@ -1,0 +1,1 @@
+"""Versioned template files copied verbatim into generated Triton model repositories."""
