@@ -117,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bobench.serving.embedder",
         description="Serve a bobench Triton model repository with the tritonserver from nvidia-pytriton.",
     )
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The service's flags; shared by `python -m bobench.serving.embedder` and `bob serve embedder`."""
     p.add_argument("--repo", required=True, help="model repository directory")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     p.add_argument("--grpc-port", type=int, default=0, help="0 = pick a free port (printed once ready)")
@@ -130,14 +136,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=("local", "cluster"), default="local", help="for --build")
     p.add_argument("--input-dtype", choices=("uint8", "float32"), default="uint8", help="for --build")
     p.add_argument("--build-only", action="store_true", help="write the repository and exit")
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI adapter: parse `argv`, optionally build the repository, serve until a signal."""
+    args = _parser().parse_args(argv)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the repository if asked, then serve until a signal; 2 on a start error."""
     from bobench.errors import BobenchError
 
-    args = _parser().parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("BOBENCH_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
