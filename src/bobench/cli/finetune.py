@@ -13,18 +13,26 @@ import sys
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a backbone + linear head end to end (resumable)")
     p.add_argument("backbone", help="registered backbone name")
-    p.add_argument("dataset", help="dataset name, path, or a JSON dataset ref like '{\"name\": \"toy\"}'")
+    p.add_argument("dataset", help='dataset name, path, or a JSON dataset ref like \'{"name": "toy"}\'')
     p.add_argument("-o", "--out", required=True, help="run directory (checkpoints, status, metrics.json)")
-    p.add_argument("--config", dest="finetune_config", metavar="FILE",
-                   help="fine-tune recipe (YAML/JSON; keys of FinetuneConfig)")
+    p.add_argument(
+        "--config",
+        dest="finetune_config",
+        metavar="FILE",
+        help="fine-tune recipe (YAML/JSON; keys of FinetuneConfig)",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate of the head")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device", help="auto | cpu | cuda[:N]")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="continue from OUT/last.pt when present (default: yes)")
+    p.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="continue from OUT/last.pt when present (default: yes)",
+    )
     p.add_argument("--cache-dir", help="backbone cache (env BOBENCH_CACHE_DIR)")
     p.set_defaults(func=cmd_finetune)
 
@@ -44,18 +52,38 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from bobench.finetune import FinetuneConfig, load_config_file, run_job
 
     settings = load_settings(getattr(args, "config", None), cache_dir=args.cache_dir)
-    base = FinetuneConfig.from_dict(load_config_file(args.finetune_config) if args.finetune_config else {},
-                                    where=f"finetune config file {args.finetune_config}")
-    config = base.merged(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, device=args.device,
-                         precision=args.precision)
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    base = FinetuneConfig.from_dict(
+        load_config_file(args.finetune_config) if args.finetune_config else {},
+        where=f"finetune config file {args.finetune_config}",
+    )
+    config = base.merged(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+    )
 
     def progress(done: int, total: int, message: str) -> None:
         print(f"[{done}/{total}] {message}", file=sys.stderr, flush=True)
 
-    metrics = run_job(args.backbone, _dataset_ref(args.dataset), args.out, config, args.seed, resume=args.resume,
-                      cache_dir=settings.cache_dir, progress=progress)
-    print(f"fine-tuned {args.backbone} on {args.dataset}: test top1 {metrics['top1']:.4f} "
-          f"(best val top1 {metrics['val_top1']:.4f} at epoch {metrics['best_epoch']}/{metrics['epochs']}, "
-          f"{metrics['device']} {metrics['precision']}) -> {args.out}/metrics.json")
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)  # a Job's pod is stopped with SIGTERM
+    try:
+        metrics = run_job(
+            args.backbone,
+            _dataset_ref(args.dataset),
+            args.out,
+            config,
+            args.seed,
+            resume=args.resume,
+            cache_dir=settings.cache_dir,
+            progress=progress,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(
+        f"fine-tuned {args.backbone} on {args.dataset}: test top1 {metrics['top1']:.4f} "
+        f"(best val top1 {metrics['val_top1']:.4f} at epoch {metrics['best_epoch']}/{metrics['epochs']}, "
+        f"{metrics['device']} {metrics['precision']}) -> {args.out}/metrics.json"
+    )
     return 0

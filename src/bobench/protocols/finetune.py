@@ -1,0 +1,68 @@
+"""Fine-tuning protocol: end-to-end training of backbone + linear head (`bobench.finetune`).
+
+The run's backbone module (`ctx.backbone_module()`) is trained on the run dataset's "train" split,
+the epoch with the best "val" top-1 is selected, and its test top-1 is reported (`top1`, primary).
+Checkpoints live under `<cache_dir>/finetune/<key>`, with the key hashed from (backbone digest,
+dataset fingerprint, resolved config, seed): a run interrupted mid-training resumes from its last
+completed epoch when the battle is re-run. Config keys are the fields of `FinetuneConfig`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from bobench.finetune.config import FinetuneConfig
+from bobench.finetune.loop import finetune
+from bobench.protocols.base import Protocol, RunContext, register_protocol
+
+
+def checkpoint_dir(
+    cache_dir: str | Path, spec_digest: str, dataset_fingerprint: str, config: FinetuneConfig, seed: int
+) -> Path:
+    """Where the checkpoints of one (backbone, dataset, config, seed) fine-tuning run live."""
+    blob = json.dumps(
+        {
+            "backbone": spec_digest,
+            "dataset": dataset_fingerprint,
+            "config": config.to_dict(),
+            "seed": int(seed),
+        },
+        sort_keys=True,
+    ).encode()
+    return Path(cache_dir) / "finetune" / hashlib.sha256(blob).hexdigest()[:20]
+
+
+def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Fine-tune and report the best-val epoch's test metrics. Raises InvalidArgument for a bad config,
+    FailedPrecondition for a backbone without a torch module."""
+    cfg = FinetuneConfig.from_dict(PROTOCOL.resolve_config(config), "finetune protocol config")
+    settings = getattr(ctx, "settings", None)
+    if settings is None:
+        from bobench.config import load_settings
+
+        settings = load_settings()
+    out = checkpoint_dir(settings.cache_dir, ctx.spec.digest(), ctx.dataset.fingerprint, cfg, seed)
+    metrics = finetune(
+        ctx.spec, ctx.dataset, out, cfg, seed, ctx.progress, module_factory=ctx.backbone_module
+    )
+    metrics.pop("history", None)  # per-epoch curves stay in the checkpoint, not the run record
+    metrics["checkpoint_dir"] = str(out)
+    return metrics
+
+
+PROTOCOL = register_protocol(
+    Protocol(
+        name="finetune",
+        version="1",
+        task="finetune",
+        evaluate=evaluate,
+        defaults=FinetuneConfig().to_dict(),
+        primary_metric="top1",
+        higher_is_better={"top1": True, "top5": True, "val_top1": True, "test_loss": False},
+        description="End-to-end fine-tuning (AdamW, layer-wise lr decay, warm-up + cosine); test top-1 of the best-val epoch.",
+        needs_features=False,
+    )
+)
