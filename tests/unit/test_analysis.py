@@ -63,7 +63,7 @@ def hand_table() -> list[RunRecord]:
         # D: all equal -> z = 0; c missing
         r("a", "classification", "ds3", "knn", "top1", 0.5),
         r("b", "classification", "ds3", "knn", "top1", 0.5),
-        # E: a single backbone -> z = 0
+        # E: a single backbone -> z = 0, and the setting is left out of task/overall scores
         r("d", "ood", "single", "ood", "acc", 0.9),
         # not counted: failed, running, unusable primary metric, cost task
         r("a", "classification", "ds1", "linear_probe", "top1", 0.1, status="failed", error="boom"),
@@ -111,7 +111,7 @@ def test_task_and_overall_scores_match_hand_computation():
     an = analyze(hand_table())
     assert an.tasks == ["classification", "ood", "retrieval"]  # efficiency is a cost, not a task
     assert an.task_scores["classification"] == pytest.approx({"a": SQRT_1_5 / 2, "b": 0.0, "c": -SQRT_1_5})
-    assert an.task_scores["ood"] == pytest.approx({"a": -SQRT_1_5, "b": SQRT_1_5, "c": 0.0, "d": 0.0})
+    assert an.task_scores["ood"] == pytest.approx({"a": -SQRT_1_5, "b": SQRT_1_5, "c": 0.0})
     assert an.task_scores["retrieval"] == pytest.approx({"a": 1.0, "c": -1.0})
     expected = {"b": SQRT_1_5 / 2, "a": (SQRT_1_5 / 2 + 1 - SQRT_1_5) / 3, "c": (-SQRT_1_5 - 1) / 3}
     assert [e["backbone"] for e in an.overall] == ["b", "a", "c"]
@@ -122,11 +122,14 @@ def test_task_and_overall_scores_match_hand_computation():
 def test_coverage_and_min_coverage_rule():
     an = analyze(hand_table(), min_coverage=0.5)
     cov = {e["backbone"]: (e["n_settings"], e["n_settings_total"]) for e in an.overall}
-    assert cov == {"a": (4, 5), "b": (3, 5), "c": (3, 5)}
-    assert [(e["backbone"], e["coverage"], e["rank"]) for e in an.excluded] == [("d", 0.2, None)]
-    assert "d" in {e["backbone"] for e in an.per_task["ood"]}  # per-task lists keep it
-    assert [e["backbone"] for e in analyze(hand_table(), min_coverage=0.0).overall] == ["b", "a", "d", "c"]
-    assert [e["backbone"] for e in analyze(hand_table(), min_coverage=0.7).overall] == ["a"]
+    # the single-backbone setting E compares nothing: it counts for no one's coverage
+    assert cov == {"a": (4, 4), "b": (3, 4), "c": (3, 4)}
+    assert [(e["backbone"], e["score"], e["rank"]) for e in an.excluded] == [("d", None, None)]
+    assert "d" not in {e["backbone"] for e in an.per_task["ood"]}
+    assert [e["backbone"] for e in analyze(hand_table(), min_coverage=0.0).overall] == ["b", "a", "c"]
+    assert [e["backbone"] for e in analyze(hand_table(), min_coverage=0.8).overall] == ["a"]
+    dropped = analyze(hand_table(), min_coverage=0.8).excluded
+    assert [(e["backbone"], e["coverage"]) for e in dropped] == [("b", 0.75), ("c", 0.75), ("d", 0.0)]
     with pytest.raises(InvalidArgument, match="min_coverage"):
         analyze(hand_table(), min_coverage=1.5)
 

@@ -8,8 +8,10 @@ The rules (they are also printed in the report):
   latency/params columns (`bobench.analysis.costs`).
 - Seeds are averaged first: one value per (setting, backbone).
 - Each backbone's value is z-scored across the backbones evaluated in that setting, with the
-  population standard deviation. A setting with a single backbone, or whose values are all equal
-  (std <= 1e-12 x max(1, |mean|)), gives z = 0 to every backbone: it carries no ranking signal.
+  population standard deviation. A setting whose values are all equal (std <= 1e-12 x max(1, |mean|))
+  gives z = 0 to every backbone. A setting with a single backbone (e.g. fine-tuning only one small
+  backbone) compares nothing: it is reported but left out of task and overall scores and coverage,
+  so it neither lifts nor drags that backbone towards 0.
 - The sign is flipped when lower is better, so a higher z is always better.
 - A backbone's task score is the mean of its z over the settings of that task it has; its overall
   score is the mean of its task scores (every task weighs the same, however many settings it has).
@@ -184,10 +186,15 @@ def zscores(values: Mapping[str, float], higher_is_better: bool) -> dict[str, fl
     return {n: sign * (float(v) - mean) / std for n, v in zip(names, arr, strict=True)}
 
 
+def rankable(settings: Iterable[Setting]) -> list[Setting]:
+    """Settings that compare at least two backbones (the others carry no ranking signal)."""
+    return [s for s in settings if len(s.values) >= 2]
+
+
 def task_scores(settings: Iterable[Setting]) -> dict[str, dict[str, float]]:
     """task -> backbone -> mean z over that task's settings the backbone has."""
     zs: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for s in settings:
+    for s in rankable(settings):
         for backbone, v in s.values.items():
             zs[s.key.task][backbone].append(v.z)
     return {t: {b: float(np.mean(z)) for b, z in sorted(per.items())} for t, per in sorted(zs.items())}
@@ -204,7 +211,7 @@ def overall_scores(per_task: Mapping[str, Mapping[str, float]]) -> dict[str, flo
 
 def coverage(settings: Iterable[Setting], task: str | None = None) -> tuple[dict[str, int], int]:
     """(backbone -> number of settings it has, total settings), optionally within one task."""
-    chosen = [s for s in settings if task is None or s.key.task == task]
+    chosen = [s for s in rankable(settings) if task is None or s.key.task == task]
     counts: dict[str, int] = defaultdict(int)
     for s in chosen:
         for backbone in s.values:

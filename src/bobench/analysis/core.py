@@ -154,7 +154,7 @@ def analyze(
     counts, total = agg.coverage(settings)
     external_only = _external_only(settings)
 
-    def entry(backbone: str, score: float, rank: int | None, n: int, of: int) -> dict[str, Any]:
+    def entry(backbone: str, score: float | None, rank: int | None, n: int, of: int) -> dict[str, Any]:
         return {
             "backbone": backbone,
             "score": score,
@@ -174,6 +174,9 @@ def analyze(
         {**entry(b, s, None, counts[b], total), "n_tasks": _n_tasks(per_task_scores, b)}
         for b, s, _ in agg.competition_ranks({b: s for b, s in overall_scores.items() if b not in kept})
     ]
+    # backbones seen only in single-backbone settings: listed, never scored
+    unscored = sorted({b for s in settings for b in s.values} - set(overall_scores))
+    excluded += [{**entry(b, None, None, 0, total), "n_tasks": 0} for b in unscored]
     per_task = {}
     for task, scores in per_task_scores.items():
         task_counts, task_total = agg.coverage(settings, task)
