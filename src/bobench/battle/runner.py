@@ -61,7 +61,7 @@ class _Bars:
         if self.inner is None or message != self._label:
             if self.inner is not None:
                 self.inner.close()
-            self.inner = self._tqdm(total=total, desc=f"  embed {message}", unit="img", leave=False, file=sys.stderr)
+            self.inner = self._tqdm(total=total, desc=f"  {message}", unit="", leave=False, file=sys.stderr)
             self._label = message
         self.inner.n = done
         self.inner.refresh()

@@ -1,0 +1,128 @@
+"""kNN: block-wise torch implementation against a brute-force double-loop reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bobench.data.base import Dataset
+from bobench.errors import InvalidArgument
+from bobench.protocols import get_protocol
+from bobench.protocols.knn import knn_metrics, nearest_neighbours
+from bobench.protocols.metrics import l2_normalize
+
+torch.set_num_threads(1)
+
+
+class ArrayContext:
+    """A RunContext fixture that serves fixed (features, labels) arrays per split."""
+
+    def __init__(self, splits: dict[str, tuple[np.ndarray, np.ndarray]], n_classes: int) -> None:
+        self._splits = splits
+        labels = np.concatenate([y for _, y in splits.values()])
+        offsets = np.cumsum([0] + [len(y) for _, y in splits.values()])
+        self.dataset = Dataset(
+            name="arrays",
+            classes=[f"c{i}" for i in range(n_classes)],
+            labels=labels,
+            splits={name: np.arange(offsets[i], offsets[i + 1]) for i, name in enumerate(splits)},
+            load=lambda i: np.zeros((8, 8, 3), np.uint8),
+            fingerprint="fixture",
+        )
+
+    def features(self, split, dataset=None, variant=None):
+        self.dataset.split(split)  # an unknown split raises InvalidArgument, as in the real context
+        return self._splits[split]
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        assert 0 <= done <= total
+
+
+def brute_force_knn(bank_x, bank_y, query_x, query_y, k, temperature, n_classes):
+    """Reference: one query at a time, one bank item at a time, float64, then a full sort."""
+    bank = [row / np.linalg.norm(row) for row in bank_x.astype(np.float64)]
+    top1 = top5 = 0
+    for q, label in zip(query_x.astype(np.float64), query_y, strict=True):
+        q = q / np.linalg.norm(q)
+        sims = [(float(np.dot(q, b)), j) for j, b in enumerate(bank)]
+        sims.sort(key=lambda t: -t[0])
+        votes = [0.0] * n_classes
+        for sim, j in sims[:k]:
+            votes[bank_y[j]] += np.exp(sim / temperature)
+        ranked = sorted(range(n_classes), key=lambda c: (-votes[c], c))
+        top1 += ranked[0] == label and votes[label] > 0
+        top5 += label in ranked[:5] and votes[label] > 0
+    return top1 / len(query_y), top5 / len(query_y)
+
+
+def random_problem(seed: int, n_bank: int = 150, n_query: int = 40, dim: int = 12, n_classes: int = 7):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_classes, dim))
+    y_b, y_q = rng.integers(0, n_classes, n_bank), rng.integers(0, n_classes, n_query)
+    x_b = (centers[y_b] + 1.5 * rng.normal(size=(n_bank, dim))).astype(np.float32)
+    x_q = (centers[y_q] + 1.5 * rng.normal(size=(n_query, dim))).astype(np.float32)
+    return x_b, y_b, x_q, y_q
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_knn_equals_brute_force_double_loop(seed):
+    x_b, y_b, x_q, y_q = random_problem(seed)
+    ks = [1, 5, 10, 20]
+    metrics = knn_metrics(l2_normalize(x_b), y_b, l2_normalize(x_q), y_q, ks, 0.07, 7)
+    for k in ks:
+        top1, top5 = brute_force_knn(x_b, y_b, x_q, y_q, k, 0.07, 7)
+        assert metrics[f"top1_k{k}"] == top1
+        assert metrics[f"top5_k{k}"] == top5
+    assert 0 < metrics["top1_k10"] < 1  # the data is neither trivial nor hopeless
+
+
+def test_blocked_search_equals_single_block():
+    x_b, _, x_q, _ = random_problem(3, n_bank=101, n_query=33)
+    full_sims, full_idx = nearest_neighbours(l2_normalize(x_q), l2_normalize(x_b), 9)
+    sims, idx = nearest_neighbours(l2_normalize(x_q), l2_normalize(x_b), 9, query_block=7, bank_block=13)
+    np.testing.assert_array_equal(idx, full_idx)
+    np.testing.assert_allclose(sims, full_sims, rtol=1e-6)
+    assert (np.diff(sims, axis=1) <= 0).all()
+
+
+def test_protocol_uses_train_and_val_as_bank():
+    x_b, y_b, x_q, y_q = random_problem(4, n_bank=120)
+    ctx = ArrayContext({"train": (x_b[:80], y_b[:80]), "val": (x_b[80:], y_b[80:]), "test": (x_q, y_q)}, 7)
+    metrics = get_protocol("knn").evaluate(ctx, {}, 0)
+    assert (metrics["n_bank"], metrics["n_test"]) == (120, 40)
+    assert metrics["top1_k20"] == brute_force_knn(x_b, y_b, x_q, y_q, 20, 0.07, 7)[0]
+    only_train = get_protocol("knn").evaluate(ctx, {"bank_splits": ["train"], "ks": [10]}, 0)
+    assert only_train["n_bank"] == 80
+    assert only_train["top1_k10"] == brute_force_knn(x_b[:80], y_b[:80], x_q, y_q, 10, 0.07, 7)[0]
+
+
+def test_temperature_changes_the_vote():
+    x_b, y_b, x_q, y_q = random_problem(5)
+    sharp = knn_metrics(l2_normalize(x_b), y_b, l2_normalize(x_q), y_q, [20], 0.01, 7)
+    flat = knn_metrics(l2_normalize(x_b), y_b, l2_normalize(x_q), y_q, [20], 10.0, 7)
+    assert sharp["top1_k20"] == brute_force_knn(x_b, y_b, x_q, y_q, 20, 0.01, 7)[0]
+    assert flat["top1_k20"] == brute_force_knn(x_b, y_b, x_q, y_q, 20, 10.0, 7)[0]
+
+
+def test_few_classes_and_large_k_give_null_not_zero():
+    x_b, y_b, x_q, y_q = random_problem(6, n_bank=30, n_classes=3)
+    metrics = knn_metrics(l2_normalize(x_b), y_b, l2_normalize(x_q), y_q, [10, 50], 0.07, 3)
+    assert metrics["top5_k10"] is None and metrics["top1_k10"] is not None
+    assert metrics["top1_k50"] is None
+
+
+def test_query_split_in_bank_is_rejected():
+    x_b, y_b, x_q, y_q = random_problem(7)
+    ctx = ArrayContext({"train": (x_b, y_b), "val": (x_b, y_b), "test": (x_q, y_q)}, 7)
+    with pytest.raises(InvalidArgument, match="must not contain the query split"):
+        get_protocol("knn").evaluate(ctx, {"bank_splits": ["train", "test"]}, 0)
+    with pytest.raises(InvalidArgument, match="temperature"):
+        get_protocol("knn").evaluate(ctx, {"temperature": 0}, 0)
+
+
+def test_missing_split_names_the_split():
+    x_b, y_b, x_q, y_q = random_problem(8)
+    ctx = ArrayContext({"train": (x_b, y_b), "test": (x_q, y_q)}, 7)
+    with pytest.raises(InvalidArgument, match="no split 'val'"):
+        get_protocol("knn").evaluate(ctx, {}, 0)

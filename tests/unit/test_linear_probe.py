@@ -1,0 +1,189 @@
+"""Linear probe: the batched grid solver against scikit-learn's LogisticRegression, selection rules, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, top_k_accuracy_score
+
+from bobench.data.base import Dataset
+from bobench.errors import InvalidArgument
+from bobench.protocols import get_protocol
+from bobench.protocols.linear_probe import DEFAULT_GRID, fit_logistic_grid, select_C
+from bobench.protocols.metrics import l2_normalize, mean_per_class_recall, topk_accuracy
+
+torch.set_num_threads(1)
+
+
+class ArrayContext:
+    """A RunContext fixture that serves fixed (features, labels) arrays per split and records requests."""
+
+    def __init__(self, splits: dict[str, tuple[np.ndarray, np.ndarray]], n_classes: int) -> None:
+        self._splits = splits
+        self.requested: list[str] = []
+        labels = np.concatenate([y for _, y in splits.values()])
+        offsets = np.cumsum([0] + [len(y) for _, y in splits.values()])
+        self.dataset = Dataset(
+            name="arrays",
+            classes=[f"c{i}" for i in range(n_classes)],
+            labels=labels,
+            splits={name: np.arange(offsets[i], offsets[i + 1]) for i, name in enumerate(splits)},
+            load=lambda i: np.zeros((8, 8, 3), np.uint8),
+            fingerprint="fixture",
+        )
+
+    def features(self, split, dataset=None, variant=None):
+        self.requested.append(split)
+        self.dataset.split(split)  # an unknown split raises InvalidArgument, as in the real context
+        return self._splits[split]
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        assert 0 <= done <= total
+
+
+def mixture(n: int, n_classes: int, dim: int, rng: np.random.Generator, spread: float = 1.0):
+    """Overlapping Gaussian classes (so regularisation matters) plus a shared offset, like real features."""
+    centers = rng.normal(size=(n_classes, dim)) * spread
+    offset = rng.normal(size=dim) * 3
+    y = rng.integers(0, n_classes, n)
+    return (offset + centers[y] + rng.normal(size=(n, dim))).astype(np.float32), y.astype(np.int64)
+
+
+def split_mixture(n_classes: int, seed: int = 0, dim: int = 24):
+    x, y = mixture(750, n_classes, dim, np.random.default_rng(seed), spread=0.6)
+    return {"train": (x[:300], y[:300]), "val": (x[300:450], y[300:450]), "test": (x[450:], y[450:])}
+
+
+def sklearn_objective(x: np.ndarray, y: np.ndarray, C: float, w: np.ndarray, b: np.ndarray) -> float:
+    """scikit-learn's LogisticRegression objective: Σ log-loss + ||W||² / (2C); w [d, K], K = 1 for binary."""
+    classes = np.unique(y)
+    z = x.astype(np.float64) @ w + b
+    if z.shape[1] == 1:
+        z = np.concatenate([np.zeros_like(z), z], axis=1)
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_p[np.arange(len(y)), np.searchsorted(classes, y)].sum() + 0.5 / C * (w**2).sum())
+
+
+@pytest.mark.parametrize("n_classes", [2, 5])
+def test_batched_fit_reaches_sklearn_objective_for_every_C(n_classes):
+    data = split_mixture(n_classes)
+    x, y = l2_normalize(data["train"][0]), data["train"][1]
+    grid = np.logspace(-4, 2, 7)
+    fit = fit_logistic_grid(x, y, grid, tol=1e-6)
+    assert fit.converged.all()
+    predictions = fit.predict(x)
+    for g, C in enumerate(grid):
+        ref = LogisticRegression(C=C, tol=1e-8, max_iter=10_000).fit(x, y)
+        ours = sklearn_objective(x, y, C, fit.weights[g].numpy(), fit.bias[g].numpy())
+        theirs = sklearn_objective(x, y, C, ref.coef_.T, ref.intercept_)
+        assert ours <= theirs * (1 + 1e-5) + 1e-6, (C, ours, theirs)
+        assert (predictions[g] == ref.predict(x)).mean() >= 0.99
+
+
+def test_more_dimensions_than_samples_reaches_sklearn_objective():
+    rng = np.random.default_rng(9)
+    x, y = mixture(24, 3, 80, rng, spread=0.5)  # few-shot shape: separable, d ≫ n
+    x = l2_normalize(x)
+    grid = [1e-2, 1.0, 100.0]
+    fit = fit_logistic_grid(x, y, grid, tol=1e-6)
+    assert fit.converged.all()
+    for g, C in enumerate(grid):
+        ref = LogisticRegression(C=C, tol=1e-8, max_iter=10_000).fit(x, y)
+        ours = sklearn_objective(x, y, C, fit.weights[g].numpy(), fit.bias[g].numpy())
+        assert ours <= sklearn_objective(x, y, C, ref.coef_.T, ref.intercept_) * (1 + 1e-5) + 1e-6
+
+
+def test_grid_fit_equals_one_fit_per_C():
+    data = split_mixture(4, seed=1)
+    x, y = l2_normalize(data["train"][0]), data["train"][1]
+    grid = [1e-3, 0.1, 10.0]
+    joint = fit_logistic_grid(x, y, grid, tol=1e-7)
+    for g, C in enumerate(grid):
+        alone = fit_logistic_grid(x, y, [C], tol=1e-7)
+        np.testing.assert_allclose(joint.weights[g].numpy(), alone.weights[0].numpy(), atol=2e-4)
+        np.testing.assert_allclose(joint.bias[g].numpy(), alone.bias[0].numpy(), atol=2e-4)
+
+
+def test_protocol_matches_sklearn_sweep_select_refit():
+    data = split_mixture(6, seed=2)
+    metrics = get_protocol("linear_probe").evaluate(ArrayContext(data, 6), {}, 0)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (
+        (l2_normalize(data[s][0]), data[s][1]) for s in ("train", "val", "test")
+    )
+    val_acc = [LogisticRegression(C=C, max_iter=5000).fit(x_tr, y_tr).score(x_va, y_va) for C in DEFAULT_GRID]
+    ref_C = DEFAULT_GRID[select_C(np.array(DEFAULT_GRID), np.array(val_acc))]
+    ref = LogisticRegression(C=ref_C, max_iter=5000).fit(
+        np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
+    )
+    assert abs(metrics["top1"] - ref.score(x_te, y_te)) <= 0.01
+    # the chosen C is as good on val for scikit-learn as it was for us
+    assert metrics["val_top1"] == pytest.approx(
+        val_acc[list(DEFAULT_GRID).index(metrics["chosen_C"])], abs=1e-9
+    )
+    assert abs(metrics["top5"] - top_k_accuracy_score(y_te, ref.predict_proba(x_te), k=5)) <= 0.01
+    assert abs(metrics["mean_per_class_recall"] - balanced_accuracy_score(y_te, ref.predict(x_te))) <= 0.015
+    assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (300, 150, 300)
+    assert metrics["converged"] is True
+
+
+def test_selection_ignores_test_labels():
+    data = split_mixture(4, seed=3)
+    x_te, y_te = data["test"]
+    shuffled = dict(data, test=(x_te, np.random.default_rng(0).permutation(y_te)))
+    config = {"grid": [1e-4, 1e-2, 1.0, 100.0]}
+    a = get_protocol("linear_probe").evaluate(ArrayContext(data, 4), config, 0)
+    b = get_protocol("linear_probe").evaluate(ArrayContext(shuffled, 4), config, 0)
+    assert (a["chosen_C"], a["val_top1"]) == (b["chosen_C"], b["val_top1"])
+    assert a["top1"] != b["top1"]
+
+
+def test_select_C_breaks_ties_towards_stronger_regularisation():
+    assert select_C(np.array([1e-2, 1e-1, 1.0, 10.0]), np.array([0.5, 0.7, 0.7, 0.6])) == 1
+    assert select_C(np.array([10.0, 1.0, 0.1]), np.array([0.9, 0.9, 0.9])) == 2
+
+
+def test_binary_problem_has_no_top5_and_matches_sklearn():
+    data = split_mixture(2, seed=4)
+    metrics = get_protocol("linear_probe").evaluate(ArrayContext(data, 2), {"grid": [0.01, 1.0, 100.0]}, 0)
+    assert metrics["top5"] is None
+    x_all = l2_normalize(np.concatenate([data["train"][0], data["val"][0]]))
+    y_all = np.concatenate([data["train"][1], data["val"][1]])
+    ref = LogisticRegression(C=metrics["chosen_C"]).fit(x_all, y_all)
+    assert abs(metrics["top1"] - ref.score(l2_normalize(data["test"][0]), data["test"][1])) <= 0.01
+
+
+def test_metric_helpers_match_sklearn():
+    rng = np.random.default_rng(5)
+    scores, y = rng.normal(size=(200, 7)), rng.integers(0, 7, 200)
+    for k in (1, 3, 5):
+        assert topk_accuracy(scores, y, k) == pytest.approx(
+            top_k_accuracy_score(y, scores, k=k, labels=range(7))
+        )
+    assert topk_accuracy(scores, y, 8) is None
+    pred = rng.integers(0, 7, 200)
+    assert mean_per_class_recall(y, pred) == pytest.approx(balanced_accuracy_score(y, pred))
+
+
+def test_non_finite_feature_is_reported_with_split_and_row():
+    data = split_mixture(3, seed=6)
+    x_va = data["val"][0].copy()
+    x_va[17, 2] = np.nan
+    with pytest.raises(InvalidArgument, match=r"split 'val'.*row 17"):
+        get_protocol("linear_probe").evaluate(ArrayContext(dict(data, val=(x_va, data["val"][1])), 3), {}, 0)
+
+
+def test_bad_config_is_rejected_by_name():
+    ctx = ArrayContext(split_mixture(3), 3)
+    with pytest.raises(InvalidArgument, match="unknown config key"):
+        get_protocol("linear_probe").evaluate(ctx, {"gird": [1.0]}, 0)
+    with pytest.raises(InvalidArgument, match="grid value must be > 0"):
+        get_protocol("linear_probe").evaluate(ctx, {"grid": [1.0, -2.0]}, 0)
+
+
+def test_single_training_class_is_an_invalid_argument():
+    x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    with pytest.raises(InvalidArgument, match="at least two classes"):
+        fit_logistic_grid(x, np.zeros(10, np.int64), [1.0])
