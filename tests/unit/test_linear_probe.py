@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score, top_k_accuracy_score
+from sklearn.metrics import balanced_accuracy_score, log_loss, top_k_accuracy_score
 
 from bobench.data.base import Dataset
 from bobench.errors import InvalidArgument
@@ -113,8 +113,10 @@ def test_protocol_matches_sklearn_sweep_select_refit():
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (
         (l2_normalize(data[s][0]), data[s][1]) for s in ("train", "val", "test")
     )
-    val_acc = [LogisticRegression(C=C, max_iter=5000).fit(x_tr, y_tr).score(x_va, y_va) for C in DEFAULT_GRID]
-    ref_C = DEFAULT_GRID[select_C(np.array(DEFAULT_GRID), np.array(val_acc))]
+    refs = [LogisticRegression(C=C, max_iter=5000).fit(x_tr, y_tr) for C in DEFAULT_GRID]
+    val_acc = [f.score(x_va, y_va) for f in refs]
+    val_loss = [log_loss(y_va, f.predict_proba(x_va), labels=f.classes_) for f in refs]
+    ref_C = DEFAULT_GRID[select_C(np.array(DEFAULT_GRID), np.array(val_acc), np.array(val_loss))]
     ref = LogisticRegression(C=ref_C, max_iter=5000).fit(
         np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
     )
@@ -143,6 +145,20 @@ def test_selection_ignores_test_labels():
 def test_select_C_breaks_ties_towards_stronger_regularisation():
     assert select_C(np.array([1e-2, 1e-1, 1.0, 10.0]), np.array([0.5, 0.7, 0.7, 0.6])) == 1
     assert select_C(np.array([10.0, 1.0, 0.1]), np.array([0.9, 0.9, 0.9])) == 2
+
+
+def test_select_C_breaks_accuracy_ties_by_validation_loss_first():
+    Cs, acc = np.array([1e-6, 1e-2, 1.0, 100.0]), np.array([1.0, 1.0, 1.0, 0.9])
+    assert select_C(Cs, acc, np.array([0.69, 0.30, 0.05, 0.01])) == 2  # lowest loss among the tied
+    assert select_C(Cs, acc, np.array([0.2, 0.2, 0.3, 0.0])) == 0  # equal loss too: strongest penalty
+
+
+def test_saturated_validation_accuracy_does_not_pick_a_degenerate_model():
+    x, y = mixture(750, 2, 24, np.random.default_rng(5), spread=4.0)  # well separated: val saturates
+    data = {"train": (x[:300], y[:300]), "val": (x[300:450], y[300:450]), "test": (x[450:], y[450:])}
+    metrics = get_protocol("linear_probe").evaluate(ArrayContext(data, 2), {}, 0)
+    assert metrics["val_top1"] == 1.0
+    assert metrics["chosen_C"] > DEFAULT_GRID[0]  # accuracy ties broken by val loss, not by the grid edge
 
 
 def test_binary_problem_has_no_top5_and_matches_sklearn():

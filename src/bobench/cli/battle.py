@@ -38,7 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from bobench.analysis.report import write_report
 
         paths = write_report(out)
-        print(f"report: {paths.get('html')}  ·  {paths.get('md')}")
+        print(f"report: {paths['report.html']}  (also report.md, plots/*.png)")
     failed = [r for r in outcome.records if r.status == "failed"]
     for r in failed[:10]:
         print(f"FAILED {r.backbone} / {r.dataset} / {r.protocol}: {r.error}", file=sys.stderr)

@@ -326,12 +326,28 @@ def _armijo(
     return new_theta, new_f, new_grad, ~pending
 
 
-def select_C(Cs: np.ndarray, val_accuracy: np.ndarray) -> int:
-    """Index of the best validation accuracy; ties go to the smallest C (the strongest penalty)."""
+def select_C(Cs: np.ndarray, val_accuracy: np.ndarray, val_loss: np.ndarray | None = None) -> int:
+    """Index of the best validation accuracy. Ties (common when val accuracy saturates) go to the lowest
+    validation log-loss when given, then to the smallest C (the strongest penalty)."""
     Cs = np.asarray(Cs, dtype=np.float64)
     acc = np.asarray(val_accuracy, dtype=np.float64)
     best = np.flatnonzero(acc == acc.max())
+    if val_loss is not None and best.size > 1:
+        loss = np.asarray(val_loss, dtype=np.float64)[best]
+        best = best[np.isclose(loss, loss.min(), rtol=1e-9, atol=1e-12)]
     return int(best[np.argmin(Cs[best])])
+
+
+def validation_log_loss(fit: LogisticGridFit, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mean cross-entropy [G] of each grid model on (x, y); labels unseen in training count as inf."""
+    scores = torch.from_numpy(fit.decision_scores(x))
+    log_p = torch.log_softmax(scores, dim=-1).numpy()
+    y = np.asarray(y)
+    idx = np.searchsorted(fit.classes, y)
+    known = (idx < len(fit.classes)) & (fit.classes[np.minimum(idx, len(fit.classes) - 1)] == y)
+    if not known.all():
+        return np.full(log_p.shape[0], np.inf)
+    return -log_p[:, np.arange(y.size), idx].mean(axis=1)
 
 
 def sweep_and_select(
@@ -347,7 +363,7 @@ def sweep_and_select(
     """Fit the grid on train, score it on val. Returns (fit, val_accuracy [G], chosen index)."""
     fit = fit_logistic_grid(x_train, y_train, Cs, max_iter=max_iter, tol=tol)
     val_accuracy = (fit.predict(x_val) == np.asarray(y_val)[None, :]).mean(axis=1)
-    return fit, val_accuracy, select_C(fit.Cs, val_accuracy)
+    return fit, val_accuracy, select_C(fit.Cs, val_accuracy, validation_log_loss(fit, x_val, y_val))
 
 
 def classification_metrics(
