@@ -23,12 +23,14 @@ def main() -> None:
     parser.add_argument("--datasets", default="lfw")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
-    spec = parse_spec({
-        "name": "bench-rerun",
-        "backbones": args.backbones.split(","),
-        "datasets": args.datasets.split(","),
-        "protocols": ["linear_probe", "knn", "fewshot"],
-    })
+    spec = parse_spec(
+        {
+            "name": "bench-rerun",
+            "backbones": args.backbones.split(","),
+            "datasets": args.datasets.split(","),
+            "protocols": ["linear_probe", "knn", "fewshot"],
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(cache_dir=str(Path(tmp) / "cache"), threads=args.threads)
         out = Path(tmp) / "out"
@@ -41,8 +43,10 @@ def main() -> None:
         second_s = time.perf_counter() - t0
     ratio = second_s / first_s
     print(f"{len(first.records)} runs ({args.backbones} on {args.datasets}; linear_probe, knn, fewshot)")
-    print(f"first run {first_s:.2f} s ({first.executed} executed), re-run {second_s:.3f} s "
-          f"({second.executed} executed, {second.reused} reused, feature cache misses {executor.cache.misses})")
+    print(
+        f"first run {first_s:.2f} s ({first.executed} executed), re-run {second_s:.3f} s "
+        f"({second.executed} executed, {second.reused} reused, feature cache misses {executor.cache.misses})"
+    )
     print(f"re-run / first run = {ratio:.4f} (target <= 0.1: {'met' if ratio <= 0.1 else 'NOT met'})")
     if second.executed or executor.cache.misses:
         raise SystemExit("the re-run executed runs or computed features")

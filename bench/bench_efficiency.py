@@ -68,15 +68,19 @@ def main() -> None:
                 ratios[b].append(ours / ref)
                 figures[b].append((ours, ref))
         env = record.environment
-        print(f"backbone {args.backbone}, runtime {env.get('runtime')}, threads {args.threads}, "
-              f"cpu {env.get('cpu')}, onnxruntime {env['versions'].get('onnxruntime')}")
+        print(
+            f"backbone {args.backbone}, runtime {env.get('runtime')}, threads {args.threads}, "
+            f"cpu {env.get('cpu')}, onnxruntime {env['versions'].get('onnxruntime')}"
+        )
         for b in batch_sizes:
             ratio = statistics.median(ratios[b])
             ours = statistics.median(f[0] for f in figures[b])
             ref = statistics.median(f[1] for f in figures[b])
             verdict = "within 10 %" if abs(ratio - 1) <= 0.10 else "OUTSIDE 10 %"
-            print(f"batch {b:>3}: protocol {ours:8.1f} img/s  reference loop {ref:8.1f} img/s  "
-                  f"ratio {ratio:.3f} ({verdict}; per round {', '.join(f'{r:.3f}' for r in ratios[b])})")
+            print(
+                f"batch {b:>3}: protocol {ours:8.1f} img/s  reference loop {ref:8.1f} img/s  "
+                f"ratio {ratio:.3f} ({verdict}; per round {', '.join(f'{r:.3f}' for r in ratios[b])})"
+            )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,10 @@ def main() -> None:
         ort = OrtEmbedder(loaded, threads=args.threads, cache_dir=cache_dir)
         size = loaded.spec.input_size
         images = np.random.default_rng(0).integers(0, 256, (32, 3, size, size), dtype=np.uint8)
-        print(f"{args.backbone} {size}px, {args.threads} threads, CPU {platform.processor() or platform.machine()}, "
-              f"torch {torch.__version__}, onnxruntime {ort.describe()['onnxruntime']}")
+        print(
+            f"{args.backbone} {size}px, {args.threads} threads, CPU {platform.processor() or platform.machine()}, "
+            f"torch {torch.__version__}, onnxruntime {ort.describe()['onnxruntime']}"
+        )
         print(f"{'batch':>5} {'torch img/s':>12} {'ORT img/s':>10} {'ORT/torch':>9}")
         for batch_size in (1, 32):
             t = images_per_s(eager, images, batch_size)

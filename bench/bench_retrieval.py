@@ -16,7 +16,9 @@ import numpy as np
 from bobench.protocols.retrieval import rank_gallery
 
 
-def numpy_topk(queries: np.ndarray, gallery: np.ndarray, k: int, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def numpy_topk(
+    queries: np.ndarray, gallery: np.ndarray, k: int, block: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Brute force: full similarity matrix in query blocks, argpartition + sort for the top k."""
     sims_out, idx_out = [], []
     for start in range(0, queries.shape[0], block):
@@ -63,11 +65,15 @@ def main() -> None:
     sub = slice(0, min(50, args.queries))
     _, proto_idx = rank_gallery(queries[sub], gallery)
     proto_same = float((proto_idx[:, : args.k] == np_idx[sub]).mean())
-    print(f"gallery {args.gallery} x {args.dim}, {args.queries} queries, top {args.k}, "
-          f"threads {os.cpu_count()}, faiss exact IndexFlatIP vs numpy brute force")
+    print(
+        f"gallery {args.gallery} x {args.dim}, {args.queries} queries, top {args.k}, "
+        f"threads {os.cpu_count()}, faiss exact IndexFlatIP vs numpy brute force"
+    )
     print(f"numpy {numpy_s:.2f} s, faiss {faiss_s:.2f} s, speed ratio numpy/faiss {numpy_s / faiss_s:.2f}x")
-    print(f"same top-{args.k} ids: {same:.4%} (max |sim diff| {max_sim_diff:.2e}); "
-          f"protocol ranking agrees on {proto_same:.2%} of the first {sub.stop} queries")
+    print(
+        f"same top-{args.k} ids: {same:.4%} (max |sim diff| {max_sim_diff:.2e}); "
+        f"protocol ranking agrees on {proto_same:.2%} of the first {sub.stop} queries"
+    )
     if same < 0.999:
         raise SystemExit("faiss and numpy disagree beyond ties")
 

@@ -34,8 +34,18 @@ def one_scale(runs: int) -> dict:
     n_backbones = runs // (DATASETS * len(PROTOCOLS))
     names = [f"bench-bb-{i}" for i in range(n_backbones)]
     for i, name in enumerate(names):
-        register_spec(BackboneSpec(name=name, source="toy", model_id="toy", family="cnn",
-                                   pretraining_method="random", pretraining_data="none", input_size=32, seed=i))
+        register_spec(
+            BackboneSpec(
+                name=name,
+                source="toy",
+                model_id="toy",
+                family="cnn",
+                pretraining_method="random",
+                pretraining_data="none",
+                input_size=32,
+                seed=i,
+            )
+        )
 
     class FakeDataset:  # planning needs only a fingerprint
         def __init__(self, ref):
@@ -49,11 +59,21 @@ def one_scale(runs: int) -> dict:
             record.status, record.metrics = "finished", {"top1": 0.5}
             return record
 
-    spec = parse_spec({"name": f"bench-{runs}", "backbones": names,
-                       "datasets": [f"ds{i}" for i in range(DATASETS)], "protocols": list(PROTOCOLS)})
+    spec = parse_spec(
+        {
+            "name": f"bench-{runs}",
+            "backbones": names,
+            "datasets": [f"ds{i}" for i in range(DATASETS)],
+            "protocols": list(PROTOCOLS),
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        sched = Scheduler(LocalStore(tmp, fsync=False), [NoopExecutor()], concurrency=4,
-                          planner=lambda s, bid: plan_battle(s, battle_id=bid, dataset_loader=FakeDataset)).start()
+        sched = Scheduler(
+            LocalStore(tmp, fsync=False),
+            [NoopExecutor()],
+            concurrency=4,
+            planner=lambda s, bid: plan_battle(s, battle_id=bid, dataset_loader=FakeDataset),
+        ).start()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         bid = sched.submit(spec)
         plan_cpu_s = time.process_time() - cpu0
@@ -61,9 +81,14 @@ def one_scale(runs: int) -> dict:
         cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
         sched.close()
     assert status.counts["finished"] == runs, status.counts
-    return {"runs": runs, "plan_cpu_s": round(plan_cpu_s, 3), "cpu_s": round(cpu_s, 3), "wall_s": round(wall_s, 3),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "cpu_ms_per_run": round(1000 * cpu_s / runs, 3)}
+    return {
+        "runs": runs,
+        "plan_cpu_s": round(plan_cpu_s, 3),
+        "cpu_s": round(cpu_s, 3),
+        "wall_s": round(wall_s, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpu_ms_per_run": round(1000 * cpu_s / runs, 3),
+    }
 
 
 def main() -> int:
@@ -76,16 +101,24 @@ def main() -> int:
         return 0
     rows = []
     for runs in (1500, 15000):
-        out = subprocess.run([sys.executable, __file__, "--runs", str(runs), "--json"], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, __file__, "--runs", str(runs), "--json"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     print(f"{'runs':>7} {'plan CPU s':>10} {'CPU s':>8} {'wall s':>8} {'peak RSS MB':>12} {'CPU ms/run':>11}")
     for r in rows:
-        print(f"{r['runs']:>7} {r['plan_cpu_s']:>10.2f} {r['cpu_s']:>8.2f} {r['wall_s']:>8.2f} "
-              f"{r['peak_rss_mb']:>12.1f} {r['cpu_ms_per_run']:>11.3f}")
+        print(
+            f"{r['runs']:>7} {r['plan_cpu_s']:>10.2f} {r['cpu_s']:>8.2f} {r['wall_s']:>8.2f} "
+            f"{r['peak_rss_mb']:>12.1f} {r['cpu_ms_per_run']:>11.3f}"
+        )
     small, large = rows
-    print(f"ratio 15k/1.5k: CPU {large['cpu_s'] / small['cpu_s']:.1f}x, wall {large['wall_s'] / small['wall_s']:.1f}x, "
-          f"peak RSS {large['peak_rss_mb'] / small['peak_rss_mb']:.2f}x (linear = 10x runs)")
+    print(
+        f"ratio 15k/1.5k: CPU {large['cpu_s'] / small['cpu_s']:.1f}x, wall {large['wall_s'] / small['wall_s']:.1f}x, "
+        f"peak RSS {large['peak_rss_mb'] / small['peak_rss_mb']:.2f}x (linear = 10x runs)"
+    )
     return 0
 
 

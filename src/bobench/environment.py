@@ -7,8 +7,18 @@ import os
 import platform
 from functools import lru_cache
 
-_PACKAGES = ("bobench", "torch", "torchvision", "timm", "onnxruntime", "onnx", "numpy", "scikit-learn",
-             "faiss-cpu", "tritonclient")
+_PACKAGES = (
+    "bobench",
+    "torch",
+    "torchvision",
+    "timm",
+    "onnxruntime",
+    "onnx",
+    "numpy",
+    "scikit-learn",
+    "faiss-cpu",
+    "tritonclient",
+)
 
 
 @lru_cache(maxsize=1)

@@ -32,5 +32,9 @@ def seaweedfs(tmp_path_factory):
 @pytest.fixture
 def s3_settings(seaweedfs, tmp_path):
     """Settings whose s3_* fields reach the session's SeaweedFS as the admin identity."""
-    return Settings(cache_dir=str(tmp_path / "cache"), s3_endpoint=f"http://{seaweedfs.address}",
-                    s3_access_key=S3_ADMIN.access_key, s3_secret_key=S3_ADMIN.secret_key)
+    return Settings(
+        cache_dir=str(tmp_path / "cache"),
+        s3_endpoint=f"http://{seaweedfs.address}",
+        s3_access_key=S3_ADMIN.access_key,
+        s3_secret_key=S3_ADMIN.secret_key,
+    )

@@ -16,13 +16,15 @@ pytestmark = pytest.mark.slow
 
 
 def _spec(**extra):
-    return parse_spec({
-        "name": "e2e",
-        "backbones": ["efficientnet_lite0", "efficientnet_lite0-random"],
-        "datasets": ["lfw"],
-        "protocols": ["linear_probe", "knn"],
-        **extra,
-    })
+    return parse_spec(
+        {
+            "name": "e2e",
+            "backbones": ["efficientnet_lite0", "efficientnet_lite0-random"],
+            "datasets": ["lfw"],
+            "protocols": ["linear_probe", "knn"],
+            **extra,
+        }
+    )
 
 
 def test_pretrained_lite0_beats_its_random_twin_on_lfw_and_rerun_computes_nothing(tmp_path, settings):
@@ -43,19 +45,42 @@ def test_pretrained_lite0_beats_its_random_twin_on_lfw_and_rerun_computes_nothin
 
     # a new protocol on the same features: runs, but every feature comes from the cache
     executor = LocalExecutor(settings)
-    third = run_battle(_spec(protocols=["linear_probe", "knn", {"name": "knn", "config": {"ks": [5]}}]),
-                       out, settings, executor=executor, progress=False)
+    third = run_battle(
+        _spec(protocols=["linear_probe", "knn", {"name": "knn", "config": {"ks": [5]}}]),
+        out,
+        settings,
+        executor=executor,
+        progress=False,
+    )
     assert third.executed == 2 and third.reused == 4
     assert executor.cache.hits > 0 and executor.cache.misses == 0 and executor._embedder is None
 
 
 def test_results_jsonl_records_have_the_documented_fields(tmp_path, settings):
     out = tmp_path / "out"
-    run_battle(parse_spec({"name": "t", "backbones": ["toy"], "datasets": ["toy"], "protocols": ["knn"]}),
-               out, settings, progress=False)
+    run_battle(
+        parse_spec({"name": "t", "backbones": ["toy"], "datasets": ["toy"], "protocols": ["knn"]}),
+        out,
+        settings,
+        progress=False,
+    )
     line = json.loads((out / "results.jsonl").read_text().splitlines()[0])
-    for field in ("run_key", "backbone", "dataset", "protocol", "protocol_version", "config", "seed", "metrics",
-                  "higher_is_better", "environment", "started_at", "finished_at", "status", "error"):
+    for field in (
+        "run_key",
+        "backbone",
+        "dataset",
+        "protocol",
+        "protocol_version",
+        "config",
+        "seed",
+        "metrics",
+        "higher_is_better",
+        "environment",
+        "started_at",
+        "finished_at",
+        "status",
+        "error",
+    ):
         assert field in line, field
     env = line["environment"]
     assert env["runtime"] == "onnxruntime" and env["device"] == "cpu" and env["threads"] == 1
@@ -70,9 +95,14 @@ def test_failed_run_is_recorded_and_battle_continues(tmp_path, settings):
     for cls in ("a", "b"):
         for i in range(6):
             (bad_dir / cls / f"{i}.png").write_bytes(b"definitely not a png")
-    spec = parse_spec({"name": "t", "backbones": ["toy"],
-                       "datasets": ["toy", {"name": "broken", "type": "imagefolder", "path": str(bad_dir)}],
-                       "protocols": ["knn"]})
+    spec = parse_spec(
+        {
+            "name": "t",
+            "backbones": ["toy"],
+            "datasets": ["toy", {"name": "broken", "type": "imagefolder", "path": str(bad_dir)}],
+            "protocols": ["knn"],
+        }
+    )
     outcome = run_battle(spec, tmp_path / "out", settings, progress=False)
     status = {r.dataset: r for r in outcome.records}
     assert status["toy"].status == "finished"
@@ -84,8 +114,17 @@ def test_failed_run_is_recorded_and_battle_continues(tmp_path, settings):
 def test_cli_battle_run_prints_leaderboard_and_writes_results(tmp_path, capsys, monkeypatch, cache_dir):
     monkeypatch.setenv("BOBENCH_CACHE_DIR", str(cache_dir))
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"name": "cli", "backbones": ["toy"], "datasets": ["toy"],
-                                    "protocols": ["knn", "linear_probe"], "report": False}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "cli",
+                "backbones": ["toy"],
+                "datasets": ["toy"],
+                "protocols": ["knn", "linear_probe"],
+                "report": False,
+            }
+        )
+    )
     rc = bob(["battle", "run", str(spec), "--out", str(tmp_path / "out"), "--no-progress", "--threads", "1"])
     out = capsys.readouterr().out
     assert rc == 0, out

@@ -10,9 +10,13 @@ import pytest
 from bobench.stack.procs import start_bobench_service, stop_pid
 from bobench.stack.prometheus import prometheus_binary, query, start_prometheus, targets_health, write_config
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(prometheus_binary() is None, reason="prometheus binary not installed "
-                                 "(apt-get install -y --no-install-recommends prometheus)")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        prometheus_binary() is None,
+        reason="prometheus binary not installed (apt-get install -y --no-install-recommends prometheus)",
+    ),
+]
 
 
 def test_prometheus_scrapes_services_and_answers_the_rpc_latency_query(tmp_path):
@@ -21,23 +25,51 @@ def test_prometheus_scrapes_services_and_answers_the_rpc_latency_query(tmp_path)
 
     started = []
     try:
-        ev = start_bobench_service("evaluator", "bobench.rpc.evaluator_service",
-                                   ["--port", "0", "--metrics-port", "0", "--results-dir", str(tmp_path / "ev"),
-                                    "--cache-dir", str(tmp_path / "cache")], tmp_path / "logs",
-                                   env={"OMP_NUM_THREADS": "1", "BOBENCH_EMBEDDER": "torch", "BOBENCH_THREADS": "1"})
+        ev = start_bobench_service(
+            "evaluator",
+            "bobench.rpc.evaluator_service",
+            [
+                "--port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--results-dir",
+                str(tmp_path / "ev"),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ],
+            tmp_path / "logs",
+            env={"OMP_NUM_THREADS": "1", "BOBENCH_EMBEDDER": "torch", "BOBENCH_THREADS": "1"},
+        )
         started.append(ev)
-        sched = start_bobench_service("scheduler", "bobench.rpc.scheduler_service",
-                                      ["--port", "0", "--metrics-port", "0", "--store", str(tmp_path / "store"),
-                                       "--evaluators", ev.address], tmp_path / "logs")
+        sched = start_bobench_service(
+            "scheduler",
+            "bobench.rpc.scheduler_service",
+            [
+                "--port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--store",
+                str(tmp_path / "store"),
+                "--evaluators",
+                ev.address,
+            ],
+            tmp_path / "logs",
+        )
         started.append(sched)
-        config = write_config(tmp_path / "prometheus.yml",
-                              {"scheduler": [sched.metrics_address], "evaluator": [ev.metrics_address]},
-                              scrape_interval_s=1)
+        config = write_config(
+            tmp_path / "prometheus.yml",
+            {"scheduler": [sched.metrics_address], "evaluator": [ev.metrics_address]},
+            scrape_interval_s=1,
+        )
         prom = start_prometheus(config, tmp_path / "prom")
         started.append(prom)
         with SchedulerClient(sched.address) as client:
             client.wait_ready()
-            bid = client.submit(parse_spec({"backbones": ["toy"], "datasets": ["toy"], "protocols": ["knn"]})).battle_id
+            bid = client.submit(
+                parse_spec({"backbones": ["toy"], "datasets": ["toy"], "protocols": ["knn"]})
+            ).battle_id
             for _ in client.watch(bid, timeout_s=60):
                 pass
         deadline = time.monotonic() + 30
@@ -45,7 +77,9 @@ def test_prometheus_scrapes_services_and_answers_the_rpc_latency_query(tmp_path)
         methods: set = set()
         runs: list = []
         while time.monotonic() < deadline and not (wanted <= methods and runs):
-            latency = query(prom.address, 'sum by (job, method) (bobench_rpc_latency_seconds_bucket{le="+Inf"})')
+            latency = query(
+                prom.address, 'sum by (job, method) (bobench_rpc_latency_seconds_bucket{le="+Inf"})'
+            )
             methods = {(r["metric"]["job"], r["metric"]["method"]) for r in latency}
             runs = query(prom.address, 'bobench_scheduler_runs{state="finished"}')
             time.sleep(0.5)

@@ -68,8 +68,14 @@ def test_wrong_secret_and_read_only_identity_are_refused(seaweedfs, bucket):
     with pytest.raises(FailedPrecondition, match="AccessDenied"):
         reader.put_bytes("y", b"2")
     with pytest.raises(FailedPrecondition):
-        S3Store(seaweedfs.address, f"ro-{uuid.uuid4().hex[:8]}", "", S3_READER.access_key, S3_READER.secret_key,
-                create_bucket=True)
+        S3Store(
+            seaweedfs.address,
+            f"ro-{uuid.uuid4().hex[:8]}",
+            "",
+            S3_READER.access_key,
+            S3_READER.secret_key,
+            create_bucket=True,
+        )
 
 
 def test_open_store_from_settings_and_env(seaweedfs, bucket, s3_settings, monkeypatch):
@@ -81,7 +87,9 @@ def test_open_store_from_settings_and_env(seaweedfs, bucket, s3_settings, monkey
     assert open_store(f"s3://{bucket}/via-url").get_bytes("a") == b"1"
 
 
-def test_fetch_to_cache_downloads_once_and_refetches_a_replaced_object(seaweedfs, bucket, s3_settings, tmp_path):
+def test_fetch_to_cache_downloads_once_and_refetches_a_replaced_object(
+    seaweedfs, bucket, s3_settings, tmp_path
+):
     store = admin_store(seaweedfs, bucket, prefix="")
     store.put_bytes("weights/toy.pt", b"v1" * 1000)
     url = f"s3://{bucket}/weights/toy.pt"
@@ -91,8 +99,12 @@ def test_fetch_to_cache_downloads_once_and_refetches_a_replaced_object(seaweedfs
     assert fetch_to_cache(url, tmp_path / "c", settings=s3_settings).stat().st_mtime_ns == mtime  # cached
     store.put_bytes("weights/toy.pt", b"v2" * 1000)
     assert fetch_to_cache(url, tmp_path / "c", settings=s3_settings).read_bytes() == b"v2" * 1000
-    offline = Settings(cache_dir=s3_settings.cache_dir, s3_endpoint="http://127.0.0.1:9",
-                       s3_access_key="a", s3_secret_key="b")
+    offline = Settings(
+        cache_dir=s3_settings.cache_dir,
+        s3_endpoint="http://127.0.0.1:9",
+        s3_access_key="a",
+        s3_secret_key="b",
+    )
     assert fetch_to_cache(url, tmp_path / "c", settings=offline).read_bytes() == b"v2" * 1000  # verified copy
     with pytest.raises(NotFound):
         fetch_to_cache(f"s3://{bucket}/weights/missing.pt", tmp_path / "c", settings=s3_settings)

@@ -17,28 +17,69 @@ from bobench.stack.procs import start_bobench_service, stop_pid
 
 pytestmark = pytest.mark.integration
 
-THREADS_ENV = {"OMP_NUM_THREADS": "1", "BOBENCH_THREADS": "1", "BOBENCH_EMBEDDER": "torch", "BOBENCH_BATCH_SIZE": "16"}
+THREADS_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "BOBENCH_THREADS": "1",
+    "BOBENCH_EMBEDDER": "torch",
+    "BOBENCH_BATCH_SIZE": "16",
+}
 
 
 def spec(seeds=(0, 1)):
-    return parse_spec({"name": "sched-e2e", "backbones": ["toy"], "datasets": ["toy"],
-                       "protocols": [{"name": "knn", "config": {"ks": [5, 10]}}], "seeds": list(seeds)})
+    return parse_spec(
+        {
+            "name": "sched-e2e",
+            "backbones": ["toy"],
+            "datasets": ["toy"],
+            "protocols": [{"name": "knn", "config": {"ks": [5, 10]}}],
+            "seeds": list(seeds),
+        }
+    )
 
 
 @pytest.fixture
 def evaluator(tmp_path):
-    svc = start_bobench_service("evaluator", "bobench.rpc.evaluator_service",
-                                ["--port", "0", "--metrics-port", "0", "--results-dir", str(tmp_path / "ev-results"),
-                                 "--cache-dir", str(tmp_path / "ev-cache")], tmp_path / "logs", env=THREADS_ENV)
+    svc = start_bobench_service(
+        "evaluator",
+        "bobench.rpc.evaluator_service",
+        [
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--results-dir",
+            str(tmp_path / "ev-results"),
+            "--cache-dir",
+            str(tmp_path / "ev-cache"),
+        ],
+        tmp_path / "logs",
+        env=THREADS_ENV,
+    )
     yield svc
     stop_pid(svc.pid)
 
 
 def start_scheduler(tmp_path, evaluator, name="scheduler"):
-    return start_bobench_service(name, "bobench.rpc.scheduler_service",
-                                 ["--port", "0", "--metrics-port", "0", "--store", str(tmp_path / "store"),
-                                  "--evaluators", evaluator.address, "--concurrency", "1", "--backoff-s", "0.2"],
-                                 tmp_path / "logs", env=THREADS_ENV)
+    return start_bobench_service(
+        name,
+        "bobench.rpc.scheduler_service",
+        [
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--store",
+            str(tmp_path / "store"),
+            "--evaluators",
+            evaluator.address,
+            "--concurrency",
+            "1",
+            "--backoff-s",
+            "0.2",
+        ],
+        tmp_path / "logs",
+        env=THREADS_ENV,
+    )
 
 
 def wait_done(client, battle_id, timeout_s=120):
@@ -52,8 +93,9 @@ def test_battle_over_grpc_matches_the_embedded_run(tmp_path, evaluator, settings
     from bobench.client import SchedulerClient
     from bobench.config import Settings
 
-    embedded = run_battle(spec(), tmp_path / "embedded", Settings(**{**settings.__dict__, "embedder": "torch"}),
-                          progress=False)
+    embedded = run_battle(
+        spec(), tmp_path / "embedded", Settings(**{**settings.__dict__, "embedder": "torch"}), progress=False
+    )
     sched = start_scheduler(tmp_path, evaluator)
     try:
         with SchedulerClient(sched.address) as client:
@@ -74,7 +116,9 @@ def test_battle_over_grpc_matches_the_embedded_run(tmp_path, evaluator, settings
 
 def finished_lines(results_dir: Path) -> Counter:
     path = results_dir / "results.jsonl"
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    lines = (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    )
     return Counter(d["run_key"] for d in lines if d["status"] == "finished")
 
 

@@ -36,15 +36,21 @@ def test_stack_up_runs_a_battle_into_s3_and_down_stops_every_pid(tmp_path, monke
             up(state_dir)
         scheduler = next(s for s in state["services"] if s["name"] == "scheduler")
         with SchedulerClient(scheduler["address"]) as client:
-            bid = client.submit(parse_spec({"backbones": ["toy"], "datasets": ["toy"], "protocols": ["knn"],
-                                            "seeds": [0, 1]})).battle_id
+            bid = client.submit(
+                parse_spec({"backbones": ["toy"], "datasets": ["toy"], "protocols": ["knn"], "seeds": [0, 1]})
+            ).battle_id
             for _ in client.watch(bid, timeout_s=120):
                 pass
             assert client.get(bid).counts.finished == 2
         env = state["env"]
-        store = open_store(state["store"], Settings(s3_endpoint=env["BOBENCH_S3_ENDPOINT"],
-                                                    s3_access_key=env["BOBENCH_S3_ACCESS_KEY"],
-                                                    s3_secret_key=env["BOBENCH_S3_SECRET_KEY"]))
+        store = open_store(
+            state["store"],
+            Settings(
+                s3_endpoint=env["BOBENCH_S3_ENDPOINT"],
+                s3_access_key=env["BOBENCH_S3_ACCESS_KEY"],
+                s3_secret_key=env["BOBENCH_S3_SECRET_KEY"],
+            ),
+        )
         assert len(store.list("results/")) == 2 and store.exists(f"battles/{bid}/battle.json")
     finally:
         stopped = down(state_dir)

@@ -103,10 +103,23 @@ def test_backbone_table_lists_offline_and_bob_catalog(tmp_path, monkeypatch):
     rows = {r["name"]: r for r in backbone_table()}
     assert len(rows) == len(list_specs())
     assert set(rows["efficientnet_lite0"]) == {
-        "name", "family", "method", "data", "params", "input_size", "embed_dim", "weights", "available"}
+        "name",
+        "family",
+        "method",
+        "data",
+        "params",
+        "input_size",
+        "embed_dim",
+        "weights",
+        "available",
+    }
     assert rows["efficientnet_lite0"]["available"] and rows["open_nsfw"]["embed_dim"] == 1024
-    for name, method in [("convnext_base_in22k", "supervised"), ("dino_vits16", "ssl"),
-                         ("clip_vitb16_laion2b", "vision-language"), ("mae_vitb16", "ssl")]:
+    for name, method in [
+        ("convnext_base_in22k", "supervised"),
+        ("dino_vits16", "ssl"),
+        ("clip_vitb16_laion2b", "vision-language"),
+        ("mae_vitb16", "ssl"),
+    ]:
         assert rows[name]["method"] == method and rows[name]["weights"] == "hub"
         assert rows[name]["available"] is False
 
@@ -125,7 +138,11 @@ def test_toy_backbone_is_seeded_and_fills_spec():
 def test_random_init_is_perturbed_out_of_degenerate_constants():
     loaded = create_backbone("convnext_atto-random")
     tensors = list(loaded.module.named_parameters()) + list(loaded.module.named_buffers())
-    constant = [n for n, t in tensors if t.is_floating_point() and t.numel() > 1 and bool(torch.all(t == t.flatten()[0]))]
+    constant = [
+        n
+        for n, t in tensors
+        if t.is_floating_point() and t.numel() > 1 and bool(torch.all(t == t.flatten()[0]))
+    ]
     assert constant == []
     f = _features(loaded)
     assert f.std(axis=0).mean() > 1e-3  # features vary across images

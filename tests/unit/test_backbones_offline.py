@@ -28,10 +28,14 @@ def test_lite0_classifies_coffee_as_espresso_through_our_preprocessing(tmp_path)
     assert loaded.spec.embed_dim == 1280 and loaded.spec.num_params == 3_371_008
 
 
-@pytest.mark.parametrize("name,size,params", [("efficientnet_lite1", 240, 4_135_680), ("efficientnet_lite2", 260, 4_811_072)])
+@pytest.mark.parametrize(
+    "name,size,params", [("efficientnet_lite1", 240, 4_135_680), ("efficientnet_lite2", 260, 4_811_072)]
+)
 def test_lite1_lite2_load_strictly_with_their_input_sizes(tmp_path, name, size, params):
     loaded = create_backbone(name, cache_dir=tmp_path)
-    assert loaded.spec.input_size == size and loaded.spec.embed_dim == 1280 and loaded.spec.num_params == params
+    assert (
+        loaded.spec.input_size == size and loaded.spec.embed_dim == 1280 and loaded.spec.num_params == params
+    )
     assert loaded.spec.weights_sha256 and len(loaded.spec.weights_sha256) == 64
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, size, size), dtype=np.uint8))
     with torch.no_grad():
@@ -52,7 +56,9 @@ def test_open_nsfw_composed_graph_equals_manual_bgr_preprocessing_on_raw_onnx(tm
     features = ort_session(loaded.onnx_path).run([OUTPUT_NAME], {INPUT_NAME: images})[0]
     assert features.shape == (3, 1024) and features.dtype == np.float32
     raw = _raw_with_feature_output(loaded)
-    nhwc_bgr = images.transpose(0, 2, 3, 1)[..., ::-1].astype(np.float32) - np.array([104, 117, 123], np.float32)
+    nhwc_bgr = images.transpose(0, 2, 3, 1)[..., ::-1].astype(np.float32) - np.array(
+        [104, 117, 123], np.float32
+    )
     np.testing.assert_allclose(manual_preprocess(images, loaded.spec), nhwc_bgr, atol=1e-3)
     expected = raw.run(["Reshape:0"], {raw.get_inputs()[0].name: np.ascontiguousarray(nhwc_bgr)})[0]
     np.testing.assert_allclose(features, expected, atol=1e-4, rtol=1e-4)

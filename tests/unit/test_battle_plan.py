@@ -23,7 +23,9 @@ def test_plan_expands_the_grid_with_filters():
     assert len(plans) == 8 + 2
     assert {(p.backbone, p.dataset) for p in plans if p.protocol == "linear_probe"} == {("toy", "lfw")}
     assert len({p.run_key for p in plans}) == len(plans)
-    assert [p.backbone for p in plans] == sorted([p.backbone for p in plans], key=["toy", "resnet18-random"].index)
+    assert [p.backbone for p in plans] == sorted(
+        [p.backbone for p in plans], key=["toy", "resnet18-random"].index
+    )
 
 
 def test_run_keys_are_deterministic_and_sensitive():
@@ -45,8 +47,13 @@ def test_unknown_backbone_protocol_or_config_invalidates_the_spec():
 
 
 def test_a_dataset_that_cannot_load_becomes_failed_runs(tmp_path):
-    spec = parse_spec({**SPEC, "datasets": ["toy", {"name": "gone", "type": "imagefolder", "path": str(tmp_path / "x")}],
-                       "protocols": ["knn"]})
+    spec = parse_spec(
+        {
+            **SPEC,
+            "datasets": ["toy", {"name": "gone", "type": "imagefolder", "path": str(tmp_path / "x")}],
+            "protocols": ["knn"],
+        }
+    )
     plans = plan_battle(spec)
     gone = [p for p in plans if p.dataset == "gone"]
     assert gone and all(p.error and "x" in p.error for p in gone)

@@ -60,12 +60,17 @@ def test_load_spec_rejects_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_custom_backbone_entries_register_and_plan(tmp_path):
-    from bobench.battle.plan import plan_battle
     from bobench.backbones import get_spec
+    from bobench.battle.plan import plan_battle
 
-    data = {"name": "c", "datasets": ["toy"], "protocols": ["knn"],
-            "backbones": [{"name": "my-resnet18", "source": "timm", "model_id": "resnet18", "weights": "random",
-                           "seed": 3}]}
+    data = {
+        "name": "c",
+        "datasets": ["toy"],
+        "protocols": ["knn"],
+        "backbones": [
+            {"name": "my-resnet18", "source": "timm", "model_id": "resnet18", "weights": "random", "seed": 3}
+        ],
+    }
     spec = parse_spec(data, base_dir=tmp_path)
     assert spec.backbones == ("my-resnet18",)
     plans = plan_battle(spec)

@@ -35,7 +35,10 @@ def test_datasets_list_shows_bundled_sets(capsys):
 def test_export_writes_a_verified_model_and_repository_entry(tmp_path, capsys):
     from bobench.export.triton_repo import read_model_config
 
-    assert bob(["export", "toy", "--out", str(tmp_path / "repo"), "--cache-dir", str(tmp_path / "c"), "--json"]) == 0
+    assert (
+        bob(["export", "toy", "--out", str(tmp_path / "repo"), "--cache-dir", str(tmp_path / "c"), "--json"])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["verified"] and report["max_abs_err"] < 1e-4
     config = read_model_config(tmp_path / "repo" / "toy" / "config.pbtxt")
@@ -55,7 +58,9 @@ def test_export_tensorrt_without_gpu_is_a_clear_error(tmp_path, capsys):
 def test_analyze_json_has_the_documented_shape(tmp_path, capsys, monkeypatch, cache_dir):
     monkeypatch.setenv("BOBENCH_CACHE_DIR", str(cache_dir))
     spec = tmp_path / "s.yaml"
-    spec.write_text("name: a\nbackbones: [toy, resnet18-random]\ndatasets: [toy]\nprotocols: [knn]\nreport: false\n")
+    spec.write_text(
+        "name: a\nbackbones: [toy, resnet18-random]\ndatasets: [toy]\nprotocols: [knn]\nreport: false\n"
+    )
     assert bob(["battle", "run", str(spec), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     capsys.readouterr()
     result = _json(capsys, ["analyze", str(tmp_path / "o"), "--json"])

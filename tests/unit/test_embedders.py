@@ -41,7 +41,12 @@ def test_embedders_are_registered_and_describe_their_runtime(tmp_path):
     assert eager.describe()["runtime"] == "torch" and eager.describe()["threads"] == 1
     d = ort.describe()
     assert (d["runtime"], d["device"], d["precision"], d["threads"], d["input_dtype"]) == (
-        "onnxruntime", "cpu", "fp32", 1, "uint8")
+        "onnxruntime",
+        "cpu",
+        "fp32",
+        1,
+        "uint8",
+    )
 
 
 def test_onnx_source_runs_in_ort_and_is_refused_by_torch(tmp_path):
@@ -56,7 +61,9 @@ def test_float_pixels_accepted_only_when_they_are_whole_values(tmp_path):
     ort = OrtEmbedder("toy", cache_dir=tmp_path)
     images = _images(2, 32)
     np.testing.assert_array_equal(ort.embed(images.astype(np.float32)), ort.embed(images))
-    np.testing.assert_allclose(TorchEmbedder("toy").embed(images.astype(np.float32)), ort.embed(images), atol=1e-5)
+    np.testing.assert_allclose(
+        TorchEmbedder("toy").embed(images.astype(np.float32)), ort.embed(images), atol=1e-5
+    )
     with pytest.raises(InvalidArgument, match="not whole numbers in 0..255"):
         ort.embed(images.astype(np.float32) / 255.0 + 0.25)
 
@@ -69,7 +76,9 @@ def test_explicit_onnx_path_is_used(tmp_path):
     ort = OrtEmbedder(loaded, onnx_path=report.path, cache_dir=tmp_path)
     assert ort.input_dtype == "float32" and ort.onnx_path == report.path
     assert not (tmp_path / "onnx").exists()  # no cached export was built
-    np.testing.assert_allclose(ort.embed(_images(2, 32)), TorchEmbedder(loaded).embed(_images(2, 32)), atol=1e-5)
+    np.testing.assert_allclose(
+        ort.embed(_images(2, 32)), TorchEmbedder(loaded).embed(_images(2, 32)), atol=1e-5
+    )
 
 
 def test_bad_image_shape_is_invalid_argument():

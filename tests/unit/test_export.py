@@ -24,8 +24,16 @@ def toy():
     return create_backbone("toy")
 
 
-@pytest.mark.parametrize("name", ["resnet18-random", "vit_tiny_patch16_224-random", "convnext_atto-random",
-                                  "efficientnet_lite0", "open_nsfw"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "resnet18-random",
+        "vit_tiny_patch16_224-random",
+        "convnext_atto-random",
+        "efficientnet_lite0",
+        "open_nsfw",
+    ],
+)
 def test_export_matches_reference(tmp_path, name):
     loaded = create_backbone(name, cache_dir=tmp_path)
     report = export_onnx(loaded, tmp_path / "m" / "model.onnx")
@@ -72,8 +80,10 @@ def test_corrupted_initializer_is_caught_by_verification(tmp_path, name):
     loaded = create_backbone(name, cache_dir=tmp_path)
     report = export_onnx(loaded, tmp_path / "model.onnx")
     model = onnx.load(str(report.path))
-    weights = max((t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 4),
-                  key=lambda t: int(np.prod(t.dims)))
+    weights = max(
+        (t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 4),
+        key=lambda t: int(np.prod(t.dims)),
+    )
     array = numpy_helper.to_array(weights).copy()
     array.reshape(-1)[: array.size // 2] += 0.5
     weights.CopyFrom(numpy_helper.from_array(array, weights.name))

@@ -22,9 +22,13 @@ def test_put_get_roundtrip_and_counts(tmp_path):
 
 def test_every_key_field_changes_the_entry(tmp_path):
     base = FeatureKey("abc", "fp1", "train")
-    variants = [FeatureKey("abd", "fp1", "train"), FeatureKey("abc", "fp2", "train"),
-                FeatureKey("abc", "fp1", "test"), FeatureKey("abc", "fp1", "train", "corrupt:fog:1"),
-                FeatureKey("abc", "fp1", "train", precision="fp16")]
+    variants = [
+        FeatureKey("abd", "fp1", "train"),
+        FeatureKey("abc", "fp2", "train"),
+        FeatureKey("abc", "fp1", "test"),
+        FeatureKey("abc", "fp1", "train", "corrupt:fog:1"),
+        FeatureKey("abc", "fp1", "train", precision="fp16"),
+    ]
     assert len({k.hexdigest() for k in [base, *variants]}) == 6
 
 

@@ -28,18 +28,47 @@ QUANTITY_KEYS = ("limits", "requests", "sizeLimit", "storage")
 # Triton's metric families (server 2.51; nv_gpu_* only on GPU nodes) — Triton is not Python, so these
 # cannot be read from a registry like bobench's own metrics.
 TRITON_METRICS = {
-    "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
-    "nv_inference_exec_count", "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
-    "nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
-    "nv_inference_compute_output_duration_us", "nv_inference_pending_request_count",
-    "nv_gpu_utilization", "nv_gpu_memory_total_bytes", "nv_gpu_memory_used_bytes",
-    "nv_gpu_power_usage", "nv_gpu_power_limit", "nv_energy_consumption",
-    "nv_cpu_utilization", "nv_cpu_memory_total_bytes", "nv_cpu_memory_used_bytes",
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    "nv_inference_request_duration_us",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_input_duration_us",
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_compute_output_duration_us",
+    "nv_inference_pending_request_count",
+    "nv_gpu_utilization",
+    "nv_gpu_memory_total_bytes",
+    "nv_gpu_memory_used_bytes",
+    "nv_gpu_power_usage",
+    "nv_gpu_power_limit",
+    "nv_energy_consumption",
+    "nv_cpu_utilization",
+    "nv_cpu_memory_total_bytes",
+    "nv_cpu_memory_used_bytes",
 }
-METRIC_MODULES = ("bobench.rpc.metrics", "bobench.rpc.evaluator_service", "bobench.rpc.evaluator_pool",
-                  "bobench.rpc.scheduler_service")
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and",
-                "or", "unless", "inf", "nan"}
+METRIC_MODULES = (
+    "bobench.rpc.metrics",
+    "bobench.rpc.evaluator_service",
+    "bobench.rpc.evaluator_pool",
+    "bobench.rpc.scheduler_service",
+)
+PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "inf",
+    "nan",
+}
 
 
 # -- rendering and model validation ------------------------------------------------------------------
@@ -90,7 +119,9 @@ def vanished(sent: Any, back: Any, path: str) -> list[str]:
     if isinstance(sent, list):
         if not isinstance(back, list) or len(back) != len(sent):
             return [f"{path}: list changed"]
-        return [p for i, (a, b) in enumerate(zip(sent, back, strict=True)) for p in vanished(a, b, f"{path}[{i}]")]
+        return [
+            p for i, (a, b) in enumerate(zip(sent, back, strict=True)) for p in vanished(a, b, f"{path}[{i}]")
+        ]
     return [] if sent == back else [f"{path}: {sent!r} came back as {back!r}"]
 
 
@@ -136,7 +167,9 @@ def find(docs: list[dict], kind: str, name: str) -> dict[str, Any]:
 
 def generated(docs: list[dict], kind: str, prefix: str) -> dict[str, Any]:
     """An object made by a kustomize generator (name = prefix + '-' + content hash)."""
-    hits = [d for d in docs if d["kind"] == kind and re.fullmatch(rf"{prefix}-[a-z0-9]+", d["metadata"]["name"])]
+    hits = [
+        d for d in docs if d["kind"] == kind and re.fullmatch(rf"{prefix}-[a-z0-9]+", d["metadata"]["name"])
+    ]
     assert len(hits) == 1, f"expected one generated {kind} {prefix}-<hash>, got {[name_of(h) for h in hits]}"
     return hits[0]
 
@@ -190,7 +223,9 @@ def test_services_select_a_pod_template_that_has_their_target_ports(stack):
         selected = [spec for labels, spec in templates if matches(svc["spec"]["selector"], labels)]
         assert selected, f"{name_of(svc)} selects no pod template"
         names = {p.get("name") for spec in selected for c in spec["containers"] for p in c.get("ports", [])}
-        numbers = {p["containerPort"] for spec in selected for c in spec["containers"] for p in c.get("ports", [])}
+        numbers = {
+            p["containerPort"] for spec in selected for c in spec["containers"] for p in c.get("ports", [])
+        }
         for p in svc["spec"]["ports"]:
             target = p.get("targetPort", p["port"])
             assert target in (names if isinstance(target, str) else numbers), f"{name_of(svc)} port {p}"
@@ -221,8 +256,12 @@ def test_gpus_are_requested_by_triton_and_the_finetune_job_only(stack, jobs):
     assert triton["limits"][gpu] == "1" and triton["requests"][gpu] == "1"
     job = next(d for d in jobs if d["kind"] == "Job")
     assert container(jobs, "Job", job["metadata"]["name"], "finetune")["resources"]["limits"][gpu] == "1"
-    holders = {(w, c["name"]) for w, _, s in pod_specs(stack + jobs) for c in containers(s)
-               if gpu in c["resources"].get("limits", {})}
+    holders = {
+        (w, c["name"])
+        for w, _, s in pod_specs(stack + jobs)
+        for c in containers(s)
+        if gpu in c["resources"].get("limits", {})
+    }
     assert holders == {("Deployment/embedder", "tritonserver"), (name_of(job), "finetune")}
     assert not [d for d in stack if d["kind"] == "Job" and d["metadata"]["name"].startswith("finetune")]
 
@@ -234,7 +273,9 @@ def test_pods_meet_the_restricted_pod_security_profile_the_namespace_enforces(st
     for workload, _, spec in pod_specs(stack + jobs):
         pod = spec.get("securityContext", {})
         assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", workload
-        assert not spec.get("hostNetwork") and not any("hostPath" in v for v in spec.get("volumes", [])), workload
+        assert not spec.get("hostNetwork") and not any("hostPath" in v for v in spec.get("volumes", [])), (
+            workload
+        )
         for c in containers(spec):
             sc = c.get("securityContext", {})
             where = f"{workload} container {c['name']}"
@@ -245,8 +286,11 @@ def test_pods_meet_the_restricted_pod_security_profile_the_namespace_enforces(st
 
 
 def test_references_to_secrets_configmaps_and_claims_resolve(stack, jobs):
-    secrets = {d["metadata"]["name"]: {**d.get("data", {}), **d.get("stringData", {})}
-               for d in stack if d["kind"] == "Secret"}
+    secrets = {
+        d["metadata"]["name"]: {**d.get("data", {}), **d.get("stringData", {})}
+        for d in stack
+        if d["kind"] == "Secret"
+    }
     configmaps = {d["metadata"]["name"] for d in stack if d["kind"] == "ConfigMap"}
     claims = {d["metadata"]["name"] for d in stack if d["kind"] == "PersistentVolumeClaim"}
     for workload, _, spec in pod_specs(stack + jobs):
@@ -288,9 +332,13 @@ def test_container_args_are_flags_the_entry_points_accept(stack, jobs):
     from bobench.rpc.evaluator_service import build_parser as evaluator_parser
     from bobench.rpc.scheduler_service import build_parser as scheduler_parser
 
-    evaluator = evaluator_parser().parse_args(container(stack, "StatefulSet", "evaluator", "evaluator")["args"])
+    evaluator = evaluator_parser().parse_args(
+        container(stack, "StatefulSet", "evaluator", "evaluator")["args"]
+    )
     assert evaluator.grace_s == 30
-    scheduler = scheduler_parser().parse_args(container(stack, "Deployment", "scheduler", "scheduler")["args"])
+    scheduler = scheduler_parser().parse_args(
+        container(stack, "Deployment", "scheduler", "scheduler")["args"]
+    )
     assert scheduler.store == "s3://bobench/artifacts"
     job = next(d for d in jobs if d["kind"] == "Job")
     finetune = container(jobs, "Job", job["metadata"]["name"], "finetune")
@@ -303,20 +351,26 @@ def test_container_args_are_flags_the_entry_points_accept(stack, jobs):
     get_spec(args.backbone)  # raises for an unregistered backbone
     assert args.dataset in {d["name"] for d in list_datasets()}
     rules = job["spec"]["podFailurePolicy"]["rules"]
-    assert {"containerName": "finetune", "operator": "In", "values": [2]} in [r.get("onExitCodes") for r in rules]
+    assert {"containerName": "finetune", "operator": "In", "values": [2]} in [
+        r.get("onExitCodes") for r in rules
+    ]
 
 
 def test_grpc_services_probe_their_own_port_and_service_name(stack):
     from bobench.v1 import evaluator_pb2, scheduler_pb2
 
-    cases = [("StatefulSet", "evaluator", "BOBENCH_EVALUATOR_PORT", evaluator_pb2, "Evaluator"),
-             ("Deployment", "scheduler", "BOBENCH_SCHEDULER_PORT", scheduler_pb2, "Scheduler")]
+    cases = [
+        ("StatefulSet", "evaluator", "BOBENCH_EVALUATOR_PORT", evaluator_pb2, "Evaluator"),
+        ("Deployment", "scheduler", "BOBENCH_SCHEDULER_PORT", scheduler_pb2, "Scheduler"),
+    ]
     for kind, name, port_env, pb2, service in cases:
         c = container(stack, kind, name, name)
         grpc_port = port(c, "grpc")
         assert int(env(c)[port_env]) == grpc_port, name
-        assert c["readinessProbe"]["grpc"] == {"port": grpc_port,
-                                              "service": pb2.DESCRIPTOR.services_by_name[service].full_name}
+        assert c["readinessProbe"]["grpc"] == {
+            "port": grpc_port,
+            "service": pb2.DESCRIPTOR.services_by_name[service].full_name,
+        }
         assert c["livenessProbe"]["grpc"]["port"] == grpc_port, name
         assert env(c)["BOBENCH_METRICS_PORT"] == str(port(c, "metrics"))
         annotations = find(stack, kind, name)["spec"]["template"]["metadata"]["annotations"]
@@ -362,20 +416,32 @@ def test_scheduler_lists_one_address_per_evaluator_pod(stack):
     assert headless["spec"]["clusterIP"] == "None"
     assert matches(headless["spec"]["selector"], sts["spec"]["template"]["metadata"]["labels"])
     grpc_port = port(container(stack, "StatefulSet", "evaluator", "evaluator"), "grpc")
-    addresses = parse_addresses(env(container(stack, "Deployment", "scheduler", "scheduler"))["BOBENCH_EVALUATORS"])
-    expected = [f"evaluator-{i}.{headless['metadata']['name']}:{grpc_port}" for i in range(sts["spec"]["replicas"])]
+    addresses = parse_addresses(
+        env(container(stack, "Deployment", "scheduler", "scheduler"))["BOBENCH_EVALUATORS"]
+    )
+    expected = [
+        f"evaluator-{i}.{headless['metadata']['name']}:{grpc_port}" for i in range(sts["spec"]["replicas"])
+    ]
     assert addresses == expected
 
 
 def allows(rules: list[dict], group: str, resource: str, verb: str) -> bool:
-    return any(group in r.get("apiGroups", []) and resource in r.get("resources", [])
-               and (verb in r.get("verbs", []) or "*" in r.get("verbs", [])) for r in rules)
+    return any(
+        group in r.get("apiGroups", [])
+        and resource in r.get("resources", [])
+        and (verb in r.get("verbs", []) or "*" in r.get("verbs", []))
+        for r in rules
+    )
 
 
 def test_scheduler_service_account_may_manage_finetune_jobs(stack):
     account = find(stack, "Deployment", "scheduler")["spec"]["template"]["spec"]["serviceAccountName"]
-    bindings = [b for b in stack if b["kind"] == "RoleBinding"
-                and {"kind": "ServiceAccount", "name": account, "namespace": "bobench"} in b["subjects"]]
+    bindings = [
+        b
+        for b in stack
+        if b["kind"] == "RoleBinding"
+        and {"kind": "ServiceAccount", "name": account, "namespace": "bobench"} in b["subjects"]
+    ]
     rules = [r for b in bindings for r in find(stack, "Role", b["roleRef"]["name"])["rules"]]
     for verb in ("create", "get", "list", "watch", "delete"):
         assert allows(rules, "batch", "jobs", verb), verb
@@ -391,20 +457,25 @@ def test_prometheus_config_is_valid_and_scrapes_every_metrics_port(stack, tmp_pa
     prometheus = container(stack, "Deployment", "prometheus", "prometheus")
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["args"]
     config = yaml.safe_load(text)
-    targets = {t for job in config["scrape_configs"] for s in job.get("static_configs", []) for t in s["targets"]}
+    targets = {
+        t for job in config["scrape_configs"] for s in job.get("static_configs", []) for t in s["targets"]
+    }
     for address in ("scheduler:9102", "embedder:8002"):
         assert address in targets
         service_port(stack, address)
     dns = [d for job in config["scrape_configs"] for d in job.get("dns_sd_configs", [])]
     evaluator = container(stack, "StatefulSet", "evaluator", "evaluator")
     assert {"names": ["evaluator-headless"], "port": port(evaluator, "metrics")} in [
-        {"names": d["names"], "port": d["port"]} for d in dns]
+        {"names": d["names"], "port": d["port"]} for d in dns
+    ]
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed: the config was checked for targets only")
     path = tmp_path / "prometheus.yml"
     path.write_text(text)
-    done = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [promtool, "check", "config", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -417,8 +488,12 @@ def exported_metric_names() -> set[str]:
     for module in METRIC_MODULES:  # importing a module registers its metrics
         importlib.import_module(module)
 
-    suffixes = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count"),
-                "summary": ("", "_sum", "_count")}
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "gauge": ("",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("", "_sum", "_count"),
+    }
     return {f.name + s for f in REGISTRY.collect() if f.name.startswith("bobench_") for s in suffixes[f.type]}
 
 
@@ -436,8 +511,10 @@ def promql_metric_names(expr: str) -> set[str]:
 
 
 def test_promql_name_extraction():
-    expr = ('histogram_quantile(0.95, sum by (le, method) (rate(bobench_rpc_latency_seconds_bucket'
-            '{code="OK", method=~"Eval.*"}[$__rate_interval]))) / on (method) group_left x_total offset 5m')
+    expr = (
+        "histogram_quantile(0.95, sum by (le, method) (rate(bobench_rpc_latency_seconds_bucket"
+        '{code="OK", method=~"Eval.*"}[$__rate_interval]))) / on (method) group_left x_total offset 5m'
+    )
     assert promql_metric_names(expr) == {"bobench_rpc_latency_seconds_bucket", "x_total"}
     assert "bobench_rpc_latency_second_bucket" not in exported_metric_names()
     assert "bobench_rpc_latency_seconds_bucket" in exported_metric_names()
@@ -455,14 +532,28 @@ def test_dashboard_queries_use_metrics_the_services_export(stack):
             for target in panel.get("targets", []):
                 names = promql_metric_names(target["expr"])
                 assert names, f"{file_name} panel {panel['title']!r}: no metric in {target['expr']!r}"
-                assert names <= known, f"{file_name} panel {panel['title']!r}: unknown {sorted(names - known)}"
+                assert names <= known, (
+                    f"{file_name} panel {panel['title']!r}: unknown {sorted(names - known)}"
+                )
                 used |= names
-    required = {"nv_inference_request_duration_us", "nv_inference_count", "nv_inference_queue_duration_us",
-                "nv_inference_compute_infer_duration_us", "bobench_rpc_latency_seconds_bucket",
-                "bobench_scheduler_runs", "bobench_scheduler_queue_depth", "bobench_scheduler_retries_total"}
+    required = {
+        "nv_inference_request_duration_us",
+        "nv_inference_count",
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "bobench_rpc_latency_seconds_bucket",
+        "bobench_scheduler_runs",
+        "bobench_scheduler_queue_depth",
+        "bobench_scheduler_retries_total",
+    }
     assert required <= used, sorted(required - used)
-    quantiles = [t["expr"] for b in dashboards(stack).values() for p in b["panels"] for t in p.get("targets", [])
-                 if "bobench_rpc_latency_seconds_bucket" in t["expr"]]
+    quantiles = [
+        t["expr"]
+        for b in dashboards(stack).values()
+        for p in b["panels"]
+        for t in p.get("targets", [])
+        if "bobench_rpc_latency_seconds_bucket" in t["expr"]
+    ]
     assert any(re.search(r"histogram_quantile\(.*by \(le, method\)", e) for e in quantiles)
 
 
@@ -474,7 +565,9 @@ def test_grafana_provisioning_wires_datasource_dashboards_and_prometheus(stack):
         for panel in board["panels"]:
             if panel["type"] != "row":
                 assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
-    provider = yaml.safe_load(generated(stack, "ConfigMap", "grafana-dashboard-providers")["data"]["bobench.yaml"])
+    provider = yaml.safe_load(
+        generated(stack, "ConfigMap", "grafana-dashboard-providers")["data"]["bobench.yaml"]
+    )
     grafana = container(stack, "Deployment", "grafana", "grafana")
     mounts = {m["mountPath"]: m["name"] for m in grafana["volumeMounts"]}
     assert mounts[provider["providers"][0]["options"]["path"]] == "dashboards"

@@ -27,22 +27,43 @@ def grid_planner(spec, battle_id):
             for p in spec.protocols:
                 for seed in spec.seeds:
                     key = hashlib.sha256(f"{b}|{d.name}|{p.name}|{seed}".encode()).hexdigest()[:24]
-                    plans.append(RunPlan(run_key=key, backbone=b, dataset=d.name, dataset_ref=d.ref, protocol=p.name,
-                                         protocol_version="1", task="classification", config={}, seed=seed,
-                                         primary_metric="top1", battle=battle_id))
+                    plans.append(
+                        RunPlan(
+                            run_key=key,
+                            backbone=b,
+                            dataset=d.name,
+                            dataset_ref=d.ref,
+                            protocol=p.name,
+                            protocol_version="1",
+                            task="classification",
+                            config={},
+                            seed=seed,
+                            primary_metric="top1",
+                            battle=battle_id,
+                        )
+                    )
     return plans
 
 
 def make_spec(backbones=("b0", "b1", "b2"), seeds=(0, 1), name="grid"):
-    return parse_spec({"name": name, "backbones": list(backbones), "datasets": ["d0"], "protocols": ["p0"],
-                       "seeds": list(seeds)})
+    return parse_spec(
+        {
+            "name": name,
+            "backbones": list(backbones),
+            "datasets": ["d0"],
+            "protocols": ["p0"],
+            "seeds": list(seeds),
+        }
+    )
 
 
 class ScriptedExecutor(Executor):
     """Per backbone, a list of outcomes by attempt: "ok", "unavailable" (raise), "unavailable-record"
     (a failed record with an Unavailable error), "fail" (a failed record). Counts executions."""
 
-    def __init__(self, script=None, gate: threading.Event | None = None, delay_s: float = 0.0, slots: int = 1):
+    def __init__(
+        self, script=None, gate: threading.Event | None = None, delay_s: float = 0.0, slots: int = 1
+    ):
         self.script = script or {}
         self.gate, self.delay_s, self.slots = gate, delay_s, slots
         self.calls: Counter = Counter()
@@ -94,7 +115,14 @@ def test_battle_runs_every_run_once_and_persists_results_in_plan_order(store):
         bid = sched.submit(make_spec())
         status = sched.wait(bid, timeout_s=10)
         assert status.state == "finished"
-        assert status.counts == {"total": 6, "pending": 0, "running": 0, "finished": 6, "failed": 0, "cancelled": 0}
+        assert status.counts == {
+            "total": 6,
+            "pending": 0,
+            "running": 0,
+            "finished": 6,
+            "failed": 0,
+            "cancelled": 0,
+        }
         records = sched.results(bid)
         plans = grid_planner(make_spec(), bid)
         assert [r.run_key for r in records] == [p.run_key for p in plans]
@@ -285,8 +313,15 @@ def test_default_planner_plans_through_registries(store, monkeypatch):
     sched = Scheduler(store, [ScriptedExecutor()]).start()
     try:
         with pytest.raises(InvalidArgument, match="backbone"):
-            sched.submit(parse_spec({"backbones": ["no-such-backbone-xyz"], "datasets": ["toy"],
-                                     "protocols": ["linear_probe"]}))
+            sched.submit(
+                parse_spec(
+                    {
+                        "backbones": ["no-such-backbone-xyz"],
+                        "datasets": ["toy"],
+                        "protocols": ["linear_probe"],
+                    }
+                )
+            )
         assert sched.list() == []
     finally:
         sched.close()

@@ -14,9 +14,19 @@ from bobench.store import LocalStore
 
 
 def plan(battle_id="b"):
-    return RunPlan(run_key="k" * 24, backbone="toy", dataset="toy", dataset_ref="toy", protocol="knn",
-                   protocol_version="1", task="classification", config={}, seed=0, primary_metric="top1",
-                   battle=battle_id)
+    return RunPlan(
+        run_key="k" * 24,
+        backbone="toy",
+        dataset="toy",
+        dataset_ref="toy",
+        protocol="knn",
+        protocol_version="1",
+        task="classification",
+        config={},
+        seed=0,
+        primary_metric="top1",
+        battle=battle_id,
+    )
 
 
 def test_parse_addresses_accepts_lists_and_csv_and_names_bad_entries():
@@ -46,8 +56,13 @@ def test_unreachable_evaluator_raises_unavailable_naming_it():
 
 
 def test_scheduler_retries_an_unreachable_evaluator_then_records_the_failure(tmp_path):
-    sched = Scheduler(LocalStore(tmp_path, fsync=False), [GrpcExecutor("127.0.0.1:1", timeout_s=5)],
-                      max_retries=2, backoff_s=0.01, planner=lambda spec, bid: [plan(bid)]).start()
+    sched = Scheduler(
+        LocalStore(tmp_path, fsync=False),
+        [GrpcExecutor("127.0.0.1:1", timeout_s=5)],
+        max_retries=2,
+        backoff_s=0.01,
+        planner=lambda spec, bid: [plan(bid)],
+    ).start()
     try:
         bid = sched.submit(parse_spec({"backbones": ["toy"], "datasets": ["toy"], "protocols": ["knn"]}))
         status = sched.wait(bid, timeout_s=20)

@@ -52,7 +52,9 @@ def test_json_helpers_and_corrupt_json_names_the_object(store):
         store.get_json("bad.json")
 
 
-@pytest.mark.parametrize("key", ["", "/abs", "a//b", "../escape", "a/../b", ".hidden", "a/.tmp-x", "sp ace", "a/"])
+@pytest.mark.parametrize(
+    "key", ["", "/abs", "a//b", "../escape", "a/../b", ".hidden", "a/.tmp-x", "sp ace", "a/"]
+)
 def test_bad_keys_are_refused(store, key):
     with pytest.raises(InvalidArgument, match="store key"):
         store.put_bytes(key, b"x")
@@ -106,9 +108,20 @@ def test_open_store_resolves_paths_defaults_and_s3(tmp_path):
     assert open_store("", settings).root == (tmp_path / "cache" / "store").resolve()
     assert open_store(str(tmp_path / "s"), settings).root == (tmp_path / "s").resolve()
     assert open_store(f"file://{tmp_path}/f", settings).root == (tmp_path / "f").resolve()
-    s3 = open_store(Settings(cache_dir=str(tmp_path), store="s3://bobench-art/runs/v1",
-                             s3_endpoint="http://127.0.0.1:1", s3_access_key="a", s3_secret_key="b"))
-    assert isinstance(s3, S3Store) and s3.url == "s3://bobench-art/runs/v1" and s3.endpoint == "http://127.0.0.1:1"
+    s3 = open_store(
+        Settings(
+            cache_dir=str(tmp_path),
+            store="s3://bobench-art/runs/v1",
+            s3_endpoint="http://127.0.0.1:1",
+            s3_access_key="a",
+            s3_secret_key="b",
+        )
+    )
+    assert (
+        isinstance(s3, S3Store)
+        and s3.url == "s3://bobench-art/runs/v1"
+        and s3.endpoint == "http://127.0.0.1:1"
+    )
 
 
 def test_open_store_errors_name_the_problem(tmp_path):

@@ -22,7 +22,9 @@ RANDOM_NOTE = (
 )
 
 
-def _efficientnet_lite(index: int, input_size: int, crop_pct: float, num_params: int, digest: str) -> BackboneSpec:
+def _efficientnet_lite(
+    index: int, input_size: int, crop_pct: float, num_params: int, digest: str
+) -> BackboneSpec:
     return BackboneSpec(
         name=f"efficientnet_lite{index}",
         source="timm",
@@ -90,8 +92,15 @@ def open_nsfw() -> BackboneSpec:
     )
 
 
-def _random(arch: str, family: str, embed_dim: int, num_params: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-            crop_pct: float = 0.875) -> BackboneSpec:
+def _random(
+    arch: str,
+    family: str,
+    embed_dim: int,
+    num_params: int,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    crop_pct: float = 0.875,
+) -> BackboneSpec:
     return BackboneSpec(
         name=f"{arch}-random",
         source="timm",

@@ -24,6 +24,7 @@ _VIT = {"mean": HALF, "std": HALF, "crop_pct": 0.9}
 _CLIP = {"mean": CLIP_MEAN, "std": CLIP_STD, "crop_pct": 1.0}
 _IN1K, _IN21K, _IN21K_FT = "ImageNet-1k", "ImageNet-21k", "ImageNet-21k -> ImageNet-1k"
 
+# fmt: off
 CATALOG: tuple[_Row, ...] = (
     # supervised
     ("resnet50", "timm", "resnet50.a1_in1k", "cnn", "supervised", _IN1K, 224, 2048, 23.5, "apache-2.0", {"crop_pct": 0.95}),
@@ -68,6 +69,7 @@ RANDOM_BASELINES: tuple[tuple[str, str, int, float, dict[str, Any]], ...] = (
     ("vit_small_patch16_224", "vit", 384, 21.7, _VIT),
     ("swinv2_tiny_window8_256", "hierarchical-vit", 768, 27.6, {"input_size": 256, "crop_pct": 0.9}),
 )
+# fmt: on
 
 
 def _register_catalog() -> None:
@@ -75,18 +77,36 @@ def _register_catalog() -> None:
         fields: dict[str, Any] = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, **over}
         register_spec(
             BackboneSpec(
-                name=name, source=source, model_id=model_id, family=family, pretraining_method=method,
-                pretraining_data=data, input_size=size, embed_dim=dim, num_params=int(params_m * 1e6),
-                weights="hub", license=lic, notes="Battle of the Backbones catalog entry", **fields,
+                name=name,
+                source=source,
+                model_id=model_id,
+                family=family,
+                pretraining_method=method,
+                pretraining_data=data,
+                input_size=size,
+                embed_dim=dim,
+                num_params=int(params_m * 1e6),
+                weights="hub",
+                license=lic,
+                notes="Battle of the Backbones catalog entry",
+                **fields,
             )
         )
     for arch, family, dim, params_m, over in RANDOM_BASELINES:
         fields = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, **over}
         register_spec(
             BackboneSpec(
-                name=f"{arch}-random", source="timm", model_id=arch, family=family,
-                pretraining_method="random", pretraining_data="none", embed_dim=dim,
-                num_params=int(params_m * 1e6), weights="random", license="apache-2.0", notes=RANDOM_NOTE,
+                name=f"{arch}-random",
+                source="timm",
+                model_id=arch,
+                family=family,
+                pretraining_method="random",
+                pretraining_data="none",
+                embed_dim=dim,
+                num_params=int(params_m * 1e6),
+                weights="random",
+                license="apache-2.0",
+                notes=RANDOM_NOTE,
                 **fields,
             )
         )

@@ -67,8 +67,9 @@ def _loader(source: str) -> Loader:
     return getattr(importlib.import_module(module_name), func)
 
 
-def create_backbone(name_or_spec: str | BackboneSpec, *, cache_dir: str | Path | None = None,
-                    **overrides: Any) -> LoadedBackbone:
+def create_backbone(
+    name_or_spec: str | BackboneSpec, *, cache_dir: str | Path | None = None, **overrides: Any
+) -> LoadedBackbone:
     """Build a backbone by registered name or from a spec, ready for inference (eval mode).
 
     `overrides` replace spec fields (e.g. seed=1, weights="/path/ckpt.safetensors"); `cache_dir`
@@ -83,8 +84,13 @@ def create_backbone(name_or_spec: str | BackboneSpec, *, cache_dir: str | Path |
     loaded = _loader(spec.source)(spec, cache_dir=_cache_dir(cache_dir))
     if loaded.module is not None:
         loaded = _fill_from_module(loaded)
-    log.info("created backbone %s (%s, weights %s, sha256 %s)", spec.name, spec.source, spec.weights,
-             (loaded.spec.weights_sha256 or "")[:12])
+    log.info(
+        "created backbone %s (%s, weights %s, sha256 %s)",
+        spec.name,
+        spec.source,
+        spec.weights,
+        (loaded.spec.weights_sha256 or "")[:12],
+    )
     return loaded
 
 
@@ -107,7 +113,9 @@ def _fill_from_module(loaded: LoadedBackbone) -> LoadedBackbone:
         probe = torch.zeros(1, 3, spec.input_size, spec.input_size, dtype=torch.uint8)
         out = module(probe)
     if out.ndim != 2 or out.shape[0] != 1:
-        raise InvalidArgument(f"backbone {spec.name!r}: expected pooled features [1, D], got {list(out.shape)}")
+        raise InvalidArgument(
+            f"backbone {spec.name!r}: expected pooled features [1, D], got {list(out.shape)}"
+        )
     embed_dim = int(out.shape[1])
     if spec.embed_dim is not None and spec.embed_dim != embed_dim:
         raise InvalidArgument(

@@ -37,7 +37,9 @@ def raw_onnx_file(spec: BackboneSpec) -> Path:
 def manual_preprocess(images: np.ndarray, spec: BackboneSpec) -> np.ndarray:
     """numpy reference of the composed preprocessing (used to verify the composed graph)."""
     x = images.astype(np.float32) / 255.0
-    x = (x - np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)) / np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
+    x = (x - np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)) / np.asarray(
+        spec.std, np.float32
+    ).reshape(1, 3, 1, 1)
     if spec.channel_order == "BGR":
         x = x[:, ::-1]
     if spec.layout == "NHWC":
@@ -49,28 +51,38 @@ def _opset(model: onnx.ModelProto) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def _preprocessing_graph(spec: BackboneSpec, input_dtype: str, opset: int, ir_version: int,
-                         out_name: str) -> onnx.ModelProto:
+def _preprocessing_graph(
+    spec: BackboneSpec, input_dtype: str, opset: int, ir_version: int, out_name: str
+) -> onnx.ModelProto:
     mean = np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
     inits = [
         numpy_helper.from_array((1.0 / (255.0 * std)).astype(np.float32), "pre_scale"),
         numpy_helper.from_array((mean / std).astype(np.float32), "pre_shift"),
     ]
-    nodes = [helper.make_node("Cast", [INPUT_NAME], ["pre_float"], to=TensorProto.FLOAT),
-             helper.make_node("Mul", ["pre_float", "pre_scale"], ["pre_scaled"]),
-             helper.make_node("Sub", ["pre_scaled", "pre_shift"], ["pre_norm"])]
+    nodes = [
+        helper.make_node("Cast", [INPUT_NAME], ["pre_float"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["pre_float", "pre_scale"], ["pre_scaled"]),
+        helper.make_node("Sub", ["pre_scaled", "pre_shift"], ["pre_norm"]),
+    ]
     last = "pre_norm"
     if spec.channel_order == "BGR":
         inits.append(numpy_helper.from_array(np.array([2, 1, 0], np.int64), "pre_bgr"))
         nodes.append(helper.make_node("Gather", [last, "pre_bgr"], ["pre_bgr_out"], axis=1))
         last = "pre_bgr_out"
-    nodes.append(helper.make_node("Transpose" if spec.layout == "NHWC" else "Identity", [last], [out_name],
-                                  **({"perm": [0, 2, 3, 1]} if spec.layout == "NHWC" else {})))
+    nodes.append(
+        helper.make_node(
+            "Transpose" if spec.layout == "NHWC" else "Identity",
+            [last],
+            [out_name],
+            **({"perm": [0, 2, 3, 1]} if spec.layout == "NHWC" else {}),
+        )
+    )
     size = spec.input_size
     out_shape = ["batch", size, size, 3] if spec.layout == "NHWC" else ["batch", 3, size, size]
     graph = helper.make_graph(
-        nodes, "bobench_preprocess",
+        nodes,
+        "bobench_preprocess",
         [helper.make_tensor_value_info(INPUT_NAME, _DTYPES[input_dtype], ["batch", 3, size, size])],
         [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, out_shape)],
         initializer=inits,
@@ -90,7 +102,8 @@ def _cut_at(raw: onnx.ModelProto, raw_input: str, feature: str, embed_dim: int |
     kept.reverse()
     kept.append(helper.make_node("Identity", [feature], [OUTPUT_NAME]))
     graph = helper.make_graph(
-        kept, raw.graph.name or "network",
+        kept,
+        raw.graph.name or "network",
         [i for i in raw.graph.input if i.name == raw_input],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", embed_dim])],
         initializer=[t for t in raw.graph.initializer if t.name in needed],
@@ -100,17 +113,25 @@ def _cut_at(raw: onnx.ModelProto, raw_input: str, feature: str, embed_dim: int |
     return net
 
 
-def compose_with_preprocessing(raw: onnx.ModelProto, spec: BackboneSpec, input_dtype: str = "uint8") -> onnx.ModelProto:
+def compose_with_preprocessing(
+    raw: onnx.ModelProto, spec: BackboneSpec, input_dtype: str = "uint8"
+) -> onnx.ModelProto:
     """One graph: preprocessing -> raw network cut at spec.output_name -> "features"."""
     if input_dtype not in _DTYPES:
         raise InvalidArgument(f"input_dtype must be one of {sorted(_DTYPES)}, got {input_dtype!r}")
-    if len(raw.graph.input) - len({i.name for i in raw.graph.initializer} & {i.name for i in raw.graph.input}) != 1:
+    if (
+        len(raw.graph.input)
+        - len({i.name for i in raw.graph.initializer} & {i.name for i in raw.graph.input})
+        != 1
+    ):
         raise InvalidArgument(f"backbone {spec.name!r}: the ONNX network must have exactly one image input")
     raw_input = next(i.name for i in raw.graph.input if i.name not in {t.name for t in raw.graph.initializer})
     feature = spec.output_name or raw.graph.output[0].name
     known = {o for n in raw.graph.node for o in n.output}
     if feature not in known:
-        raise InvalidArgument(f"backbone {spec.name!r}: output_name {feature!r} is not a tensor of the ONNX graph")
+        raise InvalidArgument(
+            f"backbone {spec.name!r}: output_name {feature!r} is not a tensor of the ONNX graph"
+        )
     net = _cut_at(raw, raw_input, feature, spec.embed_dim)
     pre = _preprocessing_graph(spec, input_dtype, _opset(raw), raw.ir_version, out_name="pre_out")
     merged = compose.merge_models(pre, net, io_map=[("pre_out", raw_input)])
@@ -155,6 +176,8 @@ def load_onnx(spec: BackboneSpec, cache_dir: Path | None = None) -> LoadedBackbo
     probe = np.zeros((1, 3, spec.input_size, spec.input_size), np.uint8)
     embed_dim = int(session.run([OUTPUT_NAME], {INPUT_NAME: probe})[0].reshape(1, -1).shape[1])
     if spec.embed_dim is not None and spec.embed_dim != embed_dim:
-        raise InvalidArgument(f"backbone {spec.name!r}: spec says embed_dim={spec.embed_dim}, graph gives {embed_dim}")
+        raise InvalidArgument(
+            f"backbone {spec.name!r}: spec says embed_dim={spec.embed_dim}, graph gives {embed_dim}"
+        )
     filled = spec.replace(weights_sha256=raw_sha, num_params=num_params, embed_dim=embed_dim)
     return LoadedBackbone(spec=filled, onnx_path=path, raw_onnx_path=raw_path)

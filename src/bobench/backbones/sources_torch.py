@@ -44,8 +44,11 @@ def _load_file_weights(model: nn.Module, spec: BackboneSpec) -> str:
 
 def _finish(spec: BackboneSpec, network: nn.Module, digest: str, head: nn.Module | None) -> LoadedBackbone:
     module = PreprocessingWrapper(network, spec).eval()
-    return LoadedBackbone(spec=spec.replace(weights_sha256=digest), module=module,
-                          head=head.eval() if head is not None else None)
+    return LoadedBackbone(
+        spec=spec.replace(weights_sha256=digest),
+        module=module,
+        head=head.eval() if head is not None else None,
+    )
 
 
 def load_timm(spec: BackboneSpec, cache_dir: Path | None = None) -> LoadedBackbone:
@@ -93,7 +96,9 @@ def load_torchvision(spec: BackboneSpec, cache_dir: Path | None = None) -> Loade
 
     if spec.weights == "hub":
         try:
-            model = torchvision.models.get_model(spec.model_id, weights=spec.extra.get("weights_enum", "DEFAULT"))
+            model = torchvision.models.get_model(
+                spec.model_id, weights=spec.extra.get("weights_enum", "DEFAULT")
+            )
         except Exception as exc:
             raise _hub_failure(spec, exc) from exc
         digest = state_dict_digest(model)

@@ -106,12 +106,15 @@ def read_state_dict(path: Path, spec: BackboneSpec) -> dict[str, torch.Tensor]:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict):
-        raise InvalidArgument(f"backbone {spec.name!r}: {path} holds a {type(obj).__name__}, not a state dict")
+        raise InvalidArgument(
+            f"backbone {spec.name!r}: {path} holds a {type(obj).__name__}, not a state dict"
+        )
     return obj
 
 
-def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], spec: BackboneSpec,
-                           origin: str) -> None:
+def load_state_dict_strict(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], spec: BackboneSpec, origin: str
+) -> None:
     """Strictly load `state` into `model`.
 
     With extra["key_map"] == "ordered" the checkpoint's key names are ignored and its tensors are
@@ -136,7 +139,9 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise InvalidArgument(f"backbone {spec.name!r}: {origin} does not match {spec.model_id}: {exc}") from exc
+        raise InvalidArgument(
+            f"backbone {spec.name!r}: {origin} does not match {spec.model_id}: {exc}"
+        ) from exc
 
 
 def perturb_constant_tensors(module: torch.nn.Module, seed: int) -> int:

@@ -79,9 +79,13 @@ class LocalContext:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        feats = self._compute(ds, indices, variant, f"{self.spec.name} · {ds.name}/{split}{'·' + variant if variant else ''}")
+        feats = self._compute(
+            ds, indices, variant, f"{self.spec.name} · {ds.name}/{split}{'·' + variant if variant else ''}"
+        )
         labels = ds.labels[indices].astype(np.int64)
-        self.cache.put(key, feats, labels, meta={"backbone": self.spec.name, "dataset": ds.name, **self.runtime_info})
+        self.cache.put(
+            key, feats, labels, meta={"backbone": self.spec.name, "dataset": ds.name, **self.runtime_info}
+        )
         return feats, labels
 
     def _compute(self, ds: Dataset, indices: np.ndarray, variant: str | None, label: str) -> np.ndarray:

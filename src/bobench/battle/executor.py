@@ -83,7 +83,10 @@ class LocalExecutor(Executor):
         if self._embedder_key != key:
             if self._embedder is not None:
                 self._embedder.close()
-            options: dict[str, Any] = {"batch_size": self.settings.batch_size, "threads": self.settings.threads}
+            options: dict[str, Any] = {
+                "batch_size": self.settings.batch_size,
+                "threads": self.settings.threads,
+            }
             if self.settings.embedder == "onnxruntime":
                 options["cache_dir"] = self.settings.cache_dir
             if self.settings.embedder == "triton":
@@ -100,7 +103,9 @@ class LocalExecutor(Executor):
         if loaded.module is None:
             from bobench.errors import FailedPrecondition
 
-            raise FailedPrecondition(f"backbone {spec.name!r} is an ONNX model; it has no trainable torch module")
+            raise FailedPrecondition(
+                f"backbone {spec.name!r} is an ONNX model; it has no trainable torch module"
+            )
         return loaded.module
 
     def execute(self, plan: RunPlan, progress: ProgressFn | None = None) -> RunRecord:
@@ -117,9 +122,14 @@ class LocalExecutor(Executor):
             spec = get_spec(plan.backbone)
             record.backbone_info = backbone_info(spec)
             ctx = LocalContext(
-                spec, self.dataset(plan.dataset_ref), cache=self.cache,
-                embedder_factory=lambda: self.embedder(spec), dataset_loader=self.dataset,
-                module_factory=lambda: self.module(spec), progress=progress, settings=self.settings,
+                spec,
+                self.dataset(plan.dataset_ref),
+                cache=self.cache,
+                embedder_factory=lambda: self.embedder(spec),
+                dataset_loader=self.dataset,
+                module_factory=lambda: self.module(spec),
+                progress=progress,
+                settings=self.settings,
             )
             self.executions += 1
             metrics = get_protocol(plan.protocol).evaluate(ctx, plan.config, plan.seed)
@@ -130,13 +140,22 @@ class LocalExecutor(Executor):
             record.status = STATUS_FINISHED
         except BobenchError as exc:
             record.status, record.error = STATUS_FAILED, f"{type(exc).__name__}: {exc}"
-            log.error("run %s (%s/%s/%s) failed: %s", plan.run_key, plan.backbone, plan.dataset, plan.protocol, record.error)
+            log.error(
+                "run %s (%s/%s/%s) failed: %s",
+                plan.run_key,
+                plan.backbone,
+                plan.dataset,
+                plan.protocol,
+                record.error,
+            )
         except Exception as exc:  # a bug or a library failure: keep the battle going, keep the traceback
             record.status, record.error = STATUS_FAILED, f"internal error: {type(exc).__name__}: {exc}"
             log.error("run %s crashed:\n%s", plan.run_key, traceback.format_exc())
         record.finished_at = utc_now()
         record.duration_s = round(time.perf_counter() - t0, 3)
-        record.environment = environment({**runtime_info, "threads": self.settings.threads or _default_threads()})
+        record.environment = environment(
+            {**runtime_info, "threads": self.settings.threads or _default_threads()}
+        )
         return record
 
     def close(self) -> None:

@@ -110,11 +110,15 @@ class GrpcExecutor(Executor):
                 raise transient(f"evaluator {address}: {code.name}: {details}") from None
             record = plan.new_record()
             record.status, record.started_at, record.finished_at = STATUS_FAILED, started_at, utc_now()
-            record.error = f"{_ERROR_NAMES.get(code, 'internal error: ' + code.name)}: evaluator {address}: {details}"
+            record.error = (
+                f"{_ERROR_NAMES.get(code, 'internal error: ' + code.name)}: evaluator {address}: {details}"
+            )
             log.error("run %s failed on %s: %s", plan.run_key, address, record.error)
             return record
         if record is None:
-            raise Unavailable(f"evaluator {address}: Evaluate stream for run {plan.run_key} ended without a result")
+            raise Unavailable(
+                f"evaluator {address}: Evaluate stream for run {plan.run_key} ended without a result"
+            )
         if record.status == STATUS_CANCELLED:
             raise Unavailable(f"evaluator {address} cancelled run {plan.run_key}: {record.error}")
         record.battle = plan.battle

@@ -64,10 +64,18 @@ class RunPlan:
         return cls(**d)
 
 
-def run_key(backbone_identity: dict, dataset_id: str, protocol: str, version: str, config: dict, seed: int) -> str:
+def run_key(
+    backbone_identity: dict, dataset_id: str, protocol: str, version: str, config: dict, seed: int
+) -> str:
     blob = json.dumps(
-        {"backbone": backbone_identity, "dataset": dataset_id, "protocol": protocol, "version": version,
-         "config": config, "seed": seed},
+        {
+            "backbone": backbone_identity,
+            "dataset": dataset_id,
+            "protocol": protocol,
+            "version": version,
+            "config": config,
+            "seed": seed,
+        },
         sort_keys=True,
         default=str,
     ).encode()
@@ -132,16 +140,33 @@ def plan_battle(
                 if pentry.backbones is not None and bname not in pentry.backbones:
                     continue
                 for seed in spec.seeds:
-                    key = run_key(identity, fingerprint or entry.ref_json(), proto.name, proto.version, config, seed)
+                    key = run_key(
+                        identity, fingerprint or entry.ref_json(), proto.name, proto.version, config, seed
+                    )
                     plans.append(
                         RunPlan(
-                            run_key=key, backbone=bname, dataset=dname, dataset_ref=entry.ref,
-                            protocol=proto.name, protocol_version=proto.version, task=proto.task,
-                            config=config, seed=seed, primary_metric=proto.primary_metric,
-                            higher_is_better=dict(proto.higher_is_better), dataset_fingerprint=fingerprint,
-                            battle=battle_id, error=error,
+                            run_key=key,
+                            backbone=bname,
+                            dataset=dname,
+                            dataset_ref=entry.ref,
+                            protocol=proto.name,
+                            protocol_version=proto.version,
+                            task=proto.task,
+                            config=config,
+                            seed=seed,
+                            primary_metric=proto.primary_metric,
+                            higher_is_better=dict(proto.higher_is_better),
+                            dataset_fingerprint=fingerprint,
+                            battle=battle_id,
+                            error=error,
                         )
                     )
-    log.info("planned %d runs (%d backbones x %d datasets x %d protocols x %d seeds, filtered)",
-             len(plans), len(spec.backbones), len(spec.datasets), len(spec.protocols), len(spec.seeds))
+    log.info(
+        "planned %d runs (%d backbones x %d datasets x %d protocols x %d seeds, filtered)",
+        len(plans),
+        len(spec.backbones),
+        len(spec.datasets),
+        len(spec.protocols),
+        len(spec.seeds),
+    )
     return plans

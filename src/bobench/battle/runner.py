@@ -126,6 +126,13 @@ def run_battle(
         if own_executor:
             executor.close()
     outcome.wall_s = time.perf_counter() - t0
-    log.info("battle %s: %d runs (%d executed, %d reused, %d failed) in %.1f s",
-             spec.name, len(plans), outcome.executed, outcome.reused, outcome.failed, outcome.wall_s)
+    log.info(
+        "battle %s: %d runs (%d executed, %d reused, %d failed) in %.1f s",
+        spec.name,
+        len(plans),
+        outcome.executed,
+        outcome.reused,
+        outcome.failed,
+        outcome.wall_s,
+    )
     return outcome

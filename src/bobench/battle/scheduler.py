@@ -81,8 +81,10 @@ class Scheduler:
         if not executors:
             raise InvalidArgument("scheduler needs at least one executor")
         if concurrency < 1 or max_retries < 0 or backoff_s < 0:
-            raise InvalidArgument(f"concurrency must be >= 1, max_retries and backoff_s >= 0; got "
-                                  f"{concurrency}, {max_retries}, {backoff_s}")
+            raise InvalidArgument(
+                f"concurrency must be >= 1, max_retries and backoff_s >= 0; got "
+                f"{concurrency}, {max_retries}, {backoff_s}"
+            )
         self.store, self.executors, self.planner = store, list(executors), planner
         self.concurrency, self.max_retries = concurrency, max_retries
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
@@ -92,7 +94,9 @@ class Scheduler:
         self._seq = itertools.count()
         self._battles: dict[str, Battle] = {}
         self._inflight: dict[str, set[str]] = {}  # run key -> battles waiting on its execution
-        self._slots: list[Executor] = [e for e in self.executors for _ in range(max(1, getattr(e, "slots", 1)))]
+        self._slots: list[Executor] = [
+            e for e in self.executors for _ in range(max(1, getattr(e, "slots", 1)))
+        ]
         self._free_slots = threading.Semaphore(len(self._slots))
         self._workers: list[threading.Thread] = []
         self._closing = False
@@ -154,7 +158,9 @@ class Scheduler:
             self._battles[battle_id] = battle
             self._enqueue_pending(battle)
             battle.emit(None)
-        log.info("battle %s (%s): %d runs, %d reused", battle_id, spec.name, len(runs), battle.status().reused)
+        log.info(
+            "battle %s (%s): %d runs, %d reused", battle_id, spec.name, len(runs), battle.status().reused
+        )
         return battle_id
 
     def get(self, battle_id: str) -> BattleStatus:
@@ -195,8 +201,9 @@ class Scheduler:
                 battle.emit(None)
             return battle.status()
 
-    def watch(self, battle_id: str, timeout_s: float | None = None,
-              is_active: Callable[[], bool] | None = None) -> Iterator[BattleEvent]:
+    def watch(
+        self, battle_id: str, timeout_s: float | None = None, is_active: Callable[[], bool] | None = None
+    ) -> Iterator[BattleEvent]:
         """Events of the battle: a snapshot first, then every change, ending after the battle ends.
 
         Stops early (without error) when `timeout_s` passes or `is_active()` turns False.
@@ -217,7 +224,11 @@ class Scheduler:
                 if self._closing:
                     return
                 oldest = battle.events[0].seq if battle.events else seq + 1
-                new = [battle.snapshot_event()] if oldest > seq + 1 else [e for e in battle.events if e.seq > seq]
+                new = (
+                    [battle.snapshot_event()]
+                    if oldest > seq + 1
+                    else [e for e in battle.events if e.seq > seq]
+                )
             yield from new
             seq = new[-1].seq
             if new[-1].battle_state in TERMINAL_BATTLE_STATES and not new[-1].run_key:
@@ -265,7 +276,9 @@ class Scheduler:
             doc = self.store.get_json(key)
             bid = doc["id"]
             plans = [RunPlan.from_dict(d) for d in self.store.get_json(plan_key(bid))]
-            states = {k.rsplit("/", 1)[1].removesuffix(".json"): k for k in self.store.list(f"battles/{bid}/runs/")}
+            states = {
+                k.rsplit("/", 1)[1].removesuffix(".json"): k for k in self.store.list(f"battles/{bid}/runs/")
+            }
             runs, interrupted = {}, 0
             for p in plans:
                 run = RunState(p)
@@ -273,22 +286,38 @@ class Scheduler:
                     run.state = FINISHED
                 elif p.run_key in states:
                     saved = self.store.get_json(states[p.run_key])
-                    run.attempts, run.error, run.record = saved.get("attempts", 0), saved.get("error"), saved.get("record")
+                    run.attempts, run.error, run.record = (
+                        saved.get("attempts", 0),
+                        saved.get("error"),
+                        saved.get("record"),
+                    )
                     run.state = saved["state"] if saved["state"] in (FAILED, CANCELLED) else PENDING
                     interrupted += saved["state"] == RUNNING
                 if run.state == PENDING and doc["state"] == CANCELLED:
                     run.state = CANCELLED
                 runs[p.run_key] = run
-            battle = Battle(id=bid, name=doc["name"], spec=doc["spec"], created_at=doc["created_at"], runs=runs,
-                            state=doc["state"], error=doc.get("error"), updated_at=doc.get("updated_at", ""))
+            battle = Battle(
+                id=bid,
+                name=doc["name"],
+                spec=doc["spec"],
+                created_at=doc["created_at"],
+                runs=runs,
+                state=doc["state"],
+                error=doc.get("error"),
+                updated_at=doc.get("updated_at", ""),
+            )
             with self._lock:
                 battle.changed = self._ready
                 battle.started = doc["state"] != "queued"
                 self._battles[bid] = battle
                 self._update_battle_state(battle)
                 self._enqueue_pending(battle)
-            log.info("resumed battle %s: %s (%d interrupted while running, re-queued)", bid, battle.count_dict(),
-                     interrupted)
+            log.info(
+                "resumed battle %s: %s (%d interrupted while running, re-queued)",
+                bid,
+                battle.count_dict(),
+                interrupted,
+            )
 
     def _update_battle_state(self, battle: Battle) -> bool:
         """Recompute and persist the battle state after a run changed (lock held); True if it changed."""
@@ -345,7 +374,9 @@ class Scheduler:
             record = RunRecord.from_dict(self.store.get_json(result_key(key)))
             self._finish(key, record, None)
             return
-        self.store.put_json(run_state_key(bid, key), {"state": RUNNING, "attempts": attempts, "at": utc_now()})
+        self.store.put_json(
+            run_state_key(bid, key), {"state": RUNNING, "attempts": attempts, "at": utc_now()}
+        )
         self._free_slots.acquire()
         with self._lock:
             executor = self._slots.pop()
@@ -393,8 +424,16 @@ class Scheduler:
                     battle.set_run_state(run, FAILED)
                     run.error = error
                     run.record = _record_doc(record) if record is not None else None
-                    self.store.put_json(run_state_key(bid, key), {"state": FAILED, "attempts": run.attempts,
-                                                                  "error": error, "record": run.record, "at": utc_now()})
+                    self.store.put_json(
+                        run_state_key(bid, key),
+                        {
+                            "state": FAILED,
+                            "attempts": run.attempts,
+                            "error": error,
+                            "record": run.record,
+                            "at": utc_now(),
+                        },
+                    )
                 ended = self._update_battle_state(battle) and battle.state in TERMINAL_BATTLE_STATES
                 battle.emit(run)
                 if ended:

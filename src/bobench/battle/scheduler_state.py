@@ -135,24 +135,44 @@ class Battle:
 
     def status(self, with_spec: bool = True) -> BattleStatus:
         return BattleStatus(
-            id=self.id, name=self.name, state=self.state, counts=self.count_dict(), created_at=self.created_at,
-            updated_at=self.updated_at, spec=self.spec if with_spec else {}, error=self.error,
+            id=self.id,
+            name=self.name,
+            state=self.state,
+            counts=self.count_dict(),
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            spec=self.spec if with_spec else {},
+            error=self.error,
             reused=sum(1 for r in self.runs.values() if r.reused),
         )
 
     def to_doc(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "spec": self.spec, "state": self.state, "error": self.error,
-                "created_at": self.created_at, "updated_at": self.updated_at, "total": len(self.runs)}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "spec": self.spec,
+            "state": self.state,
+            "error": self.error,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "total": len(self.runs),
+        }
 
     def emit(self, run: RunState | None, error: str | None = None) -> BattleEvent:
         """Append an event for `run` (or a battle-level one) and wake watchers. Call with the lock held."""
         plan = run.plan if run is not None else None
         event = BattleEvent(
-            seq=self.next_seq, battle_id=self.id, run_key=plan.run_key if plan else "",
-            state=run.state if run is not None else self.state, battle_state=self.state,
-            counts=self.count_dict(), time=self.updated_at,
-            backbone=plan.backbone if plan else "", dataset=plan.dataset if plan else "",
-            protocol=plan.protocol if plan else "", seed=plan.seed if plan else 0,
+            seq=self.next_seq,
+            battle_id=self.id,
+            run_key=plan.run_key if plan else "",
+            state=run.state if run is not None else self.state,
+            battle_state=self.state,
+            counts=self.count_dict(),
+            time=self.updated_at,
+            backbone=plan.backbone if plan else "",
+            dataset=plan.dataset if plan else "",
+            protocol=plan.protocol if plan else "",
+            seed=plan.seed if plan else 0,
             error=(run.error if run is not None else None) or error,
         )
         self.next_seq += 1
@@ -163,6 +183,13 @@ class Battle:
 
     def snapshot_event(self) -> BattleEvent:
         """A battle-level event with the current counts (not logged; seq = the last logged one)."""
-        return BattleEvent(seq=self.next_seq - 1, battle_id=self.id, run_key="", state=self.state,
-                           battle_state=self.state, counts=self.count_dict(), time=self.updated_at,
-                           error=self.error)
+        return BattleEvent(
+            seq=self.next_seq - 1,
+            battle_id=self.id,
+            run_key="",
+            state=self.state,
+            battle_state=self.state,
+            counts=self.count_dict(),
+            time=self.updated_at,
+            error=self.error,
+        )

@@ -11,7 +11,17 @@ import yaml
 
 from bobench.errors import InvalidArgument
 
-_TOP_LEVEL = {"name", "description", "backbones", "datasets", "protocols", "seeds", "embedder", "settings", "report"}
+_TOP_LEVEL = {
+    "name",
+    "description",
+    "backbones",
+    "datasets",
+    "protocols",
+    "seeds",
+    "embedder",
+    "settings",
+    "report",
+}
 _SETTINGS = {"batch_size", "threads", "cache_dir", "triton_url", "device"}
 
 
@@ -56,9 +66,12 @@ class BattleSpec:
             ],
             "datasets": [{"name": d.name, "ref": d.ref} for d in self.datasets],
             "protocols": [
-                {"name": p.name, "config": p.config,
-                 **({"datasets": list(p.datasets)} if p.datasets else {}),
-                 **({"backbones": list(p.backbones)} if p.backbones else {})}
+                {
+                    "name": p.name,
+                    "config": p.config,
+                    **({"datasets": list(p.datasets)} if p.datasets else {}),
+                    **({"backbones": list(p.backbones)} if p.backbones else {}),
+                }
                 for p in self.protocols
             ],
             "seeds": list(self.seeds),
@@ -121,7 +134,9 @@ def _subset(item: dict, key: str, where: str, allowed: set[str]) -> tuple[str, .
     return tuple(values)
 
 
-def _protocol_entry(item: Any, where: str, dataset_names: set[str], backbone_names: set[str]) -> ProtocolEntry:
+def _protocol_entry(
+    item: Any, where: str, dataset_names: set[str], backbone_names: set[str]
+) -> ProtocolEntry:
     if isinstance(item, str) and item.strip():
         return ProtocolEntry(name=item)
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
@@ -186,7 +201,9 @@ def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "bat
         backbones.append(b)
     if len(set(backbones)) != len(backbones):
         raise _fail("backbones", "contains duplicates")
-    datasets = tuple(_dataset_entry(d, f"datasets[{i}]", base_dir) for i, d in enumerate(_list(data, "datasets")))
+    datasets = tuple(
+        _dataset_entry(d, f"datasets[{i}]", base_dir) for i, d in enumerate(_list(data, "datasets"))
+    )
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise _fail("datasets", f"duplicate dataset names {names}")
@@ -197,7 +214,11 @@ def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "bat
     seeds = data.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
         raise _fail("seeds", "must be a non-empty list of non-negative integers")
     settings = data.get("settings") or {}
     if not isinstance(settings, dict) or set(settings) - _SETTINGS:

@@ -37,9 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     if verbose < 2:
-        for noisy in ("matplotlib", "PIL", "urllib3", "torch.onnx", "onnxscript", "filelock", "faiss", "faiss.loader"):
+        for noisy in (
+            "matplotlib",
+            "PIL",
+            "urllib3",
+            "torch.onnx",
+            "onnxscript",
+            "filelock",
+            "faiss",
+            "faiss.loader",
+        ):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -17,8 +17,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     an = sub.add_parser("analyze", help="print overall and per-task rankings (BoB z-score aggregation)")
     an.add_argument("results_dir", nargs="?", help="results directory (optional with --external)")
-    an.add_argument("--external", action="append", default=[], metavar="CSV",
-                    help="long CSV: backbone,task,dataset,protocol,metric,value,higher_is_better")
+    an.add_argument(
+        "--external",
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="long CSV: backbone,task,dataset,protocol,metric,value,higher_is_better",
+    )
     an.add_argument("--json", action="store_true", help="print JSON: {overall: [...], per_task: {...}}")
     an.add_argument("--min-coverage", type=float, default=None, help="share of settings a backbone needs")
     an.set_defaults(func=cmd_analyze)

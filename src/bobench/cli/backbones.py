@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = p.add_subparsers(dest="backbones_command", metavar="ACTION", required=True)
     ls = s.add_parser("list", help="the catalog, marking which backbones have weights available here")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
-    ls.add_argument("--available", action="store_true", help="only backbones whose weights are available here")
+    ls.add_argument(
+        "--available", action="store_true", help="only backbones whose weights are available here"
+    )
     ls.set_defaults(func=cmd_list)
     show = s.add_parser("show", help="one backbone's full spec")
     show.add_argument("name")
@@ -29,7 +31,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         print_json(rows)
         return 0
     cols = ["name", "family", "method", "data", "params", "input_size", "embed_dim", "weights", "available"]
-    print(table(rows, cols, ["name", "family", "method", "data", "params", "size", "dim", "weights", "available"]))
+    print(
+        table(
+            rows, cols, ["name", "family", "method", "data", "params", "size", "dim", "weights", "available"]
+        )
+    )
     n_avail = sum(bool(r.get("available")) for r in rows)
     print(f"\n{len(rows)} backbones, {n_avail} with weights available here")
     return 0

@@ -29,10 +29,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     settings = settings_from(args, embedder=spec.embedder, **spec.settings)
     out = Path(args.out)
-    outcome = run_battle(spec, out, settings, progress=False if args.no_progress else None,
-                         rerun_failed=not args.keep_failed, on_record=_print_record)
-    print(f"battle {spec.name!r}: {len(outcome.records)} runs — {outcome.executed} executed, "
-          f"{outcome.reused} reused from {out / 'results.jsonl'}, {outcome.failed} failed ({outcome.wall_s:.1f} s)")
+    outcome = run_battle(
+        spec,
+        out,
+        settings,
+        progress=False if args.no_progress else None,
+        rerun_failed=not args.keep_failed,
+        on_record=_print_record,
+    )
+    print(
+        f"battle {spec.name!r}: {len(outcome.records)} runs — {outcome.executed} executed, "
+        f"{outcome.reused} reused from {out / 'results.jsonl'}, {outcome.failed} failed ({outcome.wall_s:.1f} s)"
+    )
     print_leaderboard(outcome.records)
     if spec.report and not args.no_report:
         from bobench.analysis.report import write_report
@@ -52,7 +60,9 @@ def _print_record(record) -> None:
     where = f"{record.backbone} · {record.dataset} · {record.protocol}"
     if record.status == "finished":
         value = record.metrics.get(record.primary_metric)
-        shown = f"{record.primary_metric}={value:.4g}" if isinstance(value, int | float) else "no primary metric"
+        shown = (
+            f"{record.primary_metric}={value:.4g}" if isinstance(value, int | float) else "no primary metric"
+        )
         tqdm.write(f"  ok    {where}: {shown} ({record.duration_s:.1f} s)")
     else:
         tqdm.write(f"  FAIL  {where}: {record.error}")

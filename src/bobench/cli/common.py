@@ -26,7 +26,9 @@ def settings_from(args: argparse.Namespace, **spec_values: Any) -> Settings:
 
     from bobench.config import ENV_PREFIX
 
-    cli = {k: getattr(args, k, None) for k in ("embedder", "cache_dir", "batch_size", "threads", "triton_url")}
+    cli = {
+        k: getattr(args, k, None) for k in ("embedder", "cache_dir", "batch_size", "threads", "triton_url")
+    }
     for key, value in spec_values.items():
         if value is not None and cli.get(key) is None and (ENV_PREFIX + key.upper()) not in os.environ:
             cli[key] = value
@@ -42,7 +44,9 @@ def table(rows: list[dict[str, Any]], columns: list[str], headers: list[str] | N
     """A plain aligned text table (no colours, safe in pipes and CI logs)."""
     headers = headers or columns
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]

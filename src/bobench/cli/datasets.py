@@ -22,6 +22,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        cols = [c for c in ("name", "task", "classes", "size", "source", "licence") if any(c in r for r in rows)]
+        cols = [
+            c for c in ("name", "task", "classes", "size", "source", "licence") if any(c in r for r in rows)
+        ]
         print(table(rows, cols))
     return 0

@@ -94,7 +94,9 @@ def _need_server(args: argparse.Namespace, env: str) -> str:
         for service in state.get("services", []):
             if service.get("name") == "scheduler":
                 return service["address"]
-    raise InvalidArgument(f"--server HOST:PORT is required (or set {env}, or start the local stack with `make up`)")
+    raise InvalidArgument(
+        f"--server HOST:PORT is required (or set {env}, or start the local stack with `make up`)"
+    )
 
 
 def _dataset_arg(text: str) -> str | dict[str, Any]:

@@ -15,7 +15,9 @@ def subsample_per_class(ds: Dataset, max_per_class: int, seed: int = 0) -> Datas
     of the full set and of a subsample never mix.
     """
     if isinstance(max_per_class, bool) or not isinstance(max_per_class, int) or max_per_class <= 0:
-        raise InvalidArgument(f"dataset {ds.name!r}: max_per_class must be a positive integer, got {max_per_class!r}")
+        raise InvalidArgument(
+            f"dataset {ds.name!r}: max_per_class must be a positive integer, got {max_per_class!r}"
+        )
     rng = np.random.default_rng(seed)
     keep: list[np.ndarray] = []
     for cls in np.unique(ds.labels):

@@ -25,7 +25,11 @@ def make_embedder(runtime: str, backbone: Any, **options: Any) -> Embedder:
 def _load_builtin_runtimes() -> None:
     import importlib
 
-    for module in ("bobench.embed.torch_embedder", "bobench.embed.onnx_embedder", "bobench.embed.triton_embedder"):
+    for module in (
+        "bobench.embed.torch_embedder",
+        "bobench.embed.onnx_embedder",
+        "bobench.embed.triton_embedder",
+    ):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:  # a runtime whose module is absent stays unregistered

@@ -59,14 +59,20 @@ class FeatureCache:
         self.hits += 1
         return feats, labels
 
-    def put(self, key: FeatureKey, features: np.ndarray, labels: np.ndarray, meta: dict | None = None) -> Path:
+    def put(
+        self, key: FeatureKey, features: np.ndarray, labels: np.ndarray, meta: dict | None = None
+    ) -> Path:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, features=features.astype(np.float32), labels=labels.astype(np.int64),
-                         meta=np.array(json.dumps({**key.__dict__, **(meta or {})})))
+                np.savez(
+                    fh,
+                    features=features.astype(np.float32),
+                    labels=labels.astype(np.int64),
+                    meta=np.array(json.dumps({**key.__dict__, **(meta or {})})),
+                )
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

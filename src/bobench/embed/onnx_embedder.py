@@ -22,8 +22,14 @@ class OrtEmbedder(Embedder):
 
     runtime = "onnxruntime"
 
-    def __init__(self, backbone: str | BackboneSpec | LoadedBackbone, batch_size: int = 32, threads: int = 0,
-                 cache_dir: str | Path | None = None, onnx_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        backbone: str | BackboneSpec | LoadedBackbone,
+        batch_size: int = 32,
+        threads: int = 0,
+        cache_dir: str | Path | None = None,
+        onnx_path: str | Path | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         from bobench.export.onnx_export import export_cached, ort_session
@@ -32,7 +38,11 @@ class OrtEmbedder(Embedder):
             from bobench.config import load_settings
 
             cache_dir = load_settings().cache_dir
-        loaded = backbone if isinstance(backbone, LoadedBackbone) else create_backbone(backbone, cache_dir=cache_dir)
+        loaded = (
+            backbone
+            if isinstance(backbone, LoadedBackbone)
+            else create_backbone(backbone, cache_dir=cache_dir)
+        )
         super().__init__(loaded.spec, batch_size=batch_size)
         self.export_report = None
         if onnx_path is not None:
@@ -61,8 +71,14 @@ class OrtEmbedder(Embedder):
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch)})[0]
 
     def describe(self) -> dict:
-        return {**super().describe(), "threads": self.threads, "onnxruntime": self._ort_version,
-                "batch_size": self.batch_size, "input_dtype": self.input_dtype, "model": str(self.onnx_path)}
+        return {
+            **super().describe(),
+            "threads": self.threads,
+            "onnxruntime": self._ort_version,
+            "batch_size": self.batch_size,
+            "input_dtype": self.input_dtype,
+            "model": str(self.onnx_path),
+        }
 
     def close(self) -> None:
         self.session = None

@@ -25,8 +25,14 @@ class TorchEmbedder(Embedder):
 
     runtime = "torch"
 
-    def __init__(self, backbone: str | BackboneSpec | LoadedBackbone, batch_size: int = 32, device: str = "cpu",
-                 threads: int = 0, cache_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        backbone: str | BackboneSpec | LoadedBackbone,
+        batch_size: int = 32,
+        device: str = "cpu",
+        threads: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
         loaded = resolve_backbone(backbone, cache_dir=cache_dir)
         if loaded.module is None:
             raise FailedPrecondition(
@@ -46,8 +52,12 @@ class TorchEmbedder(Embedder):
             return self.module(x).cpu().numpy()
 
     def describe(self) -> dict:
-        return {**super().describe(), "threads": self.threads, "torch": torch.__version__,
-                "batch_size": self.batch_size}
+        return {
+            **super().describe(),
+            "threads": self.threads,
+            "torch": torch.__version__,
+            "batch_size": self.batch_size,
+        }
 
 
 @EMBEDDERS.register("torch")

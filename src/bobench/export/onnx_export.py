@@ -71,7 +71,9 @@ class ExportReport:
         return cls(**d)
 
 
-def verification_input(spec: BackboneSpec, input_dtype: str, batch: int = VERIFY_BATCH, seed: int = 1234) -> np.ndarray:
+def verification_input(
+    spec: BackboneSpec, input_dtype: str, batch: int = VERIFY_BATCH, seed: int = 1234
+) -> np.ndarray:
     """Fresh seeded random pixels [batch, 3, S, S] (integers 0..255 in the requested dtype)."""
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, size=(batch, 3, spec.input_size, spec.input_size), dtype=np.uint8)
@@ -91,7 +93,9 @@ def ort_session(path: Path, threads: int = 0):
 
 def _errors(got: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     if got.shape != ref.shape:
-        raise ExportVerificationError(f"exported output shape {list(got.shape)} != reference {list(ref.shape)}")
+        raise ExportVerificationError(
+            f"exported output shape {list(got.shape)} != reference {list(ref.shape)}"
+        )
     if not np.all(np.isfinite(got)):
         return float("inf"), float("inf")
     abs_err = float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64)))) if got.size else 0.0
@@ -111,7 +115,9 @@ def _reference(loaded: LoadedBackbone, images: np.ndarray) -> np.ndarray:
     raw = ort_session(loaded.raw_onnx_path)
     raw_input = raw.get_inputs()[0].name
     feature = _raw_with_feature_output(loaded)
-    out = feature.run([spec.output_name or raw.get_outputs()[0].name], {raw_input: manual_preprocess(images, spec)})[0]
+    out = feature.run(
+        [spec.output_name or raw.get_outputs()[0].name], {raw_input: manual_preprocess(images, spec)}
+    )[0]
     return out.reshape(out.shape[0], -1)
 
 
@@ -153,14 +159,26 @@ def _export_torch(loaded: LoadedBackbone, path: Path, input_dtype: str, opset: i
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings and the legacy-exporter deprecation notice
         torch.onnx.export(
-            loaded.module.eval(), (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset,
-            dynamo=False, do_constant_folding=True,
+            loaded.module.eval(),
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
         )
 
 
-def export_onnx(loaded: LoadedBackbone, out_path: str | Path, *, input_dtype: str = "uint8",
-                opset: int | None = None, verify: bool = True) -> ExportReport:
+def export_onnx(
+    loaded: LoadedBackbone,
+    out_path: str | Path,
+    *,
+    input_dtype: str = "uint8",
+    opset: int | None = None,
+    verify: bool = True,
+) -> ExportReport:
     """Export `loaded` to `out_path` and write `export.json` next to it.
 
     Torch backbones go through torch.onnx.export; ONNX sources are composed with their preprocessing.
@@ -182,7 +200,9 @@ def export_onnx(loaded: LoadedBackbone, out_path: str | Path, *, input_dtype: st
 
         raw = onnx.load(str(loaded.raw_onnx_path))
         if opset not in (None, _opset(raw)):
-            raise InvalidArgument(f"{loaded.spec.name!r} is an ONNX source at opset {_opset(raw)}; cannot export at {opset}")
+            raise InvalidArgument(
+                f"{loaded.spec.name!r} is an ONNX source at opset {_opset(raw)}; cannot export at {opset}"
+            )
         opset = _opset(raw)
         onnx.save(compose_with_preprocessing(raw, loaded.spec, input_dtype), str(out_path))
         exporter = "onnx.compose(preprocessing, source graph)"
@@ -191,9 +211,17 @@ def export_onnx(loaded: LoadedBackbone, out_path: str | Path, *, input_dtype: st
     abs_err = rel_err = None
     if verify:
         abs_err, rel_err = verify_onnx(loaded, out_path, input_dtype)
-    report = ExportReport(path=out_path, sha256=sha256_file(out_path), opset=opset, exporter=exporter,
-                          input_dtype=input_dtype, max_abs_err=abs_err, max_rel_err=rel_err,
-                          verified=verify, spec=loaded.spec)
+    report = ExportReport(
+        path=out_path,
+        sha256=sha256_file(out_path),
+        opset=opset,
+        exporter=exporter,
+        input_dtype=input_dtype,
+        max_abs_err=abs_err,
+        max_rel_err=rel_err,
+        verified=verify,
+        spec=loaded.spec,
+    )
     (out_path.parent / "export.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     log.info("exported %s -> %s (max abs err %s)", loaded.spec.name, out_path, abs_err)
     return report

@@ -30,16 +30,23 @@ log = logging.getLogger(__name__)
 RUNS = Gauge("bobench_scheduler_runs", "Runs of all known battles by state.", ["state"])
 QUEUE_DEPTH = Gauge("bobench_scheduler_queue_depth", "Runs waiting in the dispatch queue (incl. backoff).")
 RETRIES = Counter("bobench_scheduler_retries", "Transient run failures that were retried.")
-DISPATCH_LATENCY = Histogram("bobench_scheduler_dispatch_latency_seconds",
-                             "Time from a run becoming ready to its dispatch to an executor.",
-                             buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600, 3600))
-RUN_DURATION = Histogram("bobench_scheduler_run_duration_seconds",
-                         "Executor round trip of one run attempt, by outcome.", ["outcome"],
-                         buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200))
+DISPATCH_LATENCY = Histogram(
+    "bobench_scheduler_dispatch_latency_seconds",
+    "Time from a run becoming ready to its dispatch to an executor.",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600, 3600),
+)
+RUN_DURATION = Histogram(
+    "bobench_scheduler_run_duration_seconds",
+    "Executor round trip of one run attempt, by outcome.",
+    ["outcome"],
+    buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200),
+)
 
 BATTLE_STATE_TO_PROTO = {
-    "queued": scheduler_pb2.BATTLE_STATE_QUEUED, "running": scheduler_pb2.BATTLE_STATE_RUNNING,
-    "finished": scheduler_pb2.BATTLE_STATE_FINISHED, "failed": scheduler_pb2.BATTLE_STATE_FAILED,
+    "queued": scheduler_pb2.BATTLE_STATE_QUEUED,
+    "running": scheduler_pb2.BATTLE_STATE_RUNNING,
+    "finished": scheduler_pb2.BATTLE_STATE_FINISHED,
+    "failed": scheduler_pb2.BATTLE_STATE_FAILED,
     "cancelled": scheduler_pb2.BATTLE_STATE_CANCELLED,
 }
 DEFAULT_PAGE_SIZE = 50
@@ -67,9 +74,15 @@ def _counts(c: dict[str, int]) -> scheduler_pb2.RunCounts:
 
 
 def battle_to_proto(status: BattleStatus) -> scheduler_pb2.Battle:
-    msg = scheduler_pb2.Battle(id=status.id, name=status.name, state=BATTLE_STATE_TO_PROTO[status.state],
-                               counts=_counts(status.counts), created_at=_ts(status.created_at),
-                               updated_at=_ts(status.updated_at), error=status.error or "")
+    msg = scheduler_pb2.Battle(
+        id=status.id,
+        name=status.name,
+        state=BATTLE_STATE_TO_PROTO[status.state],
+        counts=_counts(status.counts),
+        created_at=_ts(status.created_at),
+        updated_at=_ts(status.updated_at),
+        error=status.error or "",
+    )
     if status.spec:
         msg.spec.CopyFrom(convert.battle_spec_to_proto(parse_spec(status.spec)))
     return msg
@@ -78,9 +91,17 @@ def battle_to_proto(status: BattleStatus) -> scheduler_pb2.Battle:
 def event_to_proto(e: BattleEvent) -> scheduler_pb2.BattleEvent:
     state = convert.STATUS_TO_PROTO.get(e.state, common_pb2.RUN_STATUS_UNSPECIFIED) if e.run_key else 0
     return scheduler_pb2.BattleEvent(
-        battle_id=e.battle_id, run_key=e.run_key, backbone=e.backbone, dataset=e.dataset, protocol=e.protocol,
-        state=state, error=e.error or "", counts=_counts(e.counts),
-        battle_state=BATTLE_STATE_TO_PROTO[e.battle_state], time=_ts(e.time), seed=e.seed,
+        battle_id=e.battle_id,
+        run_key=e.run_key,
+        backbone=e.backbone,
+        dataset=e.dataset,
+        protocol=e.protocol,
+        state=state,
+        error=e.error or "",
+        counts=_counts(e.counts),
+        battle_state=BATTLE_STATE_TO_PROTO[e.battle_state],
+        time=_ts(e.time),
+        seed=e.seed,
     )
 
 
@@ -111,8 +132,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             raise InvalidArgument("spec or spec_yaml: one is required")
         bid = await asyncio.to_thread(self.scheduler.submit, spec, request.battle_id or None)
         status = self.scheduler.get(bid)
-        return scheduler_pb2.SubmitBattleResponse(battle_id=bid, total_runs=status.counts["total"],
-                                                  reused_runs=status.reused)
+        return scheduler_pb2.SubmitBattleResponse(
+            battle_id=bid, total_runs=status.counts["total"], reused_runs=status.reused
+        )
 
     async def GetBattle(self, request, context):
         return battle_to_proto(self.scheduler.get(_required(request.battle_id, "battle_id")))
@@ -126,9 +148,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             raise InvalidArgument(f"page_token: {request.page_token!r} is not a token this server issued")
         start = int(token)
         battles = self.scheduler.list()
-        page = battles[start:start + size]
+        page = battles[start : start + size]
         nxt = str(start + size) if start + size < len(battles) else ""
-        return scheduler_pb2.ListBattlesResponse(battles=[battle_to_proto(b) for b in page], next_page_token=nxt)
+        return scheduler_pb2.ListBattlesResponse(
+            battles=[battle_to_proto(b) for b in page], next_page_token=nxt
+        )
 
     async def CancelBattle(self, request, context):
         bid = _required(request.battle_id, "battle_id")
@@ -168,16 +192,42 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
     p = argparse.ArgumentParser(prog="bobench-scheduler", description="bobench Scheduler gRPC service")
-    p.add_argument("--host", default=env("BOBENCH_SCHEDULER_HOST", "127.0.0.1"), help="bind address (env BOBENCH_SCHEDULER_HOST)")
-    p.add_argument("--port", type=int, default=int(env("BOBENCH_SCHEDULER_PORT", "50052")), help="gRPC port, 0 = pick")
-    p.add_argument("--metrics-port", type=int, default=int(env("BOBENCH_METRICS_PORT")) if env("BOBENCH_METRICS_PORT") else None,
-                   help="Prometheus /metrics port, 0 = pick; off when unset (env BOBENCH_METRICS_PORT)")
-    p.add_argument("--store", default=None, help="artifact store URL: a directory or s3://bucket/prefix (env BOBENCH_STORE)")
-    p.add_argument("--evaluators", default=env("BOBENCH_EVALUATORS", ""),
-                   help="host:port,... of Evaluator services; empty = run in this process (env BOBENCH_EVALUATORS)")
-    p.add_argument("--runs-per-evaluator", type=int, default=int(env("BOBENCH_RUNS_PER_EVALUATOR", "1")),
-                   help="runs sent to one evaluator at once (match its --max-concurrent-runs)")
-    p.add_argument("--concurrency", type=int, default=int(env("BOBENCH_SCHEDULER_CONCURRENCY", "4")), help="runs in flight")
+    p.add_argument(
+        "--host",
+        default=env("BOBENCH_SCHEDULER_HOST", "127.0.0.1"),
+        help="bind address (env BOBENCH_SCHEDULER_HOST)",
+    )
+    p.add_argument(
+        "--port", type=int, default=int(env("BOBENCH_SCHEDULER_PORT", "50052")), help="gRPC port, 0 = pick"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("BOBENCH_METRICS_PORT")) if env("BOBENCH_METRICS_PORT") else None,
+        help="Prometheus /metrics port, 0 = pick; off when unset (env BOBENCH_METRICS_PORT)",
+    )
+    p.add_argument(
+        "--store",
+        default=None,
+        help="artifact store URL: a directory or s3://bucket/prefix (env BOBENCH_STORE)",
+    )
+    p.add_argument(
+        "--evaluators",
+        default=env("BOBENCH_EVALUATORS", ""),
+        help="host:port,... of Evaluator services; empty = run in this process (env BOBENCH_EVALUATORS)",
+    )
+    p.add_argument(
+        "--runs-per-evaluator",
+        type=int,
+        default=int(env("BOBENCH_RUNS_PER_EVALUATOR", "1")),
+        help="runs sent to one evaluator at once (match its --max-concurrent-runs)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(env("BOBENCH_SCHEDULER_CONCURRENCY", "4")),
+        help="runs in flight",
+    )
     p.add_argument("--max-retries", type=int, default=3, help="retries of a transient run failure")
     p.add_argument("--backoff-s", type=float, default=1.0, help="first retry delay; doubles each retry")
     p.add_argument("--run-timeout-s", type=float, default=3600.0, help="deadline of one remote run")
@@ -197,12 +247,16 @@ def build_scheduler(args: argparse.Namespace):
     settings = load_settings(args.config, cache_dir=args.cache_dir, store=args.store)
     store = open_store(settings, create_bucket=True)
     if args.evaluators.strip():
-        executors = [GrpcExecutor(args.evaluators, runs_per_address=args.runs_per_evaluator,
-                                  timeout_s=args.run_timeout_s)]
+        executors = [
+            GrpcExecutor(
+                args.evaluators, runs_per_address=args.runs_per_evaluator, timeout_s=args.run_timeout_s
+            )
+        ]
     else:
         executors = [LocalExecutor(settings)]
-    scheduler = Scheduler(store, executors, concurrency=args.concurrency, max_retries=args.max_retries,
-                          backoff_s=args.backoff_s)
+    scheduler = Scheduler(
+        store, executors, concurrency=args.concurrency, max_retries=args.max_retries, backoff_s=args.backoff_s
+    )
     return scheduler, settings
 
 
@@ -215,10 +269,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     instrument(scheduler)
     scheduler.start()
-    log.info("scheduler: store %s, executors %s", scheduler.store.url, [type(e).__name__ for e in scheduler.executors])
-    binding = ServiceBinding.of(scheduler_pb2_grpc.add_SchedulerServicer_to_server, SchedulerServicer(scheduler))
-    asyncio.run(serve_forever([binding], args.host, args.port, metrics_port=args.metrics_port,
-                              grace_s=args.grace_s, on_stop=lambda: scheduler.close(args.grace_s)))
+    log.info(
+        "scheduler: store %s, executors %s",
+        scheduler.store.url,
+        [type(e).__name__ for e in scheduler.executors],
+    )
+    binding = ServiceBinding.of(
+        scheduler_pb2_grpc.add_SchedulerServicer_to_server, SchedulerServicer(scheduler)
+    )
+    asyncio.run(
+        serve_forever(
+            [binding],
+            args.host,
+            args.port,
+            metrics_port=args.metrics_port,
+            grace_s=args.grace_s,
+            on_stop=lambda: scheduler.close(args.grace_s),
+        )
+    )
     return 0
 
 

@@ -42,9 +42,23 @@ def _start_embedder(state_dir: Path, backbones: list[str]) -> Service:
 
     logs = state_dir / "logs"
     out_path, log_path = logs / "embedder.out", logs / "embedder.log"
-    proc = spawn([sys.executable, "-m", "bobench.serving.embedder", "--repo", str(state_dir / "model-repo"),
-                  "--build", ",".join(backbones), "--cache-dir", str(state_dir / "cache"),
-                  "--log-dir", str(logs / "triton")], log_path, stdout_path=out_path)
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "bobench.serving.embedder",
+            "--repo",
+            str(state_dir / "model-repo"),
+            "--build",
+            ",".join(backbones),
+            "--cache-dir",
+            str(state_dir / "cache"),
+            "--log-dir",
+            str(logs / "triton"),
+        ],
+        log_path,
+        stdout_path=out_path,
+    )
     info: dict[str, Any] = {}
 
     def ready() -> bool:
@@ -60,12 +74,24 @@ def _start_embedder(state_dir: Path, backbones: list[str]) -> Service:
         stop_pid(proc.pid, 10, proc)
         raise
     host = info.get("host", "127.0.0.1")
-    return Service("embedder", proc.pid, f"{host}:{info['grpc']}", f"{host}:{info['metrics']}", str(log_path),
-                   extra={"http": f"{host}:{info['http']}"})
+    return Service(
+        "embedder",
+        proc.pid,
+        f"{host}:{info['grpc']}",
+        f"{host}:{info['metrics']}",
+        str(log_path),
+        extra={"http": f"{host}:{info['http']}"},
+    )
 
 
-def up(state_dir: str | Path = DEFAULT_STATE_DIR, *, evaluators: int = 1, embedder: bool = True,
-       embedder_backbones: tuple[str, ...] = ("toy",), scrape_interval_s: float = 5.0) -> dict[str, Any]:
+def up(
+    state_dir: str | Path = DEFAULT_STATE_DIR,
+    *,
+    evaluators: int = 1,
+    embedder: bool = True,
+    embedder_backbones: tuple[str, ...] = ("toy",),
+    scrape_interval_s: float = 5.0,
+) -> dict[str, Any]:
     """Start the stack and return what `stack.json` records. Raises FailedPrecondition when a stack
     is already up in `state_dir`, Unavailable (with the log tail) when a service does not come up;
     services started before the failure are stopped again."""
@@ -82,8 +108,12 @@ def up(state_dir: str | Path = DEFAULT_STATE_DIR, *, evaluators: int = 1, embedd
     notes: list[str] = []
 
     def record() -> dict[str, Any]:
-        state = {"services": [s.to_dict() for s in started], "store": f"s3://{BUCKET}/artifacts", "env": env,
-                 "notes": notes}
+        state = {
+            "services": [s.to_dict() for s in started],
+            "store": f"s3://{BUCKET}/artifacts",
+            "env": env,
+            "notes": notes,
+        }
         _state_path(state_dir).write_text(json.dumps(state, indent=2))
         _state_path(state_dir).chmod(0o600)  # holds the S3 secret of this throwaway local stack
         return state
@@ -93,8 +123,12 @@ def up(state_dir: str | Path = DEFAULT_STATE_DIR, *, evaluators: int = 1, embedd
     try:
         s3 = start_seaweedfs(state_dir / "seaweedfs", [admin])
         started.append(s3)
-        env = {"BOBENCH_S3_ENDPOINT": f"http://{s3.address}", "BOBENCH_S3_ACCESS_KEY": admin.access_key,
-               "BOBENCH_S3_SECRET_KEY": admin.secret_key, "BOBENCH_STORE": f"s3://{BUCKET}/artifacts"}
+        env = {
+            "BOBENCH_S3_ENDPOINT": f"http://{s3.address}",
+            "BOBENCH_S3_ACCESS_KEY": admin.access_key,
+            "BOBENCH_S3_SECRET_KEY": admin.secret_key,
+            "BOBENCH_STORE": f"s3://{BUCKET}/artifacts",
+        }
         record()
         if embedder:
             try:
@@ -107,16 +141,42 @@ def up(state_dir: str | Path = DEFAULT_STATE_DIR, *, evaluators: int = 1, embedd
                 notes.append(f"embedder not started: {exc}")
         ev_env = {**env, "BOBENCH_EMBEDDER": "triton"} if "BOBENCH_TRITON_URL" in env else env
         for i in range(evaluators):
-            started.append(start_bobench_service(
-                f"evaluator-{i}", "bobench.rpc.evaluator_service",
-                ["--port", "0", "--metrics-port", "0", "--results-dir", str(state_dir / f"evaluator-{i}")],
-                logs, env=ev_env))
+            started.append(
+                start_bobench_service(
+                    f"evaluator-{i}",
+                    "bobench.rpc.evaluator_service",
+                    [
+                        "--port",
+                        "0",
+                        "--metrics-port",
+                        "0",
+                        "--results-dir",
+                        str(state_dir / f"evaluator-{i}"),
+                    ],
+                    logs,
+                    env=ev_env,
+                )
+            )
             record()
         addresses = ",".join(s.address for s in started if s.name.startswith("evaluator-"))
-        started.append(start_bobench_service(
-            "scheduler", "bobench.rpc.scheduler_service",
-            ["--port", "0", "--metrics-port", "0", "--store", env["BOBENCH_STORE"], "--evaluators", addresses],
-            logs, env=env))
+        started.append(
+            start_bobench_service(
+                "scheduler",
+                "bobench.rpc.scheduler_service",
+                [
+                    "--port",
+                    "0",
+                    "--metrics-port",
+                    "0",
+                    "--store",
+                    env["BOBENCH_STORE"],
+                    "--evaluators",
+                    addresses,
+                ],
+                logs,
+                env=env,
+            )
+        )
         record()
         if prometheus_binary():
             targets: dict[str, list[str]] = {}

@@ -17,14 +17,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="where stack.json and logs/ live")
     p.add_argument("--evaluators", type=int, default=1, help="evaluator processes to start")
-    p.add_argument("--no-embedder", action="store_true", help="do not start Triton (evaluators embed in process)")
+    p.add_argument(
+        "--no-embedder", action="store_true", help="do not start Triton (evaluators embed in process)"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.action == "up":
             state = up(args.state_dir, evaluators=args.evaluators, embedder=not args.no_embedder)
             for s in state["services"]:
-                print(f"{s['name']:<12} pid {s['pid']:<8} {s['address']:<22} metrics {s['metrics_address'] or '-'}")
+                print(
+                    f"{s['name']:<12} pid {s['pid']:<8} {s['address']:<22} metrics {s['metrics_address'] or '-'}"
+                )
             for note in state["notes"]:
                 print(f"note: {note}")
             print(f"state: {args.state_dir}/stack.json; logs: {args.state_dir}/logs/")

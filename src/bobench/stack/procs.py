@@ -54,29 +54,50 @@ def log_tail(path: str | Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def spawn(argv: list[str], log_path: Path, *, env: dict[str, str] | None = None,
-          stdout_path: Path | None = None, cwd: str | Path | None = None) -> subprocess.Popen:
+def spawn(
+    argv: list[str],
+    log_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    stdout_path: Path | None = None,
+    cwd: str | Path | None = None,
+) -> subprocess.Popen:
     """Start `argv` in its own session (a Ctrl-C of the caller does not reach it), logging to files."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     err = log_path.open("ab")
     out = stdout_path.open("wb") if stdout_path is not None else err
     try:
-        return subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
     finally:
         err.close()
         if out is not err:
             out.close()
 
 
-def wait_until(ready: Callable[[], bool], proc: subprocess.Popen, what: str, log_path: Path,
-               timeout_s: float = 60.0, interval_s: float = 0.2) -> None:
+def wait_until(
+    ready: Callable[[], bool],
+    proc: subprocess.Popen,
+    what: str,
+    log_path: Path,
+    timeout_s: float = 60.0,
+    interval_s: float = 0.2,
+) -> None:
     """Poll `ready()` until True; raise Unavailable with the log tail if the process exits or time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise Unavailable(f"{what} exited with code {proc.returncode} before it was ready; "
-                              f"log {log_path}:\n{log_tail(log_path)}")
+            raise Unavailable(
+                f"{what} exited with code {proc.returncode} before it was ready; "
+                f"log {log_path}:\n{log_tail(log_path)}"
+            )
         try:
             if ready():
                 return
@@ -135,8 +156,15 @@ def stop_pid(pid: int, timeout_s: float = 10.0, proc: subprocess.Popen | None = 
     return True
 
 
-def start_bobench_service(name: str, module: str, args: list[str], log_dir: str | Path, *,
-                          env: dict[str, str] | None = None, timeout_s: float = 90.0) -> Service:
+def start_bobench_service(
+    name: str,
+    module: str,
+    args: list[str],
+    log_dir: str | Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 90.0,
+) -> Service:
     """Run `python -m <module> <args>` (a bobench gRPC service started with --port 0), wait for its
     JSON "serving" line and return the Service with the address and metrics port it reports."""
     import sys

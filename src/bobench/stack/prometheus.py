@@ -41,10 +41,14 @@ def write_config(path: str | Path, targets: dict[str, list[str]], scrape_interva
     jobs = []
     for job, addresses in sorted(targets.items()):
         if addresses:
-            jobs.append(f"  - job_name: {json.dumps(job)}\n    static_configs:\n"
-                        f"      - targets: {json.dumps(sorted(addresses))}")
+            jobs.append(
+                f"  - job_name: {json.dumps(job)}\n    static_configs:\n"
+                f"      - targets: {json.dumps(sorted(addresses))}"
+            )
     interval = f"{scrape_interval_s:g}s"
-    text = string.Template(template).substitute(SCRAPE_INTERVAL=interval, SCRAPE_CONFIGS="\n".join(jobs) or "  []")
+    text = string.Template(template).substitute(
+        SCRAPE_INTERVAL=interval, SCRAPE_CONFIGS="\n".join(jobs) or "  []"
+    )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -61,23 +65,39 @@ def _ready(url: str) -> bool:
         return resp.status == 200
 
 
-def start_prometheus(config: str | Path, work_dir: str | Path, *, host: str = "127.0.0.1", attempts: int = 3,
-                     timeout_s: float = 60.0) -> Service:
+def start_prometheus(
+    config: str | Path,
+    work_dir: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    attempts: int = 3,
+    timeout_s: float = 60.0,
+) -> Service:
     """Start Prometheus with `config`; returns the Service (address = host:port of its HTTP API).
 
     Raises Unavailable when the binary is absent or it does not become ready (with the log tail).
     """
     binary = prometheus_binary()
     if binary is None:
-        raise Unavailable("prometheus binary not found (apt-get install -y --no-install-recommends prometheus)")
+        raise Unavailable(
+            "prometheus binary not found (apt-get install -y --no-install-recommends prometheus)"
+        )
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     last: Exception | None = None
     for attempt in range(1, attempts + 1):
         port = probe_free_port(host)
         log_path = work / f"prometheus-{attempt}.log"
-        proc = spawn([binary, f"--config.file={config}", f"--storage.tsdb.path={work / 'tsdb'}",
-                      f"--web.listen-address={host}:{port}", "--web.enable-lifecycle"], log_path)
+        proc = spawn(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={work / 'tsdb'}",
+                f"--web.listen-address={host}:{port}",
+                "--web.enable-lifecycle",
+            ],
+            log_path,
+        )
         url = f"http://{host}:{port}"
         try:
             wait_until(lambda u=url: _ready(u), proc, "Prometheus", log_path, timeout_s)
@@ -101,4 +121,6 @@ def query(address: str, promql: str) -> list[dict[str, Any]]:
 def targets_health(address: str) -> dict[str, str]:
     """Scrape target health by job/instance: {"scheduler/127.0.0.1:1234": "up", ...}."""
     doc = _get_json(f"http://{address}/api/v1/targets")
-    return {f"{t['labels']['job']}/{t['labels']['instance']}": t["health"] for t in doc["data"]["activeTargets"]}
+    return {
+        f"{t['labels']['job']}/{t['labels']['instance']}": t["health"] for t in doc["data"]["activeTargets"]
+    }

@@ -5,5 +5,13 @@ from bobench.store.local import LocalStore
 from bobench.store.resolve import fetch_to_cache, open_store, parse_s3_url
 from bobench.store.s3 import S3Store
 
-__all__ = ["ArtifactStore", "LocalStore", "ObjectInfo", "S3Store", "check_key", "fetch_to_cache", "open_store",
-           "parse_s3_url"]
+__all__ = [
+    "ArtifactStore",
+    "LocalStore",
+    "ObjectInfo",
+    "S3Store",
+    "check_key",
+    "fetch_to_cache",
+    "open_store",
+    "parse_s3_url",
+]

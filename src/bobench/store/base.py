@@ -101,7 +101,9 @@ class ArtifactStore(abc.ABC):
 
     def put_json(self, key: str, value: Any) -> None:
         """Store `value` as compact, key-sorted JSON."""
-        self.put_bytes(key, json.dumps(value, sort_keys=True, separators=(",", ":")).encode(), "application/json")
+        self.put_bytes(
+            key, json.dumps(value, sort_keys=True, separators=(",", ":")).encode(), "application/json"
+        )
 
     def get_json(self, key: str) -> Any:
         """Load a JSON object; raises NotFound when missing and InvalidArgument when it is not JSON."""

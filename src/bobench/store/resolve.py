@@ -20,7 +20,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     """'s3://bucket/some/prefix' -> ('bucket', 'some/prefix'); raises InvalidArgument naming the URL."""
     if not url.startswith("s3://"):
         raise InvalidArgument(f"not an s3:// URL: {url!r}")
-    bucket, _, prefix = url[len("s3://"):].partition("/")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
     if not bucket:
         raise InvalidArgument(f"s3 URL {url!r} has no bucket (expected s3://bucket/prefix)")
     prefix = prefix.strip("/")
@@ -39,8 +39,15 @@ def s3_store(bucket: str, prefix: str, settings: Settings, *, create_bucket: boo
             f"store s3://{bucket}/{prefix}: no S3 endpoint configured (set BOBENCH_S3_ENDPOINT or "
             "s3_endpoint in bobench.yaml, plus BOBENCH_S3_ACCESS_KEY / BOBENCH_S3_SECRET_KEY)"
         )
-    return S3Store(settings.s3_endpoint, bucket, prefix, settings.s3_access_key, settings.s3_secret_key,
-                   settings.s3_secure, create_bucket=create_bucket)
+    return S3Store(
+        settings.s3_endpoint,
+        bucket,
+        prefix,
+        settings.s3_access_key,
+        settings.s3_secret_key,
+        settings.s3_secure,
+        create_bucket=create_bucket,
+    )
 
 
 def open_store(
@@ -69,9 +76,11 @@ def open_store(
         bucket, prefix = parse_s3_url(url)
         return s3_store(bucket, prefix, settings, create_bucket=create_bucket)
     if url.startswith("file://"):
-        return LocalStore(url[len("file://"):])
+        return LocalStore(url[len("file://") :])
     if "://" in url:
-        raise InvalidArgument(f"store URL {url!r}: unknown scheme (use a directory path or s3://bucket/prefix)")
+        raise InvalidArgument(
+            f"store URL {url!r}: unknown scheme (use a directory path or s3://bucket/prefix)"
+        )
     return LocalStore(url or Path(settings.cache_dir) / "store")
 
 
@@ -109,7 +118,10 @@ def fetch_to_cache(url: str, cache_dir: str | Path | None = None, settings: Sett
                 log.warning("%s unreachable; using the cached copy %s", store.endpoint, dest)
                 return dest
             raise
-        if cached == {"size_bytes": info.size_bytes, "etag": info.etag} and dest.stat().st_size == info.size_bytes:
+        if (
+            cached == {"size_bytes": info.size_bytes, "etag": info.etag}
+            and dest.stat().st_size == info.size_bytes
+        ):
             return dest
         log.info("downloading %s (%d bytes) to %s", url, info.size_bytes, dest)
         store.get_file(key, dest)
@@ -119,8 +131,9 @@ def fetch_to_cache(url: str, cache_dir: str | Path | None = None, settings: Sett
     single_part_md5 = len(info.etag) == 32 and "-" not in info.etag
     if size != info.size_bytes or (single_part_md5 and _md5(dest) != info.etag.lower()):
         dest.unlink(missing_ok=True)
-        raise Unavailable(f"download of {url} is corrupt (got {size} bytes, expected {info.size_bytes}, etag "
-                          f"{info.etag}); try again")
+        raise Unavailable(
+            f"download of {url} is corrupt (got {size} bytes, expected {info.size_bytes}, etag "
+            f"{info.etag}); try again"
+        )
     meta_path.write_text(json.dumps({"size_bytes": info.size_bytes, "etag": info.etag}))
     return dest
-

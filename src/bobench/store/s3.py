@@ -20,7 +20,13 @@ from bobench.store.base import ArtifactStore, ObjectInfo, check_key, check_prefi
 log = logging.getLogger(__name__)
 
 _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound", "NoSuchBucket"}
-_REFUSED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "AllAccessDisabled"}
+_REFUSED = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "AllAccessDisabled",
+}
 _MULTIPART_PART_BYTES = 16 * 1024 * 1024
 
 
@@ -28,11 +34,13 @@ def split_endpoint(endpoint: str, secure: bool) -> tuple[str, bool]:
     """'http://h:p' / 'https://h:p' / 'h:p' -> ('h:p', secure). A scheme overrides `secure`."""
     endpoint = endpoint.strip().rstrip("/")
     if endpoint.startswith("https://"):
-        return endpoint[len("https://"):], True
+        return endpoint[len("https://") :], True
     if endpoint.startswith("http://"):
-        return endpoint[len("http://"):], False
+        return endpoint[len("http://") :], False
     if not endpoint or "/" in endpoint:
-        raise InvalidArgument(f"S3 endpoint must be host:port (optionally with http:// or https://), got {endpoint!r}")
+        raise InvalidArgument(
+            f"S3 endpoint must be host:port (optionally with http:// or https://), got {endpoint!r}"
+        )
     return endpoint, secure
 
 
@@ -66,7 +74,9 @@ class S3Store(ArtifactStore):
         try:
             check_bucket_name(bucket)
         except ValueError:
-            raise InvalidArgument(f"S3 bucket name {bucket!r} is invalid (3-63 lowercase letters, digits, '.', '-')") from None
+            raise InvalidArgument(
+                f"S3 bucket name {bucket!r} is invalid (3-63 lowercase letters, digits, '.', '-')"
+            ) from None
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         if self.prefix:
@@ -78,8 +88,14 @@ class S3Store(ArtifactStore):
             retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
             maxsize=16,
         )
-        self._client = Minio(host, access_key=access_key or None, secret_key=secret_key or None,
-                             secure=secure, region=region, http_client=self._http)
+        self._client = Minio(
+            host,
+            access_key=access_key or None,
+            secret_key=secret_key or None,
+            secure=secure,
+            region=region,
+            http_client=self._http,
+        )
         if create_bucket:
             self.ensure_bucket()
 
@@ -96,8 +112,10 @@ class S3Store(ArtifactStore):
             if exc.code in _MISSING:
                 return NotFound(f"{self.url}: {what}: {exc.code}")
             if exc.code in _REFUSED:
-                return FailedPrecondition(f"{self.endpoint}: {what} refused ({exc.code}): check the access key, "
-                                          "secret and the identity's permissions")
+                return FailedPrecondition(
+                    f"{self.endpoint}: {what} refused ({exc.code}): check the access key, "
+                    "secret and the identity's permissions"
+                )
             return Unavailable(f"{self.endpoint}: {what} failed: {exc.code}: {exc.message}")
         return Unavailable(f"{self.endpoint}: {what} failed: {type(exc).__name__}: {exc}")
 
@@ -118,8 +136,15 @@ class S3Store(ArtifactStore):
 
     # -- interface -------------------------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        self._call(f"put {key!r}", self._client.put_object, self.bucket, self._name(key), io.BytesIO(data),
-                   len(data), content_type=content_type)
+        self._call(
+            f"put {key!r}",
+            self._client.put_object,
+            self.bucket,
+            self._name(key),
+            io.BytesIO(data),
+            len(data),
+            content_type=content_type,
+        )
 
     def get_bytes(self, key: str) -> bytes:
         name = self._name(key)
@@ -144,8 +169,11 @@ class S3Store(ArtifactStore):
         cut = len(self.prefix) + 1 if self.prefix else 0
 
         def names() -> list[str]:
-            return [o.object_name[cut:] for o in self._client.list_objects(self.bucket, prefix=full, recursive=True)
-                    if not o.is_dir]
+            return [
+                o.object_name[cut:]
+                for o in self._client.list_objects(self.bucket, prefix=full, recursive=True)
+                if not o.is_dir
+            ]
 
         return sorted(self._call(f"list {prefix!r}", names))
 
@@ -159,8 +187,14 @@ class S3Store(ArtifactStore):
         src = Path(path)
         if not src.is_file():
             raise NotFound(f"cannot upload {src} to {self.url}/{key}: no such file")
-        self._call(f"upload {src} to {key!r}", self._client.fput_object, self.bucket, self._name(key), str(src),
-                   part_size=_MULTIPART_PART_BYTES)
+        self._call(
+            f"upload {src} to {key!r}",
+            self._client.fput_object,
+            self.bucket,
+            self._name(key),
+            str(src),
+            part_size=_MULTIPART_PART_BYTES,
+        )
 
     def get_file(self, key: str, path: str | Path) -> Path:
         dest = Path(path)
