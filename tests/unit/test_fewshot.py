@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from array_context import ArrayContext
 from sklearn.linear_model import LogisticRegression
 
-from bobench.data.base import Dataset
 from bobench.errors import InvalidArgument
 from bobench.protocols import get_protocol
 from bobench.protocols.fewshot import fewshot_top1, sample_shots
@@ -17,30 +17,6 @@ from bobench.protocols.metrics import l2_normalize
 torch.set_num_threads(1)
 
 GRID = [0.1, 1.0, 10.0, 100.0]
-
-
-class ArrayContext:
-    """A RunContext fixture that serves fixed (features, labels) arrays per split."""
-
-    def __init__(self, splits: dict[str, tuple[np.ndarray, np.ndarray]], n_classes: int) -> None:
-        self._splits = splits
-        labels = np.concatenate([y for _, y in splits.values()])
-        offsets = np.cumsum([0] + [len(y) for _, y in splits.values()])
-        self.dataset = Dataset(
-            name="arrays",
-            classes=[f"c{i}" for i in range(n_classes)],
-            labels=labels,
-            splits={name: np.arange(offsets[i], offsets[i + 1]) for i, name in enumerate(splits)},
-            load=lambda i: np.zeros((8, 8, 3), np.uint8),
-            fingerprint="fixture",
-        )
-
-    def features(self, split, dataset=None, variant=None):
-        self.dataset.split(split)  # an unknown split raises InvalidArgument, as in the real context
-        return self._splits[split]
-
-    def progress(self, done: int, total: int, message: str = "") -> None:
-        assert 0 <= done <= total
 
 
 def make_splits(seed: int = 0, n_classes: int = 5, dim: int = 16, per_class_train: int = 12):

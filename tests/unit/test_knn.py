@@ -5,38 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from array_context import ArrayContext
 
-from bobench.data.base import Dataset
 from bobench.errors import InvalidArgument
 from bobench.protocols import get_protocol
 from bobench.protocols.knn import knn_metrics, nearest_neighbours
 from bobench.protocols.metrics import l2_normalize
 
 torch.set_num_threads(1)
-
-
-class ArrayContext:
-    """A RunContext fixture that serves fixed (features, labels) arrays per split."""
-
-    def __init__(self, splits: dict[str, tuple[np.ndarray, np.ndarray]], n_classes: int) -> None:
-        self._splits = splits
-        labels = np.concatenate([y for _, y in splits.values()])
-        offsets = np.cumsum([0] + [len(y) for _, y in splits.values()])
-        self.dataset = Dataset(
-            name="arrays",
-            classes=[f"c{i}" for i in range(n_classes)],
-            labels=labels,
-            splits={name: np.arange(offsets[i], offsets[i + 1]) for i, name in enumerate(splits)},
-            load=lambda i: np.zeros((8, 8, 3), np.uint8),
-            fingerprint="fixture",
-        )
-
-    def features(self, split, dataset=None, variant=None):
-        self.dataset.split(split)  # an unknown split raises InvalidArgument, as in the real context
-        return self._splits[split]
-
-    def progress(self, done: int, total: int, message: str = "") -> None:
-        assert 0 <= done <= total
 
 
 def brute_force_knn(bank_x, bank_y, query_x, query_y, k, temperature, n_classes):

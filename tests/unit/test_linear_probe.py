@@ -5,42 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from array_context import ArrayContext
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, log_loss, top_k_accuracy_score
 
-from bobench.data.base import Dataset
 from bobench.errors import InvalidArgument
 from bobench.protocols import get_protocol
 from bobench.protocols.linear_probe import DEFAULT_GRID, fit_logistic_grid, select_C
 from bobench.protocols.metrics import l2_normalize, mean_per_class_recall, topk_accuracy
 
 torch.set_num_threads(1)
-
-
-class ArrayContext:
-    """A RunContext fixture that serves fixed (features, labels) arrays per split and records requests."""
-
-    def __init__(self, splits: dict[str, tuple[np.ndarray, np.ndarray]], n_classes: int) -> None:
-        self._splits = splits
-        self.requested: list[str] = []
-        labels = np.concatenate([y for _, y in splits.values()])
-        offsets = np.cumsum([0] + [len(y) for _, y in splits.values()])
-        self.dataset = Dataset(
-            name="arrays",
-            classes=[f"c{i}" for i in range(n_classes)],
-            labels=labels,
-            splits={name: np.arange(offsets[i], offsets[i + 1]) for i, name in enumerate(splits)},
-            load=lambda i: np.zeros((8, 8, 3), np.uint8),
-            fingerprint="fixture",
-        )
-
-    def features(self, split, dataset=None, variant=None):
-        self.requested.append(split)
-        self.dataset.split(split)  # an unknown split raises InvalidArgument, as in the real context
-        return self._splits[split]
-
-    def progress(self, done: int, total: int, message: str = "") -> None:
-        assert 0 <= done <= total
 
 
 def mixture(n: int, n_classes: int, dim: int, rng: np.random.Generator, spread: float = 1.0):

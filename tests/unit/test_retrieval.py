@@ -4,43 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from array_context import ArrayContext
 from sklearn.metrics import average_precision_score
 
-from bobench.data.base import Dataset
 from bobench.errors import InvalidArgument
 from bobench.protocols import get_protocol
 from bobench.protocols.metrics import l2_normalize
 from bobench.protocols.retrieval import order_ranking, per_query_metrics, retrieval_metrics
 
 KS = [1, 5, 10]
-
-
-class ArrayContext:
-    """A RunContext fixture serving fixed arrays per (split, variant); records the variants asked for."""
-
-    def __init__(self, arrays: dict[tuple[str, str | None], tuple[np.ndarray, np.ndarray]]) -> None:
-        self._arrays = arrays
-        self.requests: list[tuple[str, str | None]] = []
-        clean = {split: xy for (split, variant), xy in arrays.items() if variant is None}
-        offsets = np.cumsum([0] + [len(y) for _, y in clean.values()])
-        self.dataset = Dataset(
-            name="arrays",
-            classes=["c"],
-            labels=np.concatenate([y for _, y in clean.values()]),
-            splits={name: np.arange(offsets[i], offsets[i + 1]) for i, name in enumerate(clean)},
-            load=lambda i: np.zeros((8, 8, 3), np.uint8),
-            fingerprint="fixture",
-        )
-
-    def features(self, split, dataset=None, variant=None):
-        self.requests.append((split, variant))
-        self.dataset.split(split)
-        if (split, variant) not in self._arrays:
-            raise InvalidArgument(f"fixture has no variant {variant!r} of split {split!r}")
-        return self._arrays[(split, variant)]
-
-    def progress(self, done: int, total: int, message: str = "") -> None:
-        assert 0 <= done <= total
 
 
 def brute_force(scores: np.ndarray, relevant: np.ndarray, k: int) -> dict[str, float]:
