@@ -80,4 +80,15 @@ def load_settings(config_file: str | os.PathLike | None = None, **cli: Any) -> S
             if name not in fields:
                 raise InvalidArgument(f"unknown setting {name!r}")
             values[name] = _coerce(fields[name], raw, f"--{name.replace('_', '-')}")
-    return Settings(**values)
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    if s.batch_size <= 0:
+        raise InvalidArgument(f"batch_size must be a positive integer, got {s.batch_size}")
+    if s.threads < 0:
+        raise InvalidArgument(f"threads must be >= 0 (0 = library default), got {s.threads}")
+    if s.embedder not in ("onnxruntime", "torch", "triton"):
+        raise InvalidArgument(f"embedder must be onnxruntime, torch or triton, got {s.embedder!r}")

@@ -89,6 +89,8 @@ class LocalExecutor(Executor):
             }
             if self.settings.embedder == "onnxruntime":
                 options["cache_dir"] = self.settings.cache_dir
+            if self.settings.embedder == "torch":
+                options["device"] = self.settings.device
             if self.settings.embedder == "triton":
                 options = {"batch_size": self.settings.batch_size, "url": self.settings.triton_url}
             log.info("loading %s with the %s embedder", spec.name, self.settings.embedder)

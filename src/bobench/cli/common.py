@@ -17,6 +17,7 @@ def add_settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="embedding batch size")
     p.add_argument("--threads", type=int, help="intra-op threads (0 = library default)")
     p.add_argument("--triton-url", help="Triton gRPC address for --embedder triton")
+    p.add_argument("--device", help="torch device for --embedder torch (cpu, cuda, cuda:1)")
 
 
 def settings_from(args: argparse.Namespace, **spec_values: Any) -> Settings:
