@@ -32,7 +32,9 @@ def test_battle_with_triton_embedder_equals_onnxruntime(tmp_path, triton_toy):
     ort_run = run_battle(parse_spec(SPEC), tmp_path / "ort", _settings(tmp_path / "c-ort"), progress=False)
     triton_settings = _settings(tmp_path / "c-triton", embedder="triton", triton_url=url)
     executor = LocalExecutor(triton_settings)
-    triton_run = run_battle(parse_spec(SPEC), tmp_path / "tr", triton_settings, executor=executor, progress=False)
+    triton_run = run_battle(
+        parse_spec(SPEC), tmp_path / "tr", triton_settings, executor=executor, progress=False
+    )
     assert executor._embedder.runtime == "triton" and executor._embedder.forward_passes > 0
     by_key = {r.run_key: r for r in ort_run.records}
     for rec in triton_run.records:
@@ -52,9 +54,16 @@ def test_battle_with_triton_embedder_equals_onnxruntime(tmp_path, triton_toy):
 def test_scheduler_to_evaluator_to_triton_matches_the_embedded_battle(tmp_path, triton_toy):
     from bobench.client import SchedulerClient
 
-    embedded = run_battle(parse_spec(SPEC), tmp_path / "embedded", _settings(tmp_path / "c-local"), progress=False)
-    env = {"OMP_NUM_THREADS": "1", "BOBENCH_THREADS": "1", "BOBENCH_BATCH_SIZE": "8",
-           "BOBENCH_EMBEDDER": "triton", "BOBENCH_TRITON_URL": triton_toy["server"].grpc_url}
+    embedded = run_battle(
+        parse_spec(SPEC), tmp_path / "embedded", _settings(tmp_path / "c-local"), progress=False
+    )
+    env = {
+        "OMP_NUM_THREADS": "1",
+        "BOBENCH_THREADS": "1",
+        "BOBENCH_BATCH_SIZE": "8",
+        "BOBENCH_EMBEDDER": "triton",
+        "BOBENCH_TRITON_URL": triton_toy["server"].grpc_url,
+    }
     evaluator = start_bobench_service(
         "evaluator", "bobench.rpc.evaluator_service",
         ["--port", "0", "--metrics-port", "0", "--results-dir", str(tmp_path / "ev"), "--cache-dir",
