@@ -14,8 +14,9 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps unique names to objects. `kind` names the things held, for error messages."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, list_hint: str | None = None) -> None:
         self.kind = kind
+        self.list_hint = list_hint  # how a user lists the entries, e.g. "bob backbones list"
         self._items: dict[str, T] = {}
 
     def add(self, name: str, item: T) -> T:
@@ -42,7 +43,9 @@ class Registry(Generic[T]):
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        return f"unknown {self.kind} {name!r}{hint} (known: {len(self._items)}; list them with `bob {self.kind}s list`)"
+        if self.list_hint:
+            return f"unknown {self.kind} {name!r}{hint} (known: {len(self._items)}; list them with `{self.list_hint}`)"
+        return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._items))})"
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -80,3 +80,18 @@ def _json(capsys, argv):
     capsys.readouterr()
     assert bob(argv) == 0
     return json.loads(capsys.readouterr().out)
+
+
+def test_protocols_list_names_every_protocol_and_its_primary_metric(capsys):
+    rows = {r["name"]: r for r in _json(capsys, ["protocols", "list", "--json"])}
+    assert {
+        "linear_probe",
+        "knn",
+        "fewshot",
+        "retrieval",
+        "ood",
+        "efficiency",
+        "finetune",
+        "serving_latency",
+    } <= set(rows)
+    assert rows["retrieval"]["primary_metric"] == "mAP" and rows["knn"]["defaults"]["temperature"] == 0.07

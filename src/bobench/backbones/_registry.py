@@ -17,7 +17,7 @@ from bobench.backbones.spec import FAMILIES, PRETRAINING_METHODS, BackboneSpec
 from bobench.errors import InvalidArgument
 from bobench.registry import Registry
 
-BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+BACKBONES: Registry[BackboneSpec] = Registry("backbone", "bob backbones list")
 
 SpecFn = Callable[[], BackboneSpec]
 

@@ -44,7 +44,7 @@ class RegisteredDataset:
         return [p for p in params if p != "seed"]
 
 
-DATASETS: Registry[RegisteredDataset] = Registry("dataset")
+DATASETS: Registry[RegisteredDataset] = Registry("dataset", "bob datasets list")
 SOURCES: Registry[SourceFactory] = Registry("dataset source")
 
 _BUILTIN_MODULES = (

@@ -83,7 +83,7 @@ class Protocol:
         return {**self.defaults, **config}
 
 
-PROTOCOLS: Registry[Protocol] = Registry("protocol")
+PROTOCOLS: Registry[Protocol] = Registry("protocol", "bob protocols list")
 
 
 def register_protocol(protocol: Protocol) -> Protocol:
