@@ -223,7 +223,7 @@ def export_onnx(
         spec=loaded.spec,
     )
     (out_path.parent / "export.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))
-    log.info("exported %s -> %s (max abs err %s)", loaded.spec.name, out_path, abs_err)
+    log.debug("exported %s -> %s (max abs err %s)", loaded.spec.name, out_path, abs_err)
     return report
 
 
@@ -257,7 +257,10 @@ def export_cached(loaded: LoadedBackbone, cache_dir: str | Path, input_dtype: st
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
-        export_onnx(loaded, tmp / "model.onnx", input_dtype=input_dtype)
+        built = export_onnx(loaded, tmp / "model.onnx", input_dtype=input_dtype)
+        meta = json.loads((tmp / "export.json").read_text())
+        meta["path"] = str(final / "model.onnx")  # where it will live, not the temporary folder
+        (tmp / "export.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -267,6 +270,9 @@ def export_cached(loaded: LoadedBackbone, cache_dir: str | Path, input_dtype: st
     report = load_cached_report(final)
     if report is None:
         raise ExportVerificationError(f"export cache entry {final} could not be read back")
+    log.info(
+        "cached verified export of %s at %s (max abs err %.3g)", loaded.spec.name, final, built.max_abs_err
+    )
     return report
 
 
