@@ -49,7 +49,7 @@ protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=src --pyi_out=src --grpc_python_out=src protos/bobench/v1/*.proto
 
 up: $(STAMP)
-	$(BIN)/python -m bobench.stack up
+	$(BIN)/python -m bobench.stack up $(if $(BACKBONES),--backbones $(BACKBONES))
 
 down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m bobench.stack down; fi

@@ -54,6 +54,8 @@ def test_pretrained_lite0_beats_its_random_twin_on_lfw_and_rerun_computes_nothin
     )
     assert third.executed == 2 and third.reused == 4
     assert executor.cache.hits > 0 and executor.cache.misses == 0 and executor._embedder is None
+    new = [r for r in third.records if r.config.get("ks") == [5]]
+    assert all(r.environment["feature_runtimes"] == ["onnxruntime"] for r in new)  # who computed them
 
 
 def test_results_jsonl_records_have_the_documented_fields(tmp_path, settings):

@@ -39,7 +39,7 @@ def test_battle_with_triton_embedder_equals_onnxruntime(tmp_path, triton_toy):
     by_key = {r.run_key: r for r in ort_run.records}
     for rec in triton_run.records:
         assert rec.finished, rec.error
-        assert rec.environment["runtime"] == "triton"
+        assert rec.environment["runtime"] == "triton" and rec.environment["feature_runtimes"] == ["triton"]
         assert rec.metrics == pytest.approx(by_key[rec.run_key].metrics, abs=1e-6)
     # the cached features themselves agree to 1e-5
     from bobench.backbones import get_spec

@@ -48,6 +48,7 @@ class LocalContext:
         self._module_factory = module_factory
         self._progress = progress
         self.runtime_info: dict[str, Any] = {}
+        self.feature_runtimes: set[str] = set()  # runtimes that computed the features this run read
 
     def embedder(self) -> Embedder:
         emb = self._embedder_factory()
@@ -76,12 +77,14 @@ class LocalContext:
         if len(indices) == 0:
             raise InvalidArgument(f"dataset {ds.name!r}: split {split!r} is empty")
         key = FeatureKey(self.spec.digest(), ds.fingerprint, split, variant or "")
-        cached = self.cache.get(key)
+        cached = self.cache.get_with_meta(key)
         if cached is not None:
-            return cached
+            self.feature_runtimes.add(str(cached[2].get("runtime", "unknown")))
+            return cached[0], cached[1]
         feats = self._compute(
             ds, indices, variant, f"{self.spec.name} · {ds.name}/{split}{'·' + variant if variant else ''}"
         )
+        self.feature_runtimes.add(str(self.runtime_info.get("runtime", "unknown")))
         labels = ds.labels[indices].astype(np.int64)
         self.cache.put(
             key, feats, labels, meta={"backbone": self.spec.name, "dataset": ds.name, **self.runtime_info}

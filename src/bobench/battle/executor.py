@@ -136,6 +136,8 @@ class LocalExecutor(Executor):
             self.executions += 1
             metrics = get_protocol(plan.protocol).evaluate(ctx, plan.config, plan.seed)
             runtime_info.update(ctx.runtime_info)
+            if ctx.feature_runtimes:  # cached features may come from another runtime: say so
+                runtime_info["feature_runtimes"] = sorted(ctx.feature_runtimes)
             if self._embedder is not None and self._embedder_key == spec.digest():
                 record.backbone_info = backbone_info(self._embedder.spec)
             record.metrics = dict(metrics)

@@ -45,6 +45,11 @@ class FeatureCache:
         return self.root / h[:2] / f"{h}.npz"
 
     def get(self, key: FeatureKey) -> tuple[np.ndarray, np.ndarray] | None:
+        hit = self.get_with_meta(key)
+        return None if hit is None else hit[:2]
+
+    def get_with_meta(self, key: FeatureKey) -> tuple[np.ndarray, np.ndarray, dict] | None:
+        """(features, labels, meta) — meta says which backbone/runtime computed them — or None."""
         path = self._path(key)
         if not path.exists():
             self.misses += 1
@@ -52,12 +57,13 @@ class FeatureCache:
         try:
             with np.load(path) as z:
                 feats, labels = z["features"], z["labels"]
+                meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
         except (OSError, ValueError, KeyError) as exc:  # unreadable entry: recompute, never trust
             log.warning("feature cache entry %s is unreadable (%s); recomputing", path, exc)
             self.misses += 1
             return None
         self.hits += 1
-        return feats, labels
+        return feats, labels, meta
 
     def put(
         self, key: FeatureKey, features: np.ndarray, labels: np.ndarray, meta: dict | None = None

@@ -152,6 +152,8 @@ def up(
                         "0",
                         "--results-dir",
                         str(state_dir / f"evaluator-{i}"),
+                        "--cache-dir",  # the stack's own features: computed through Triton
+                        str(state_dir / "cache"),
                     ],
                     logs,
                     env=ev_env,

@@ -9,6 +9,21 @@ import sys
 
 from bobench.errors import BobenchError
 
+DEMO_SPEC = "examples/offline-battle.yaml"
+
+
+def _served_backbones(flag: str | None) -> tuple[str, ...]:
+    """--backbones, else every backbone of the demo spec (so `bob battle submit` of it works), else toy."""
+    from pathlib import Path
+
+    if flag:
+        return tuple(b.strip() for b in flag.split(",") if b.strip())
+    if Path(DEMO_SPEC).is_file():
+        from bobench.battle.spec import load_spec
+
+        return load_spec(DEMO_SPEC).backbones
+    return ("toy",)
+
 
 def main(argv: list[str] | None = None) -> int:
     from bobench.stack import DEFAULT_STATE_DIR, down, read_state, up
@@ -24,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.action == "up":
-            state = up(args.state_dir, evaluators=args.evaluators, embedder=not args.no_embedder)
+            state = up(
+                args.state_dir,
+                evaluators=args.evaluators,
+                embedder=not args.no_embedder,
+                embedder_backbones=_served_backbones(args.backbones),
+            )
             for s in state["services"]:
                 print(
                     f"{s['name']:<12} pid {s['pid']:<8} {s['address']:<22} metrics {s['metrics_address'] or '-'}"
