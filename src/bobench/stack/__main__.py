@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-embedder", action="store_true", help="do not start Triton (evaluators embed in process)"
     )
+    p.add_argument(
+        "--backbones",
+        default=None,
+        help="comma-separated backbones Triton serves (default: those of examples/offline-battle.yaml, "
+        "or toy when that spec is absent)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
