@@ -1,10 +1,14 @@
 """The Battle of the Backbones catalog (Goldblum et al., NeurIPS 2023): hub-weight entries.
 
 These need a network (or a pre-staged Hugging Face / torch hub cache); offline they are listed with
-available=False. Parameter counts are approximate feature-extractor sizes as published; the exact
-count and embedding dim are measured when a backbone is created. Not yet catalogued (no loader for
-their checkpoint formats): MoCo v3 (tar checkpoints), SSCD (TorchScript), Stable Diffusion encoder
-(diffusers).
+available=False. Parameter counts are feature-extractor sizes (heads and projectors excluded); the
+exact count and embedding dim are measured when a backbone is created.
+
+MoCo v3, SSCD and the Stable Diffusion encoder have their own loaders (sources `moco_v3`,
+`torchscript`, `diffusers_sd` in sources_more.py): their hub weights are the official checkpoint
+files (extra["checkpoint_url"], cached under torch hub's `checkpoints/` as extra["checkpoint_file"])
+or the diffusers layout on the Hugging Face hub. MoCo v3's ViT-S uses 12 attention heads (DeiT/timm
+use 6): the weights load into either, so the head count is pinned in extra["timm_kwargs"].
 """
 
 from __future__ import annotations
@@ -23,6 +27,31 @@ _Row = tuple[str, str, str, str, str, str, int, int | None, float, str, dict[str
 _VIT = {"mean": HALF, "std": HALF, "crop_pct": 0.9}
 _CLIP = {"mean": CLIP_MEAN, "std": CLIP_STD, "crop_pct": 1.0}
 _IN1K, _IN21K, _IN21K_FT = "ImageNet-1k", "ImageNet-21k", "ImageNet-21k -> ImageNet-1k"
+_MOCO_URL = "https://dl.fbaipublicfiles.com/moco-v3"
+_SSCD_URL = "https://dl.fbaipublicfiles.com/sscd-copy-detection"
+
+
+def _ckpt(url: str, **extra: Any) -> dict[str, Any]:
+    """Extra fields for a checkpoint downloaded from `url` into torch hub's checkpoint folder."""
+    return {"checkpoint_url": url, "checkpoint_file": url.rsplit("/", 1)[1], **extra}
+
+
+# MoCo v3 linear eval: Resize(256) bilinear + CentreCrop(224), ImageNet mean/std.
+_MOCO = {"interpolation": "bilinear", "notes": "MoCo v3 300-epoch pretraining checkpoint, base encoder"}
+_SSCD = {
+    "interpolation": "bilinear",
+    "crop_pct": 1.0,
+    "notes": "SSCD disc_mixup (TorchScript); output is already L2-normalised. SSCD's README resizes the "
+    "short side to 288 without cropping; the square contract here centre-crops at 288",
+}
+_SD = {
+    "mean": HALF,
+    "std": HALF,
+    "crop_pct": 1.0,
+    "notes": "VAE encoder latent mean x 0.18215, U-Net conv_in + down blocks + mid block at timestep 0 with "
+    "the CLIP text embedding of the empty prompt; feature = mid-block output averaged over space. "
+    "512 px is SD v1's training resolution",
+}
 
 # fmt: off
 CATALOG: tuple[_Row, ...] = (
@@ -52,6 +81,11 @@ CATALOG: tuple[_Row, ...] = (
     ("vicregl_convnext_xlarge", "torchhub", "facebookresearch/vicregl:main/convnext_xlarge_alpha0p75", "cnn", "ssl", "ImageNet-22k (no labels)", 224, None, 348.1, "cc-by-nc-4.0", {}),
     ("mae_vitb16", "timm", "vit_base_patch16_224.mae", "vit", "ssl", _IN1K + " (no labels, masked image modelling)", 224, 768, 85.8, "cc-by-nc-4.0", {}),
     ("mae_vitl16", "timm", "vit_large_patch16_224.mae", "vit", "ssl", _IN1K + " (no labels, masked image modelling)", 224, 1024, 303.3, "cc-by-nc-4.0", {}),
+    ("mocov3_vits16", "moco_v3", "vit_small_patch16_224", "vit", "ssl", _IN1K + " (no labels)", 224, 384, 21.7, "cc-by-nc-4.0", {**_MOCO, "extra": _ckpt(f"{_MOCO_URL}/vit-s-300ep/vit-s-300ep.pth.tar", timm_kwargs={"num_heads": 12})}),
+    ("mocov3_vitb16", "moco_v3", "vit_base_patch16_224", "vit", "ssl", _IN1K + " (no labels)", 224, 768, 85.8, "cc-by-nc-4.0", {**_MOCO, "extra": _ckpt(f"{_MOCO_URL}/vit-b-300ep/vit-b-300ep.pth.tar")}),
+    ("mocov3_resnet50", "moco_v3", "resnet50", "cnn", "ssl", _IN1K + " (no labels)", 224, 2048, 23.5, "cc-by-nc-4.0", {**_MOCO, "extra": _ckpt(f"{_MOCO_URL}/r-50-300ep/r-50-300ep.pth.tar")}),
+    # generative
+    ("sd_v1_4_encoder", "diffusers_sd", "CompVis/stable-diffusion-v1-4", "hybrid", "generative", "LAION (SD v1.4 training data)", 512, 1280, 382.9, "creativeml-openrail-m", {**_SD, "extra": {"hf_hub_id": "CompVis/stable-diffusion-v1-4", "prompt": "", "timestep": 0}}),
     # vision-language
     ("clip_rn50_openai", "open_clip", "RN50", "cnn", "vision-language", "OpenAI WIT-400M", 224, 1024, 38.3, "mit", {**_CLIP, "extra": {"pretrained": "openai", "hf_hub_id": "timm/resnet50_clip.openai"}}),
     ("clip_rn101_openai", "open_clip", "RN101", "cnn", "vision-language", "OpenAI WIT-400M", 224, 512, 56.3, "mit", {**_CLIP, "extra": {"pretrained": "openai", "hf_hub_id": "timm/resnet101_clip.openai"}}),
@@ -60,6 +94,7 @@ CATALOG: tuple[_Row, ...] = (
     ("clip_vitl14_laion2b", "open_clip", "ViT-L-14", "vit", "vision-language", "LAION-2B", 224, 768, 304.0, "mit", {**_CLIP, "extra": {"pretrained": "laion2b_s32b_b82k", "hf_hub_id": "laion/CLIP-ViT-L-14-laion2B-s32B-b82K"}}),
     # other objectives
     ("sam_vitb_encoder", "hf", "facebook/sam-vit-base", "vit", "other", "SA-1B (segmentation)", 1024, 256, 89.7, "apache-2.0", {"crop_pct": 1.0, "extra": {"hf_submodule": "vision_encoder", "pool": "mean"}}),
+    ("sscd_resnet50", "torchscript", "sscd_disc_mixup", "cnn", "other", "DISC2021 (copy detection)", 288, 512, 24.6, "mit", {**_SSCD, "extra": _ckpt(f"{_SSCD_URL}/sscd_disc_mixup.torchscript.pt")}),
     ("midas_swinv2_tiny", "hf", "Intel/dpt-swinv2-tiny-256", "hierarchical-vit", "other", "MiDaS MIX-6 (depth)", 256, None, 41.0, "mit", {"mean": HALF, "std": HALF, "crop_pct": 1.0, "extra": {"pool": "mean"}}),
 )
 
@@ -75,6 +110,7 @@ RANDOM_BASELINES: tuple[tuple[str, str, int, float, dict[str, Any]], ...] = (
 def _register_catalog() -> None:
     for name, source, model_id, family, method, data, size, dim, params_m, lic, over in CATALOG:
         fields: dict[str, Any] = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, **over}
+        note = fields.pop("notes", "")
         register_spec(
             BackboneSpec(
                 name=name,
@@ -88,7 +124,7 @@ def _register_catalog() -> None:
                 num_params=int(params_m * 1e6),
                 weights="hub",
                 license=lic,
-                notes="Battle of the Backbones catalog entry",
+                notes="Battle of the Backbones catalog entry" + (f"; {note}" if note else ""),
                 **fields,
             )
         )

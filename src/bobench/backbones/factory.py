@@ -33,6 +33,9 @@ for _source, _target in (
     ("open_clip", "bobench.backbones.sources_extra:load_open_clip"),
     ("hf", "bobench.backbones.sources_extra:load_hf"),
     ("onnx", "bobench.backbones.sources_onnx:load_onnx"),
+    ("moco_v3", "bobench.backbones.sources_more:load_moco_v3"),
+    ("torchscript", "bobench.backbones.sources_more:load_torchscript"),
+    ("diffusers_sd", "bobench.backbones.sources_more:load_diffusers_sd"),
 ):
     SOURCE_LOADERS.add(_source, _target)
 
