@@ -133,3 +133,34 @@ def test_error_classes_map_to_status_codes(exc, code):
 
 def test_split_method_names_service_and_method():
     assert split_method("/bobench.v1.Evaluator/Evaluate") == ("bobench.v1.Evaluator", "Evaluate")
+
+
+def test_protocol_backbone_filters_and_custom_backbones_survive_the_proto():
+    from bobench.battle.plan import plan_battle
+
+    spec = parse_spec(
+        {
+            "name": "filters",
+            "backbones": [
+                "toy",
+                {"name": "wire-net", "source": "timm", "model_id": "resnet18", "weights": "random",
+                 "crop_pct": 1, "mean": [0, 0.5, 1], "std": [1, 1, 1]},
+            ],
+            "datasets": ["toy"],
+            "protocols": ["knn", {"name": "linear_probe", "backbones": ["toy"]}],
+        }
+    )  # fmt: skip
+    back = convert.battle_spec_from_proto(convert.battle_spec_to_proto(spec))
+    assert back.to_dict() == spec.to_dict()
+    assert back.protocols[1].backbones == ("toy",)
+    local, remote = plan_battle(spec), plan_battle(back)
+    assert [p.run_key for p in remote] == [p.run_key for p in local]  # same keys on both sides
+    assert len(local) == 3  # knn x 2 backbones + linear probe for toy only
+
+
+def test_custom_backbone_not_listed_in_backbones_is_rejected():
+    msg = convert.battle_spec_to_proto(parse_spec({"name": "x", "backbones": ["toy"], "datasets": ["toy"],
+                                                   "protocols": ["knn"]}))  # fmt: skip
+    msg.custom_backbones.add().update({"name": "ghost", "source": "timm", "model_id": "resnet18"})
+    with pytest.raises(errors.InvalidArgument, match="ghost"):
+        convert.battle_spec_from_proto(msg)

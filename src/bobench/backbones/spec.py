@@ -86,9 +86,12 @@ class BackboneSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BackboneSpec:
         d = dict(d)
+        # numbers arrive as ints from YAML ("crop_pct: 1") or gRPC Structs; normalise so digests agree
         for k in ("mean", "std"):
             if k in d:
-                d[k] = tuple(d[k])
+                d[k] = tuple(float(v) for v in d[k])
+        if "crop_pct" in d:
+            d["crop_pct"] = float(d["crop_pct"])
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -11,7 +11,17 @@ import sys
 from bobench import __version__
 from bobench.errors import BobenchError
 
-COMMAND_MODULES = ("backbones", "datasets", "protocols", "battle", "analysis", "export", "serve", "finetune", "remote")
+COMMAND_MODULES = (
+    "backbones",
+    "datasets",
+    "protocols",
+    "battle",
+    "analysis",
+    "export",
+    "serve",
+    "finetune",
+    "remote",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

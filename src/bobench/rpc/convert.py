@@ -268,7 +268,10 @@ def battle_spec_to_proto(spec: BattleSpec) -> common_pb2.BattleSpec:
         datasets=[dataset_ref_to_proto(d.ref, d.name) for d in spec.datasets],
         protocols=[
             common_pb2.BattleProtocol(
-                name=p.name, config=to_struct(p.config), datasets=list(p.datasets or ())
+                name=p.name,
+                config=to_struct(p.config),
+                datasets=list(p.datasets or ()),
+                backbones=list(p.backbones or ()),
             )
             for p in spec.protocols
         ],
@@ -276,7 +279,23 @@ def battle_spec_to_proto(spec: BattleSpec) -> common_pb2.BattleSpec:
         embedder=spec.embedder or "",
         settings=to_struct(spec.settings),
         report=spec.report,
+        custom_backbones=[to_struct(c) for c in spec.custom_backbones],
     )
+
+
+def _backbone_entries(msg: common_pb2.BattleSpec) -> list[str | dict[str, Any]]:
+    """Backbone names, with user-defined ones replaced by their BackboneSpec field mappings."""
+    custom = {}
+    for i, c in enumerate(msg.custom_backbones):
+        entry = from_struct(c)
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument(f"spec.custom_backbones[{i}]: needs a 'name'")
+        custom[name] = entry
+    unknown = sorted(set(custom) - set(msg.backbones))
+    if unknown:
+        raise InvalidArgument(f"spec.custom_backbones: {unknown} are not listed in spec.backbones")
+    return [custom.get(b, b) for b in msg.backbones]
 
 
 def battle_spec_from_proto(msg: common_pb2.BattleSpec) -> BattleSpec:
@@ -293,11 +312,13 @@ def battle_spec_from_proto(msg: common_pb2.BattleSpec) -> BattleSpec:
         entry: dict[str, Any] = {"name": p.name, "config": from_struct(p.config, defaults)}
         if p.datasets:
             entry["datasets"] = list(p.datasets)
+        if p.backbones:
+            entry["backbones"] = list(p.backbones)
         protocols.append(entry)
     data: dict[str, Any] = {
         "name": msg.name or "battle",
         "description": msg.description,
-        "backbones": list(msg.backbones),
+        "backbones": _backbone_entries(msg),
         "datasets": datasets,
         "protocols": protocols,
         "seeds": [int(s) for s in msg.seeds] or [0],

@@ -137,17 +137,19 @@ class RunResult(_message.Message):
     def __init__(self, run_key: _Optional[str] = ..., backbone: _Optional[str] = ..., dataset: _Optional[str] = ..., protocol: _Optional[str] = ..., protocol_version: _Optional[str] = ..., task: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ..., status: _Optional[_Union[RunStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., other_metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., higher_is_better: _Optional[_Mapping[str, bool]] = ..., primary_metric: _Optional[str] = ..., backbone_info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dataset_fingerprint: _Optional[str] = ..., environment: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_s: _Optional[float] = ..., error: _Optional[str] = ..., battle_id: _Optional[str] = ..., record_json: _Optional[str] = ...) -> None: ...
 
 class BattleProtocol(_message.Message):
-    __slots__ = ("name", "config", "datasets")
+    __slots__ = ("name", "config", "datasets", "backbones")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
+    BACKBONES_FIELD_NUMBER: _ClassVar[int]
     name: str
     config: _struct_pb2.Struct
     datasets: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., datasets: _Optional[_Iterable[str]] = ...) -> None: ...
+    backbones: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., datasets: _Optional[_Iterable[str]] = ..., backbones: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BattleSpec(_message.Message):
-    __slots__ = ("name", "description", "backbones", "datasets", "protocols", "seeds", "embedder", "settings", "report")
+    __slots__ = ("name", "description", "backbones", "datasets", "protocols", "seeds", "embedder", "settings", "report", "custom_backbones")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     BACKBONES_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +159,7 @@ class BattleSpec(_message.Message):
     EMBEDDER_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_BACKBONES_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     backbones: _containers.RepeatedScalarFieldContainer[str]
@@ -166,4 +169,5 @@ class BattleSpec(_message.Message):
     embedder: str
     settings: _struct_pb2.Struct
     report: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., backbones: _Optional[_Iterable[str]] = ..., datasets: _Optional[_Iterable[_Union[DatasetRef, _Mapping]]] = ..., protocols: _Optional[_Iterable[_Union[BattleProtocol, _Mapping]]] = ..., seeds: _Optional[_Iterable[int]] = ..., embedder: _Optional[str] = ..., settings: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., report: _Optional[bool] = ...) -> None: ...
+    custom_backbones: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., backbones: _Optional[_Iterable[str]] = ..., datasets: _Optional[_Iterable[_Union[DatasetRef, _Mapping]]] = ..., protocols: _Optional[_Iterable[_Union[BattleProtocol, _Mapping]]] = ..., seeds: _Optional[_Iterable[int]] = ..., embedder: _Optional[str] = ..., settings: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., report: _Optional[bool] = ..., custom_backbones: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ...) -> None: ...
