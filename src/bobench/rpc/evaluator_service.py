@@ -76,7 +76,9 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
         self.pool = ExecutorPool(settings, max_concurrent_runs)
         self.results = ResultLog(results_dir)
         self._threads = ThreadPoolExecutor(max_workers=max_concurrent_runs, thread_name_prefix="evaluate")
+        self._closing = threading.Event()  # set on shutdown: runs in flight stop at their next progress tick
         self._background: set[asyncio.Task] = set()
+        self._inflight: dict[asyncio.Future, PooledExecutor] = {}  # runs whose record is not stored yet
 
     async def GetResult(self, request, context):
         if not request.run_key.strip():
@@ -121,6 +123,8 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
         def progress(done: int, total: int, message: str = "") -> None:  # runs in the worker thread
             if stop.is_set():
                 raise Cancelled(f"run {plan.run_key} cancelled by the caller")
+            if self._closing.is_set():
+                raise Cancelled(f"run {plan.run_key} stopped: the evaluator is shutting down")
             if deadline is not None and loop.time() > deadline:
                 raise DeadlineExceeded(f"run {plan.run_key} passed its deadline")
             event = evaluator_pb2.Progress(done=int(done), total=int(total), message=str(message))
@@ -129,15 +133,17 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
         executor.batch_size_override = batch_size or None
         RUNS_IN_FLIGHT.inc()
         future = loop.run_in_executor(self._threads, executor.execute, plan, progress)
+        self._inflight[future] = executor
         future.add_done_callback(lambda _f: events.put_nowait(_DONE))
         try:
             while (event := await events.get()) is not _DONE:
                 yield evaluator_pb2.EvaluateEvent(progress=event)
             if future.exception() is not None:  # execute() records a run's own failure; this is a bug
+                self._inflight.pop(future, None)
                 RUNS_IN_FLIGHT.dec()
                 self.pool.release(executor)
                 raise future.exception()
-            record = self._finish(future.result(), executor, cancelled=stop.is_set())
+            record = self._finish(future, executor, cancelled=stop.is_set())
             yield evaluator_pb2.EvaluateEvent(result=convert.record_to_result(record))
         except (asyncio.CancelledError, GeneratorExit):
             # The caller went away or the deadline passed: stop the worker at its next progress call,
@@ -150,16 +156,21 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
 
     async def _finish_later(self, future: asyncio.Future, executor: PooledExecutor) -> None:
         try:
-            record = await asyncio.shield(future)
+            await asyncio.shield(future)
         except Exception:  # execute() never raises for a run's own failure; this is a bug
             log.exception("worker of a cancelled run crashed")
+            self._inflight.pop(future, None)
             RUNS_IN_FLIGHT.dec()
             self.pool.release(executor)
             return
-        self._finish(record, executor, cancelled=True)
+        self._finish(future, executor, cancelled=True)
 
-    def _finish(self, record: RunRecord, executor: PooledExecutor, *, cancelled: bool) -> RunRecord:
-        """Store the record (as cancelled when the caller left before it ended) and free the executor."""
+    def _finish(self, future: asyncio.Future, executor: PooledExecutor, *, cancelled: bool) -> RunRecord:
+        """Store the record (as cancelled when the caller left before it ended) and free the executor.
+        Once per run: whichever of the stream, the cancel path or shutdown gets there first."""
+        record = future.result()
+        if self._inflight.pop(future, None) is None:
+            return record
         RUNS_IN_FLIGHT.dec()
         self.pool.release(executor)
         if cancelled:
@@ -180,7 +191,24 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
         )
         return record
 
+    async def aclose(self) -> None:
+        """After the grace period: stop runs still in flight at their next progress tick and wait until
+        they are recorded as cancelled (never finished), then release everything."""
+        self._closing.set()
+        for future in list(self._inflight):
+            try:
+                await asyncio.shield(future)
+            except Exception:
+                log.exception("a run in flight crashed during shutdown")
+                continue
+            if future in self._inflight:  # a run that still finished keeps its result; the rest cancelled
+                self._finish(future, self._inflight[future], cancelled=not future.result().finished)
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        self.close()
+
     def close(self) -> None:
+        self._closing.set()
         self._threads.shutdown(wait=True, cancel_futures=True)
         self.pool.close()
 
@@ -260,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             max_message_mb=args.max_message_mb,
             metrics_port=args.metrics_port,
             grace_s=args.grace_s,
-            on_stop=servicer.close,
+            on_stop=servicer.aclose,
         )
     )
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -173,7 +174,7 @@ async def serve_forever(
     on_stop: Callable[[], Any] | None = None,
 ) -> None:
     """Start the server, print ONE JSON line (see `RunningServer.ready_info`) to stdout, and serve
-    until SIGTERM or SIGINT; then drain calls in flight for `grace_s` and call `on_stop`."""
+    until SIGTERM or SIGINT; then drain calls in flight for `grace_s` and call (or await) `on_stop`."""
     running = await start_server(
         services, host, port, max_message_mb=max_message_mb, metrics_port=metrics_port, grace_s=grace_s
     )
@@ -192,5 +193,7 @@ async def serve_forever(
     await waiter
     stopper.cancel()
     if on_stop is not None:
-        on_stop()
+        result = on_stop()
+        if inspect.isawaitable(result):
+            await result
     log.info("server on %s stopped", running.address)
