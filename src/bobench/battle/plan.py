@@ -90,8 +90,13 @@ def dataset_identity(entry: DatasetEntry, loader: Callable[[Any], Any]) -> tuple
         return None, f"dataset {entry.name!r}: {exc}"
 
 
+CUSTOM_BACKBONES: dict[str, dict[str, Any]] = {}  # user-defined backbones registered in this process
+
+
 def register_custom_backbones(entries: tuple[dict[str, Any], ...]) -> None:
-    """Register a spec's user-defined backbones; re-registering the identical spec is a no-op."""
+    """Register a spec's user-defined backbones; re-registering the identical spec is a no-op.
+
+    Raises InvalidArgument when the name is taken by a different definition or a field is invalid."""
     from bobench.backbones import BACKBONES, register_spec
     from bobench.backbones.spec import BackboneSpec
     from bobench.errors import InvalidArgument
@@ -104,8 +109,10 @@ def register_custom_backbones(entries: tuple[dict[str, Any], ...]) -> None:
                     f"battle spec: backbone {entry['name']!r} is already registered with a different definition; "
                     "pick another name"
                 )
+            CUSTOM_BACKBONES.setdefault(entry["name"], dict(entry))
             continue
         register_spec(new)
+        CUSTOM_BACKBONES[entry["name"]] = dict(entry)
 
 
 def plan_battle(

@@ -159,7 +159,7 @@ _CUSTOM_REQUIRED = ("name", "source", "model_id")
 _CUSTOM_DEFAULTS = {"family": "cnn", "pretraining_method": "other", "pretraining_data": "unknown"}
 
 
-def _custom_backbone(item: dict, where: str, base_dir: Path | None) -> dict[str, Any]:
+def custom_backbone_entry(item: dict, where: str, base_dir: Path | None) -> dict[str, Any]:
     """A user-defined backbone: BackboneSpec fields, e.g. {name, source: timm, model_id, weights: ckpt.pth}
     or {name, source: onnx, model_id: model.onnx, output_name, input_size, mean, std}. Relative file
     paths resolve against the spec's folder."""
@@ -194,7 +194,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "bat
     backbones, custom = [], []
     for i, b in enumerate(_list(data, "backbones")):
         if isinstance(b, dict):
-            custom.append(_custom_backbone(b, f"backbones[{i}]", base_dir))
+            custom.append(custom_backbone_entry(b, f"backbones[{i}]", base_dir))
             b = custom[-1]["name"]
         if not isinstance(b, str) or not b.strip():
             raise _fail(f"backbones[{i}]", "must be a backbone name or a mapping of BackboneSpec fields")

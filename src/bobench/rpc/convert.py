@@ -241,8 +241,11 @@ def run_request(
 
 
 def plan_to_request(plan: RunPlan, *, rerun: bool = False, batch_size: int = 0) -> common_pb2.RunRequest:
-    """The RunRequest that makes an evaluator execute `plan` (it checks the run key matches)."""
-    return run_request(
+    """The RunRequest that makes an evaluator execute `plan` (it checks the run key matches).
+    A user-defined backbone travels with its BackboneSpec fields so the evaluator can register it."""
+    from bobench.battle.plan import CUSTOM_BACKBONES
+
+    request = run_request(
         plan.backbone,
         plan.dataset_ref,
         plan.protocol,
@@ -254,6 +257,9 @@ def plan_to_request(plan: RunPlan, *, rerun: bool = False, batch_size: int = 0) 
         expected_run_key=plan.run_key,
         rerun=rerun,
     )
+    if plan.backbone in CUSTOM_BACKBONES:
+        request.backbone.spec_json = json.dumps(CUSTOM_BACKBONES[plan.backbone], sort_keys=True)
+    return request
 
 
 # ---- battle specs ----------------------------------------------------------------------------------

@@ -56,6 +56,15 @@ def validate_run_request(run: Any) -> dict[str, Any]:
         raise InvalidArgument(f"run.seed: must be >= 0, got {run.seed}")
     if run.batch_size < 0:
         raise InvalidArgument(f"run.batch_size: must be >= 0 (0 = server default), got {run.batch_size}")
+    if run.backbone.spec_json:
+        from bobench.battle.plan import register_custom_backbones
+
+        entry = convert.parse_json_object(run.backbone.spec_json, "run.backbone.spec_json")
+        if entry.get("name") != run.backbone.name:
+            raise InvalidArgument("run.backbone.spec_json: its 'name' must equal run.backbone.name")
+        from bobench.battle.spec import custom_backbone_entry
+
+        register_custom_backbones((custom_backbone_entry(entry, "run.backbone.spec_json", None),))
     ref, name = convert.dataset_ref_from_proto(run.dataset, "run.dataset")
     return {
         "backbone": run.backbone.name,

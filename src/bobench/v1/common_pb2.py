@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62obench/v1/common.proto\x12\nbobench.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1b\n\x0b\x42\x61\x63kboneRef\x12\x0c\n\x04name\x18\x01 \x01(\t\"z\n\nDatasetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\nregistered\x18\x02 \x01(\tH\x00\x12\x12\n\x08ref_json\x18\x03 \x01(\tH\x00\x12-\n\nstructured\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x42\x05\n\x03ref\"q\n\x0eProtocolConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x15\n\x0b\x63onfig_json\x18\x03 \x01(\tH\x00\x42\x0f\n\rconfig_source\"\xec\x01\n\nRunRequest\x12)\n\x08\x62\x61\x63kbone\x18\x01 \x01(\x0b\x32\x17.bobench.v1.BackboneRef\x12\'\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x16.bobench.v1.DatasetRef\x12,\n\x08protocol\x18\x03 \x01(\x0b\x32\x1a.bobench.v1.ProtocolConfig\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x11\n\tbattle_id\x18\x05 \x01(\t\x12\x12\n\nbatch_size\x18\x06 \x01(\x05\x12\x18\n\x10\x65xpected_run_key\x18\x07 \x01(\t\x12\r\n\x05rerun\x18\x08 \x01(\x08\"\xbb\x06\n\tRunResult\x12\x0f\n\x07run_key\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x18\n\x10protocol_version\x18\x05 \x01(\t\x12\x0c\n\x04task\x18\x06 \x01(\t\x12\'\n\x06\x63onfig\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12%\n\x06status\x18\t \x01(\x0e\x32\x15.bobench.v1.RunStatus\x12\x33\n\x07metrics\x18\n \x03(\x0b\x32\".bobench.v1.RunResult.MetricsEntry\x12.\n\rother_metrics\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x43\n\x10higher_is_better\x18\x0c \x03(\x0b\x32).bobench.v1.RunResult.HigherIsBetterEntry\x12\x16\n\x0eprimary_metric\x18\r \x01(\t\x12.\n\rbackbone_info\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1b\n\x13\x64\x61taset_fingerprint\x18\x0f \x01(\t\x12,\n\x0b\x65nvironment\x18\x10 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\nstarted_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\nduration_s\x18\x13 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05\x65rror\x18\x14 \x01(\t\x12\x11\n\tbattle_id\x18\x15 \x01(\t\x12\x13\n\x0brecord_json\x18\x16 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x35\n\x13HigherIsBetterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01\x42\r\n\x0b_duration_s\"l\n\x0e\x42\x61ttleProtocol\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x64\x61tasets\x18\x03 \x03(\t\x12\x11\n\tbackbones\x18\x04 \x03(\t\"\xba\x02\n\nBattleSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x11\n\tbackbones\x18\x03 \x03(\t\x12(\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x16.bobench.v1.DatasetRef\x12-\n\tprotocols\x18\x05 \x03(\x0b\x32\x1a.bobench.v1.BattleProtocol\x12\r\n\x05seeds\x18\x06 \x03(\x03\x12\x10\n\x08\x65mbedder\x18\x07 \x01(\t\x12)\n\x08settings\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06report\x18\t \x01(\x08H\x00\x88\x01\x01\x12\x31\n\x10\x63ustom_backbones\x18\n \x03(\x0b\x32\x17.google.protobuf.StructB\t\n\x07_report*\xa1\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_PENDING\x10\x01\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x02\x12\x17\n\x13RUN_STATUS_FINISHED\x10\x03\x12\x15\n\x11RUN_STATUS_FAILED\x10\x04\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62obench/v1/common.proto\x12\nbobench.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\".\n\x0b\x42\x61\x63kboneRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tspec_json\x18\x02 \x01(\t\"z\n\nDatasetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\nregistered\x18\x02 \x01(\tH\x00\x12\x12\n\x08ref_json\x18\x03 \x01(\tH\x00\x12-\n\nstructured\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x42\x05\n\x03ref\"q\n\x0eProtocolConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x15\n\x0b\x63onfig_json\x18\x03 \x01(\tH\x00\x42\x0f\n\rconfig_source\"\xec\x01\n\nRunRequest\x12)\n\x08\x62\x61\x63kbone\x18\x01 \x01(\x0b\x32\x17.bobench.v1.BackboneRef\x12\'\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x16.bobench.v1.DatasetRef\x12,\n\x08protocol\x18\x03 \x01(\x0b\x32\x1a.bobench.v1.ProtocolConfig\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x11\n\tbattle_id\x18\x05 \x01(\t\x12\x12\n\nbatch_size\x18\x06 \x01(\x05\x12\x18\n\x10\x65xpected_run_key\x18\x07 \x01(\t\x12\r\n\x05rerun\x18\x08 \x01(\x08\"\xbb\x06\n\tRunResult\x12\x0f\n\x07run_key\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x18\n\x10protocol_version\x18\x05 \x01(\t\x12\x0c\n\x04task\x18\x06 \x01(\t\x12\'\n\x06\x63onfig\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12%\n\x06status\x18\t \x01(\x0e\x32\x15.bobench.v1.RunStatus\x12\x33\n\x07metrics\x18\n \x03(\x0b\x32\".bobench.v1.RunResult.MetricsEntry\x12.\n\rother_metrics\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x43\n\x10higher_is_better\x18\x0c \x03(\x0b\x32).bobench.v1.RunResult.HigherIsBetterEntry\x12\x16\n\x0eprimary_metric\x18\r \x01(\t\x12.\n\rbackbone_info\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1b\n\x13\x64\x61taset_fingerprint\x18\x0f \x01(\t\x12,\n\x0b\x65nvironment\x18\x10 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\nstarted_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\nduration_s\x18\x13 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05\x65rror\x18\x14 \x01(\t\x12\x11\n\tbattle_id\x18\x15 \x01(\t\x12\x13\n\x0brecord_json\x18\x16 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x35\n\x13HigherIsBetterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01\x42\r\n\x0b_duration_s\"l\n\x0e\x42\x61ttleProtocol\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x64\x61tasets\x18\x03 \x03(\t\x12\x11\n\tbackbones\x18\x04 \x03(\t\"\xba\x02\n\nBattleSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x11\n\tbackbones\x18\x03 \x03(\t\x12(\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x16.bobench.v1.DatasetRef\x12-\n\tprotocols\x18\x05 \x03(\x0b\x32\x1a.bobench.v1.BattleProtocol\x12\r\n\x05seeds\x18\x06 \x03(\x03\x12\x10\n\x08\x65mbedder\x18\x07 \x01(\t\x12)\n\x08settings\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06report\x18\t \x01(\x08H\x00\x88\x01\x01\x12\x31\n\x10\x63ustom_backbones\x18\n \x03(\x0b\x32\x17.google.protobuf.StructB\t\n\x07_report*\xa1\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_PENDING\x10\x01\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x02\x12\x17\n\x13RUN_STATUS_FINISHED\x10\x03\x12\x15\n\x11RUN_STATUS_FAILED\x10\x04\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,24 +37,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNRESULT_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_RUNRESULT_HIGHERISBETTERENTRY']._loaded_options = None
   _globals['_RUNRESULT_HIGHERISBETTERENTRY']._serialized_options = b'8\001'
-  _globals['_RUNSTATUS']._serialized_start=1867
-  _globals['_RUNSTATUS']._serialized_end=2028
+  _globals['_RUNSTATUS']._serialized_start=1886
+  _globals['_RUNSTATUS']._serialized_end=2047
   _globals['_BACKBONEREF']._serialized_start=102
-  _globals['_BACKBONEREF']._serialized_end=129
-  _globals['_DATASETREF']._serialized_start=131
-  _globals['_DATASETREF']._serialized_end=253
-  _globals['_PROTOCOLCONFIG']._serialized_start=255
-  _globals['_PROTOCOLCONFIG']._serialized_end=368
-  _globals['_RUNREQUEST']._serialized_start=371
-  _globals['_RUNREQUEST']._serialized_end=607
-  _globals['_RUNRESULT']._serialized_start=610
-  _globals['_RUNRESULT']._serialized_end=1437
-  _globals['_RUNRESULT_METRICSENTRY']._serialized_start=1321
-  _globals['_RUNRESULT_METRICSENTRY']._serialized_end=1367
-  _globals['_RUNRESULT_HIGHERISBETTERENTRY']._serialized_start=1369
-  _globals['_RUNRESULT_HIGHERISBETTERENTRY']._serialized_end=1422
-  _globals['_BATTLEPROTOCOL']._serialized_start=1439
-  _globals['_BATTLEPROTOCOL']._serialized_end=1547
-  _globals['_BATTLESPEC']._serialized_start=1550
-  _globals['_BATTLESPEC']._serialized_end=1864
+  _globals['_BACKBONEREF']._serialized_end=148
+  _globals['_DATASETREF']._serialized_start=150
+  _globals['_DATASETREF']._serialized_end=272
+  _globals['_PROTOCOLCONFIG']._serialized_start=274
+  _globals['_PROTOCOLCONFIG']._serialized_end=387
+  _globals['_RUNREQUEST']._serialized_start=390
+  _globals['_RUNREQUEST']._serialized_end=626
+  _globals['_RUNRESULT']._serialized_start=629
+  _globals['_RUNRESULT']._serialized_end=1456
+  _globals['_RUNRESULT_METRICSENTRY']._serialized_start=1340
+  _globals['_RUNRESULT_METRICSENTRY']._serialized_end=1386
+  _globals['_RUNRESULT_HIGHERISBETTERENTRY']._serialized_start=1388
+  _globals['_RUNRESULT_HIGHERISBETTERENTRY']._serialized_end=1441
+  _globals['_BATTLEPROTOCOL']._serialized_start=1458
+  _globals['_BATTLEPROTOCOL']._serialized_end=1566
+  _globals['_BATTLESPEC']._serialized_start=1569
+  _globals['_BATTLESPEC']._serialized_end=1883
 # @@protoc_insertion_point(module_scope)

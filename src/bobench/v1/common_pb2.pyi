@@ -27,10 +27,12 @@ RUN_STATUS_FAILED: RunStatus
 RUN_STATUS_CANCELLED: RunStatus
 
 class BackboneRef(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "spec_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    spec_json: str
+    def __init__(self, name: _Optional[str] = ..., spec_json: _Optional[str] = ...) -> None: ...
 
 class DatasetRef(_message.Message):
     __slots__ = ("name", "registered", "ref_json", "structured")
