@@ -150,6 +150,13 @@ def test_battle_submit_wait_results_and_watch_against_a_scheduler(tmp_path, sche
     records = _json_lines(capsys.readouterr().out)
     assert len(records) == 2 and {r["seed"] for r in records} == {0, 1}
     assert all(r["status"] == "finished" and r["metrics"]["top1_k5"] is not None for r in records)
+    out_dir = tmp_path / "remote-results"
+    assert bob(["-q", "battle", "results", "cli1", "--server", scheduler.address, "--out", str(out_dir)]) == 0
+    capsys.readouterr()
+    from bobench.battle.records import read_records
+
+    assert {r.run_key for r in read_records(out_dir)} == {r["run_key"] for r in records}
+    assert (out_dir / "report" / "report.html").is_file()
     assert (
         bob(["-q", "battle", "watch", "cli1", "--server", scheduler.address]) == 0
     )  # ended: returns at once

@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     results.add_argument("battle_id")
     results.add_argument("--server", **server)
     results.add_argument("--json", action="store_true", help="one JSON record per line")
+    results.add_argument(
+        "-o", "--out", help="also write DIR/results.jsonl and the report there (as `bob battle run` does)"
+    )
     results.set_defaults(func=cmd_results)
     get = actions.add_parser("get", help="a submitted battle's state and counts")
     get.add_argument("battle_id")
@@ -207,11 +210,32 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return _follow(client, args.battle_id)
 
 
+def _write_results_dir(records: list, out: str) -> None:
+    """results.jsonl (replaced, not appended: it mirrors the scheduler's store) plus the report."""
+    from pathlib import Path
+
+    from bobench.analysis.report import write_report
+
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / "results.jsonl.tmp"
+    tmp.write_text("".join(r.to_json() + "\n" for r in records))
+    tmp.replace(path / "results.jsonl")
+    if any(r.status == "finished" for r in records):
+        report = write_report(path)
+        print(
+            f"wrote {len(records)} records to {path / 'results.jsonl'}; report: {report['report.html']}",
+            file=sys.stderr,
+        )
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     from bobench.client import SchedulerClient
 
     with SchedulerClient(_need_server(args, SCHEDULER_ENV)) as client:
         records = client.results(args.battle_id)
+    if args.out:
+        _write_results_dir(records, args.out)
     if args.json:
         for r in records:
             sys.stdout.write(r.to_json() + "\n")
