@@ -80,10 +80,23 @@ def test_scheduler_to_evaluator_to_triton_matches_the_embedded_battle(tmp_path, 
         )  # fmt: skip
         with SchedulerClient(scheduler.address) as client:
             client.wait_ready()
-            battle_id = client.submit(parse_spec(SPEC)).battle_id
+            served = {
+                "name": "serving_latency",
+                "config": {"batch_sizes": [1], "concurrencies": [1], "window_s": 0.2, "max_windows": 6},
+            }
+            battle_id = client.submit(
+                parse_spec({**SPEC, "protocols": [*SPEC["protocols"], served]})
+            ).battle_id
             for _ in client.watch(battle_id, timeout_s=180):
                 pass
             remote = {r.run_key: r for r in client.results(battle_id)}
+        latency = [r for r in remote.values() if r.protocol == "serving_latency"]
+        assert len(latency) == 1 and latency[0].finished, latency[0].error  # found Triton via the evaluator
+        assert (
+            latency[0].metrics["latency_ms_p50_b1_c1"] > 0
+            and latency[0].metrics["server_queue_ms_b1_c1"] >= 0
+        )
+        remote = {k: r for k, r in remote.items() if r.protocol != "serving_latency"}
         local = {r.run_key: r for r in embedded.records}
         assert remote.keys() == local.keys()
         for key, rec in local.items():

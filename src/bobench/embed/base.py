@@ -55,5 +55,9 @@ class Embedder(abc.ABC):
         """Runtime context recorded with every figure this embedder produces."""
         return {"runtime": self.runtime, "device": self.device, "precision": self.precision}
 
+    def unwrap(self) -> Embedder:
+        """The embedder doing the work (wrappers that add timing or metrics return their inner one)."""
+        return self
+
     def close(self) -> None:
         """Release resources (sessions, connections)."""

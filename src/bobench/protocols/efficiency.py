@@ -140,7 +140,7 @@ def _module_or_none(ctx: RunContext) -> Any:
 def _params(ctx: RunContext, module: Any, embedder: Any) -> tuple[int | None, str | None]:
     if module is not None:
         return int(sum(p.numel() for p in module.parameters())), "torch"
-    onnx_path = getattr(embedder, "onnx_path", None)
+    onnx_path = getattr(embedder.unwrap(), "onnx_path", None)
     counted = count_onnx_parameters(onnx_path) if onnx_path else None
     if counted:
         return counted, "onnx_initializers"

@@ -287,7 +287,7 @@ def _resolve_target(ctx: RunContext, config: dict[str, Any]):
         return grpcclient.InferenceServerClient(config["url"]), config["url"], model, True
     from bobench.embed.triton_embedder import TritonEmbedder
 
-    embedder = ctx.embedder()
+    embedder = ctx.embedder().unwrap()  # the evaluator wraps embedders to time them
     if isinstance(embedder, TritonEmbedder):
         return embedder.client, embedder.url, config["model"] or embedder.model_name, False
     raise FailedPrecondition(

@@ -73,6 +73,9 @@ class TimedEmbedder(Embedder):
     def describe(self) -> dict:
         return self.inner.describe()
 
+    def unwrap(self) -> Embedder:
+        return self.inner.unwrap()
+
     def close(self) -> None:
         self.inner.close()
 
