@@ -219,9 +219,10 @@ def _write_results_dir(records: list, out: str) -> None:
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     tmp = path / "results.jsonl.tmp"
-    tmp.write_text("".join(r.to_json() + "\n" for r in records))
+    done = [r for r in records if r.status in ("finished", "failed", "cancelled")]  # not pending/running
+    tmp.write_text("".join(r.to_json() + "\n" for r in done))
     tmp.replace(path / "results.jsonl")
-    if any(r.status == "finished" for r in records):
+    if any(r.status == "finished" for r in done):
         report = write_report(path)
         print(
             f"wrote {len(records)} records to {path / 'results.jsonl'}; report: {report['report.html']}",
