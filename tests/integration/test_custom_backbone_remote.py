@@ -9,7 +9,8 @@ from bobench.battle.runner import run_battle
 from bobench.battle.spec import parse_spec
 from bobench.config import Settings
 from bobench.errors import InvalidArgument
-from bobench.stack.procs import start_bobench_service, stop_pid
+from bobench.stack.procs import stop_pid
+from services import start_evaluator, start_scheduler
 
 pytestmark = pytest.mark.integration
 
@@ -26,20 +27,10 @@ def test_custom_backbone_runs_remotely_with_the_embedded_results(tmp_path):
 
     embedded = run_battle(parse_spec(SPEC), tmp_path / "local", Settings(cache_dir=str(tmp_path / "c1"),
                           threads=1, batch_size=16), progress=False)  # fmt: skip
-    evaluator = start_bobench_service(
-        "evaluator", "bobench.rpc.evaluator_service",
-        ["--port", "0", "--metrics-port", "0", "--results-dir", str(tmp_path / "ev"), "--cache-dir",
-         str(tmp_path / "c2")],
-        tmp_path / "logs", env=ENV,
-    )  # fmt: skip
+    evaluator = start_evaluator(tmp_path, ENV, cache="c2", results="ev")
     scheduler = None
     try:
-        scheduler = start_bobench_service(
-            "scheduler", "bobench.rpc.scheduler_service",
-            ["--port", "0", "--metrics-port", "0", "--store", str(tmp_path / "store"), "--evaluators",
-             evaluator.address],
-            tmp_path / "logs", env=ENV,
-        )  # fmt: skip
+        scheduler = start_scheduler(tmp_path, evaluator.address, ENV)
         with SchedulerClient(scheduler.address) as client:
             client.wait_ready()
             battle_id = client.submit(parse_spec(SPEC)).battle_id

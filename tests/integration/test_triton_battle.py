@@ -11,7 +11,8 @@ from bobench.battle.runner import run_battle
 from bobench.battle.spec import parse_spec
 from bobench.config import Settings
 from bobench.embed.cache import FeatureCache, FeatureKey
-from bobench.stack.procs import start_bobench_service, stop_pid
+from bobench.stack.procs import stop_pid
+from services import start_evaluator, start_scheduler
 
 pytestmark = pytest.mark.integration
 
@@ -64,20 +65,10 @@ def test_scheduler_to_evaluator_to_triton_matches_the_embedded_battle(tmp_path, 
         "BOBENCH_EMBEDDER": "triton",
         "BOBENCH_TRITON_URL": triton_toy["server"].grpc_url,
     }
-    evaluator = start_bobench_service(
-        "evaluator", "bobench.rpc.evaluator_service",
-        ["--port", "0", "--metrics-port", "0", "--results-dir", str(tmp_path / "ev"), "--cache-dir",
-         str(tmp_path / "c-ev")],
-        tmp_path / "logs", env=env,
-    )  # fmt: skip
+    evaluator = start_evaluator(tmp_path, env, cache="c-ev", results="ev")
     scheduler = None
     try:
-        scheduler = start_bobench_service(
-            "scheduler", "bobench.rpc.scheduler_service",
-            ["--port", "0", "--metrics-port", "0", "--store", str(tmp_path / "store"), "--evaluators",
-             evaluator.address],
-            tmp_path / "logs", env=env,
-        )  # fmt: skip
+        scheduler = start_scheduler(tmp_path, evaluator.address, env)
         with SchedulerClient(scheduler.address) as client:
             client.wait_ready()
             served = {

@@ -61,3 +61,9 @@ class Embedder(abc.ABC):
 
     def close(self) -> None:
         """Release resources (sessions, connections)."""
+
+
+def unwrap(embedder: object) -> object:
+    """The embedder doing the work behind wrappers (see Embedder.unwrap); any object without it is itself."""
+    inner = getattr(embedder, "unwrap", None)
+    return inner() if callable(inner) else embedder

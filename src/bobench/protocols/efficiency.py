@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from bobench.embed.base import unwrap
 from bobench.errors import FailedPrecondition, InvalidArgument
 from bobench.protocols.base import Protocol, RunContext, register_protocol
 from bobench.protocols.metrics import positive_ints
@@ -140,7 +141,7 @@ def _module_or_none(ctx: RunContext) -> Any:
 def _params(ctx: RunContext, module: Any, embedder: Any) -> tuple[int | None, str | None]:
     if module is not None:
         return int(sum(p.numel() for p in module.parameters())), "torch"
-    onnx_path = getattr(embedder.unwrap(), "onnx_path", None)
+    onnx_path = getattr(unwrap(embedder), "onnx_path", None)
     counted = count_onnx_parameters(onnx_path) if onnx_path else None
     if counted:
         return counted, "onnx_initializers"

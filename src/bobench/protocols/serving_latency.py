@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from bobench.embed.base import unwrap
 from bobench.errors import FailedPrecondition, InvalidArgument
 from bobench.protocols.base import Metrics, Protocol, RunContext, register_protocol
 from bobench.serving.errors import to_bobench_error
@@ -287,7 +288,7 @@ def _resolve_target(ctx: RunContext, config: dict[str, Any]):
         return grpcclient.InferenceServerClient(config["url"]), config["url"], model, True
     from bobench.embed.triton_embedder import TritonEmbedder
 
-    embedder = ctx.embedder().unwrap()  # the evaluator wraps embedders to time them
+    embedder = unwrap(ctx.embedder())  # the evaluator wraps embedders to time them
     if isinstance(embedder, TritonEmbedder):
         return embedder.client, embedder.url, config["model"] or embedder.model_name, False
     raise FailedPrecondition(
