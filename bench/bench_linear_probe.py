@@ -8,7 +8,7 @@ Features: `--features FILE.npz` (arrays x_train, y_train, x_val, y_val, x_test, 
 file exists, else a synthetic stand-in for backbone features — a Gaussian mixture in a 64-d latent
 space pushed through a random ReLU layer to 1280-d (non-negative, correlated, like pooled CNN features).
 
-    python bench/bench_linear_probe.py [--grid-size 24] [--threads 1] [--features FILE.npz]
+    python bench/bench_linear_probe.py [--grid-size 24] [--threads 1] [--rounds 3] [--features FILE.npz]
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ import time
 
 import numpy as np
 import torch
+
+# Imported at the top, not inside the timed function: scikit-learn's OpenMP runtime must already be
+# loaded when threadpool_limits applies, or its loss loops run unlimited (and slow on a busy machine).
+from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from bobench.protocols.linear_probe import fit_logistic_grid, select_C
@@ -43,8 +47,6 @@ def sklearn_sweep(
     x_tr, y_tr, x_va, y_va, x_te, y_te, grid, max_iter, tol
 ) -> tuple[float, float, float, float]:
     """(sweep seconds, total seconds, test top1, chosen C) of scikit-learn with one fit per C."""
-    from sklearn.linear_model import LogisticRegression
-
     start = time.perf_counter()
     val_accuracy = [
         LogisticRegression(C=c, max_iter=max_iter, tol=tol).fit(x_tr, y_tr).score(x_va, y_va) for c in grid
@@ -59,8 +61,6 @@ def sklearn_sweep(
 
 def sklearn_refit_top1(x_tr, y_tr, x_va, y_va, x_te, y_te, C, max_iter, tol) -> float:
     """scikit-learn's test top1 refit on train+val at a given C (isolates solver from selection)."""
-    from sklearn.linear_model import LogisticRegression
-
     final = LogisticRegression(C=C, max_iter=max_iter, tol=tol)
     final.fit(np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]))
     return float(final.score(x_te, y_te))
@@ -91,6 +91,12 @@ def main() -> None:
     )
     parser.add_argument("--max-iter", type=int, default=300)
     parser.add_argument("--tol", type=float, default=1e-4)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating rounds (order swapped each round); medians reported",
+    )
     args = parser.parse_args()
 
     data = (
@@ -103,21 +109,31 @@ def main() -> None:
     grid = np.logspace(-6, 2, args.grid_size)
     torch.set_num_threads(args.threads)
     split_args = (x_tr, y_tr, x_va, y_va, x_te, y_te, grid, args.max_iter, args.tol)
-    with threadpool_limits(limits=args.threads):
-        ours = bobench_sweep(*split_args)
-        theirs = sklearn_sweep(*split_args)
-        same_C = sklearn_refit_top1(x_tr, y_tr, x_va, y_va, x_te, y_te, ours[3], args.max_iter, args.tol)
     print(
         f"features: train {x_tr.shape}, val {x_va.shape}, test {x_te.shape}; {len(grid)} C values; "
-        f"{args.threads} threads; max_iter {args.max_iter}, tol {args.tol}"
+        f"{args.threads} threads; max_iter {args.max_iter}, tol {args.tol}; {args.rounds} rounds"
     )
+    ours_rounds, theirs_rounds = [], []
+    with threadpool_limits(limits=args.threads):
+        for round_index in range(args.rounds):
+            sides = [(bobench_sweep, ours_rounds), (sklearn_sweep, theirs_rounds)]
+            for sweep, results in sides if round_index % 2 == 0 else sides[::-1]:
+                results.append(sweep(*split_args))
+            print(
+                f"round {round_index + 1}: bobench sweep {ours_rounds[-1][0]:6.2f} s, "
+                f"sklearn sweep {theirs_rounds[-1][0]:6.2f} s, "
+                f"ratio {theirs_rounds[-1][0] / ours_rounds[-1][0]:5.1f}x"
+            )
+        ours = [float(np.median(column)) for column in zip(*ours_rounds, strict=True)]
+        theirs = [float(np.median(column)) for column in zip(*theirs_rounds, strict=True)]
+        same_C = sklearn_refit_top1(x_tr, y_tr, x_va, y_va, x_te, y_te, ours[3], args.max_iter, args.tol)
     print(
         f"bobench batched L-BFGS : sweep {ours[0]:7.2f} s, with refit {ours[1]:7.2f} s, "
-        f"chosen C {ours[3]:.3g}, test top1 {100 * ours[2]:.2f}%"
+        f"chosen C {ours[3]:.3g}, test top1 {100 * ours[2]:.2f}%  (medians)"
     )
     print(
         f"sklearn one fit per C  : sweep {theirs[0]:7.2f} s, with refit {theirs[1]:7.2f} s, "
-        f"chosen C {theirs[3]:.3g}, test top1 {100 * theirs[2]:.2f}%"
+        f"chosen C {theirs[3]:.3g}, test top1 {100 * theirs[2]:.2f}%  (medians)"
     )
     print(
         f"sweep speed-up {theirs[0] / ours[0]:.1f}x (target >= 10x); "
