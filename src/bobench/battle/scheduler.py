@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from bobench.battle.executor import Executor
@@ -224,11 +224,7 @@ class Scheduler:
                 if self._closing:
                     return
                 oldest = battle.events[0].seq if battle.events else seq + 1
-                new = (
-                    [battle.snapshot_event()]
-                    if oldest > seq + 1
-                    else [e for e in battle.events if e.seq > seq]
-                )
+                new = [battle.snapshot_event()] if oldest > seq + 1 else _events_after(battle.events, seq)
             yield from new
             seq = new[-1].seq
             if new[-1].battle_state in TERMINAL_BATTLE_STATES and not new[-1].run_key:
@@ -450,3 +446,14 @@ def _record_doc(record: RunRecord) -> dict[str, Any]:
 def _slug(name: str) -> str:
     slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in name.lower()).strip("-_")
     return slug[:40] or "battle"
+
+
+def _events_after(events: Iterable[BattleEvent], seq: int) -> list[BattleEvent]:
+    """The events newer than `seq`, read from the newest end: O(new events), not O(all events)."""
+    newer = []
+    for event in reversed(events):
+        if event.seq <= seq:
+            break
+        newer.append(event)
+    newer.reverse()
+    return newer
