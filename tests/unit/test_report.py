@@ -325,3 +325,14 @@ def test_sparse_results_give_a_report_with_only_the_plots_they_support(tmp_path)
     page = files["report.html"].read_text()
     assert "<b>evil" not in page and "&lt;b&gt;evil&lt;/b&gt;" in page
     assert "(empty)" in page  # a blank error message is still shown as a failed run
+
+
+def test_a_single_backbone_battle_reports_without_a_score_and_without_crashing(tmp_path):
+    from bobench.analysis import format_leaderboard
+    from bobench.battle.runner import append_record
+
+    append_record(tmp_path, record(1, "only", "classification", "ds", "knn", {"top1_k20": 0.8}, "top1_k20"))
+    paths = write_report(tmp_path)
+    assert paths["report.html"].is_file() and "only" in paths["report.html"].read_text()
+    text = format_leaderboard(analyze(read_records(tmp_path)))
+    assert "no backbone is ranked" in text and "single backbone" in text

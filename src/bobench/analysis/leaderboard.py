@@ -130,15 +130,18 @@ def format_leaderboard(analysis: Analysis) -> str:
     """The overall leaderboard as an aligned plain-text table, followed by the unranked backbones."""
     if not analysis.overall and not analysis.excluded:
         return "No finished, ranked runs to show."
-    n_settings = len(analysis.settings)
+    scored = sum(len(s.values) >= 2 for s in analysis.settings)
+    single = len(analysis.settings) - scored
+    note = f"; {single} single-backbone setting(s) shown in the report, not scored" if single else ""
     parts = [
-        f"Overall leaderboard: mean z-score over {len(analysis.tasks)} task(s), {n_settings} setting(s)",
-        render_text_table(*leaderboard_table(analysis)),
+        f"Overall leaderboard: mean z-score over {len(analysis.tasks)} task(s), {scored} setting(s){note}",
+        render_text_table(*leaderboard_table(analysis)) if analysis.overall else "(no backbone is ranked)",
     ]
     if analysis.excluded:
         parts += [
             "",
-            f"Not ranked (coverage below {fmt_pct(analysis.min_coverage)}):",
+            f"Not ranked (coverage below {fmt_pct(analysis.min_coverage)}, or evaluated only in "
+            "settings with a single backbone, which cannot be z-scored):",
             render_text_table(*excluded_table(analysis)),
         ]
     return "\n".join(parts)

@@ -79,7 +79,8 @@ def _method(analysis: Analysis, backbone: str) -> str:
 
 
 def plot_overall(analysis: Analysis, path: Path) -> Path | None:
-    entries = analysis.overall + analysis.excluded
+    # backbones seen only in single-backbone settings have no score to draw
+    entries = [e for e in analysis.overall + analysis.excluded if e["score"] is not None]
     if not entries:
         return None
     names = [e["backbone"] + ("" if e["rank"] is not None else " (unranked)") for e in entries]
