@@ -102,3 +102,13 @@ def test_missing_split_names_the_split():
     ctx = ArrayContext({"train": (x_b, y_b), "test": (x_q, y_q)}, 7)
     with pytest.raises(InvalidArgument, match="no split 'val'"):
         get_protocol("knn").evaluate(ctx, {}, 0)
+
+
+def test_ranked_top1_is_at_the_largest_k_so_custom_ks_still_rank():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(60, 8)).astype(np.float32), rng.integers(0, 3, 60)
+    ctx = ArrayContext({"train": (x[:40], y[:40]), "val": (x[40:45], y[40:45]), "test": (x[45:], y[45:])}, 3)
+    protocol = get_protocol("knn")
+    metrics = protocol.evaluate(ctx, {"ks": [3, 5]}, 0)
+    assert protocol.primary_metric == "top1" and protocol.higher_is_better["top1"] is True
+    assert metrics["top1"] == metrics["top1_k5"] and metrics["top1_at_k"] == 5
