@@ -33,3 +33,12 @@ def test_max_per_class_fingerprint_depends_on_cap_and_seed():
 def test_max_per_class_rejects_bad_values(bad):
     with pytest.raises(InvalidArgument, match="max_per_class"):
         load_dataset({"name": "toy", "max_per_class": bad})
+
+
+def test_split_seed_in_a_ref_redraws_the_splits_and_changes_the_fingerprint():
+    a, b = load_dataset("toy"), load_dataset({"name": "toy", "split_seed": 1})
+    assert a.fingerprint != b.fingerprint
+    assert any(not np.array_equal(a.splits[s], b.splits[s]) for s in a.splits)
+    assert load_dataset({"name": "toy", "split_seed": 1}).fingerprint == b.fingerprint
+    with pytest.raises(InvalidArgument, match="seed"):
+        load_dataset({"name": "toy", "split_seed": -1})

@@ -221,8 +221,13 @@ def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "bat
     ):
         raise _fail("seeds", "must be a non-empty list of non-negative integers")
     settings = data.get("settings") or {}
-    if not isinstance(settings, dict) or set(settings) - _SETTINGS:
+    if not isinstance(settings, dict):
         raise _fail("settings", f"must be a mapping with keys among {sorted(_SETTINGS)}")
+    if set(settings) - _SETTINGS:
+        raise _fail(
+            "settings",
+            f"unknown key(s) {sorted(set(settings) - _SETTINGS)}; a spec may set {sorted(_SETTINGS)}",
+        )
     bs = settings.get("batch_size")
     if bs is not None and (not isinstance(bs, int) or isinstance(bs, bool) or bs <= 0):
         raise _fail("settings.batch_size", f"must be a positive integer, got {bs!r}")

@@ -32,8 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     rs = res.add_subparsers(dest="results_command", metavar="ACTION", required=True)
     ex = rs.add_parser("export", help="export one row per run")
     ex.add_argument("results_dir")
-    ex.add_argument("--csv", action="store_true", required=True, help="CSV output (the only format)")
-    ex.add_argument("-o", "--out", help="file to write (default: RESULTS_DIR/results.csv)")
+    ex.add_argument("--csv", action="store_true", help="CSV output (the only format, and the default)")
+    ex.add_argument(
+        "-o", "--out", help="file to write, or - for standard output (default: RESULTS_DIR/results.csv)"
+    )
     ex.set_defaults(func=cmd_export)
 
 
@@ -65,7 +67,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     if not args.results_dir and not args.external:
         raise InvalidArgument("give a results directory and/or --external CSV")
-    records = [r for r in _records(args.results_dir) if r.status == "finished"]
+    records = _records(args.results_dir)  # analysis ranks finished runs and lists the failed ones
     kwargs = {} if args.min_coverage is None else {"min_coverage": args.min_coverage}
     external = [row for path in args.external for row in load_external_csv(path)]
     result = analyze(records, external=external, **kwargs)
@@ -80,6 +82,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from bobench.analysis import export_csv
 
     records = _records(args.results_dir)
+    if args.out == "-":
+        import sys
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            sys.stdout.write(export_csv(records, Path(tmp) / "results.csv").read_text())
+        return 0
     out = Path(args.out) if args.out else Path(args.results_dir) / "results.csv"
     export_csv(records, out)
     print(f"wrote {len(records)} rows to {out}")

@@ -91,9 +91,16 @@ def _need_server(args: argparse.Namespace, env: str) -> str:
     if args.server:
         return args.server
     if env == SCHEDULER_ENV:
+        from pathlib import Path
+
         from bobench.stack import read_state
 
-        state = read_state() or {}
+        # the nearest .bobench/stack.json from here upwards (make up writes it in the repository root)
+        here = Path.cwd().resolve()
+        state_dir = next(
+            (d / ".bobench" for d in (here, *here.parents) if (d / ".bobench" / "stack.json").is_file()), None
+        )
+        state = (read_state(state_dir) if state_dir else None) or {}
         for service in state.get("services", []):
             if service.get("name") == "scheduler":
                 return service["address"]
