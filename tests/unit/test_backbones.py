@@ -232,3 +232,32 @@ def test_preprocessing_wrapper_matches_numpy_for_bgr_nhwc():
     # BGR minus (104, 117, 123): pixel (B, G, R) values shifted by the Caffe means
     bgr = images.transpose(0, 2, 3, 1)[..., ::-1].astype(np.float32) - np.array([104, 117, 123], np.float32)
     np.testing.assert_allclose(seen["x"].numpy(), bgr, atol=1e-3)
+
+
+def test_declared_weights_sha256_must_match_the_file(tmp_path):
+    import hashlib
+
+    import timm
+    import torch
+
+    from bobench.backbones import create_backbone
+    from bobench.backbones.spec import BackboneSpec
+    from bobench.errors import InvalidArgument
+
+    ckpt = tmp_path / "r18.pth"
+    torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), ckpt)
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    spec = BackboneSpec(name="r18-file", source="timm", model_id="resnet18", family="cnn",
+                        pretraining_method="other", pretraining_data="x", weights=str(ckpt))  # fmt: skip
+    assert create_backbone(spec.replace(weights_sha256=digest)).spec.weights_sha256 == digest
+    with pytest.raises(InvalidArgument, match="declares weights_sha256 0000"):
+        create_backbone(spec.replace(weights_sha256="0000"))
+
+
+def test_an_onnx_mapping_without_weights_uses_its_model_file(tmp_path):
+    from bobench.battle.spec import parse_spec
+
+    spec = parse_spec({"name": "o", "datasets": ["toy"], "protocols": ["knn"],
+                       "backbones": [{"name": "mine", "source": "onnx", "model_id": "m.onnx", "output_name": "f"}]},
+                      base_dir=tmp_path)  # fmt: skip
+    assert spec.custom_backbones[0]["weights"] == str((tmp_path / "m.onnx").resolve())

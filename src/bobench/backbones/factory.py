@@ -85,6 +85,7 @@ def create_backbone(
         spec = spec.replace(**overrides)
     validate_spec(spec)
     loaded = _loader(spec.source)(spec, cache_dir=_cache_dir(cache_dir))
+    _check_digest(spec, loaded.spec)
     if loaded.module is not None:
         loaded = _fill_from_module(loaded)
     log.info(
@@ -95,6 +96,19 @@ def create_backbone(
         (loaded.spec.weights_sha256 or "")[:12],
     )
     return loaded
+
+
+def _check_digest(declared: BackboneSpec, loaded: BackboneSpec) -> None:
+    """A spec that names the sha256 of its weights file gets exactly that file, or an error."""
+    expected = (declared.weights_sha256 or "").lower()
+    if not expected or declared.weights in ("random", "hub"):
+        return
+    actual = (loaded.weights_sha256 or "").lower()
+    if actual != expected:
+        raise InvalidArgument(
+            f"backbone {declared.name!r}: weights {declared.weights} have sha256 {actual or 'unknown'}, "
+            f"but the spec declares weights_sha256 {expected}"
+        )
 
 
 def _cache_dir(cache_dir: str | Path | None) -> Path:

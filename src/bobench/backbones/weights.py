@@ -136,12 +136,27 @@ def load_state_dict_strict(
                 )
             mapped[dst_key] = value
         state = mapped
+    _drop_absent_classifier(model, state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise InvalidArgument(
             f"backbone {spec.name!r}: {origin} does not match {spec.model_id}: {exc}"
         ) from exc
+
+
+def _drop_absent_classifier(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """A feature-extractor checkpoint (saved with num_classes=0) has no classifier weights: when those
+    are the only keys it lacks, remove the model's classifier (timm `reset_classifier(0)`) so the
+    strict load still checks every other tensor."""
+    get_classifier, reset = getattr(model, "get_classifier", None), getattr(model, "reset_classifier", None)
+    if get_classifier is None or reset is None:
+        return
+    head = get_classifier()
+    prefix = next((name for name, module in model.named_modules() if module is head and name), None)
+    missing = set(model.state_dict()) - set(state)
+    if prefix and missing and all(key.startswith(prefix + ".") for key in missing):
+        reset(0)
 
 
 def perturb_constant_tensors(module: torch.nn.Module, seed: int) -> int:

@@ -175,6 +175,12 @@ def custom_backbone_entry(item: dict, where: str, base_dir: Path | None) -> dict
     if unknown:
         raise _fail(where, f"unknown BackboneSpec field(s) {unknown}")
     entry = {**_CUSTOM_DEFAULTS, **item}
+    if (
+        entry["source"] == "onnx"
+        and entry.get("weights") in (None, "random")
+        and str(entry["model_id"]).endswith(".onnx")
+    ):
+        entry["weights"] = entry["model_id"]  # an ONNX file is its own weights
     if base_dir is not None:
         for key in ("model_id", "weights"):
             value = entry.get(key)
