@@ -144,7 +144,7 @@ class LocalExecutor(Executor):
             record.status = STATUS_FINISHED
         except BobenchError as exc:
             record.status, record.error = STATUS_FAILED, f"{type(exc).__name__}: {exc}"
-            log.error(
+            log.info(  # the run's own failure (bad data, unavailable weights): recorded, not a crash
                 "run %s (%s/%s/%s) failed: %s",
                 plan.run_key,
                 plan.backbone,

@@ -263,7 +263,8 @@ def load_spec(path: str | Path) -> BattleSpec:
     if not p.is_file():
         raise InvalidArgument(f"battle spec {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text())
+        with p.open() as fh:  # a stream, so YAML errors name the file and line
+            data = yaml.safe_load(fh)
     except yaml.YAMLError as exc:
         raise InvalidArgument(f"battle spec {p}: not valid YAML: {exc}") from None
     return parse_spec(data, base_dir=p.parent.resolve(), default_name=p.stem)
