@@ -139,7 +139,9 @@ def load_dataset(ref: str | dict, *, seed: int = 0) -> Dataset:
     norm = normalize_ref(ref)
     if isinstance(norm, dict) and "split_seed" in norm:  # any ref may pin its own split seed
         rest = {k: v for k, v in norm.items() if k != "split_seed"}
-        return load_dataset(rest["name"] if set(rest) == {"name"} else rest, seed=_check_seed(norm["split_seed"]))
+        return load_dataset(
+            rest["name"] if set(rest) == {"name"} else rest, seed=_check_seed(norm["split_seed"])
+        )
     if isinstance(norm, dict) and "max_per_class" in norm:
         from bobench.data.subset import subsample_per_class
 
