@@ -15,6 +15,7 @@ import grpc
 import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from test_doubles import register_sleepy_protocol
 
 from bobench import errors
 from bobench.battle.executor import LocalExecutor
@@ -32,31 +33,7 @@ KNN = {"ks": [5]}
 
 
 def _sleepy_protocol() -> str:
-    """A protocol that reports progress every step_s (deadline tests); registered once."""
-    from bobench.protocols.base import PROTOCOLS, Protocol, register_protocol
-
-    name = "test_sleepy"
-    if name not in PROTOCOLS:
-
-        def evaluate(ctx, config, seed):
-            for i in range(config["steps"]):
-                ctx.progress(i + 1, config["steps"], "sleeping")
-                time.sleep(config["step_s"])
-            return {"steps_done": float(config["steps"])}
-
-        register_protocol(
-            Protocol(
-                name=name,
-                version="1",
-                task="classification",
-                evaluate=evaluate,
-                defaults={"steps": 100, "step_s": 0.02},
-                primary_metric="steps_done",
-                higher_is_better={"steps_done": True},
-                needs_features=False,
-            )
-        )
-    return name
+    return register_sleepy_protocol()
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-import time
 
 import pytest
+from test_doubles import register_sleepy_protocol
 
 from bobench.rpc.interceptors import INTERNAL_MESSAGE, status_for
 
@@ -80,30 +80,7 @@ def aio_loop():
 @pytest.fixture(scope="session")
 def sleepy_protocol():
     """A protocol that reports progress every `step_s` for `steps` steps (cancellation tests)."""
-    from bobench.protocols.base import PROTOCOLS, Protocol, register_protocol
-
-    name = "test_sleepy"
-    if name not in PROTOCOLS:
-
-        def evaluate(ctx, config, seed):
-            for i in range(config["steps"]):
-                ctx.progress(i + 1, config["steps"], "sleeping")
-                time.sleep(config["step_s"])
-            return {"steps_done": float(config["steps"])}
-
-        register_protocol(
-            Protocol(
-                name=name,
-                version="1",
-                task="classification",
-                evaluate=evaluate,
-                defaults={"steps": 100, "step_s": 0.02},
-                primary_metric="steps_done",
-                higher_is_better={"steps_done": True},
-                needs_features=False,
-            )
-        )
-    return name
+    return register_sleepy_protocol()
 
 
 @pytest.fixture
