@@ -14,8 +14,8 @@ import urllib.request
 import grpc
 import pytest
 import torch
+from doubles import register_sleepy_protocol
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_doubles import register_sleepy_protocol
 
 from bobench import errors
 from bobench.battle.executor import LocalExecutor

@@ -12,7 +12,7 @@ import inspect
 import threading
 
 import pytest
-from test_doubles import register_sleepy_protocol
+from doubles import register_sleepy_protocol
 
 from bobench.rpc.interceptors import INTERNAL_MESSAGE, status_for
 
