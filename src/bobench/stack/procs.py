@@ -153,6 +153,10 @@ def stop_pid(pid: int, timeout_s: float = 10.0, proc: subprocess.Popen | None = 
         return False
     if proc is not None:
         proc.wait(5)
+    else:  # SIGKILL is delivered asynchronously: return only once the process is gone
+        deadline = time.monotonic() + 5
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
     return True
 
 
