@@ -25,3 +25,18 @@ def start_scheduler(tmp_path: Path, evaluator_address: str, env: dict[str, str])
          evaluator_address],
         tmp_path / "logs", env=env,
     )  # fmt: skip
+
+
+def spawn_evaluator_process(tmp_path: Path, *extra_args: str):
+    """`python -m bobench.rpc.evaluator_service` on port 0 with stdout piped; returns (Popen, the
+    parsed JSON ready line). The caller stops the process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BOBENCH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "bobench.rpc.evaluator_service", "--port", "0", "--metrics-port", "0",
+           "--results-dir", str(tmp_path / "results"), "--threads", "1", *extra_args]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    return proc, json.loads(proc.stdout.readline())

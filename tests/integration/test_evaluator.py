@@ -3,11 +3,8 @@ metrics, deadlines, and the service process itself (ready line, SIGTERM drain)."
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -26,6 +23,7 @@ from bobench.rpc.background import BackgroundServer
 from bobench.rpc.evaluator_service import EvaluatorServicer
 from bobench.rpc.server import ServiceBinding
 from bobench.v1 import evaluator_pb2_grpc
+from services import spawn_evaluator_process
 
 pytestmark = pytest.mark.integration
 torch.set_num_threads(1)
@@ -157,25 +155,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def test_service_process_prints_its_ports_serves_and_drains_on_sigterm(tmp_path):
-    env = {**os.environ, "BOBENCH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "bobench.rpc.evaluator_service",
-        "--port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--results-dir",
-        str(tmp_path / "results"),
-        "--threads",
-        "1",
-        "--batch-size",
-        "16",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    proc, ready = spawn_evaluator_process(tmp_path, "--batch-size", "16")
     try:
-        ready = json.loads(proc.stdout.readline())
         assert ready["event"] == "serving" and ready["port"] > 0 and ready["metrics_port"] > 0
         assert ready["services"] == ["bobench.v1.Evaluator"] and ready["pid"] == proc.pid
         with EvaluatorClient(ready["address"], timeout_s=30) as c:

@@ -4,42 +4,21 @@ cancelled, never finished) and exits promptly instead of waiting for the run to 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 from bobench.client import EvaluatorClient
+from services import spawn_evaluator_process
 
 pytestmark = pytest.mark.integration
 
 
 def test_sigterm_mid_run_cancels_it_after_the_grace_period_and_exits(tmp_path):
-    env = {**os.environ, "BOBENCH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "bobench.rpc.evaluator_service",
-        "--port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--results-dir",
-        str(tmp_path / "results"),
-        "--threads",
-        "1",
-        "--batch-size",
-        "4",
-        "--grace-s",
-        "1",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    proc, ready = spawn_evaluator_process(tmp_path, "--batch-size", "4", "--grace-s", "1")
     try:
-        ready = json.loads(proc.stdout.readline())
         progressed = threading.Event()
         outcome: dict = {}
 
