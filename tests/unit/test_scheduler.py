@@ -337,3 +337,35 @@ def test_records_round_trip_through_the_store(store):
         assert isinstance(rec, RunRecord) and rec.finished and rec.battle == bid
     finally:
         sched.close()
+
+
+def test_preparer_failure_fails_only_that_backbones_runs_and_transient_preparer_errors_retry(store):
+    """The pre-dispatch hook (publishing a backbone): a permanent error fails the backbone's runs with
+    that reason and they never reach an executor; a transient one is retried; other backbones go on."""
+    from bobench.errors import NotFound as PublishNotFound
+
+    prepared: Counter = Counter()
+
+    def preparer(plan, battle_id):
+        prepared[plan.backbone] += 1
+        if plan.backbone == "b1":
+            raise PublishNotFound("cannot publish b1: no weights")
+        if plan.backbone == "b2" and prepared["b2"] == 1:
+            raise Unavailable("store briefly down")
+
+    ex = ScriptedExecutor()
+    sched = start(store, [ex], preparer=preparer)
+    try:
+        bid = sched.submit(make_spec(seeds=(0,)))
+        status = sched.wait(bid, timeout_s=10)
+        by_backbone = {r.backbone: r for r in sched.results(bid)}
+        assert status.counts["finished"] == 2 and status.counts["failed"] == 1
+        assert by_backbone["b1"].status == "failed"
+        assert "cannot publish b1" in by_backbone["b1"].error
+        assert {p.backbone for p in grid_planner(make_spec(seeds=(0,)), bid) if p.run_key in ex.calls} == {
+            "b0",
+            "b2",
+        }
+        assert prepared["b2"] == 2  # retried after the transient error
+    finally:
+        sched.close()

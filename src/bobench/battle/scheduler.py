@@ -40,7 +40,14 @@ from bobench.battle.scheduler_state import (
     utc_now,
 )
 from bobench.battle.spec import BattleSpec
-from bobench.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from bobench.errors import (
+    AlreadyExists,
+    BobenchError,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from bobench.store.base import ArtifactStore, check_key
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,10 @@ log = logging.getLogger(__name__)
 TRANSIENT_ERRORS = (Unavailable, DeadlineExceeded)
 _TRANSIENT_PREFIXES = tuple(f"{cls.__name__}:" for cls in TRANSIENT_ERRORS)
 Planner = Callable[[BattleSpec, str], list[RunPlan]]
+# Called with a run's plan (and its battle id) right before the run goes to an executor, e.g. to publish
+# the backbone's model to the embedder. Must be idempotent and thread-safe. A BobenchError it raises
+# fails that run with the error (Unavailable / DeadlineExceeded are retried like executor errors).
+Preparer = Callable[[RunPlan, str], None]
 
 
 def default_planner(spec: BattleSpec, battle_id: str) -> list[RunPlan]:
@@ -77,6 +88,7 @@ class Scheduler:
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         planner: Planner = default_planner,
+        preparer: Preparer | None = None,
     ) -> None:
         if not executors:
             raise InvalidArgument("scheduler needs at least one executor")
@@ -86,6 +98,7 @@ class Scheduler:
                 f"{concurrency}, {max_retries}, {backoff_s}"
             )
         self.store, self.executors, self.planner = store, list(executors), planner
+        self.preparer = preparer
         self.concurrency, self.max_retries = concurrency, max_retries
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self._lock = threading.Lock()
@@ -373,6 +386,15 @@ class Scheduler:
         self.store.put_json(
             run_state_key(bid, key), {"state": RUNNING, "attempts": attempts, "at": utc_now()}
         )
+        if self.preparer is not None:
+            try:
+                self.preparer(plan, bid)
+            except TRANSIENT_ERRORS as exc:
+                self._finish(key, None, f"{type(exc).__name__}: {exc}")
+                return
+            except BobenchError as exc:
+                self._finish(key, _failed_record(plan, exc), None)
+                return
         self._free_slots.acquire()
         with self._lock:
             executor = self._slots.pop()
@@ -435,6 +457,14 @@ class Scheduler:
                 if ended:
                     battle.emit(None)
             self._ready.notify_all()
+
+
+def _failed_record(plan: RunPlan, exc: BaseException) -> RunRecord:
+    """The failed record of a run that could not be prepared (its backbone could not be published)."""
+    record = plan.new_record()
+    record.status, record.error = FAILED, f"{type(exc).__name__}: {exc}"
+    record.started_at = record.finished_at = utc_now()
+    return record
 
 
 def _record_doc(record: RunRecord) -> dict[str, Any]:
