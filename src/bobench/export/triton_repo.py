@@ -4,9 +4,12 @@ Layout of one entry (`<repo>/<model>/`)::
 
     config.pbtxt      tritonclient's ModelConfig, written with protobuf text_format
     bobench.json      spec, file digest, export report: what was served and where it came from
-    1/model.onnx      (local and cluster onnxruntime variants)
-    1/model.py        (local variant: bobench's versioned python-backend template)
-    1/model.plan      (cluster TensorRT variant)
+    N/model.onnx      (local and cluster onnxruntime variants)
+    N/model.py        (local variant: bobench's versioned python-backend template)
+    N/model.plan      (cluster TensorRT variant)
+
+`N` is 1 for a hand-built repository; `bob publish` writes a content-addressed version and pins it
+with `version_policy { specific { versions: [N] } }` so Triton serves exactly that export.
 
 The local variant targets the `tritonserver` shipped in nvidia-pytriton, which only has the python
 backend: its `model.py` runs ONNX Runtime on the same ONNX file. The cluster variant targets NVIDIA's
@@ -32,6 +35,8 @@ from bobench.errors import InvalidArgument, NotFound
 log = logging.getLogger(__name__)
 
 VARIANTS = ("local", "cluster")
+EMBEDDER_VARIANTS = ("onnx", "trt-fp16", "trt-fp32")  # what a battle's `embedder_variant` selects
+INSTANCE_KINDS = ("cpu", "gpu")
 PLATFORMS = ("onnxruntime_onnx", "tensorrt_plan")
 INPUT_DTYPES = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32"}
 _ONNX_ELEM_TYPES = {"uint8": 2, "float32": 1}  # onnx.TensorProto.UINT8 / FLOAT
@@ -45,6 +50,21 @@ _NAME_OK = re.compile(r"[^A-Za-z0-9_.-]")
 def model_name_for(spec: BackboneSpec) -> str:
     """The Triton model name of a backbone: its spec name with characters Triton dislikes replaced."""
     return _NAME_OK.sub("_", spec.name)
+
+
+def served_model_name(spec: BackboneSpec, embedder_variant: str = "onnx") -> str:
+    """The Triton model an `embedder_variant` of `spec` is published and requested under.
+
+    ONNX keeps `model_name_for(spec)`; TensorRT variants append the variant ("toy-trt-fp16"). The
+    publisher and the Triton embedder both call this, so they can never disagree. Raises
+    InvalidArgument for an unknown variant.
+    """
+    if embedder_variant not in EMBEDDER_VARIANTS:
+        raise InvalidArgument(
+            f"embedder_variant must be one of {list(EMBEDDER_VARIANTS)}, got {embedder_variant!r}"
+        )
+    base = model_name_for(spec)
+    return base if embedder_variant == "onnx" else f"{base}-{embedder_variant}"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -68,8 +88,14 @@ def build_model_config(
     max_queue_delay_us: int = 100,
     instances: int = 1,
     intra_op_threads: int = 0,
+    version: int | None = None,
+    instance_kind: str | None = None,
 ):
-    """The ModelConfig message for `spec`; raises InvalidArgument on an inconsistent request."""
+    """The ModelConfig message for `spec`; raises InvalidArgument on an inconsistent request.
+
+    `version` pins `version_policy { specific { versions: [version] } }`; `instance_kind` ("cpu" or
+    "gpu") defaults to cpu for the local variant and gpu for the cluster one.
+    """
     from tritonclient.grpc import model_config_pb2 as mc
 
     _check_options(
@@ -92,8 +118,21 @@ def build_model_config(
     config.output.add(name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=[int(spec.embed_dim)])
     config.dynamic_batching.preferred_batch_size.extend(sorted(set(preferred_batch_sizes)))
     config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
-    kind = mc.ModelInstanceGroup.KIND_CPU if variant == "local" else mc.ModelInstanceGroup.KIND_GPU
-    config.instance_group.add(kind=kind, count=instances)
+    kind = instance_kind or ("cpu" if variant == "local" else "gpu")
+    if kind not in INSTANCE_KINDS:
+        raise InvalidArgument(f"instance_kind must be one of {INSTANCE_KINDS}, got {kind!r}")
+    if variant == "local" and kind != "cpu":
+        raise InvalidArgument(
+            "the local variant (python backend running ORT on CPU) needs instance_kind 'cpu'"
+        )
+    config.instance_group.add(
+        kind=mc.ModelInstanceGroup.KIND_CPU if kind == "cpu" else mc.ModelInstanceGroup.KIND_GPU,
+        count=instances,
+    )
+    if version is not None:
+        if version < 1:
+            raise InvalidArgument(f"model version must be >= 1, got {version}")
+        config.version_policy.specific.versions.append(version)
     params = {SPEC_PARAMETER: json.dumps(spec.to_dict(), sort_keys=True)}
     if variant == "local":
         params.update(
@@ -124,12 +163,19 @@ def write_model_repository(
     intra_op_threads: int = 0,
     plan_path: str | os.PathLike | None = None,
     export_report: dict[str, Any] | None = None,
+    version: int = 1,
+    pin_version: bool = False,
+    instance_kind: str | None = None,
+    trt_precision: str = "fp16",
+    extra_metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write (or replace) the repository entry of `spec` under `repo_dir`; return the model directory.
 
     `onnx_path` is checked against the spec (input dtype and [3, S, S] dims, output width) before
     anything is written. For `platform="tensorrt_plan"` the engine is `plan_path`, or is built from the
-    ONNX file with `bobench.export.tensorrt.build_engine` (FailedPrecondition without TensorRT + GPU).
+    ONNX file with `bobench.export.tensorrt.build_engine` at `trt_precision` (FailedPrecondition
+    without TensorRT + GPU). The files go to version directory `version`; `pin_version` writes the
+    version policy that makes Triton serve exactly it. `extra_metadata` is merged into bobench.json.
     Raises NotFound for a missing file and InvalidArgument for an inconsistent spec/option/ONNX file.
     """
     onnx_path = Path(onnx_path)
@@ -149,6 +195,8 @@ def write_model_repository(
         max_queue_delay_us=max_queue_delay_us,
         instances=instances,
         intra_op_threads=intra_op_threads,
+        version=version if pin_version else None,
+        instance_kind=instance_kind,
     )
     check_onnx_contract(onnx_path, spec, input_dtype)
     onnx_sha256 = sha256_file(onnx_path)
@@ -156,21 +204,25 @@ def write_model_repository(
     model_dir = Path(repo_dir) / name
     staging = Path(repo_dir) / f".{name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    version_dir = staging / "1"
+    version_dir = staging / str(version)
     version_dir.mkdir(parents=True)
     try:
-        model_file = _place_model_files(version_dir, onnx_path, variant, platform, plan_path, max_batch_size)
+        model_file = _place_model_files(
+            version_dir, onnx_path, variant, platform, plan_path, max_batch_size, trt_precision
+        )
         _write_config(config, staging / "config.pbtxt")
         meta = {
             "model_name": name,
             "variant": variant,
             "platform": "python" if variant == "local" else platform,
             "input_dtype": input_dtype,
-            "model_file": f"1/{model_file}",
+            "model_file": f"{version}/{model_file}",
+            "version": version,
             "onnx_sha256": onnx_sha256,
             "template_version": TEMPLATE_VERSION if variant == "local" else None,
             "spec": spec.to_dict(),
             "export": export_report,
+            **(extra_metadata or {}),
         }
         (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     except BaseException:
@@ -319,6 +371,7 @@ def _place_model_files(
     platform: str,
     plan_path: str | os.PathLike | None,
     max_batch_size: int,
+    trt_precision: str = "fp16",
 ) -> str:
     """Put the served file (and the python-backend template) into `version_dir`; return its name."""
     if platform == "tensorrt_plan":
@@ -326,7 +379,13 @@ def _place_model_files(
         if plan_path is None:
             from bobench.export.tensorrt import build_engine
 
-            build_engine(onnx_path, target, max_batch=max_batch_size)
+            build_engine(
+                onnx_path,
+                target,
+                precision=trt_precision,
+                opt_batch=min(16, max_batch_size),
+                max_batch=max_batch_size,
+            )
         elif not Path(plan_path).is_file():
             raise NotFound(f"TensorRT plan {plan_path} does not exist")
         else:

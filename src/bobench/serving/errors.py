@@ -43,7 +43,9 @@ def to_bobench_error(exc: Exception, where: str) -> BobenchError:
     status = triton_status(exc)
     cls = _BY_STATUS.get(status, BobenchError)
     lowered = (text or "").lower()
-    if "unknown model" in lowered or ("is not found" in lowered and "model" in lowered):
+    if "protocol is restricted" in lowered:  # Triton answers a missing admin header UNAVAILABLE
+        cls = FailedPrecondition
+    elif "unknown model" in lowered or ("is not found" in lowered and "model" in lowered):
         cls = NotFound
     elif status == "" and "deadline exceeded" in lowered:
         cls = DeadlineExceeded

@@ -10,7 +10,17 @@ python-backend `model.py`. Measured facts this module encodes (see shared notes,
 - port 0: tritonserver refuses two endpoints on the same "address:0" (its option check compares the
   strings before binding) and logs "127.0.0.1:0" instead of the port gRPC actually bound. So ports
   requested as 0 are chosen by bind-probing loopback/the host, and a start that fails with
-  "already in use" (another process won the race) is retried with fresh ports.
+  "already in use" (another process won the race) is retried with fresh ports;
+- the repository may be `s3://bucket/prefix`: tritonserver reads it straight from the S3 endpoint of
+  the Settings (`--model-repository=s3://http://host:port/bucket/prefix`), with the credentials passed
+  as AWS_* environment variables of the child process only (never on its command line or in logs).
+  Triton's S3 path check allows only `[0-9a-zA-Z.-_]` in path segments and a lower-case bucket;
+- `--exit-on-error=false` always: one model that fails to load must not take the others down, and
+  `--strict-readiness=false` so that model does not make the whole server report unready;
+- `--metrics-config=summary_latencies=true` adds latency quantiles to the Prometheus metrics;
+- with an `admin_key`, model control and shared memory are restricted to requests carrying the
+  header `bobench-admin-key: <key>` (gRPC `--grpc-restricted-protocol`, HTTP `--http-restricted-api`);
+  inference, metadata, health and statistics stay open.
 """
 
 from __future__ import annotations
@@ -38,6 +48,12 @@ log = logging.getLogger(__name__)
 _BIND_RETRIES = 3
 _IN_USE = re.compile(r"Socket '[^']*:(\d+)' already in use")
 _POLL_S = 0.2
+_S3_SEGMENT = re.compile(r"^[0-9a-zA-Z.\-_]+$")
+ALL_MODELS = "*"  # `models=["*"]`: load every model in the repository at start
+ADMIN_HEADER = "bobench-admin-key"
+RESTRICTED = "model-repository,shared-memory"
+# Triton's gRPC frontend expects restricted-protocol keys behind this prefix (measured on 2.51).
+GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
 
 
 def tritonserver_home() -> Path:
@@ -84,6 +100,42 @@ def server_environment() -> dict[str, str]:
     return env
 
 
+def triton_s3_repository(url: str, endpoint: str) -> str:
+    """`s3://bucket/prefix` + endpoint `http://h:p` -> Triton's `s3://http://h:p/bucket/prefix`.
+
+    Raises InvalidArgument when the endpoint is missing or a segment breaks Triton's S3 path rules.
+    """
+    from bobench.store.resolve import parse_s3_url
+    from bobench.store.s3 import split_endpoint
+
+    bucket, prefix = parse_s3_url(url)
+    if not endpoint:
+        raise InvalidArgument(f"model repository {url}: no S3 endpoint configured (setting s3_endpoint)")
+    host, secure = split_endpoint(endpoint, False)
+    bad = [p for p in [bucket, *prefix.split("/")] if p and not _S3_SEGMENT.match(p)]
+    if bad or bucket != bucket.lower():
+        raise InvalidArgument(
+            f"model repository {url}: Triton's S3 paths allow only [0-9a-zA-Z.-_] per segment and a "
+            f"lower-case bucket; offending: {bad or [bucket]}"
+        )
+    path = f"{bucket}/{prefix}" if prefix else bucket
+    return f"s3://{'https' if secure else 'http'}://{host}/{path}"
+
+
+def s3_environment(settings) -> dict[str, str]:
+    """The AWS_* variables tritonserver's S3 client reads (for the child process only)."""
+    return {
+        "AWS_ACCESS_KEY_ID": settings.s3_access_key,
+        "AWS_SECRET_ACCESS_KEY": settings.s3_secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def admin_headers(admin_key: str) -> dict[str, str] | None:
+    """gRPC headers that unlock model control on a server started with `admin_key` (None: no key)."""
+    return {GRPC_RESTRICTED_PREFIX + ADMIN_HEADER: admin_key} if admin_key else None
+
+
 def probe_free_ports(host: str, count: int) -> list[int]:
     """`count` distinct ports the OS reports free on `host` (all held open until every one is chosen)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -100,10 +152,14 @@ def probe_free_ports(host: str, count: int) -> list[int]:
 
 
 class TritonServer:
-    """A tritonserver process serving `repo` in explicit model-control mode.
+    """A tritonserver process serving `repo` (a directory or `s3://bucket/prefix`) in explicit
+    model-control mode.
 
     Use as a context manager (`with TritonServer(repo) as server:`) or call `start()`/`stop()`.
-    `models` lists what to load at start (default: every model directory in the repository).
+    `models` lists what to load at start (default: every model directory of a local repository;
+    for an S3 repository `["*"]`, every model it holds, so published models come back after a
+    restart). `settings` supplies the S3 endpoint and credentials; `admin_key` restricts model
+    control and shared memory to callers sending it (see module docstring).
     """
 
     def __init__(
@@ -116,13 +172,28 @@ class TritonServer:
         log_dir: str | os.PathLike | None = None,
         models: Iterable[str] | None = None,
         extra_args: Iterable[str] = (),
+        settings=None,
+        admin_key: str = "",
     ) -> None:
         from bobench.export.triton_repo import list_models
 
-        self.repo = Path(repo).resolve()
-        if not self.repo.is_dir():
-            raise NotFound(f"model repository {self.repo} does not exist")
-        self.models = list(models) if models is not None else list_models(self.repo)
+        self.s3_env: dict[str, str] = {}
+        if str(repo).startswith("s3://"):
+            if settings is None:
+                raise InvalidArgument(f"model repository {repo}: S3 needs settings (s3_endpoint, keys)")
+            self.repo: Path | str = str(repo)
+            self._repository_flag = triton_s3_repository(str(repo), settings.s3_endpoint)
+            self.s3_env = s3_environment(settings)
+            self.models = list(models) if models is not None else [ALL_MODELS]
+        else:
+            self.repo = Path(repo).resolve()
+            if not self.repo.is_dir():
+                raise NotFound(f"model repository {self.repo} does not exist")
+            self._repository_flag = str(self.repo)
+            self.models = list(models) if models is not None else list_models(self.repo)
+        if ALL_MODELS in self.models and len(self.models) > 1:
+            raise InvalidArgument(f"models: '*' (load all) cannot be combined with names, got {self.models}")
+        self.admin_key = admin_key
         self.host = host
         self._requested = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
         for name, port in self._requested.items():
@@ -152,7 +223,7 @@ class TritonServer:
             self._choose_ports()
             self._spawn(backend_dir)
             try:
-                self.wait_ready(self.models, timeout_s=max(0.0, deadline - time.monotonic()))
+                self.wait_ready(self._named_models(), timeout_s=max(0.0, deadline - time.monotonic()))
                 log.info("tritonserver pid %d ready on %s %s", self.pid, self.host, self.ports)
                 return self
             except Unavailable:
@@ -194,6 +265,11 @@ class TritonServer:
     @property
     def metrics_url(self) -> str:
         return f"http://{self._url_host()}:{self.ports['metrics']}/metrics"
+
+    @property
+    def admin_headers(self) -> dict[str, str] | None:
+        """Headers that unlock model control on this server (None when it is unrestricted)."""
+        return admin_headers(self.admin_key)
 
     def info(self) -> dict:
         """The one-line JSON the service prints once ready: ports, host, pid."""
@@ -237,15 +313,15 @@ class TritonServer:
     def load(self, model: str, timeout_s: float = 120.0) -> None:
         """Load (or reload) `model` from the repository and wait until it is ready.
 
-        Raises NotFound when the repository has no such model directory (Triton itself only says
+        Raises NotFound when a local repository has no such model directory (Triton itself only says
         INTERNAL "failed to poll"), else the mapped Triton error.
         """
-        if not (self.repo / model / "config.pbtxt").is_file():
+        if isinstance(self.repo, Path) and not (self.repo / model / "config.pbtxt").is_file():
             raise NotFound(
                 f"model {model!r} is not in repository {self.repo} (models: {', '.join(self.models)})"
             )
         try:
-            self.client().load_model(model, client_timeout=timeout_s)
+            self.client().load_model(model, headers=self.admin_headers, client_timeout=timeout_s)
         except Exception as exc:
             raise to_bobench_error(exc, f"loading model {model!r} on Triton {self.grpc_url}") from None
         self.wait_ready([model], timeout_s=timeout_s)
@@ -253,7 +329,7 @@ class TritonServer:
     def unload(self, model: str, timeout_s: float = 60.0) -> None:
         """Unload `model` and wait until the server no longer reports it ready."""
         try:
-            self.client().unload_model(model, client_timeout=timeout_s)
+            self.client().unload_model(model, headers=self.admin_headers, client_timeout=timeout_s)
         except Exception as exc:
             raise to_bobench_error(exc, f"unloading model {model!r} on Triton {self.grpc_url}") from None
         deadline = time.monotonic() + timeout_s
@@ -269,6 +345,9 @@ class TritonServer:
             return "(no log)"
 
     # -- internals ---------------------------------------------------------------------------------
+    def _named_models(self) -> list[str]:
+        return [m for m in self.models if m != ALL_MODELS]
+
     def _url_host(self) -> str:
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
         return f"[{host}]" if ":" in host else host
@@ -292,11 +371,11 @@ class TritonServer:
     def _command(self, backend_dir: Path) -> list[str]:
         cmd = [
             str(tritonserver_home() / "bin" / "tritonserver"),
-            f"--model-repository={self.repo}",
+            f"--model-repository={self._repository_flag}",
             f"--backend-directory={backend_dir}",
             "--model-control-mode=explicit",
-            "--strict-readiness=true",
-            "--exit-on-error=true",
+            "--strict-readiness=false",
+            "--exit-on-error=false",
             "--exit-timeout-secs=10",
             f"--http-address={self.host}",
             f"--grpc-address={self.host}",
@@ -306,7 +385,13 @@ class TritonServer:
             f"--metrics-port={self.ports['metrics']}",
             "--allow-metrics=true",
             "--allow-cpu-metrics=true",
+            "--metrics-config=summary_latencies=true",
         ]
+        if self.admin_key:
+            cmd += [
+                f"--grpc-restricted-protocol={RESTRICTED}:{ADMIN_HEADER}={self.admin_key}",
+                f"--http-restricted-api={RESTRICTED}:{ADMIN_HEADER}={self.admin_key}",
+            ]
         cmd += [f"--load-model={m}" for m in self.models]
         return cmd + self.extra_args
 
@@ -318,7 +403,7 @@ class TritonServer:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=server_environment(),
+                env={**server_environment(), **self.s3_env},
                 start_new_session=True,  # our caller's Ctrl-C is forwarded by us, not delivered twice
             )
         log.debug(
