@@ -8,6 +8,7 @@ import logging
 import time
 import traceback
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from bobench.battle.context import LocalContext, ProgressFn
@@ -48,6 +49,10 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def execute(self, plan: RunPlan, progress: ProgressFn | None = None) -> RunRecord: ...
 
+    def cancel(self, run_key: str) -> None:  # noqa: B027 - an optional hook, not abstract
+        """Stop the run `run_key` if this executor can (a Kubernetes Job is deleted); default: no-op,
+        the run finishes and is recorded."""
+
     def close(self) -> None:
         """Release held resources."""
 
@@ -76,27 +81,55 @@ class LocalExecutor(Executor):
             self._datasets[key] = ds
         return self._datasets[key]
 
-    def embedder(self, spec: Any):
+    def embedder(self, spec: Any, embedder_variant: str = "onnx"):
+        """The embedder of `spec` (kept warm per backbone digest and variant).
+
+        A TensorRT `embedder_variant` exists only as a published Triton model: with another runtime
+        it raises FailedPrecondition. The previous embedder is closed and forgotten *before* the new
+        one is made, so a failed `make_embedder` never leaves a closed embedder under a live key.
+        """
         from bobench.embed import make_embedder
 
-        key = spec.digest()
-        if self._embedder_key != key:
-            if self._embedder is not None:
-                self._embedder.close()
-            options: dict[str, Any] = {
+        key = f"{spec.digest()}:{embedder_variant}"
+        if self._embedder_key == key:
+            return self._embedder
+        if embedder_variant != "onnx" and self.settings.embedder != "triton":
+            from bobench.errors import FailedPrecondition
+
+            raise FailedPrecondition(
+                f"embedder_variant {embedder_variant!r} is served by Triton only; this executor embeds "
+                f"with {self.settings.embedder!r} (set embedder: triton)"
+            )
+        self._close_embedder()
+        options: dict[str, Any] = {"batch_size": self.settings.batch_size, "threads": self.settings.threads}
+        if self.settings.embedder == "onnxruntime":
+            options["cache_dir"] = self.settings.cache_dir
+        if self.settings.embedder == "torch":
+            options["device"] = self.settings.device
+        if self.settings.embedder == "triton":
+            from bobench.export.triton_repo import served_model_name
+
+            options = {
                 "batch_size": self.settings.batch_size,
-                "threads": self.settings.threads,
+                "url": self.settings.triton_url,
+                "model_name": served_model_name(spec, embedder_variant),
             }
-            if self.settings.embedder == "onnxruntime":
-                options["cache_dir"] = self.settings.cache_dir
-            if self.settings.embedder == "torch":
-                options["device"] = self.settings.device
-            if self.settings.embedder == "triton":
-                options = {"batch_size": self.settings.batch_size, "url": self.settings.triton_url}
-            log.info("loading %s with the %s embedder", spec.name, self.settings.embedder)
-            self._embedder = make_embedder(self.settings.embedder, spec.name, **options)
-            self._embedder_key = key
+        log.info("loading %s (%s) with the %s embedder", spec.name, embedder_variant, self.settings.embedder)
+        self._embedder = make_embedder(self.settings.embedder, spec.name, **options)
+        self._embedder_key = key
         return self._embedder
+
+    def feature_cache(self, embedder_variant: str) -> FeatureCache:
+        """The feature cache of a variant: ONNX features (any runtime) share one; each TensorRT
+        variant has its own, since its features differ from ONNX Runtime's."""
+        if embedder_variant == "onnx":
+            return self.cache
+        return FeatureCache(Path(self.settings.cache_dir) / "variants" / embedder_variant)
+
+    def _close_embedder(self) -> None:
+        embedder, self._embedder, self._embedder_key = self._embedder, None, None
+        if embedder is not None:
+            embedder.close()
 
     def module(self, spec: Any):
         from bobench.backbones import create_backbone
@@ -123,11 +156,12 @@ class LocalExecutor(Executor):
                 raise BobenchError(plan.error)
             spec = get_spec(plan.backbone)
             record.backbone_info = backbone_info(spec)
+            variant = plan.embedder_variant
             ctx = LocalContext(
                 spec,
                 self.dataset(plan.dataset_ref),
-                cache=self.cache,
-                embedder_factory=lambda: self.embedder(spec),
+                cache=self.feature_cache(variant),
+                embedder_factory=lambda: self.embedder(spec, variant),
                 dataset_loader=self.dataset,
                 module_factory=lambda: self.module(spec),
                 progress=progress,
@@ -138,7 +172,7 @@ class LocalExecutor(Executor):
             runtime_info.update(ctx.runtime_info)
             if ctx.feature_runtimes:  # cached features may come from another runtime: say so
                 runtime_info["feature_runtimes"] = sorted(ctx.feature_runtimes)
-            if self._embedder is not None and self._embedder_key == spec.digest():
+            if self._embedder is not None and self._embedder_key == f"{spec.digest()}:{variant}":
                 record.backbone_info = backbone_info(self._embedder.spec)
             record.metrics = dict(metrics)
             record.status = STATUS_FINISHED
@@ -158,15 +192,30 @@ class LocalExecutor(Executor):
         record.finished_at = utc_now()
         record.duration_s = round(time.perf_counter() - t0, 3)
         record.environment = environment(
-            {**runtime_info, "threads": self.settings.threads or _default_threads()}
+            {
+                **runtime_info,
+                **self._served(plan),
+                "threads": self.settings.threads or _default_threads(),
+            }
         )
         return record
 
+    def _served(self, plan: RunPlan) -> dict[str, Any]:
+        """What the record says served the run: the variant, and on Triton the model name
+        (its version comes from the embedder's description when it embedded)."""
+        info: dict[str, Any] = {"embedder_variant": plan.embedder_variant}
+        if self.settings.embedder == "triton" and not plan.error:
+            from bobench.backbones import get_spec
+            from bobench.export.triton_repo import served_model_name
+
+            try:
+                info["served_model"] = served_model_name(get_spec(plan.backbone), plan.embedder_variant)
+            except BobenchError:  # an unknown backbone already failed the run
+                pass
+        return info
+
     def close(self) -> None:
-        if self._embedder is not None:
-            self._embedder.close()
-            self._embedder = None
-            self._embedder_key = None
+        self._close_embedder()
 
 
 def _default_threads() -> int:

@@ -6,6 +6,12 @@ executor slot. Transient failures (Unavailable / DeadlineExceeded, raised or rec
 exponential backoff up to `max_retries`; any other failure marks the run failed and the battle goes
 on. A restarted scheduler (`start()`) reloads every battle from the store and re-queues runs that were
 pending or running, first checking for a stored result, so a finished run is never executed twice.
+
+Runs whose protocol is in `job_protocols` (default: finetune) go to the optional `job_executor` (the
+Kubernetes executor: one Job per run) with its own slot pool; at most that many workers ever wait on
+Jobs, so Jobs never starve the other runs. Without a job executor every run goes to `executors`.
+`cancel` also asks the executor of each executing run to stop it (`Executor.cancel`); a run whose
+executor returns a "cancelled" record ends cancelled, never finished.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 
 from bobench.battle.executor import Executor
 from bobench.battle.plan import RunPlan, plan_battle
-from bobench.battle.records import RunRecord
+from bobench.battle.records import STATUS_CANCELLED, RunRecord
 from bobench.battle.scheduler_state import (
     CANCELLED,
     FAILED,
@@ -89,6 +95,8 @@ class Scheduler:
         max_backoff_s: float = 60.0,
         planner: Planner = default_planner,
         preparer: Preparer | None = None,
+        job_executor: Executor | None = None,
+        job_protocols: Iterable[str] = ("finetune",),
     ) -> None:
         if not executors:
             raise InvalidArgument("scheduler needs at least one executor")
@@ -107,10 +115,12 @@ class Scheduler:
         self._seq = itertools.count()
         self._battles: dict[str, Battle] = {}
         self._inflight: dict[str, set[str]] = {}  # run key -> battles waiting on its execution
-        self._slots: list[Executor] = [
-            e for e in self.executors for _ in range(max(1, getattr(e, "slots", 1)))
-        ]
-        self._free_slots = threading.Semaphore(len(self._slots))
+        self._pool = _Pool(self.executors)
+        self.job_executor = job_executor
+        self.job_protocols = frozenset(job_protocols) if job_executor is not None else frozenset()
+        self._job_pool = _Pool([job_executor]) if job_executor is not None else None
+        self._parked: list[tuple[float, int, str, str]] = []  # job runs waiting for a free Job slot
+        self._executing: dict[str, Executor] = {}  # run key -> the executor running it now
         self._workers: list[threading.Thread] = []
         self._closing = False
         self.retries_total = 0
@@ -122,7 +132,8 @@ class Scheduler:
     def start(self) -> Scheduler:
         """Resume stored battles and start the worker threads. Returns self."""
         self._recover()
-        for i in range(self.concurrency):
+        job_workers = self._job_pool.size if self._job_pool is not None else 0
+        for i in range(self.concurrency + job_workers):
             t = threading.Thread(target=self._work, name=f"scheduler-worker-{i}", daemon=True)
             t.start()
             self._workers.append(t)
@@ -136,7 +147,7 @@ class Scheduler:
         deadline = time.monotonic() + timeout_s
         for t in self._workers:
             t.join(max(0.0, deadline - time.monotonic()))
-        for e in self.executors:
+        for e in self.executors + ([self.job_executor] if self.job_executor is not None else []):
             e.close()
 
     # -- API -------------------------------------------------------------------------------------
@@ -202,7 +213,8 @@ class Scheduler:
         return out
 
     def cancel(self, battle_id: str, reason: str = "") -> BattleStatus:
-        """Cancel queued runs; runs already executing finish and are recorded. Idempotent."""
+        """Cancel queued runs and ask executors to stop the battle's executing runs (one that cannot
+        be stopped, or that another live battle waits on, finishes and is recorded). Idempotent."""
         with self._lock:
             battle = self._battle(battle_id)
             if battle.state not in TERMINAL_BATTLE_STATES:
@@ -212,7 +224,22 @@ class Scheduler:
                         battle.set_run_state(run, CANCELLED)
                 self.store.put_json(battle_key(battle_id), battle.to_doc())
                 battle.emit(None)
-            return battle.status()
+            stoppable = [
+                (key, self._executing[key])
+                for key, run in battle.runs.items()
+                if run.state == RUNNING and key in self._executing and self._only_cancelled_wait(key)
+            ]
+            status = battle.status()
+        for key, executor in stoppable:
+            try:
+                executor.cancel(key)
+            except BobenchError as exc:
+                log.warning("could not stop run %s of cancelled battle %s: %s", key, battle_id, exc)
+        return status
+
+    def _only_cancelled_wait(self, key: str) -> bool:
+        """True when every battle waiting on `key` is cancelled (lock held)."""
+        return all(self._battles[b].state == CANCELLED for b in self._inflight.get(key, ()))
 
     def watch(
         self, battle_id: str, timeout_s: float | None = None, is_active: Callable[[], bool] | None = None
@@ -352,6 +379,9 @@ class Scheduler:
                         battle.set_run_state(run, CANCELLED)
                         battle.emit(run)
                         continue
+                    if key not in self._inflight and not self._take_job_turn(run.plan):
+                        self._parked.append((ready_at, next(self._seq), bid, key))
+                        continue
                     battle.set_run_state(run, RUNNING)
                     run.attempts += 1
                     battle.started = True
@@ -366,14 +396,40 @@ class Scheduler:
                 self._ready.wait(timeout)
             return None
 
+    def _is_job(self, plan: RunPlan) -> bool:
+        return plan.protocol in self.job_protocols
+
+    def _take_job_turn(self, plan: RunPlan) -> bool:
+        """For a job run: claim one of the job pool's turns, False when all are taken (lock held)."""
+        if not self._is_job(plan):
+            return True
+        if self._job_pool.engaged >= self._job_pool.size:
+            return False
+        self._job_pool.engaged += 1
+        return True
+
+    def _end_job_turn(self) -> None:
+        """Give a job turn back and re-queue the parked job runs (lock held)."""
+        self._job_pool.engaged -= 1
+        for item in self._parked:
+            heapq.heappush(self._queue, item)
+        self._parked.clear()
+        self._ready.notify_all()
+
     def _work(self) -> None:
         while (item := self._next_item()) is not None:
             bid, key, ready_at = item
+            with self._lock:
+                is_job = self._is_job(self._battles[bid].runs[key].plan)
             try:
                 self._dispatch(bid, key, ready_at)
             except Exception:  # a store failure must not kill the worker; the run is retried
                 log.exception("dispatch of run %s (battle %s) failed", key, bid)
                 self._finish(key, None, "Unavailable: scheduler could not record the run")
+            finally:
+                if is_job:
+                    with self._lock:
+                        self._end_job_turn()
 
     def _dispatch(self, bid: str, key: str, ready_at: float) -> None:
         with self._lock:
@@ -395,9 +451,10 @@ class Scheduler:
             except BobenchError as exc:
                 self._finish(key, _failed_record(plan, exc), None)
                 return
-        self._free_slots.acquire()
+        pool = self._job_pool if self._is_job(plan) else self._pool
+        executor = pool.acquire(self._lock)
         with self._lock:
-            executor = self._slots.pop()
+            self._executing[key] = executor
         t0 = time.monotonic()
         if self.on_dispatch is not None:
             self.on_dispatch(t0 - ready_at)
@@ -407,8 +464,8 @@ class Scheduler:
             record, error = None, f"{type(exc).__name__}: {exc}"
         finally:
             with self._lock:
-                self._slots.append(executor)
-            self._free_slots.release()
+                self._executing.pop(key, None)
+            pool.release(executor, self._lock)
         if self.on_run_done is not None:
             self.on_run_done(record.status if record is not None else "transient", time.monotonic() - t0)
         if record is not None and record.finished:
@@ -427,6 +484,13 @@ class Scheduler:
                 if record is not None and record.finished:
                     battle.set_run_state(run, FINISHED)
                     run.error = None
+                elif record is not None and record.status == STATUS_CANCELLED:
+                    battle.set_run_state(run, CANCELLED)
+                    run.error = record.error
+                    self.store.put_json(
+                        run_state_key(bid, key),
+                        {"state": CANCELLED, "attempts": run.attempts, "error": run.error, "at": utc_now()},
+                    )
                 elif transient and run.attempts <= self.max_retries and not self._closing:
                     battle.set_run_state(run, PENDING)
                     run.error = error
@@ -457,6 +521,26 @@ class Scheduler:
                 if ended:
                     battle.emit(None)
             self._ready.notify_all()
+
+
+class _Pool:
+    """Executor slots (`slots` per executor, default 1) and the job turns workers hold."""
+
+    def __init__(self, executors: list[Executor]) -> None:
+        self._slots = [e for e in executors for _ in range(max(1, getattr(e, "slots", 1)))]
+        self.size = len(self._slots)
+        self._free = threading.Semaphore(self.size)
+        self.engaged = 0  # job pool only: workers between taking a job run and finishing it
+
+    def acquire(self, lock: threading.Lock) -> Executor:
+        self._free.acquire()
+        with lock:
+            return self._slots.pop()
+
+    def release(self, executor: Executor, lock: threading.Lock) -> None:
+        with lock:
+            self._slots.append(executor)
+        self._free.release()
 
 
 def _failed_record(plan: RunPlan, exc: BaseException) -> RunRecord:

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "export",
     "serve",
     "finetune",
+    "jobs",
     "remote",
 )
 

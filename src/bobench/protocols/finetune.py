@@ -35,6 +35,15 @@ def checkpoint_dir(
     return Path(cache_dir) / "finetune" / hashlib.sha256(blob).hexdigest()[:20]
 
 
+def run_checkpoint_dir(
+    cache_dir: str | Path, spec: Any, dataset: Any, config: dict[str, Any], seed: int
+) -> Path:
+    """The checkpoint directory `evaluate` uses for this run (the Kubernetes Job syncs it to the store).
+    Raises InvalidArgument for a bad config."""
+    cfg = FinetuneConfig.from_dict(PROTOCOL.resolve_config(config), "finetune protocol config")
+    return checkpoint_dir(cache_dir, spec.digest(), dataset.fingerprint, cfg, seed)
+
+
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
     """Fine-tune and report the best-val epoch's test metrics. Raises InvalidArgument for a bad config,
     FailedPrecondition for a backbone without a torch module."""
