@@ -2,7 +2,9 @@
 
 A run key hashes (backbone identity incl. weights digest and preprocessing, dataset fingerprint incl.
 split seed, protocol name + version + resolved config, seed): same key -> same result, so finished
-keys are never run twice.
+keys are never run twice. Runs that embed (`embeds(protocol)`) under a non-default `embedder_variant`
+(a TensorRT plan) also hash the variant: fp16 changes the numbers. The default "onnx" is left out of
+the hash, so keys planned before the variant existed are unchanged.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class RunPlan:
     dataset_fingerprint: str | None = None
     battle: str | None = None
     error: str | None = None
+    embedder_variant: str = "onnx"  # the published Triton model this run embeds with
 
     def new_record(self) -> RunRecord:
         return RunRecord(
@@ -64,18 +67,35 @@ class RunPlan:
         return cls(**d)
 
 
+EMBEDDER_TIMING_PROTOCOLS = ("serving_latency", "efficiency")  # time the embedder without features
+
+
+def embeds(protocol: Any) -> bool:
+    """Whether a protocol's runs go through the embedder (features, or timing the served model)."""
+    return bool(protocol.needs_features) or protocol.name in EMBEDDER_TIMING_PROTOCOLS
+
+
 def run_key(
-    backbone_identity: dict, dataset_id: str, protocol: str, version: str, config: dict, seed: int
+    backbone_identity: dict,
+    dataset_id: str,
+    protocol: str,
+    version: str,
+    config: dict,
+    seed: int,
+    embedder_variant: str = "onnx",
 ) -> str:
+    doc = {
+        "backbone": backbone_identity,
+        "dataset": dataset_id,
+        "protocol": protocol,
+        "version": version,
+        "config": config,
+        "seed": seed,
+    }
+    if embedder_variant != "onnx":
+        doc["embedder_variant"] = embedder_variant
     blob = json.dumps(
-        {
-            "backbone": backbone_identity,
-            "dataset": dataset_id,
-            "protocol": protocol,
-            "version": version,
-            "config": config,
-            "seed": seed,
-        },
+        doc,
         sort_keys=True,
         default=str,
     ).encode()
@@ -146,9 +166,16 @@ def plan_battle(
                     continue
                 if pentry.backbones is not None and bname not in pentry.backbones:
                     continue
+                variant = spec.embedder_variant if embeds(proto) else "onnx"
                 for seed in spec.seeds:
                     key = run_key(
-                        identity, fingerprint or entry.ref_json(), proto.name, proto.version, config, seed
+                        identity,
+                        fingerprint or entry.ref_json(),
+                        proto.name,
+                        proto.version,
+                        config,
+                        seed,
+                        variant,
                     )
                     plans.append(
                         RunPlan(
@@ -166,6 +193,7 @@ def plan_battle(
                             dataset_fingerprint=fingerprint,
                             battle=battle_id,
                             error=error,
+                            embedder_variant=variant,
                         )
                     )
     log.info(

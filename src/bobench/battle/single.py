@@ -30,6 +30,7 @@ def plan_single_run(
     dataset_name: str | None = None,
     battle_id: str | None = None,
     dataset_loader: Callable[[Any], Any] | None = None,
+    embedder_variant: str = "onnx",
 ) -> RunPlan:
     """The plan of one run; `dataset` is a registered name or a structured ref ({"type": ...}).
 
@@ -64,6 +65,7 @@ def plan_single_run(
             "datasets": [entry],
             "protocols": [{"name": protocol, "config": dict(config or {})}],
             "seeds": [seed],
+            "embedder_variant": embedder_variant,
         }
     )
     (plan,) = plan_battle(spec, battle_id=battle_id, dataset_loader=dataset_loader)

@@ -19,6 +19,7 @@ _TOP_LEVEL = {
     "protocols",
     "seeds",
     "embedder",
+    "embedder_variant",
     "settings",
     "report",
 }
@@ -56,6 +57,9 @@ class BattleSpec:
     report: bool = True
     description: str = ""
     custom_backbones: tuple[dict[str, Any], ...] = ()  # BackboneSpec fields of user-defined backbones
+    # Which published Triton model embeds: "onnx" (default), "trt-fp16" or "trt-fp32". Part of the run
+    # key of embedding runs (TensorRT fp16 changes the numbers) and of their feature cache.
+    embedder_variant: str = "onnx"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +82,8 @@ class BattleSpec:
             "embedder": self.embedder,
             "settings": self.settings,
             "report": self.report,
+            # only when chosen, so specs stored before the field existed compare equal
+            **({"embedder_variant": self.embedder_variant} if self.embedder_variant != "onnx" else {}),
         }
 
 
@@ -240,6 +246,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "bat
     embedder = data.get("embedder")
     if embedder is not None and embedder not in ("onnxruntime", "torch", "triton"):
         raise _fail("embedder", f"must be onnxruntime, torch or triton, got {embedder!r}")
+    embedder_variant = _embedder_variant(data.get("embedder_variant", "onnx"))
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name:
         raise _fail("name", "must be a non-empty string")
@@ -254,7 +261,16 @@ def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "bat
         settings=dict(settings),
         report=bool(data.get("report", True)),
         custom_backbones=tuple(custom),
+        embedder_variant=embedder_variant,
     )
+
+
+def _embedder_variant(value: Any) -> str:
+    from bobench.export.triton_repo import EMBEDDER_VARIANTS
+
+    if value not in EMBEDDER_VARIANTS:
+        raise _fail("embedder_variant", f"must be one of {list(EMBEDDER_VARIANTS)}, got {value!r}")
+    return value
 
 
 def load_spec(path: str | Path) -> BattleSpec:

@@ -35,7 +35,9 @@ class TritonEmbedder(Embedder):
     """Embeds through a Triton model serving the bobench tensor contract.
 
     `backbone` is a BackboneSpec or a backbone name; with a name, the spec is read from the model's
-    config (`bobench_spec` parameter written by the repository generator). Raises NotFound for an
+    config (`bobench_spec` parameter written by the repository generator). Without `model_name` the
+    model asked for is `served_model_name(spec, embedder_variant)`, the name `bob publish` used.
+    Raises NotFound for an
     unknown model, Unavailable when the server cannot be reached, InvalidArgument when the served
     model does not match the spec (dims, dtype, batch size).
     """
@@ -54,10 +56,11 @@ class TritonEmbedder(Embedder):
         shared_memory: bool = False,
         input_dtype: str = "uint8",
         backoff_s: float = 0.1,
+        embedder_variant: str = "onnx",
     ) -> None:
         import tritonclient.grpc as grpcclient
 
-        from bobench.export.triton_repo import SPEC_PARAMETER, model_name_for
+        from bobench.export.triton_repo import SPEC_PARAMETER, served_model_name
 
         if input_dtype not in _TRITON_DTYPES:
             raise InvalidArgument(f"input_dtype must be one of {sorted(_TRITON_DTYPES)}, got {input_dtype!r}")
@@ -74,7 +77,8 @@ class TritonEmbedder(Embedder):
         self.input_dtype = input_dtype
         self.client = grpcclient.InferenceServerClient(url)
         spec = backbone if isinstance(backbone, BackboneSpec) else None
-        self.model_name = model_name or (model_name_for(spec) if spec else str(backbone))
+        self.model_name = model_name or served_model_name(spec or str(backbone), embedder_variant)
+        self.embedder_variant = embedder_variant
         self.where = f"Triton model {self.model_name!r} at {url}"
         config = self._call(
             lambda: self.client.get_model_config(self.model_name, client_timeout=timeout_s)
@@ -91,6 +95,7 @@ class TritonEmbedder(Embedder):
             spec = BackboneSpec.from_dict(json.loads(raw))
         super().__init__(spec, batch_size=batch_size)
         self.model_config = config
+        self.model_versions = self._served_versions()
         self._check_config(config)
         self.shared_memory = shared_memory
         self._local = threading.local()
@@ -130,6 +135,8 @@ class TritonEmbedder(Embedder):
             **super().describe(),
             "url": self.url,
             "model": self.model_name,
+            "model_version": ",".join(self.model_versions),
+            "embedder_variant": self.embedder_variant,
             "transport": "grpc",
             "input_dtype": self.input_dtype,
             "shared_memory": self.shared_memory,
@@ -236,6 +243,13 @@ class TritonEmbedder(Embedder):
             shm.destroy_shared_memory_region(handle)
         self._local = threading.local()
 
+    def _served_versions(self) -> list[str]:
+        """The versions Triton serves under the model name (one, when the config pins it)."""
+        metadata = self._call(
+            lambda: self.client.get_model_metadata(self.model_name, client_timeout=self.timeout_s)
+        )
+        return list(metadata.versions)
+
     # -- validation --------------------------------------------------------------------------------
     def _check_config(self, config) -> None:
         want_dtype = _TRITON_DTYPES[self.input_dtype][0]
@@ -308,6 +322,7 @@ def _factory(
     retries: int = 3,
     shared_memory: bool = False,
     input_dtype: str = "uint8",
+    embedder_variant: str = "onnx",
     **_: Any,
 ) -> TritonEmbedder:
     return TritonEmbedder(
@@ -320,6 +335,7 @@ def _factory(
         retries=retries,
         shared_memory=shared_memory,
         input_dtype=input_dtype,
+        embedder_variant=embedder_variant,
     )
 
 

@@ -52,8 +52,9 @@ def model_name_for(spec: BackboneSpec) -> str:
     return _NAME_OK.sub("_", spec.name)
 
 
-def served_model_name(spec: BackboneSpec, embedder_variant: str = "onnx") -> str:
-    """The Triton model an `embedder_variant` of `spec` is published and requested under.
+def served_model_name(spec: BackboneSpec | str, embedder_variant: str = "onnx") -> str:
+    """The Triton model an `embedder_variant` of a backbone (spec or name) is published and requested
+    under.
 
     ONNX keeps `model_name_for(spec)`; TensorRT variants append the variant ("toy-trt-fp16"). The
     publisher and the Triton embedder both call this, so they can never disagree. Raises
@@ -63,7 +64,7 @@ def served_model_name(spec: BackboneSpec, embedder_variant: str = "onnx") -> str
         raise InvalidArgument(
             f"embedder_variant must be one of {list(EMBEDDER_VARIANTS)}, got {embedder_variant!r}"
         )
-    base = model_name_for(spec)
+    base = _NAME_OK.sub("_", spec.name if isinstance(spec, BackboneSpec) else str(spec))
     return base if embedder_variant == "onnx" else f"{base}-{embedder_variant}"
 
 

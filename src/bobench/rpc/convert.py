@@ -224,8 +224,9 @@ def run_request(
     batch_size: int = 0,
     expected_run_key: str | None = None,
     rerun: bool = False,
+    embedder_variant: str = "onnx",
 ) -> common_pb2.RunRequest:
-    """Build a RunRequest (config as exact JSON)."""
+    """Build a RunRequest (config as exact JSON; the default "onnx" variant travels as empty)."""
     return common_pb2.RunRequest(
         backbone=common_pb2.BackboneRef(name=backbone),
         dataset=dataset_ref_to_proto(dataset, dataset_name),
@@ -237,7 +238,18 @@ def run_request(
         batch_size=batch_size,
         expected_run_key=expected_run_key or "",
         rerun=rerun,
+        embedder_variant="" if embedder_variant == "onnx" else embedder_variant,
     )
+
+
+def embedder_variant_from_proto(value: str, field: str) -> str:
+    """The embedder variant of a request field ("" = "onnx"); InvalidArgument naming `field`."""
+    from bobench.export.triton_repo import EMBEDDER_VARIANTS
+
+    variant = value or "onnx"
+    if variant not in EMBEDDER_VARIANTS:
+        raise InvalidArgument(f"{field}: must be one of {list(EMBEDDER_VARIANTS)}, got {value!r}")
+    return variant
 
 
 def plan_to_request(plan: RunPlan, *, rerun: bool = False, batch_size: int = 0) -> common_pb2.RunRequest:
@@ -256,6 +268,7 @@ def plan_to_request(plan: RunPlan, *, rerun: bool = False, batch_size: int = 0) 
         batch_size=batch_size,
         expected_run_key=plan.run_key,
         rerun=rerun,
+        embedder_variant=plan.embedder_variant,
     )
     if plan.backbone in CUSTOM_BACKBONES:
         request.backbone.spec_json = json.dumps(CUSTOM_BACKBONES[plan.backbone], sort_keys=True)
@@ -286,6 +299,7 @@ def battle_spec_to_proto(spec: BattleSpec) -> common_pb2.BattleSpec:
         settings=to_struct(spec.settings),
         report=spec.report,
         custom_backbones=[to_struct(c) for c in spec.custom_backbones],
+        embedder_variant="" if spec.embedder_variant == "onnx" else spec.embedder_variant,
     )
 
 
@@ -333,4 +347,5 @@ def battle_spec_from_proto(msg: common_pb2.BattleSpec) -> BattleSpec:
     }
     if msg.embedder:
         data["embedder"] = msg.embedder
+    data["embedder_variant"] = embedder_variant_from_proto(msg.embedder_variant, "spec.embedder_variant")
     return parse_spec(data)

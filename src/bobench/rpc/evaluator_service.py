@@ -3,6 +3,11 @@ library (`plan_single_run`), executes it in a worker thread (bounded by an execu
 progress and the final RunResult, and stores the record so `GetResult` can answer it.
 
 Run it with `python -m bobench.rpc.evaluator_service --port 50051` (flags below; env BOBENCH_*).
+
+Readiness: with `--embedder triton`, health for `bobench.v1.Evaluator` is SERVING only while the Triton
+at `--triton-url` answers `is_server_live` (checked every `--readiness-interval-s`, 2 s timeout), so a
+Kubernetes readiness probe on that service takes the pod out of rotation while its embedder is down;
+the overall "" service stays SERVING (liveness), so a Triton outage does not restart evaluators.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -74,6 +80,7 @@ def validate_run_request(run: Any) -> dict[str, Any]:
         "seed": int(run.seed),
         "dataset_name": name,
         "battle_id": run.battle_id or None,
+        "embedder_variant": convert.embedder_variant_from_proto(run.embedder_variant, "run.embedder_variant"),
     }
 
 
@@ -222,6 +229,31 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
         self.pool.close()
 
 
+def triton_liveness(url: str, timeout_s: float = 2.0) -> Callable[[], Awaitable[bool]]:
+    """A readiness check: True while the Triton at gRPC `url` answers `is_server_live` in `timeout_s`.
+
+    Each check opens a fresh client, so a restarted Triton is seen at the next check instead of after
+    a long gRPC reconnect backoff.
+    """
+
+    def check() -> bool:
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(url)
+        try:
+            return bool(client.is_server_live(client_timeout=timeout_s))
+        except Exception as exc:  # any transport or server error means "not live"
+            log.debug("Triton %s not live: %s", url, exc)
+            return False
+        finally:
+            client.close()
+
+    async def liveness() -> bool:
+        return await asyncio.to_thread(check)
+
+    return liveness
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bobench-evaluator", description="bobench Evaluator gRPC service")
     p.add_argument(
@@ -258,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="feature/model cache (env BOBENCH_CACHE_DIR)")
     p.add_argument("--embedder", choices=("onnxruntime", "torch", "triton"), help="embedding runtime")
     p.add_argument("--triton-url", help="Triton gRPC address for --embedder triton")
+    p.add_argument(
+        "--readiness-interval-s",
+        type=float,
+        default=5.0,
+        help="with --embedder triton: how often readiness re-checks that Triton is live",
+    )
     p.add_argument("--batch-size", type=int, help="default embedding batch size")
     p.add_argument("--threads", type=int, help="intra-op threads (0 = library default)")
     return p
@@ -288,7 +326,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(settings.threads)
     results_dir = Path(args.results_dir or Path(settings.cache_dir) / "evaluator-results")
     servicer = EvaluatorServicer(settings, results_dir, args.max_concurrent_runs)
-    binding = ServiceBinding.of(evaluator_pb2_grpc.add_EvaluatorServicer_to_server, servicer)
+    readiness = triton_liveness(settings.triton_url) if settings.embedder == "triton" else None
+    binding = ServiceBinding.of(
+        evaluator_pb2_grpc.add_EvaluatorServicer_to_server,
+        servicer,
+        readiness=readiness,
+        readiness_interval_s=args.readiness_interval_s,
+    )
     asyncio.run(
         serve_forever(
             [binding],

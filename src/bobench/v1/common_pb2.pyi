@@ -57,7 +57,7 @@ class ProtocolConfig(_message.Message):
     def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., config_json: _Optional[str] = ...) -> None: ...
 
 class RunRequest(_message.Message):
-    __slots__ = ("backbone", "dataset", "protocol", "seed", "battle_id", "batch_size", "expected_run_key", "rerun")
+    __slots__ = ("backbone", "dataset", "protocol", "seed", "battle_id", "batch_size", "expected_run_key", "rerun", "embedder_variant")
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class RunRequest(_message.Message):
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_RUN_KEY_FIELD_NUMBER: _ClassVar[int]
     RERUN_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_VARIANT_FIELD_NUMBER: _ClassVar[int]
     backbone: BackboneRef
     dataset: DatasetRef
     protocol: ProtocolConfig
@@ -74,7 +75,8 @@ class RunRequest(_message.Message):
     batch_size: int
     expected_run_key: str
     rerun: bool
-    def __init__(self, backbone: _Optional[_Union[BackboneRef, _Mapping]] = ..., dataset: _Optional[_Union[DatasetRef, _Mapping]] = ..., protocol: _Optional[_Union[ProtocolConfig, _Mapping]] = ..., seed: _Optional[int] = ..., battle_id: _Optional[str] = ..., batch_size: _Optional[int] = ..., expected_run_key: _Optional[str] = ..., rerun: _Optional[bool] = ...) -> None: ...
+    embedder_variant: str
+    def __init__(self, backbone: _Optional[_Union[BackboneRef, _Mapping]] = ..., dataset: _Optional[_Union[DatasetRef, _Mapping]] = ..., protocol: _Optional[_Union[ProtocolConfig, _Mapping]] = ..., seed: _Optional[int] = ..., battle_id: _Optional[str] = ..., batch_size: _Optional[int] = ..., expected_run_key: _Optional[str] = ..., rerun: _Optional[bool] = ..., embedder_variant: _Optional[str] = ...) -> None: ...
 
 class RunResult(_message.Message):
     __slots__ = ("run_key", "backbone", "dataset", "protocol", "protocol_version", "task", "config", "seed", "status", "metrics", "other_metrics", "higher_is_better", "primary_metric", "backbone_info", "dataset_fingerprint", "environment", "started_at", "finished_at", "duration_s", "error", "battle_id", "record_json")
@@ -151,7 +153,7 @@ class BattleProtocol(_message.Message):
     def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., datasets: _Optional[_Iterable[str]] = ..., backbones: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BattleSpec(_message.Message):
-    __slots__ = ("name", "description", "backbones", "datasets", "protocols", "seeds", "embedder", "settings", "report", "custom_backbones")
+    __slots__ = ("name", "description", "backbones", "datasets", "protocols", "seeds", "embedder", "settings", "report", "custom_backbones", "embedder_variant")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     BACKBONES_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +164,7 @@ class BattleSpec(_message.Message):
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_BACKBONES_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_VARIANT_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     backbones: _containers.RepeatedScalarFieldContainer[str]
@@ -172,4 +175,5 @@ class BattleSpec(_message.Message):
     settings: _struct_pb2.Struct
     report: bool
     custom_backbones: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., backbones: _Optional[_Iterable[str]] = ..., datasets: _Optional[_Iterable[_Union[DatasetRef, _Mapping]]] = ..., protocols: _Optional[_Iterable[_Union[BattleProtocol, _Mapping]]] = ..., seeds: _Optional[_Iterable[int]] = ..., embedder: _Optional[str] = ..., settings: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., report: _Optional[bool] = ..., custom_backbones: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ...) -> None: ...
+    embedder_variant: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., backbones: _Optional[_Iterable[str]] = ..., datasets: _Optional[_Iterable[_Union[DatasetRef, _Mapping]]] = ..., protocols: _Optional[_Iterable[_Union[BattleProtocol, _Mapping]]] = ..., seeds: _Optional[_Iterable[int]] = ..., embedder: _Optional[str] = ..., settings: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., report: _Optional[bool] = ..., custom_backbones: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., embedder_variant: _Optional[str] = ...) -> None: ...
