@@ -30,10 +30,16 @@ class Settings:
     s3_access_key: str = ""
     s3_secret_key: str = ""
     s3_secure: bool = False
+    # Model publishing (bobench.export.publish): the S3 Triton model repository runs are published
+    # to before dispatch ("" = off), the layout target, and the key that unlocks Triton model control.
+    publish_to: str = ""
+    publish_target: str = "local"  # "local" | "cluster-gpu" | "cluster-cpu"
+    triton_admin_key: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("s3_secret_key", None)
+        d.pop("triton_admin_key", None)
         return d
 
 
