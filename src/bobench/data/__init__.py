@@ -3,6 +3,8 @@ splits, content fingerprints, and ImageNet-C corruptions (`bobench.data.corrupti
 
     ds = load_dataset("toy", seed=0)                      # a registered name (see list_datasets())
     ds = load_dataset({"type": "imagefolder", "path": "photos/"})
+    configure(settings)                                    # once per process, for s3:// refs
+    ds = load_dataset({"type": "webdataset", "path": "s3://bucket/shards/"})
     validate_dataset(ds)                                   # decode everything before a run starts
     x = ds.load(ds.split("test")[0])                       # HxWx3 uint8 RGB
 """
@@ -21,6 +23,7 @@ from bobench.data.catalog import (
     register_dataset,
     register_source,
 )
+from bobench.data.context import configure
 from bobench.data.fingerprint import clear_fingerprint_cache
 from bobench.data.splits import DEFAULT_FRACTIONS, stratified_split
 from bobench.data.validate import validate_dataset
@@ -32,6 +35,7 @@ __all__ = [
     "Dataset",
     "RegisteredDataset",
     "clear_fingerprint_cache",
+    "configure",
     "dataset_ref_key",
     "fingerprint_arrays",
     "list_datasets",

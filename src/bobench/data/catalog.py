@@ -4,8 +4,12 @@ A dataset ref is either
   * a registered name (`"toy"`, `"mnist"`, ... see `list_datasets()`), optionally as a dict with
     options: `{"name": "photo_crops", "gallery_per_photo": 3}`;
   * a source spec, a dict with `"type"`: `{"type": "imagefolder", "path": DIR}`,
-    `{"type": "manifest", "path": "x.csv"}`, `{"type": "torchvision", "name": "CIFAR10", ...}`;
-  * a path string: a directory is an ImageFolder, a `.csv` file a manifest.
+    `{"type": "manifest", "path": "x.csv"}`, `{"type": "webdataset", "path": DIR or shards}`
+    (`bobench.data.webdataset`), `{"type": "torchvision", "name": "CIFAR10", ...}`; the path of an
+    imagefolder, manifest or webdataset may be `s3://bucket/prefix` (`bobench.data.s3_source`;
+    the process calls `bobench.data.configure(settings)` once for the store settings);
+  * a path string: a directory (or `s3://bucket/prefix/`) is an ImageFolder, a `.csv` file a
+    manifest, a `.tar` file or a brace pattern (`shard-{000..009}.tar`) WebDataset shards.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ SOURCES: Registry[SourceFactory] = Registry("dataset source")
 
 _BUILTIN_MODULES = (
     "bobench.data.files",
+    "bobench.data.webdataset",
     "bobench.data.bundled",
     "bobench.data.synthetic",
     "bobench.data.online",
@@ -96,6 +101,8 @@ def normalize_ref(ref: str | dict) -> str | dict[str, Any]:
         if name in DATASETS or not _looks_like_path(name):
             return name
         kind = "manifest" if name.lower().endswith(".csv") else "imagefolder"
+        if name.lower().endswith(".tar") or "{" in name:
+            kind = "webdataset"
         return {"type": kind, "path": name}
     if isinstance(ref, dict):
         if "type" not in ref and "name" not in ref:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -27,19 +29,21 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 
-def decode_image_file(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to HxWx3 uint8 RGB.
+def decode_image_file(path: str | os.PathLike | BinaryIO, where: str | None = None) -> np.ndarray:
+    """Decode an image file (a path or an open binary file) to HxWx3 uint8 RGB.
 
-    Raises InvalidArgument naming the file when it is missing, not an image, truncated or corrupt.
+    Raises InvalidArgument naming the file (or `where`) when it is missing, not an image, truncated
+    or corrupt.
     """
+    where = where or str(path)
     try:
         with Image.open(path) as im:
             im.load()  # decode fully now: a truncated file fails here, not later
             rgb = im.convert("RGB")
     except FileNotFoundError:
-        raise InvalidArgument(f"image file {path} does not exist") from None
+        raise InvalidArgument(f"image file {where} does not exist") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidArgument(f"cannot decode image {path}: {exc}") from None
+        raise InvalidArgument(f"cannot decode image {where}: {exc}") from None
     return np.asarray(rgb, dtype=np.uint8)
 
 
@@ -102,45 +106,29 @@ def _cache_key(ref: dict, path: Path) -> str:
 def imagefolder(ref: dict, *, seed: int = 0) -> Dataset:
     """ImageFolder dataset from `ref = {"type": "imagefolder", "path": DIR, "splits"?: {...}, "name"?: str}`.
 
-    Raises InvalidArgument naming the path for a missing directory, zero classes, or an empty class,
-    and when `splits` fractions are given for a tree that is already split on disk.
+    `path` may be an `s3://bucket/prefix` (see `bobench.data.s3_source`). Raises InvalidArgument naming
+    the path for a missing directory, zero classes, or an empty class, and when `splits` fractions are
+    given for a tree that is already split on disk.
     """
     check_ref_keys(ref, {"path", "splits", "name"}, "imagefolder")
     if "path" not in ref:
         raise InvalidArgument("imagefolder: missing 'path'")
+    if str(ref["path"]).startswith("s3://"):
+        from bobench.data.s3_source import s3_imagefolder
+
+        return s3_imagefolder(ref, seed=seed)
     root = Path(os.path.expanduser(str(ref["path"])))
     if not root.is_dir():
         raise InvalidArgument(f"imagefolder: directory {root} does not exist")
     top = _subdirs(root)
     pre_split = bool(top) and all(d.name in KNOWN_SPLITS for d in top)
-    if pre_split and "splits" in ref:
-        raise InvalidArgument(
-            f"imagefolder {root}: already split on disk ({', '.join(d.name for d in top)}); drop 'splits'"
-        )
-    groups = [(d.name, d) for d in top] if pre_split else [(None, root)]
-    class_dirs: dict[str | None, list[Path]] = {}
-    for split, base in groups:
-        class_dirs[split] = _subdirs(base)
-        if not class_dirs[split]:
+    groups: dict[str | None, dict[str, list[str]]] = {}
+    for split, base in [(d.name, d) for d in top] if pre_split else [(None, root)]:
+        class_dirs = _subdirs(base)
+        if not class_dirs:
             raise InvalidArgument(f"imagefolder: no class directories in {base}")
-    classes = sorted({d.name for dirs in class_dirs.values() for d in dirs})
-    index = {c: i for i, c in enumerate(classes)}
-    paths: list[str] = []
-    labels: list[int] = []
-    split_of: list[str] = []
-    for split, dirs in class_dirs.items():
-        for class_dir in dirs:
-            images = _class_images(class_dir)
-            paths += images
-            labels += [index[class_dir.name]] * len(images)
-            split_of += [split or ""] * len(images)
-    label_arr = np.asarray(labels, dtype=np.int64)
-    if pre_split:
-        names = np.asarray(split_of)
-        splits = {d.name: np.flatnonzero(names == d.name).astype(np.int64) for d in top}
-    else:
-        fractions = check_fractions(ref.get("splits"), where=f"imagefolder {root}: splits")
-        splits = stratified_split(label_arr, fractions, seed, class_names=classes)
+        groups[split] = {d.name: _class_images(d) for d in class_dirs}
+    paths, label_arr, classes, splits = tree_layout(groups, ref, seed, where=f"imagefolder {root}")
     return _file_dataset(
         name=str(ref.get("name") or root.resolve().name),
         paths=paths,
@@ -157,8 +145,39 @@ def imagefolder(ref: dict, *, seed: int = 0) -> Dataset:
     )
 
 
-def _read_manifest(csv_path: Path) -> tuple[list[dict[str, str]], list[int], bool]:
-    """Rows (stripped), their line numbers, and whether a `split` column exists."""
+def tree_layout(
+    groups: dict[str | None, dict[str, list[str]]], ref: dict, seed: int, *, where: str
+) -> tuple[list[str], np.ndarray, list[str], dict[str, np.ndarray]]:
+    """(items, labels, classes, splits) of an ImageFolder tree given as split -> class -> sorted items.
+
+    The split key is None for a tree of class folders (split with `ref["splits"]` fractions and
+    `seed`); otherwise the tree is split on disk and fractions are an InvalidArgument naming `where`.
+    """
+    pre_split = None not in groups
+    if pre_split and "splits" in ref:
+        raise InvalidArgument(f"{where}: already split on disk ({', '.join(groups)}); drop 'splits'")
+    classes = sorted({c for by_class in groups.values() for c in by_class})
+    index = {c: i for i, c in enumerate(classes)}
+    items: list[str] = []
+    labels: list[int] = []
+    split_of: list[str] = []
+    for split, by_class in groups.items():
+        for class_name, members in sorted(by_class.items()):
+            items += members
+            labels += [index[class_name]] * len(members)
+            split_of += [split or ""] * len(members)
+    label_arr = np.asarray(labels, dtype=np.int64)
+    if pre_split:
+        names = np.asarray(split_of)
+        splits = {s: np.flatnonzero(names == s).astype(np.int64) for s in groups}
+    else:
+        fractions = check_fractions(ref.get("splits"), where=f"{where}: splits")
+        splits = stratified_split(label_arr, fractions, seed, class_names=classes)
+    return items, label_arr, classes, splits
+
+
+def _read_manifest(csv_path: Path, where: str) -> tuple[list[dict[str, str]], list[int], bool]:
+    """Rows (stripped), their line numbers, and whether a `split` column exists; errors name `where`."""
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -166,7 +185,7 @@ def _read_manifest(csv_path: Path) -> tuple[list[dict[str, str]], list[int], boo
             for column in ("path", "label"):
                 if column not in header:
                     raise InvalidArgument(
-                        f"manifest {csv_path}: row 1 (header): missing column {column!r} (header: {header})"
+                        f"{where}: row 1 (header): missing column {column!r} (header: {header})"
                     )
             reader.fieldnames = header
             rows, lines = [], []
@@ -176,23 +195,23 @@ def _read_manifest(csv_path: Path) -> tuple[list[dict[str, str]], list[int], boo
                 rows.append({k: (v or "").strip() for k, v in row.items() if isinstance(k, str)})
                 lines.append(reader.line_num)
     except UnicodeDecodeError as exc:
-        raise InvalidArgument(f"manifest {csv_path}: not UTF-8 text ({exc})") from None
+        raise InvalidArgument(f"{where}: not UTF-8 text ({exc})") from None
     except csv.Error as exc:
-        raise InvalidArgument(f"manifest {csv_path}: malformed CSV: {exc}") from None
+        raise InvalidArgument(f"{where}: malformed CSV: {exc}") from None
     if not rows:
-        raise InvalidArgument(f"manifest {csv_path}: no data rows")
+        raise InvalidArgument(f"{where}: no data rows")
     return rows, lines, "split" in header
 
 
-def _manifest_classes(ref: dict, csv_path: Path, labels: list[str]) -> list[str]:
+def _manifest_classes(ref: dict, where: str, labels: list[str]) -> list[str]:
     given = ref.get("classes")
     if given is None:
         return sorted(set(labels))
     if not isinstance(given, list) or not all(isinstance(c, str) and c for c in given):
-        raise InvalidArgument(f"manifest {csv_path}: 'classes' must be a list of non-empty strings")
+        raise InvalidArgument(f"{where}: 'classes' must be a list of non-empty strings")
     duplicates = sorted({c for c in given if given.count(c) > 1})
     if duplicates:
-        raise InvalidArgument(f"manifest {csv_path}: 'classes' lists {duplicates} more than once")
+        raise InvalidArgument(f"{where}: 'classes' lists {duplicates} more than once")
     return list(given)
 
 
@@ -201,47 +220,35 @@ def manifest(ref: dict, *, seed: int = 0) -> Dataset:
     """Dataset from a CSV manifest `ref = {"type": "manifest", "path": X.csv, "classes"?: [...],
     "splits"?: {...}, "name"?: str}`.
 
-    Without a `split` column the rows are split by class with seeded fractions. Raises InvalidArgument
-    naming the row (CSV line number) and field for a missing column, an empty field, a missing image
-    file, a label not in `classes`, an unknown split or a split given on some rows only.
+    `path` may be an `s3://bucket/key.csv` (see `bobench.data.s3_source`). Without a `split` column
+    the rows are split by class with seeded fractions. Raises InvalidArgument naming the row (CSV line
+    number) and field for a missing column, an empty field, a missing image file, a label not in
+    `classes`, an unknown split or a split given on some rows only.
     """
     check_ref_keys(ref, {"path", "classes", "splits", "name"}, "manifest")
     if "path" not in ref:
         raise InvalidArgument("manifest: missing 'path'")
+    if str(ref["path"]).startswith("s3://"):
+        from bobench.data.s3_source import s3_manifest
+
+        return s3_manifest(ref, seed=seed)
     csv_path = Path(os.path.expanduser(str(ref["path"])))
     if not csv_path.is_file():
         raise InvalidArgument(f"manifest: file {csv_path} does not exist")
-    rows, lines, has_split = _read_manifest(csv_path)
-    if has_split and "splits" in ref:
-        raise InvalidArgument(f"manifest {csv_path}: has a 'split' column; drop 'splits' from the ref")
-    for row, line in zip(rows, lines, strict=True):
-        for field in ("path", "label"):
-            if not row.get(field):
-                raise InvalidArgument(f"manifest {csv_path}: row {line}: field {field!r} is empty")
-    classes = _manifest_classes(ref, csv_path, [r["label"] for r in rows])
-    index = {c: i for i, c in enumerate(classes)}
-    paths: list[str] = []
-    labels: list[int] = []
-    for row, line in zip(rows, lines, strict=True):
-        if row["label"] not in index:
-            raise InvalidArgument(
-                f"manifest {csv_path}: row {line}: field 'label': {row['label']!r} is not one of classes {classes}"
-            )
-        path = Path(row["path"])
+
+    def resolve(value: str, line: int) -> str:
+        path = Path(value)
         if not path.is_absolute():
             path = csv_path.parent / path
         if not path.is_file():
             raise InvalidArgument(
                 f"manifest {csv_path}: row {line}: field 'path': file {path} does not exist"
             )
-        paths.append(str(path))
-        labels.append(index[row["label"]])
-    label_arr = np.asarray(labels, dtype=np.int64)
-    if has_split:
-        splits = _manifest_splits(csv_path, rows, lines)
-    else:
-        fractions = check_fractions(ref.get("splits"), where=f"manifest {csv_path}: splits")
-        splits = stratified_split(label_arr, fractions, seed, class_names=classes)
+        return str(path)
+
+    paths, label_arr, classes, splits = manifest_layout(
+        csv_path, ref, seed, resolve, where=f"manifest {csv_path}"
+    )
     return _file_dataset(
         name=str(ref.get("name") or csv_path.stem),
         paths=paths,
@@ -254,16 +261,51 @@ def manifest(ref: dict, *, seed: int = 0) -> Dataset:
     )
 
 
-def _manifest_splits(csv_path: Path, rows: list[dict[str, str]], lines: list[int]) -> dict[str, np.ndarray]:
+def manifest_layout(
+    csv_path: Path, ref: dict, seed: int, resolve: Callable[[str, int], str], *, where: str
+) -> tuple[list[str], np.ndarray, list[str], dict[str, np.ndarray]]:
+    """(items, labels, classes, splits) of the manifest in the local file `csv_path`.
+
+    `resolve(path_field, line)` turns a row's path into its item (raising InvalidArgument naming the
+    row when it does not exist); every message names `where`.
+    """
+    rows, lines, has_split = _read_manifest(csv_path, where)
+    if has_split and "splits" in ref:
+        raise InvalidArgument(f"{where}: has a 'split' column; drop 'splits' from the ref")
+    for row, line in zip(rows, lines, strict=True):
+        for field in ("path", "label"):
+            if not row.get(field):
+                raise InvalidArgument(f"{where}: row {line}: field {field!r} is empty")
+    classes = _manifest_classes(ref, where, [r["label"] for r in rows])
+    index = {c: i for i, c in enumerate(classes)}
+    items: list[str] = []
+    labels: list[int] = []
+    for row, line in zip(rows, lines, strict=True):
+        if row["label"] not in index:
+            raise InvalidArgument(
+                f"{where}: row {line}: field 'label': {row['label']!r} is not one of classes {classes}"
+            )
+        items.append(resolve(row["path"], line))
+        labels.append(index[row["label"]])
+    label_arr = np.asarray(labels, dtype=np.int64)
+    if has_split:
+        splits = _manifest_splits(where, rows, lines)
+    else:
+        fractions = check_fractions(ref.get("splits"), where=f"{where}: splits")
+        splits = stratified_split(label_arr, fractions, seed, class_names=classes)
+    return items, label_arr, classes, splits
+
+
+def _manifest_splits(where: str, rows: list[dict[str, str]], lines: list[int]) -> dict[str, np.ndarray]:
     values = [r.get("split", "") for r in rows]
     for value, line in zip(values, lines, strict=True):
         if not value:
             raise InvalidArgument(
-                f"manifest {csv_path}: row {line}: field 'split' is empty (give every row a split, or drop the column)"
+                f"{where}: row {line}: field 'split' is empty (give every row a split, or drop the column)"
             )
         if value not in KNOWN_SPLITS:
             raise InvalidArgument(
-                f"manifest {csv_path}: row {line}: field 'split': unknown split {value!r} "
+                f"{where}: row {line}: field 'split': unknown split {value!r} "
                 f"(known: {', '.join(KNOWN_SPLITS)})"
             )
     names = np.asarray(values)

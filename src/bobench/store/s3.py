@@ -177,6 +177,23 @@ class S3Store(ArtifactStore):
 
         return sorted(self._call(f"list {prefix!r}", names))
 
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        """Key, size and etag of every object starting with `prefix` (recursively), sorted by key.
+
+        One listing request per 1000 objects; no object is read."""
+        check_prefix(prefix)
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        cut = len(self.prefix) + 1 if self.prefix else 0
+
+        def infos() -> list[ObjectInfo]:
+            return [
+                ObjectInfo(o.object_name[cut:], int(o.size or 0), str(o.etag or "").strip('"'))
+                for o in self._client.list_objects(self.bucket, prefix=full, recursive=True)
+                if not o.is_dir
+            ]
+
+        return sorted(self._call(f"list {prefix!r}", infos), key=lambda info: info.key)
+
     def delete(self, key: str) -> bool:
         if not self.exists(key):
             return False

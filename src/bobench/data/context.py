@@ -1,0 +1,44 @@
+"""The data context: store settings for s3:// dataset refs, set once at the process edge.
+
+Library functions never read environment variables; a process that may load s3:// datasets (the
+CLI, the evaluator service, the scheduler, a Job entrypoint) calls `configure(settings)` once at
+start-up with the `Settings` it resolved. Local and bundled datasets need no context.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from bobench.config import Settings
+from bobench.errors import FailedPrecondition
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+
+
+def configure(settings: Settings) -> None:
+    """Use `settings` (s3_endpoint, s3_access_key, s3_secret_key, s3_secure, cache_dir) for s3:// datasets."""
+    global _settings
+    if not isinstance(settings, Settings):
+        raise TypeError(f"configure() takes a bobench.config.Settings, got {type(settings).__name__}")
+    with _lock:
+        _settings = settings
+
+
+def data_settings(where: str) -> Settings:
+    """The configured settings; FailedPrecondition naming `where` when `configure` was never called."""
+    with _lock:
+        settings = _settings
+    if settings is None:
+        raise FailedPrecondition(
+            f"{where}: s3:// datasets need the store settings, but this process never called "
+            "bobench.data.configure(settings)"
+        )
+    return settings
+
+
+def reset() -> None:
+    """Forget the configured settings (tests)."""
+    global _settings
+    with _lock:
+        _settings = None
