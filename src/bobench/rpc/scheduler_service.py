@@ -254,8 +254,15 @@ def build_scheduler(args: argparse.Namespace):
         ]
     else:
         executors = [LocalExecutor(settings)]
+    from bobench.battle.publish_step import publish_step_from_settings
+
     scheduler = Scheduler(
-        store, executors, concurrency=args.concurrency, max_retries=args.max_retries, backoff_s=args.backoff_s
+        store,
+        executors,
+        concurrency=args.concurrency,
+        max_retries=args.max_retries,
+        backoff_s=args.backoff_s,
+        preparer=publish_step_from_settings(settings),  # on with BOBENCH_PUBLISH_TO=s3://...
     )
     return scheduler, settings
 
