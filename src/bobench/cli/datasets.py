@@ -1,4 +1,4 @@
-"""`bob datasets list`."""
+"""`bob datasets list` and `bob datasets upload DIR s3://bucket/prefix`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = s.add_parser("list", help="named datasets (use imagefolder/manifest refs for your own)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
+    up = s.add_parser(
+        "upload",
+        help="put a local ImageFolder tree into the S3 store (as is, or as WebDataset shards)",
+        description="Upload DIR (<class>/<image> or <split>/<class>/<image>) to s3://bucket/prefix; "
+        "unchanged objects are skipped. Endpoint and keys: BOBENCH_S3_* or the config file.",
+    )
+    up.add_argument("dir", help="local ImageFolder tree")
+    up.add_argument("url", help="s3://bucket/prefix")
+    fmt = up.add_mutually_exclusive_group()
+    fmt.add_argument("--format", choices=("imagefolder", "webdataset"), default="imagefolder")
+    fmt.add_argument("--shards", type=int, help="pack into N WebDataset shards per split")
+    up.add_argument("--cache-dir", help="cache directory (env BOBENCH_CACHE_DIR)")
+    up.add_argument("--no-progress", action="store_true", help="no progress bar")
+    up.set_defaults(func=cmd_upload)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -26,4 +40,30 @@ def cmd_list(args: argparse.Namespace) -> int:
             c for c in ("name", "task", "classes", "size", "source", "licence") if any(c in r for r in rows)
         ]
         print(table(rows, cols))
+    return 0
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm.auto import tqdm
+
+    from bobench.config import load_settings
+    from bobench.data.upload import upload_dataset
+
+    settings = load_settings(getattr(args, "config", None), cache_dir=args.cache_dir)
+    with tqdm(unit="obj", disable=args.no_progress, desc="upload") as bar:
+
+        def progress(done: int, total: int, key: str) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = upload_dataset(
+            args.dir, args.url, settings, format=args.format, shards=args.shards, progress=progress
+        )
+    print(f"{result.uploaded} object(s) uploaded ({result.bytes_uploaded} bytes), {result.skipped} unchanged")
+    if result.foreign_objects:
+        print(f"note: {result.foreign_objects} other object(s) under {args.url} are not part of this upload")
+    print("dataset ref:")
+    print(json.dumps(result.ref))
     return 0
