@@ -7,8 +7,21 @@ STAMP := $(VENV)/.bobench-installed
 OUT ?= bobench-out/offline-demo
 SPEC ?= examples/offline-battle.yaml
 PYTEST_ARGS ?=
+# Container images (`make images`, `make push`): bobench/NAME:TAG, built from the repository root.
+DOCKER ?= docker
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+TAG ?= $(VERSION)
+REGISTRY ?=
+IMAGES ?= embedder evaluator scheduler finetune-gpu
+DOCKERFILE_embedder := services/embedder/Dockerfile
+DOCKERFILE_evaluator := services/evaluator/Dockerfile
+DOCKERFILE_scheduler := services/scheduler/Dockerfile
+DOCKERFILE_finetune-gpu := services/evaluator/finetune-gpu.Dockerfile
+comma := ,
+space := $(subst ,, )
 
 .PHONY: help setup system-deps run test test-fast bench protos up down lint format freeze clean
+.PHONY: images push container-engine push-registry
 
 help:
 	@echo "make setup   create .venv with pinned dependencies (+ prometheus/chromium when root)"
@@ -18,15 +31,19 @@ help:
 	@echo "make protos  regenerate gRPC/protobuf code from protos/"
 	@echo "make up      start the local stack (Triton, evaluator, scheduler, SeaweedFS S3, Prometheus)"
 	@echo "make down    stop exactly the processes 'make up' started"
+	@echo "make images  build the images the manifests use: bobench/{$(subst $(space),$(comma),$(IMAGES))}:TAG"
+	@echo "             (TAG defaults to the package version, $(VERSION); needs a running container engine)"
+	@echo "make push REGISTRY=host[:port][/path] TAG=...  build, tag REGISTRY/bobench/NAME:TAG, push, and"
+	@echo "             pin them into deploy/kustomization.yaml and deploy/overlays/cpu (scripts/set_images.py)"
 
 setup: $(STAMP) system-deps
 
 # Re-installs only when the dependency files change; a second `make setup` takes seconds.
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+# Dependencies are declared once, as extras in pyproject.toml; constraints.txt holds the versions.
+$(STAMP): constraints.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
-	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m pip check
 	@touch $(STAMP)
 
@@ -64,7 +81,25 @@ format: $(STAMP)
 
 freeze: $(STAMP)
 	{ echo '# Exact versions that resolve together (see README "Dependencies"). Regenerate with `make freeze`.'; \
-	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^bobench'; } > constraints.txt
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^bobench'; \
+	  sed -n '/^# --- not in the dev venv/,$$p' constraints.txt; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(OUT) .pytest_cache .ruff_cache
+
+container-engine:
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make $(MAKECMDGOALS): no container engine answers ('$(DOCKER) info' failed)." \
+	  "Start the Docker daemon (or pass DOCKER=podman) and retry." >&2; exit 1; }
+
+images: container-engine
+	@set -e; $(foreach i,$(IMAGES),echo "== bobench/$(i):$(TAG) ($(DOCKERFILE_$(i)))"; \
+	  $(DOCKER) build -f $(DOCKERFILE_$(i)) -t bobench/$(i):$(TAG) .;)
+
+push-registry:
+	@test -n "$(REGISTRY)" || { echo "make push: set REGISTRY=host[:port][/path], e.g. make push REGISTRY=registry.example.com TAG=$(TAG)" >&2; exit 2; }
+
+push: push-registry images $(STAMP)
+	@set -e; $(foreach i,$(IMAGES),$(DOCKER) tag bobench/$(i):$(TAG) $(REGISTRY)/bobench/$(i):$(TAG); \
+	  $(DOCKER) push $(REGISTRY)/bobench/$(i):$(TAG);)
+	$(BIN)/python scripts/set_images.py --registry $(REGISTRY) --tag $(TAG) $(addprefix --image bobench/,$(IMAGES))

@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# bobench/finetune-gpu: fine-tune Jobs and publish Jobs on a GPU node. Publish builds TensorRT plans
+# here, on the target GPU (plans are specific to the GPU and the TensorRT version).
+# Build from the repository root (`make images` builds every image):
+#   docker build -f services/evaluator/finetune-gpu.Dockerfile -t bobench/finetune-gpu:0.1.0 .
+# Installs bobench with its `finetune-gpu` extra only: CUDA torch (the default PyPI wheel, CUDA
+# libraries as pip packages; the node's NVIDIA runtime provides the driver) and tensorrt-cu12 pinned in
+# constraints.txt to the TensorRT of the Triton image that serves the plans.
+# The base is pinned by exact tag; its digest could not be looked up where this file was written
+# (no registry access): append `@sha256:...` when you build from a trusted registry.
+FROM python:3.11.9-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+
+COPY pyproject.toml README.md constraints.txt /tmp/bobench/
+COPY src /tmp/bobench/src
+# tensorrt-cu12 is an sdist that runs pip inside pip unless told to declare its wheels instead; the
+# wheels of its TensorRT libraries are on NVIDIA's index only (PyPI has stubs that fail to install).
+ARG NVIDIA_INDEX=https://pypi.nvidia.com
+RUN NVIDIA_TENSORRT_DISABLE_INTERNAL_PIP=1 pip install --no-cache-dir --extra-index-url "${NVIDIA_INDEX}" \
+        -c /tmp/bobench/constraints.txt "/tmp/bobench[finetune-gpu]" \
+    && rm -rf /tmp/bobench \
+    && useradd --no-log-init --create-home --uid 10001 --shell /usr/sbin/nologin bob \
+    && mkdir -p /cache /results \
+    && chown bob:bob /cache /results
+
+USER 10001:10001
+WORKDIR /home/bob
+ENV BOBENCH_CACHE_DIR=/cache \
+    BOBENCH_RESULTS_DIR=/results
+
+# Jobs give the subcommand as `args` (e.g. `job run ...`, `publish ...`); a bare run prints the help.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["bob"]
+CMD ["--help"]
