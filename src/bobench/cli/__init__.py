@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "battle",
     "analysis",
     "export",
+    "publish",
     "serve",
     "finetune",
     "jobs",
