@@ -103,3 +103,9 @@ push: push-registry images $(STAMP)
 	@set -e; $(foreach i,$(IMAGES),$(DOCKER) tag bobench/$(i):$(TAG) $(REGISTRY)/bobench/$(i):$(TAG); \
 	  $(DOCKER) push $(REGISTRY)/bobench/$(i):$(TAG);)
 	$(BIN)/python scripts/set_images.py --registry $(REGISTRY) --tag $(TAG) $(addprefix --image bobench/,$(IMAGES))
+
+# Random credentials for `kubectl apply -k deploy/` (and the CPU overlay) in the git-ignored
+# deploy/secrets/secrets.env (mode 0600); refuses to overwrite it unless FORCE=1.
+.PHONY: deploy-secrets
+deploy-secrets:
+	$(PYTHON) scripts/deploy_secrets.py $(if $(filter 1,$(FORCE)),--force)
