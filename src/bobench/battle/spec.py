@@ -116,7 +116,7 @@ def _dataset_entry(item: Any, where: str, base_dir: Path | None) -> DatasetEntry
         if "type" not in item:
             raise _fail(where, "a mapping needs 'ref' or 'type'")
         ref = item
-    if isinstance(ref, dict) and "path" in ref and base_dir is not None:
+    if isinstance(ref, dict) and "path" in ref and base_dir is not None and "://" not in str(ref["path"]):
         path = Path(str(ref["path"])).expanduser()
         ref = {**ref, "path": str(path if path.is_absolute() else (base_dir / path).resolve())}
     if name is None:
