@@ -4,6 +4,12 @@ limits, the error and metrics interceptors, a Prometheus endpoint, graceful stop
     running = await start_server([ServiceBinding.of(add_EvaluatorServicer_to_server, servicer)], port=0)
     server, port = running          # unpacks like a (server, port) pair
     await serve_forever([...])      # what a service's main() calls; prints one JSON "ready" line
+
+Health: the overall service "" is SERVING from start until stop (liveness: a probe on it never
+restarts a process because a dependency is down). A binding's own service name follows its
+`readiness` check when it has one (readiness: e.g. the evaluator is only ready while its Triton
+answers): NOT_SERVING until the first check passes, then re-checked every `readiness_interval_s`; a
+check that raises counts as not ready. After `stop()` begins every name is NOT_SERVING for good.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,10 +48,20 @@ class ServiceBinding:
     name: str  # e.g. "bobench.v1.Evaluator": health status and reflection use it
     servicer: Any
     add_to_server: Callable[[Any, aio.Server], None]
+    readiness: Callable[[], Awaitable[bool]] | None = None  # None: SERVING from start to stop
+    readiness_interval_s: float = 5.0
 
     @classmethod
-    def of(cls, add_to_server: Callable[[Any, aio.Server], None], servicer: Any) -> ServiceBinding:
-        """Derive the full service name from a generated `add_<Name>Servicer_to_server` function."""
+    def of(
+        cls,
+        add_to_server: Callable[[Any, aio.Server], None],
+        servicer: Any,
+        *,
+        readiness: Callable[[], Awaitable[bool]] | None = None,
+        readiness_interval_s: float = 5.0,
+    ) -> ServiceBinding:
+        """Derive the full service name from a generated `add_<Name>Servicer_to_server` function.
+        `readiness` (optional) decides this service's health status; see the module docstring."""
         fn_name = add_to_server.__name__
         if not (fn_name.startswith("add_") and fn_name.endswith("Servicer_to_server")):
             raise InvalidArgument(f"{fn_name!r} is not a generated add_<Service>Servicer_to_server function")
@@ -55,7 +71,9 @@ class ServiceBinding:
             full = pb2.DESCRIPTOR.services_by_name[short].full_name
         except KeyError:
             raise InvalidArgument(f"service {short!r} is not defined in {pb2.__name__}") from None
-        return cls(full, servicer, add_to_server)
+        if readiness_interval_s <= 0:
+            raise InvalidArgument(f"readiness_interval_s must be > 0, got {readiness_interval_s}")
+        return cls(full, servicer, add_to_server, readiness, readiness_interval_s)
 
 
 @dataclass
@@ -70,6 +88,7 @@ class RunningServer:
     metrics_port: int | None = None
     grace_s: float = DEFAULT_GRACE_S
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _watches: list[asyncio.Task] = field(default_factory=list, repr=False)
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.server, self.port))
@@ -95,6 +114,9 @@ class RunningServer:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        for task in self._watches:  # a readiness check must not turn a stopping service SERVING again
+            task.cancel()
+        await asyncio.gather(*self._watches, return_exceptions=True)
         await self.health.enter_graceful_shutdown()
         grace = self.grace_s if grace_s is None else grace_s
         log.info("stopping %s (grace %.1f s)", self.address, grace)
@@ -156,11 +178,39 @@ async def start_server(
     if bound == 0:
         raise Unavailable(f"cannot bind gRPC server to {host}:{port}")
     await server.start()
-    for name in ["", *names]:
+    for name in ["", *(b.name for b in bindings if b.readiness is None)]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    for b in bindings:
+        if b.readiness is not None:
+            await health.set(b.name, health_pb2.HealthCheckResponse.NOT_SERVING)
     bound_metrics = start_metrics_http(metrics_port, host) if metrics_port is not None else None
     log.info("serving %s on %s:%d", ", ".join(names), host, bound)
-    return RunningServer(server, bound, host, names, health, bound_metrics, grace_s)
+    running = RunningServer(server, bound, host, names, health, bound_metrics, grace_s)
+    running._watches = [asyncio.create_task(_watch_readiness(health, b)) for b in bindings if b.readiness]
+    return running
+
+
+async def _watch_readiness(health: health_aio.HealthServicer, binding: ServiceBinding) -> None:
+    """Set `binding.name` SERVING / NOT_SERVING from its readiness check, forever (until cancelled)."""
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    last: bool | None = None
+    while True:
+        try:
+            ready = bool(await binding.readiness())
+        except Exception as exc:  # cancellation (BaseException) still ends the loop
+            log.debug("readiness check of %s raised %s: %s", binding.name, type(exc).__name__, exc)
+            ready = False
+        if ready != last:
+            log.log(
+                logging.INFO if ready else logging.WARNING,
+                "%s %s",
+                binding.name,
+                "ready" if ready else "NOT ready",
+            )
+            await health.set(binding.name, serving if ready else not_serving)
+            last = ready
+        await asyncio.sleep(binding.readiness_interval_s)
 
 
 async def serve_forever(
