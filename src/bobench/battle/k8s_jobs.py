@@ -254,7 +254,10 @@ def build_job(plan: RunPlan, config: JobConfig) -> dict[str, Any]:
                             "values": [CONFIG_ERROR_EXIT_CODE],
                         },
                     },
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                    {
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
                 ]
             },
             "template": {"metadata": {"labels": labels}, "spec": _pod_spec(plan, config)},

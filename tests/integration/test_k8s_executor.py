@@ -1,0 +1,229 @@
+"""The Kubernetes executor end to end: the real Scheduler, the real `kubernetes` client, real SeaweedFS
+S3, and a *stand-in Kubernetes API server* (`tests/k8s_standin.py`; no real cluster exists here) that
+runs each Job's container command (`bob job run`) as a local process with the Job's env.
+
+Checked: a fine-tune battle completes with the in-process metrics; a SIGKILLed Job process is retried
+and resumes from the stored checkpoint, ending with the uninterrupted run's weights; cancel deletes
+the Job and the run ends cancelled; a restarted scheduler adopts a running Job (no second Job); a
+410 Gone watch is survived; every object the executor sent passed schema validation.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from bobench.battle.executor import LocalExecutor
+from bobench.battle.k8s_executor import KubernetesExecutor
+from bobench.battle.k8s_jobs import JobConfig, checkpoint_prefix, job_name
+from bobench.battle.plan import plan_battle
+from bobench.battle.scheduler import Scheduler
+from bobench.battle.spec import parse_spec
+from bobench.config import Settings
+from bobench.finetune.checkpoint import LAST, load_checkpoint
+from bobench.store import open_store
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from k8s_standin import StandInKubeAPI  # noqa: E402
+from s3_fixtures import S3_ADMIN  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+SECRET = "minio-credentials"
+RECIPE = {"batch_size": 16, "lr": 1e-2, "warmup_epochs": 0.5, "device": "cpu"}
+VOLATILE = ("checkpoint_dir", "train_time_s")  # where the checkpoints live, how long training took
+
+
+def finetune_spec(name: str, epochs: int):
+    return parse_spec(
+        {
+            "name": name,
+            "backbones": ["toy"],
+            "datasets": ["toy"],
+            "protocols": [{"name": "finetune", "config": {**RECIPE, "epochs": epochs}}],
+            "seeds": [0],
+        }
+    )
+
+
+@pytest.fixture
+def standin(tmp_path):
+    """The stand-in Kubernetes API server, knowing the S3 Secret's values."""
+    secrets = {(SECRET, "access-key"): S3_ADMIN.access_key, (SECRET, "secret-key"): S3_ADMIN.secret_key}
+    api = StandInKubeAPI(tmp_path / "pods", secrets).start()
+    yield api
+    api.stop()
+    assert api.invalid == []  # every object the executor sent passed the schema and model checks
+
+
+@pytest.fixture
+def cluster(s3_settings, standin):
+    """(store, job config, make_scheduler) over one fresh store prefix in SeaweedFS."""
+    from kubernetes import client
+
+    url = f"s3://bobench/k8s-{uuid.uuid4().hex[:8]}"
+    store = open_store(url, s3_settings, create_bucket=True)
+    config = JobConfig(
+        image="bobench/evaluator",
+        gpus=0,
+        cpu_request="1",
+        memory_request="1Gi",
+        cpu_limit="2",
+        memory_limit="2Gi",
+        store=url,
+        s3_endpoint=s3_settings.s3_endpoint,
+        s3_secret=SECRET,
+        backoff_limit=2,
+        env={"OMP_NUM_THREADS": "1"},
+        watch_timeout_s=2,
+    )
+    made = []
+
+    def make_scheduler() -> tuple[Scheduler, KubernetesExecutor]:
+        executor = KubernetesExecutor(config, store, client.ApiClient(standin.configuration()))
+        sched = Scheduler(
+            store, [LocalExecutor(s3_settings)], job_executor=executor, max_retries=1, backoff_s=0.1
+        ).start()
+        made.append(sched)
+        return sched, executor
+
+    yield store, config, make_scheduler
+    for sched in made:
+        sched.close(timeout_s=5)
+
+
+def in_process(spec, tmp_path):
+    """The run's plan and its record from the in-process executor (the reference)."""
+    torch.set_num_threads(1)
+    (plan,) = plan_battle(spec)
+    local = LocalExecutor(Settings(cache_dir=str(tmp_path / "reference")))
+    return plan, local.execute(plan)
+
+
+def poll(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def same_metrics(a: dict, b: dict) -> None:
+    assert {k: v for k, v in a.items() if k not in VOLATILE} == {
+        k: v for k, v in b.items() if k not in VOLATILE
+    }
+
+
+def test_a_finetune_battle_runs_as_a_job_and_matches_the_in_process_result(cluster, standin, tmp_path):
+    store, config, make_scheduler = cluster
+    sched, _ = make_scheduler()
+    spec = finetune_spec("k8s-e2e", epochs=2)
+    standin.expire_watches(1)  # the first watch answers 410 Gone: the executor re-lists and goes on
+    bid = sched.submit(spec)
+    status = sched.wait(bid, timeout_s=180)
+    assert status.state == "finished", sched.results(bid)
+    (record,) = sched.results(bid)
+    plan, reference = in_process(spec, tmp_path)
+    assert record.run_key == plan.run_key and record.finished
+    same_metrics(record.metrics, reference.metrics)
+    assert record.metrics["checkpoint_dir"] == f"{config.store}/{checkpoint_prefix(plan.run_key)}"
+    assert store.exists(f"{checkpoint_prefix(plan.run_key)}/{LAST}")
+    assert standin.gone_watches == 1 and standin.creates == {job_name(plan): 1}
+    job = standin.received[0]
+    assert job["kind"] == "Job" and job["metadata"]["labels"]["bobench.io/run-key"] == plan.run_key
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "value" not in env["BOBENCH_S3_SECRET_KEY"] and S3_ADMIN.secret_key not in str(job)
+
+
+def stored_checkpoint(store, run_key: str):
+    return lambda: store.exists(f"{checkpoint_prefix(run_key)}/{LAST}")
+
+
+def test_a_killed_job_process_is_retried_and_resumes_from_the_stored_checkpoint(cluster, standin, tmp_path):
+    store, _, make_scheduler = cluster
+    sched, _ = make_scheduler()
+    spec = finetune_spec("k8s-kill", epochs=40)
+    plan, reference = in_process(spec, tmp_path)
+    bid = sched.submit(spec)
+    poll(stored_checkpoint(store, plan.run_key), 120, "the first stored checkpoint")
+    pid = poll(lambda: standin.running_pid(job_name(plan)), 10, "the Job's process")
+    import os
+    import signal
+
+    os.kill(pid, signal.SIGKILL)
+    assert sched.wait(bid, timeout_s=180).state == "finished", sched.results(bid)
+    (record,) = sched.results(bid)
+    first, second = standin.pods_of(job_name(plan))
+    assert first["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
+    assert 1 <= record.metrics["resumed_from_epoch"] < 40 and reference.metrics["resumed_from_epoch"] == 0
+    same_metrics(
+        {k: v for k, v in record.metrics.items() if k != "resumed_from_epoch"},
+        {k: v for k, v in reference.metrics.items() if k != "resumed_from_epoch"},
+    )
+    resumed = load_checkpoint(store.get_file(f"{checkpoint_prefix(plan.run_key)}/{LAST}", tmp_path / "r.pt"))
+    uninterrupted = load_checkpoint(Path(reference.metrics["checkpoint_dir"]) / LAST)
+    assert resumed["run"]["epoch"] == uninterrupted["run"]["epoch"] == 40
+    for key, tensor in uninterrupted["model"].items():
+        assert torch.equal(resumed["model"][key], tensor), key
+    assert standin.creates == {job_name(plan): 1}  # the retry was the Job's own pod, not a new Job
+
+
+def test_cancel_deletes_the_job_and_the_run_ends_cancelled(cluster, standin):
+    store, _, make_scheduler = cluster
+    sched, _ = make_scheduler()
+    spec = finetune_spec("k8s-cancel", epochs=500)
+    (plan,) = plan_battle(spec)
+    bid = sched.submit(spec)
+    pid = poll(lambda: standin.running_pid(job_name(plan)), 60, "the Job's process")
+    sched.cancel(bid, reason="user asked")
+    poll(lambda: sched.get(bid).counts["running"] == 0, 60, "the run to end")
+    status = sched.get(bid)
+    assert status.state == "cancelled" and status.counts["cancelled"] == 1 and status.counts["finished"] == 0
+    assert standin.list_jobs("bobench", None, None)["items"] == []
+    assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+    assert not store.exists(f"results/{plan.run_key}.json")
+    (record,) = sched.results(bid)
+    assert record.status == "cancelled" and "deleted" in record.error
+
+
+def _is_zombie(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def test_a_restarted_scheduler_adopts_the_running_job_instead_of_creating_another(cluster, standin):
+    store, _, make_scheduler = cluster
+    first, first_executor = make_scheduler()
+    spec = finetune_spec("k8s-adopt", epochs=40)
+    (plan,) = plan_battle(spec)
+    bid = first.submit(spec, battle_id="adopt-me")
+    poll(stored_checkpoint(store, plan.run_key), 120, "the Job to be training")
+    first_executor.close()  # the scheduler process dies: nobody follows the Job any more
+    first.close(timeout_s=10)
+    assert standin.running_pid(job_name(plan)) is not None  # the Job kept running meanwhile
+
+    second, _ = make_scheduler()  # resumes the stored battle: its running run is queued again
+    assert second.wait(bid, timeout_s=180).state == "finished", second.results(bid)
+    assert standin.creates == {job_name(plan): 1} and len(standin.pods_of(job_name(plan))) == 1
+    (record,) = second.results(bid)
+    assert record.finished and record.metrics["resumed_from_epoch"] == 0  # one uninterrupted run
+    assert store.list("results/") == [f"results/{plan.run_key}.json"]
+
+
+def test_a_config_error_fails_the_job_at_once_with_its_termination_message(cluster, standin):
+    import dataclasses
+
+    store, _, make_scheduler = cluster
+    _, executor = make_scheduler()
+    (plan,) = plan_battle(finetune_spec("k8s-bad", epochs=1))
+    plan = dataclasses.replace(plan, backbone="no-such-backbone", run_key="0" * 24)
+    record = executor.execute(plan)
+    assert record.status == "failed" and record.error.startswith("InvalidArgument: unknown backbone")
+    assert "exit code 2" in record.error and "PodFailurePolicy" in record.error
+    assert "log tail" in record.error
+    assert len(standin.pods_of(job_name(plan))) == 1  # FailJob: no retry for a config error
