@@ -28,9 +28,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import posixpath
 import re
+import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -110,9 +113,10 @@ def list_folder(bucket: str, folder: str, settings: Settings) -> list[S3Object]:
         return [S3Object(**row) for row in json.loads(saved.read_text())]
     objects = [S3Object(bucket, i.key, i.size_bytes, i.etag) for i in infos]
     saved.parent.mkdir(parents=True, exist_ok=True)
-    tmp = saved.with_suffix(".tmp")
-    tmp.write_text(json.dumps([asdict(o) for o in objects]))
-    tmp.replace(saved)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=saved.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump([asdict(o) for o in objects], fh)
+    os.replace(tmp, saved)
     return objects
 
 
@@ -177,8 +181,15 @@ def objects_digest(objects: list[S3Object], *extra: str) -> str:
     return h.hexdigest()
 
 
+READAHEAD_OBJECTS = 64  # on a cache miss, the next objects are fetched too, concurrently
+_FETCH_THREADS = 8
+
+
 class S3FileLoader:
-    """`Dataset.load` for S3 file datasets: item index -> decoded image (picklable for worker processes)."""
+    """`Dataset.load` for S3 file datasets: item index -> decoded image (picklable for worker processes).
+
+    A cache miss also fetches the following `READAHEAD_OBJECTS` objects in parallel, since items are
+    usually read in order (validation, embedding); each goes to disk, not memory."""
 
     def __init__(self, objects: list[S3Object], settings: Settings) -> None:
         self.objects = objects
@@ -188,7 +199,20 @@ class S3FileLoader:
         if not 0 <= index < len(self.objects):
             raise InvalidArgument(f"item {index} out of range (dataset of {len(self.objects)} objects)")
         obj = self.objects[index]
+        if not blob_path(obj, self.settings).is_file():
+            self._readahead(index)
         return decode_image_file(fetch_object(obj, self.settings), where=obj.url)
+
+    def _readahead(self, index: int) -> None:
+        window = self.objects[index : index + READAHEAD_OBJECTS]
+        missing = list(
+            {
+                blob_path(o, self.settings): o for o in window if not blob_path(o, self.settings).is_file()
+            }.values()
+        )
+        with ThreadPoolExecutor(_FETCH_THREADS) as pool:
+            for future in [pool.submit(fetch_object, o, self.settings) for o in missing]:
+                future.exception()  # a failed prefetch is retried, and reported, when its item loads
 
 
 def _s3_dataset(
