@@ -1,7 +1,8 @@
 """The Scheduler gRPC service: a thin adapter over `bobench.battle.scheduler.Scheduler`.
 
 Run it with `python -m bobench.rpc.scheduler_service --port 50052 --store s3://bobench/artifacts
---evaluators 127.0.0.1:50051` (no --evaluators = runs execute in this process). Prometheus metrics:
+--evaluators 127.0.0.1:50051` (no --evaluators = runs execute in this process; `--job-config FILE` =
+the file's protocols, e.g. finetune, run as Kubernetes Jobs, `bobench.battle.k8s_executor`). Prometheus metrics:
 runs by state, queue depth, retries, dispatch latency (queue wait) and run duration.
 """
 
@@ -234,7 +235,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-s", type=float, default=10.0, help="drain time on SIGTERM")
     p.add_argument("--config", help="settings file (YAML); env BOBENCH_CONFIG")
     p.add_argument("--cache-dir", help="cache for the in-process executor (env BOBENCH_CACHE_DIR)")
+    p.add_argument(
+        "--job-config",
+        default=env("BOBENCH_JOB_CONFIG") or None,
+        metavar="FILE",
+        help="JobConfig YAML: run its protocols (e.g. finetune) as Kubernetes Jobs; unset = no Jobs "
+        "(env BOBENCH_JOB_CONFIG)",
+    )
     return p
+
+
+def build_job_executor(job_config: str | None, settings, store):
+    """(KubernetesExecutor, protocols) from a JobConfig file, or (None, ()) without one. The Jobs use
+    the scheduler's store and S3 endpoint unless the file names others; the store must be s3://
+    (a Job's pod sees no scheduler disk). Raises InvalidArgument naming the file for bad values."""
+    if not job_config:
+        return None, ()
+    import dataclasses
+
+    from bobench.battle.k8s_executor import KubernetesExecutor
+    from bobench.battle.k8s_jobs import load_job_config
+
+    config = load_job_config(job_config)
+    config = dataclasses.replace(
+        config,
+        store=config.store or settings.store,
+        s3_endpoint=config.s3_endpoint or settings.s3_endpoint,
+    )
+    if not config.store.startswith("s3://"):
+        raise InvalidArgument(
+            f"job config file {job_config}: Jobs need an s3:// store (got {config.store!r}); set "
+            "'store' there or run the scheduler with --store s3://..."
+        )
+    return KubernetesExecutor(config, store), config.protocols
 
 
 def build_scheduler(args: argparse.Namespace):
@@ -256,6 +289,7 @@ def build_scheduler(args: argparse.Namespace):
         executors = [LocalExecutor(settings)]
     from bobench.battle.publish_step import publish_step_from_settings
 
+    job_executor, job_protocols = build_job_executor(args.job_config, settings, store)
     scheduler = Scheduler(
         store,
         executors,
@@ -263,6 +297,8 @@ def build_scheduler(args: argparse.Namespace):
         max_retries=args.max_retries,
         backoff_s=args.backoff_s,
         preparer=publish_step_from_settings(settings),  # on with BOBENCH_PUBLISH_TO=s3://...
+        job_executor=job_executor,
+        job_protocols=job_protocols or ("finetune",),
     )
     return scheduler, settings
 
@@ -281,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         scheduler.store.url,
         [type(e).__name__ for e in scheduler.executors],
     )
+    if scheduler.job_executor is not None:
+        log.info("protocols %s run as Kubernetes Jobs", sorted(scheduler.job_protocols))
     binding = ServiceBinding.of(
         scheduler_pb2_grpc.add_SchedulerServicer_to_server, SchedulerServicer(scheduler)
     )

@@ -1,0 +1,212 @@
+"""Run Jobs without a cluster: the JobConfig file, the Job manifest (strict Kubernetes schema and client
+models), `bob job render`, and the Job's container command (`bob job run`) against a local store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bobench.battle.job_entry import main_job
+from bobench.battle.k8s_jobs import (
+    CONFIG_ERROR_EXIT_CODE,
+    LABEL_BATTLE,
+    LABEL_QUEUE,
+    LABEL_RUN_KEY,
+    PLAN_ENV,
+    JobConfig,
+    build_job,
+    checkpoint_prefix,
+    job_name,
+    load_job_config,
+    record_key,
+)
+from bobench.battle.plan import RunPlan
+from bobench.config import Settings
+from bobench.errors import InvalidArgument
+from bobench.store import LocalStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from k8s_standin import schema_problems  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = {"epochs": 2, "batch_size": 16, "lr": 1e-2, "warmup_epochs": 0.5, "device": "cpu"}
+
+
+def plan(run_key: str = "a1b2c3d4e5f6a7b8c9d0e1f2", protocol: str = "finetune", **kw) -> RunPlan:
+    from bobench.protocols import get_protocol
+
+    config = get_protocol("finetune").resolve_config(TINY) if protocol == "finetune" else {}
+    values = dict(
+        run_key=run_key,
+        backbone="toy",
+        dataset="toy",
+        dataset_ref="toy",
+        protocol=protocol,
+        protocol_version="1",
+        task="finetune",
+        config=config,
+        seed=0,
+        primary_metric="top1",
+        battle="my-battle",
+    )
+    return RunPlan(**{**values, **kw})
+
+
+FULL = JobConfig(
+    store="s3://bobench/artifacts",
+    s3_endpoint="http://minio:9000",
+    node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+    tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
+    runtime_class="nvidia",
+    priority_class="batch-low",
+    queue="gpu-queue",
+    env={"OMP_NUM_THREADS": "4"},
+)
+
+
+@pytest.mark.parametrize(
+    "config", [FULL, JobConfig(store="s3://b/p", gpus=0)], ids=["gpu-all-options", "cpu"]
+)
+def test_the_job_passes_the_strict_schema_and_the_client_models(config):
+    job = build_job(plan(), config)
+    assert schema_problems(job, "V1Job") == []
+    assert schema_problems({**job, "spec": {**job["spec"], "backofLimit": 3}}, "V1Job")  # the check bites
+
+
+def test_the_job_carries_labels_gpus_policies_and_no_literal_secret():
+    job = build_job(plan(), FULL)
+    meta, spec = job["metadata"], job["spec"]
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert meta["labels"] == {
+        LABEL_RUN_KEY: plan().run_key,
+        LABEL_BATTLE: "my-battle",
+        "app.kubernetes.io/part-of": "bobench",
+        LABEL_QUEUE: "gpu-queue",
+    }
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert (pod["runtimeClassName"], pod["priorityClassName"]) == ("nvidia", "batch-low")
+    assert pod["nodeSelector"] == FULL.node_selector and pod["tolerations"] == list(FULL.tolerations)
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] and container["securityContext"]["capabilities"] == {
+        "drop": ["ALL"]
+    }
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    rules = {r["action"]: r for r in spec["podFailurePolicy"]["rules"]}
+    assert rules["FailJob"]["onExitCodes"]["values"] == [CONFIG_ERROR_EXIT_CODE]
+    assert rules["Ignore"]["onPodConditions"][0]["type"] == "DisruptionTarget"
+    env = {e["name"]: e for e in container["env"]}
+    for name in ("BOBENCH_S3_ACCESS_KEY", "BOBENCH_S3_SECRET_KEY"):
+        assert "value" not in env[name] and env[name]["valueFrom"]["secretKeyRef"]["name"] == FULL.s3_secret
+    assert RunPlan.from_dict(json.loads(env[PLAN_ENV]["value"])) == plan()
+    cpu = build_job(plan(), JobConfig(store="s3://b/p", gpus=0))["spec"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in cpu["resources"]["requests"] | cpu["resources"]["limits"]
+
+
+def test_job_names_are_dns_labels_fixed_by_the_run_key():
+    a, b = plan(), plan(run_key="f" * 24)
+    assert job_name(a) == job_name(plan(seed=7, battle="other")) == f"bobench-finetune-{a.run_key}"
+    assert job_name(a) != job_name(b)
+    long = job_name(plan(protocol="Very_Long.Protocol Name With Spaces And More"))
+    assert len(long) <= 63 and long.replace("-", "").isalnum() and long == long.lower()
+
+
+def test_the_container_command_is_one_the_bob_cli_accepts():
+    from bobench.cli import build_parser
+
+    (container,) = build_job(plan(), FULL)["spec"]["template"]["spec"]["containers"]
+    assert container["command"][0] == "bob"
+    args = build_parser().parse_args([*container["command"][1:], *container["args"]])
+    assert (args.command, args.job_command, args.termination_log) == ("job", "run", "/dev/termination-log")
+
+
+@pytest.mark.parametrize("path", ["deploy/k8s/scheduler/jobs.yaml", "deploy/overlays/cpu/jobs.yaml"])
+def test_the_deployed_job_configs_load(path):
+    config = load_job_config(ROOT / path)
+    assert config.protocols == ("finetune",) and config.s3_secret
+    assert (config.gpus > 0) == ("overlays" not in path)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("gpus: -1", "'gpus' must be an integer >= 0"),
+        ("max_jobs: 0", "'max_jobs' must be an integer >= 1"),
+        ("namespace: Bad_NS", "'namespace' 'Bad_NS' is not a DNS-1123 label"),
+        ("protocols: []", "'protocols' must be a non-empty list"),
+        ("node_selector: {zone: 1}", "'node_selector' must map strings to strings"),
+        ("gpu: 1", "unknown key(s) ['gpu']"),
+        ("- a list", "expected a mapping"),
+        ("gpus: [unclosed", "not valid YAML"),
+    ],
+)
+def test_bad_job_config_values_name_the_file_and_key(tmp_path, text, message):
+    path = tmp_path / "jobs.yaml"
+    path.write_text(text)
+    with pytest.raises(InvalidArgument) as err:
+        load_job_config(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+    with pytest.raises(InvalidArgument, match="does not exist"):
+        load_job_config(tmp_path / "missing.yaml")
+
+
+def test_bob_job_render_prints_exactly_what_the_executor_creates(tmp_path, capsys):
+    from bobench.battle.plan import plan_battle
+    from bobench.battle.spec import load_spec
+    from bobench.cli import main
+
+    spec = tmp_path / "battle.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "render",
+                "backbones": ["toy"],
+                "datasets": ["toy"],
+                "protocols": ["knn", {"name": "finetune", "config": TINY}],
+            }
+        )
+    )
+    assert (
+        main(["job", "render", str(spec), "--job-config", str(ROOT / "deploy/k8s/scheduler/jobs.yaml")]) == 0
+    )
+    rendered = list(yaml.safe_load_all(capsys.readouterr().out))
+    config = load_job_config(ROOT / "deploy/k8s/scheduler/jobs.yaml")
+    config = JobConfig.from_dict(
+        {**config.to_dict(), "store": "s3://bobench/artifacts", "s3_endpoint": "http://minio:9000"}
+    )
+    (finetune,) = [p for p in plan_battle(load_spec(spec)) if p.protocol == "finetune"]
+    assert rendered == [build_job(finetune, config)]  # only the finetune run becomes a Job
+
+
+def test_the_job_entrypoint_writes_record_and_checkpoints_to_the_store(tmp_path):
+    store_dir = tmp_path / "store"
+    settings = Settings(cache_dir=str(tmp_path / "cache"), store=str(store_dir))
+    p = plan()
+    assert main_job(json.dumps(p.to_dict()), settings, tmp_path / "term") == 0
+    store = LocalStore(store_dir)
+    record = store.get_json(record_key(p.run_key))
+    assert record["status"] == "finished" and record["metrics"]["epochs"] == 2
+    assert record["metrics"]["checkpoint_dir"].endswith(checkpoint_prefix(p.run_key))
+    assert sorted(store.list(checkpoint_prefix(p.run_key))) == [
+        f"{checkpoint_prefix(p.run_key)}/best.pt",
+        f"{checkpoint_prefix(p.run_key)}/last.pt",
+    ]
+    assert not (tmp_path / "term").exists()
+
+
+@pytest.mark.parametrize(
+    "plan_text, message",
+    [
+        (None, "no run plan given"),
+        ("{not json", "not a serialized RunPlan"),
+        (json.dumps(plan(backbone="no-such-backbone").to_dict()), "unknown backbone"),
+    ],
+)
+def test_a_config_error_exits_2_with_a_termination_message(tmp_path, plan_text, message):
+    settings = Settings(cache_dir=str(tmp_path / "cache"), store=str(tmp_path / "store"))
+    assert main_job(plan_text, settings, tmp_path / "term") == CONFIG_ERROR_EXIT_CODE
+    assert message in (tmp_path / "term").read_text()
