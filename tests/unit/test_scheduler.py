@@ -369,3 +369,90 @@ def test_preparer_failure_fails_only_that_backbones_runs_and_transient_preparer_
         assert prepared["b2"] == 2  # retried after the transient error
     finally:
         sched.close()
+
+
+# -- the job executor (Kubernetes Jobs) ------------------------------------------------------------
+def mixed_spec(backbones=("b0", "b1", "b2", "b3")):
+    return parse_spec(
+        {
+            "name": "mixed",
+            "backbones": list(backbones),
+            "datasets": ["d0"],
+            "protocols": ["p0", "finetune"],
+            "seeds": [0],
+        }
+    )
+
+
+class CancellableExecutor(ScriptedExecutor):
+    """Blocks every run until `cancel(run_key)` (then returns a cancelled record) or the gate opens."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.cancelled: list[str] = []
+        self._stop: dict[str, threading.Event] = {}
+
+    def execute(self, plan, progress=None):
+        stop = self._stop.setdefault(plan.run_key, threading.Event())
+        with self._lock:
+            self.calls[plan.run_key] += 1
+        assert stop.wait(10)
+        record = plan.new_record()
+        record.status, record.error = "cancelled", "cancelled: its Job was deleted"
+        return record
+
+    def cancel(self, run_key):
+        self.cancelled.append(run_key)
+        self._stop.setdefault(run_key, threading.Event()).set()
+
+
+def test_job_protocols_go_to_the_job_executor_with_its_own_slot_pool(store):
+    gate = threading.Event()
+    local, jobs = ScriptedExecutor(), ScriptedExecutor(gate=gate, slots=2)
+    sched = start(store, [local], concurrency=1, job_executor=jobs)
+    try:
+        bid = sched.submit(mixed_spec())
+        deadline = time.monotonic() + 10
+        while sum(local.calls.values()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sum(local.calls.values()) == 4  # blocked Jobs do not starve the other runs
+        assert jobs.max_active == 2 and sum(jobs.calls.values()) == 2  # two Job slots, two waiting
+        gate.set()
+        assert sched.wait(bid, timeout_s=10).state == "finished"
+        protocols = {p.run_key: p.protocol for p in grid_planner(mixed_spec(), bid)}
+        assert {protocols[k] for k in jobs.calls} == {"finetune"} and len(jobs.calls) == 4
+        assert {protocols[k] for k in local.calls} == {"p0"} and jobs.max_active == 2
+    finally:
+        sched.close()
+
+
+def test_without_a_job_executor_every_protocol_runs_on_the_normal_executors(store):
+    local = ScriptedExecutor()
+    sched = start(store, [local])
+    try:
+        bid = sched.submit(mixed_spec(backbones=("b0",)))
+        assert sched.wait(bid, timeout_s=10).state == "finished" and sum(local.calls.values()) == 2
+    finally:
+        sched.close()
+
+
+def test_cancel_stops_executing_job_runs_and_they_end_cancelled_not_finished(store):
+    jobs = CancellableExecutor(slots=2)
+    sched = start(store, [ScriptedExecutor()], job_executor=jobs)
+    try:
+        bid = sched.submit(mixed_spec(backbones=("b0", "b1")))
+        deadline = time.monotonic() + 10
+        while sum(jobs.calls.values()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sched.cancel(bid, reason="user asked")
+        deadline = time.monotonic() + 10
+        while sched.get(bid).counts["running"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        status = sched.get(bid)
+        assert sorted(jobs.cancelled) == sorted(jobs.calls)
+        assert status.state == "cancelled" and status.counts["running"] == 0
+        finetune = [r for r in sched.results(bid) if r.protocol == "finetune"]
+        assert [r.status for r in finetune] == ["cancelled", "cancelled"]
+        assert not any(store.exists(result_key(r.run_key)) for r in finetune)
+    finally:
+        sched.close()
