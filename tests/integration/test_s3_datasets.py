@@ -277,3 +277,14 @@ def test_cli_upload_prints_the_ref_and_a_battle_runs_on_it(
     assert outcome.failed == 0, [r.error for r in outcome.records]
     assert {r.dataset for r in outcome.records} == {"digits-s3", "digits-folder"}
     assert all(0.0 <= r.metrics["top1"] <= 1.0 for r in outcome.records)
+
+
+def test_multipart_etag_is_predicted_so_large_shards_are_skipped_too(s3_settings, bucket, tmp_path):
+    from bobench.data.upload import s3_etag
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(np.random.default_rng(0).integers(0, 256, 17 * 1024 * 1024, dtype=np.uint8).tobytes())
+    store = S3Store(s3_settings.s3_endpoint, bucket, "", S3_ADMIN.access_key, S3_ADMIN.secret_key)
+    store.put_file("big.bin", big)
+    assert store.stat("big.bin").etag == s3_etag(big)
+    assert s3_etag(big).endswith("-2")

@@ -4,6 +4,8 @@ ImageFolder layouts (class names are directory names, sorted; items sorted by fi
   * `root/<class>/<image>`: split by class with seeded fractions (default 60/20/20 train/val/test);
   * `root/<split>/<class>/<image>` with split in train/val/test/query/gallery: splits as on disk.
 A manifest is a CSV with header `path,label[,split]`; relative paths are relative to the CSV.
+Both may live in S3 (`s3://bucket/prefix`, same layouts): `bobench.data.s3_source` lists them and
+builds the dataset with `tree_layout` / `manifest_layout`, the same rules as for local files.
 """
 
 from __future__ import annotations
