@@ -91,8 +91,8 @@ class PooledExecutor(LocalExecutor):
     def dataset(self, ref: str | dict) -> Any:
         return self._shared.load(ref)
 
-    def embedder(self, spec: Any) -> Embedder:
-        emb = super().embedder(spec)
+    def embedder(self, spec: Any, embedder_variant: str = "onnx") -> Embedder:
+        emb = super().embedder(spec, embedder_variant)
         if not isinstance(emb, TimedEmbedder):
             emb = TimedEmbedder(emb)
             self._embedder = emb  # replaces the plain one for as long as this backbone stays loaded

@@ -1,4 +1,10 @@
-"""The embedder service: Triton serving a generated model repository, until SIGTERM/SIGINT.
+"""The embedder service: Triton serving a model repository, until SIGTERM/SIGINT.
+
+The repository is a directory or `s3://bucket/prefix` (read by Triton straight from S3 with the
+settings' endpoint and credentials). An S3 repository starts with every model it already holds
+(`--load-model=*`, so published models come back after a restart; a fresh store: none); new ones
+arrive through `bob publish`, which asks Triton to load them. With the setting `triton_admin_key`,
+only callers sending that key may load/unload models or register shared memory.
 
 `serve_embedder(repo, ...)` is the library entry point (`bob serve embedder` and
 `python -m bobench.serving.embedder` are thin adapters over it). Once the server and every model are
@@ -74,12 +80,14 @@ def serve_embedder(
     ready_timeout_s: float = 180.0,
     out: TextIO | None = None,
     stop_event: threading.Event | None = None,
+    settings: Any = None,
 ) -> int:
     """Serve `repo` with tritonserver until SIGTERM/SIGINT (or `stop_event`); return an exit code.
 
     0 after a clean stop; 1 when tritonserver died on its own. Start failures raise the bobench
     error from `TritonServer.start` (Unavailable / DeadlineExceeded) with the server's log tail.
-    Signal handlers are installed only when called from the main thread.
+    Signal handlers are installed only when called from the main thread. `settings` supplies the
+    S3 endpoint/credentials of an s3:// repository and the `triton_admin_key`.
     """
     stop = stop_event or threading.Event()
     previous = {}
@@ -94,6 +102,8 @@ def serve_embedder(
         metrics_port=metrics_port,
         log_dir=log_dir,
         models=models,
+        settings=settings,
+        admin_key=getattr(settings, "triton_admin_key", ""),
     )
     try:
         server.start(timeout_s=ready_timeout_s)
@@ -123,12 +133,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The service's flags; shared by `python -m bobench.serving.embedder` and `bob serve embedder`."""
-    p.add_argument("--repo", required=True, help="model repository directory")
+    p.add_argument("--repo", required=True, help="model repository: a directory or s3://bucket/prefix")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     p.add_argument("--grpc-port", type=int, default=0, help="0 = pick a free port (printed once ready)")
     p.add_argument("--http-port", type=int, default=0)
     p.add_argument("--metrics-port", type=int, default=0)
-    p.add_argument("--models", default=None, help="comma-separated models to load (default: all)")
+    p.add_argument(
+        "--models", default=None, help="comma-separated models to load at start (default: all; '*' for S3)"
+    )
     p.add_argument("--log-dir", default=None, help="keep tritonserver.log here (default: temporary)")
     p.add_argument("--ready-timeout-s", type=float, default=180.0)
     p.add_argument("--build", default=None, help="comma-separated backbones to export into --repo first")
@@ -153,11 +165,16 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    try:
-        if args.build:
-            from bobench.config import load_settings
+    from bobench.config import load_settings
 
-            cache_dir = args.cache_dir or load_settings().cache_dir
+    try:
+        settings = load_settings(getattr(args, "config", None))
+        if args.build and args.repo.startswith("s3://"):
+            from bobench.errors import InvalidArgument
+
+            raise InvalidArgument("--build writes a local repository; publish to S3 with `bob publish`")
+        if args.build:
+            cache_dir = args.cache_dir or settings.cache_dir
             names = [n.strip() for n in args.build.split(",") if n.strip()]
             build_repository_for(
                 names, args.repo, cache_dir, variant=args.variant, input_dtype=args.input_dtype
@@ -174,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
             models=models,
             log_dir=args.log_dir,
             ready_timeout_s=args.ready_timeout_s,
+            settings=settings,
         )
     except BobenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -49,6 +49,7 @@ _BIND_RETRIES = 3
 _IN_USE = re.compile(r"Socket '[^']*:(\d+)' already in use")
 _POLL_S = 0.2
 _S3_SEGMENT = re.compile(r"^[0-9a-zA-Z.\-_]+$")
+REPOSITORY_MARKER = "bobench-repository.json"  # keeps an empty S3 repository a "directory"
 ALL_MODELS = "*"  # `models=["*"]`: load every model in the repository at start
 ADMIN_HEADER = "bobench-admin-key"
 RESTRICTED = "model-repository,shared-memory"
@@ -184,6 +185,7 @@ class TritonServer:
             self.repo: Path | str = str(repo)
             self._repository_flag = triton_s3_repository(str(repo), settings.s3_endpoint)
             self.s3_env = s3_environment(settings)
+            self._s3_endpoint = settings.s3_endpoint
             self.models = list(models) if models is not None else [ALL_MODELS]
         else:
             self.repo = Path(repo).resolve()
@@ -217,6 +219,8 @@ class TritonServer:
         """
         if self.process is not None:
             return self
+        if self.s3_env:
+            self._ensure_s3_repository()
         backend_dir = prepare_backend_dir(self.workdir / "backends")
         deadline = time.monotonic() + timeout_s
         for attempt in range(1, _BIND_RETRIES + 1):
@@ -345,6 +349,30 @@ class TritonServer:
             return "(no log)"
 
     # -- internals ---------------------------------------------------------------------------------
+    def _ensure_s3_repository(self) -> None:
+        """Triton refuses an S3 prefix holding no object ("not a valid directory"): mark an empty one
+        with a small file at the repository root (Triton only treats sub-directories as models)."""
+        from bobench.errors import FailedPrecondition
+        from bobench.store.resolve import parse_s3_url
+        from bobench.store.s3 import S3Store
+
+        bucket, prefix = parse_s3_url(str(self.repo))
+        store = S3Store(
+            self._s3_endpoint,
+            bucket,
+            prefix,
+            self.s3_env["AWS_ACCESS_KEY_ID"],
+            self.s3_env["AWS_SECRET_ACCESS_KEY"],
+        )
+        try:
+            if not store.list(""):
+                store.ensure_bucket()
+                store.put_json(REPOSITORY_MARKER, {"bobench": "triton model repository"})
+        except FailedPrecondition as exc:  # a read-only identity: the publisher creates the prefix
+            log.warning("could not mark the empty model repository %s: %s", self.repo, exc)
+        finally:
+            store.close()
+
     def _named_models(self) -> list[str]:
         return [m for m in self.models if m != ALL_MODELS]
 
