@@ -4,11 +4,20 @@ Status codes map back to the executor contract: UNAVAILABLE, DEADLINE_EXCEEDED, 
 and ABORTED raise the transient bobench errors (the scheduler retries them, with backoff, on the next
 evaluator in turn); a run the evaluator reports as cancelled (it was draining) is transient too; any
 other code is the run's own failure and becomes a failed record carrying the evaluator's message.
+
+Evaluators are given either as a list of `host:port` addresses (one channel each, runs dealt round
+robin, `runs_per_address` in flight on each) or as ONE gRPC target URI such as
+`dns:///evaluator-headless.bobench.svc.cluster.local:50051` or `ipv4:127.0.0.1:5001,127.0.0.1:5002`:
+gRPC resolves it (DNS re-resolved as pods come and go) and spreads the calls over every resolved
+address with its `round_robin` policy, skipping addresses that are not connected. Then
+`runs_per_address` bounds the runs in flight on the whole target: set it to replicas x each
+evaluator's `--max-concurrent-runs` (an evaluator that gets more than it runs at once queues them).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import threading
 
@@ -38,8 +47,24 @@ _ERROR_NAMES = {
 }
 
 
+TARGET_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:")  # gRPC name-resolver URIs: one load-balanced target
+_ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def is_target_uri(addresses: str | list[str]) -> bool:
+    """True when `addresses` is one gRPC target URI (dns:///h:p, ipv4:a:p,b:p, ...)."""
+    return isinstance(addresses, str) and addresses.strip().startswith(TARGET_SCHEMES)
+
+
 def parse_addresses(addresses: str | list[str]) -> list[str]:
-    """'h1:p1,h2:p2' or a list -> ['h1:p1', 'h2:p2']; raises InvalidArgument naming a bad entry."""
+    """'h1:p1,h2:p2' or a list -> ['h1:p1', 'h2:p2']; a target URI -> [that URI].
+
+    Raises InvalidArgument naming a bad entry (a target URI must end in :port)."""
+    if is_target_uri(addresses):
+        target = addresses.strip()
+        if not target.rpartition(":")[2].isdigit():
+            raise InvalidArgument(f"evaluator target {target!r} must end with :port (e.g. dns:///host:50051)")
+        return [target]
     items = addresses.split(",") if isinstance(addresses, str) else list(addresses)
     out = []
     for item in (a.strip() for a in items):
@@ -55,9 +80,10 @@ def parse_addresses(addresses: str | list[str]) -> list[str]:
 
 
 class GrpcExecutor(Executor):
-    """Sends each run to one of `addresses` (round robin). `runs_per_address` bounds what the
-    scheduler sends each evaluator at once (its `--max-concurrent-runs`); `timeout_s` is the deadline
-    of one run (None = no deadline). Thread-safe: the scheduler calls it from several workers."""
+    """Sends each run to one of `addresses` (round robin) or through one load-balanced target URI
+    (module docstring). `runs_per_address` bounds what the scheduler sends each address (or the whole
+    target) at once; `timeout_s` is the deadline of one run (None = no deadline). Thread-safe: the
+    scheduler calls it from several workers."""
 
     def __init__(
         self,
@@ -76,6 +102,8 @@ class GrpcExecutor(Executor):
         self.timeout_s = timeout_s
         limit = max_message_mb * 1024 * 1024
         options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        if is_target_uri(addresses):
+            options.append(("grpc.service_config", _ROUND_ROBIN))
         self._channels = [grpc.insecure_channel(a, options=options) for a in self.addresses]
         self._stubs = [evaluator_pb2_grpc.EvaluatorStub(c) for c in self._channels]
         self._next = itertools.count()
