@@ -34,7 +34,8 @@ help:
 	@echo "make images  build the images the manifests use: bobench/{$(subst $(space),$(comma),$(IMAGES))}:TAG"
 	@echo "             (TAG defaults to the package version, $(VERSION); needs a running container engine)"
 	@echo "make push REGISTRY=host[:port][/path] TAG=...  build, tag REGISTRY/bobench/NAME:TAG, push, and"
-	@echo "             pin them into deploy/kustomization.yaml and deploy/overlays/cpu (scripts/set_images.py)"
+	@echo "             pin them into deploy/ and deploy/overlays/cpu: kustomize images: and the Job configs'"
+	@echo "             image (scripts/set_images.py, like 'kustomize edit set image')"
 
 setup: $(STAMP) system-deps
 

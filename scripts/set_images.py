@@ -1,13 +1,18 @@
-"""Pin pushed bobench images into the kustomizations: `images:` entries get newName/newTag.
+"""Pin pushed bobench images into the deployment: kustomize `images:` entries and the Job configs.
 
 `make push REGISTRY=... TAG=...` runs this after pushing. For every image it does what
 `kustomize edit set image bobench/NAME=REGISTRY/bobench/NAME:TAG` does (kustomize is not needed): the
 entry named `bobench/NAME` gets `newName: REGISTRY/bobench/NAME` and `newTag: TAG` (a `digest` it had is
 dropped, since the tag now says which build), and an image without an entry gets one appended.
 
-Only the `images:` block of each file is rewritten; comments and every other key stay byte for byte.
-The new file is parsed back and must equal the old one with only those entries changed, else nothing
-is written. Kustomizations that do not exist (e.g. the CPU overlay in a checkout that predates it) are
+The scheduler's Job configs (`bobench.battle.k8s_jobs.JobConfig` files, mounted from a ConfigMap) name
+the Job image as plain data, which kustomize's `images:` never rewrites: their top-level `image:` is
+set to REGISTRY/bobench/NAME:TAG when it names one of the pushed images (with or without a registry or
+tag already).
+
+Only the `images:` block (or the `image:` line) of each file is rewritten; comments and every other key
+stay byte for byte. The new file is parsed back and must equal the old one with only that changed, else
+nothing is written. Files that do not exist (e.g. the CPU overlay in a checkout that predates it) are
 skipped and said so.
 
 Errors (exit status 2, message on stderr): InvalidArgument for a malformed registry, tag or image name,
@@ -33,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FILES = (
     ROOT / "deploy" / "kustomization.yaml",
     ROOT / "deploy" / "overlays" / "cpu" / "kustomization.yaml",
-    ROOT / "deploy" / "k8s" / "jobs" / "kustomization.yaml",
+    ROOT / "deploy" / "k8s" / "scheduler" / "jobs.yaml",
+    ROOT / "deploy" / "overlays" / "cpu" / "jobs.yaml",
 )
 DEFAULT_IMAGES = ("bobench/embedder", "bobench/evaluator", "bobench/scheduler", "bobench/finetune-gpu")
 
@@ -44,6 +50,8 @@ _REGISTRY = re.compile(
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _IMAGE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+$")
 _TOP_LEVEL_KEY = re.compile(r"^[A-Za-z_][\w.-]*\s*:")
+_JOB_IMAGE_VALUE = re.compile(r"^(image\s*:\s*)\S+", re.MULTILINE)  # keeps a trailing comment
+_REPOSITORY_OF = re.compile(r"^(?:.+/)?(bobench/[a-z0-9-]+)(?::[\w.-]+)?$")
 
 
 def check_reference(registry: str, tag: str, images: tuple[str, ...]) -> None:
@@ -104,13 +112,15 @@ def _entries_of(doc: Any, path: Path) -> list[dict[str, Any]]:
 
 
 def set_images(path: Path, registry: str, tag: str, images: tuple[str, ...] = DEFAULT_IMAGES) -> bool:
-    """Pin `images` in the kustomization at `path`; return False when nothing had to change.
+    """Pin `images` in the kustomization or Job config at `path`; return False when nothing changed.
 
     Raises InvalidArgument for bad arguments or a malformed file (the file is then left as it was).
     """
     check_reference(registry, tag, images)
     text = path.read_text()
     doc = yaml.safe_load(text)
+    if isinstance(doc, dict) and isinstance(doc.get("image"), str) and "kind" not in doc:
+        return _pin_job_config(path, text, doc, f"{registry}/{{}}:{tag}", images)
     entries = _entries_of(doc, path)
     new_entries = pinned_entries(entries, registry, tag, images)
     if new_entries == entries:
@@ -131,6 +141,24 @@ def set_images(path: Path, registry: str, tag: str, images: tuple[str, ...] = DE
     return True
 
 
+def _pin_job_config(path: Path, text: str, doc: dict, reference: str, images: tuple[str, ...]) -> bool:
+    """Set the Job config's top-level `image:` to `reference` (with {} = bobench/NAME) if it names one of `images`."""
+    match = _REPOSITORY_OF.match(doc["image"])
+    if not match or match.group(1) not in images:
+        log.info("%s: image %s is not one of the pushed images; left as it is", path, doc["image"])
+        return False
+    pinned = reference.format(match.group(1))
+    if doc["image"] == pinned:
+        return False
+    new_text = _JOB_IMAGE_VALUE.sub(lambda m: m.group(1) + pinned, text, count=1)
+    if yaml.safe_load(new_text) != {**doc, "image": pinned}:
+        raise InvalidArgument(
+            f"{path}: could not rewrite `image:` without changing other keys; edit it by hand"
+        )
+    path.write_text(new_text)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -144,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"image to pin (repeatable; default: {', '.join(DEFAULT_IMAGES)})",
     )
     parser.add_argument(
-        "files", nargs="*", type=Path, help="kustomization files (default: deploy/ and overlays)"
+        "files",
+        nargs="*",
+        type=Path,
+        help="kustomizations and Job configs (default: deploy/, overlays/cpu and their jobs.yaml)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -370,11 +370,14 @@ def deploy_copy(tmp_path) -> Path:
 
 
 def kustomizations(deploy: Path) -> list[Path]:
-    return [
-        p
-        for p in (deploy / "kustomization.yaml", deploy / "overlays" / "cpu" / "kustomization.yaml")
-        if p.is_file()
-    ]
+    candidates = (deploy / "kustomization.yaml", deploy / "overlays" / "cpu" / "kustomization.yaml")
+    return [p for p in candidates if p.is_file()]
+
+
+def job_configs(deploy: Path) -> list[Path]:
+    """The scheduler's JobConfig files: their `image:` is ConfigMap data that kustomize does not rewrite."""
+    candidates = (deploy / "k8s" / "scheduler" / "jobs.yaml", deploy / "overlays" / "cpu" / "jobs.yaml")
+    return [p for p in candidates if p.is_file()]
 
 
 def test_set_images_pins_every_bobench_image_and_keeps_the_rest(deploy_copy):
@@ -399,7 +402,8 @@ def test_set_images_pins_every_bobench_image_and_keeps_the_rest(deploy_copy):
         assert path.read_text() == pinned_text
 
 
-def rendered_images(directory: Path) -> set[str]:
+def render(directory: Path) -> list:
+    """The objects `kubectl kustomize DIRECTORY` renders (skip without kubectl; fail so in CI)."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         if os.environ.get("CI"):
@@ -409,7 +413,7 @@ def rendered_images(directory: Path) -> set[str]:
         [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    return {image for doc in yaml.safe_load_all(result.stdout) for image in container_images(doc)}
+    return list(yaml.safe_load_all(result.stdout))
 
 
 def container_images(node) -> set[str]:
@@ -426,14 +430,38 @@ def container_images(node) -> set[str]:
     return found
 
 
-def test_kustomize_renders_the_pinned_images(deploy_copy):
-    paths = kustomizations(deploy_copy)
-    assert set_images.main(["--registry", REGISTRY, "--tag", TAG, *map(str, paths)]) == 0
+def test_set_images_pins_the_job_configs_image_and_keeps_the_rest(deploy_copy):
+    paths = job_configs(deploy_copy)
+    if not paths:
+        pytest.skip("no JobConfig file in deploy/ (the scheduler's jobs.yaml)")
     for path in paths:
-        ours = {image for image in rendered_images(path.parent) if "bobench/" in image}
+        before = yaml.safe_load(path.read_text())
+        name = before["image"].rsplit("/", 1)[-1].split(":")[0]
+        assert set_images.set_images(path, REGISTRY, TAG) is True
+        after = yaml.safe_load(path.read_text())
+        assert after == {**before, "image": f"{REGISTRY}/bobench/{name}:{TAG}"}
+        assert set_images.set_images(path, REGISTRY, "2.0") is True  # an already pinned image is re-pinned
+        assert yaml.safe_load(path.read_text())["image"] == f"{REGISTRY}/bobench/{name}:2.0"
+
+
+def test_kustomize_renders_the_pinned_images(deploy_copy):
+    paths = kustomizations(deploy_copy) + job_configs(deploy_copy)
+    assert set_images.main(["--registry", REGISTRY, "--tag", TAG, *map(str, paths)]) == 0
+    expected = {f"{REGISTRY}/bobench/{name}:{TAG}" for name in IMAGES}
+    for path in kustomizations(deploy_copy):
+        rendered = render(path.parent)
+        ours = {image for doc in rendered for image in container_images(doc) if "bobench/" in image}
         assert ours, f"{path.parent}: no bobench image rendered"
-        expected = {f"{REGISTRY}/bobench/{name}:{TAG}" for name in IMAGES}
         assert ours <= expected, ours - expected
+        job_images = {
+            config["image"]
+            for doc in rendered
+            if doc and doc.get("kind") == "ConfigMap"
+            for value in (doc.get("data") or {}).values()
+            if isinstance(config := yaml.safe_load(value), dict) and isinstance(config.get("image"), str)
+        }
+        assert job_images <= expected, job_images - expected
+        assert job_images or not job_configs(deploy_copy), f"{path.parent}: no JobConfig image rendered"
 
 
 def test_set_images_appends_a_missing_block_and_drops_a_digest(tmp_path):
