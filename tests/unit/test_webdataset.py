@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from bobench.data import load_dataset, validate_dataset
+from bobench.data.shards import expand_braces, shard_split
 from bobench.data.upload import pack_shards
-from bobench.data.webdataset import expand_braces, sample_key, shard_split, write_shard
+from bobench.data.webdataset import sample_key, write_shard
 from bobench.errors import InvalidArgument
 
 

@@ -78,7 +78,8 @@ def pack_shards(src: str | Path, out_dir: str | Path, shards: int | None = None)
     (shards, then `classes.txt`), relative layout as described in the module docstring.
 
     Raises InvalidArgument for a bad tree, a `shards` count < 1, or images that are not jpg/png/webp."""
-    from bobench.data.webdataset import CLASSES_FILE, SAMPLE_IMAGE_EXTENSIONS, write_shard
+    from bobench.data.shards import CLASSES_FILE
+    from bobench.data.webdataset import SAMPLE_IMAGE_EXTENSIONS, write_shard
 
     if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int) or shards < 1):
         raise InvalidArgument(f"upload: shards must be a positive integer, got {shards!r}")
