@@ -206,3 +206,21 @@ def test_shards_are_reproducible_bytes(tmp_path):
     assert first == second
     with pytest.raises(InvalidArgument, match="shards must be a positive integer"):
         pack_shards(tree, tmp_path / "c", shards=0)
+
+
+def test_path_strings_pick_the_source_by_their_shape():
+    from bobench.data import normalize_ref
+
+    assert normalize_ref("s3://b/photos/") == {"type": "imagefolder", "path": "s3://b/photos/"}
+    assert normalize_ref("s3://b/sets/m.csv") == {"type": "manifest", "path": "s3://b/sets/m.csv"}
+    assert normalize_ref("data/shard-{0..3}.tar") == {"type": "webdataset", "path": "data/shard-{0..3}.tar"}
+    assert normalize_ref("one.tar") == {"type": "webdataset", "path": "one.tar"}
+
+
+def test_s3_refs_need_the_data_context():
+    from bobench.data.context import reset
+    from bobench.errors import FailedPrecondition
+
+    reset()
+    with pytest.raises(FailedPrecondition, match=r"webdataset s3://b/p: .*bobench.data.configure"):
+        load_dataset({"type": "webdataset", "path": "s3://b/p"})

@@ -85,7 +85,7 @@ def _load_builtins() -> None:
 
 
 def _looks_like_path(ref: str) -> bool:
-    return "/" in ref or os.sep in ref or ref.lower().endswith(".csv") or os.path.isdir(ref)
+    return "/" in ref or os.sep in ref or ref.lower().endswith((".csv", ".tar")) or os.path.isdir(ref)
 
 
 def normalize_ref(ref: str | dict) -> str | dict[str, Any]:
