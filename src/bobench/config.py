@@ -98,3 +98,16 @@ def _check(s: Settings) -> None:
         raise InvalidArgument(f"threads must be >= 0 (0 = library default), got {s.threads}")
     if s.embedder not in ("onnxruntime", "torch", "triton"):
         raise InvalidArgument(f"embedder must be onnxruntime, torch or triton, got {s.embedder!r}")
+    _check_not_placeholder(s)
+
+
+def _check_not_placeholder(s: Settings) -> None:
+    """Refuse known placeholder S3 credentials (an unfilled deployment Secret) at start, naming the variable."""
+    from bobench.store.setup import PLACEHOLDER  # one owner of the pattern (the minio-setup Job's check)
+
+    for name in ("s3_access_key", "s3_secret_key"):
+        if PLACEHOLDER.search(getattr(s, name)):
+            raise InvalidArgument(
+                f"{ENV_PREFIX}{name.upper()}: looks like a placeholder credential; generate real ones "
+                "with `make deploy-secrets` (deploy/secrets/secrets.env)"
+            )
