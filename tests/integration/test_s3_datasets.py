@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -186,7 +187,7 @@ def test_a_loaded_dataset_loads_again_when_the_store_is_down(seaweedfs, tmp_path
         offline = load_dataset(ref)  # the saved listing and the cached shards
         assert offline.fingerprint == online.fingerprint
         assert_same_items(offline, online)
-        configure(Settings(**{**settings.__dict__, "cache_dir": str(tmp_path / "fresh")}))
+        configure(replace(settings, cache_dir=str(tmp_path / "fresh")))
         with pytest.raises(Unavailable, match=service.address):
             load_dataset(ref)
     finally:
@@ -221,11 +222,11 @@ def test_errors_name_what_and_where(settings, seaweedfs, bucket, tree, tmp_path)
     with pytest.raises(InvalidArgument, match=rf"s3://{bucket}/d/bad/test-0\.tar: member a\.png"):
         validate_dataset(bad)
 
-    wrong = Settings(**{**settings.__dict__, "s3_secret_key": "not-the-secret"})
+    wrong = replace(settings, s3_secret_key="not-the-secret")
     configure(wrong)
     with pytest.raises(FailedPrecondition, match="SignatureDoesNotMatch|InvalidAccessKeyId"):
         load_dataset(f"s3://{bucket}/d/")
-    configure(Settings(**{**settings.__dict__, "s3_endpoint": "http://127.0.0.1:9"}))
+    configure(replace(settings, s3_endpoint="http://127.0.0.1:9"))
     with pytest.raises(Unavailable, match="127.0.0.1:9"):
         load_dataset(f"s3://{bucket}/d/")
     reset()
@@ -271,9 +272,7 @@ def test_cli_upload_prints_the_ref_and_a_battle_runs_on_it(
         base_dir=tmp_path,
     )
     upload_dataset(tree, f"{url}-if", settings)
-    outcome = run_battle(
-        spec, tmp_path / "out", Settings(**{**settings.__dict__, "threads": 1}), progress=False
-    )
+    outcome = run_battle(spec, tmp_path / "out", replace(settings, threads=1), progress=False)
     assert outcome.failed == 0, [r.error for r in outcome.records]
     assert {r.dataset for r in outcome.records} == {"digits-s3", "digits-folder"}
     assert all(0.0 <= r.metrics["top1"] <= 1.0 for r in outcome.records)
