@@ -189,6 +189,49 @@ def test_embedder_keeps_the_ngc_entrypoint_and_its_cmd_flags_exist_in_tritonserv
     assert {arg.split("=", 1)[0] for arg in cmd[1:]} <= known
 
 
+# --- dependencies: declared in pyproject.toml, versions in constraints.txt ------------------------------
+
+
+def requirement_names(requirements: list[str]) -> dict[str, str]:
+    """{normalized name: the requirement's specifier text} for every requirement but bobench[...] itself."""
+    names = {}
+    for requirement in requirements:
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)$", requirement)
+        name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+        if name != "bobench":
+            names[name] = match.group(3)
+    return names
+
+
+def test_every_declared_dependency_is_pinned_in_constraints_and_nowhere_else():
+    pins = {
+        re.sub(r"[-_.]+", "-", line.split("==")[0]).lower()
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    project = PYPROJECT["project"]
+    groups = {"dependencies": project["dependencies"], **project["optional-dependencies"]}
+    for group, requirements in groups.items():
+        for name, specifier in requirement_names(requirements).items():
+            if name == "setuptools":  # pip freeze never lists it: the cap imagecorruptions needs stays here
+                assert specifier == "<81"
+                continue
+            assert name in pins, f"{group}: {name} has no exact pin in constraints.txt"
+            assert not specifier, f"{group}: {name}{specifier} (versions belong in constraints.txt)"
+
+
+def test_dev_extra_is_every_role_but_the_gpu_only_one():
+    dev = PYPROJECT["project"]["optional-dependencies"]["dev"]
+    roles = re.fullmatch(r"bobench\[(.*)\]", dev[0]).group(1).split(",")
+    assert set(roles) == set(PYPROJECT["project"]["optional-dependencies"]) - {
+        "dev",
+        "finetune-gpu",
+        "export",
+        "data",
+    }
+    assert not (ROOT / "requirements.txt").exists(), "dependencies are declared once, in pyproject.toml"
+
+
 # --- build context (.dockerignore), with Docker's matching rules -------------------------------------
 
 
