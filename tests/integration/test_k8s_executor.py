@@ -11,12 +11,14 @@ the Job and the run ends cancelled; a restarted scheduler adopts a running Job (
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from bobench.battle.executor import LocalExecutor
 from bobench.battle.k8s_executor import KubernetesExecutor
@@ -122,7 +124,7 @@ def same_metrics(a: dict, b: dict) -> None:
 
 def test_a_finetune_battle_runs_as_a_job_and_matches_the_in_process_result(cluster, standin, tmp_path):
     store, config, make_scheduler = cluster
-    sched, _ = make_scheduler()
+    sched, executor = make_scheduler()
     spec = finetune_spec("k8s-e2e", epochs=2)
     standin.expire_watches(1)  # the first watch answers 410 Gone: the executor re-lists and goes on
     bid = sched.submit(spec)
@@ -139,6 +141,8 @@ def test_a_finetune_battle_runs_as_a_job_and_matches_the_in_process_result(clust
     assert job["kind"] == "Job" and job["metadata"]["labels"]["bobench.io/run-key"] == plan.run_key
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "value" not in env["BOBENCH_S3_SECRET_KEY"] and S3_ADMIN.secret_key not in str(job)
+    again = executor.execute(plan)  # the succeeded Job is found by label: its stored record, no new Job
+    assert again.metrics == record.metrics and standin.creates == {job_name(plan): 1}
 
 
 def stored_checkpoint(store, run_key: str):
@@ -227,3 +231,81 @@ def test_a_config_error_fails_the_job_at_once_with_its_termination_message(clust
     assert "exit code 2" in record.error and "PodFailurePolicy" in record.error
     assert "log tail" in record.error
     assert len(standin.pods_of(job_name(plan))) == 1  # FailJob: no retry for a config error
+
+
+def test_a_disrupted_pod_is_retried_without_counting_against_the_backoff_limit(cluster, standin):
+    import dataclasses
+
+    from kubernetes import client
+
+    store, config, _ = cluster
+    executor = KubernetesExecutor(
+        dataclasses.replace(config, backoff_limit=0), store, client.ApiClient(standin.configuration())
+    )
+    (plan,) = plan_battle(finetune_spec("k8s-evict", epochs=40))
+    done = {}
+    worker = threading.Thread(target=lambda: done.setdefault("record", executor.execute(plan)))
+    worker.start()
+    poll(stored_checkpoint(store, plan.run_key), 120, "the Job to be training")
+    standin.disrupt(job_name(plan))  # a node drain: DisruptionTarget, then the process is killed
+    worker.join(180)
+    executor.close()
+    record = done["record"]
+    assert record.finished, record.error
+    assert len(standin.pods_of(job_name(plan))) == 2 and record.metrics["resumed_from_epoch"] >= 1
+
+
+def test_the_scheduler_service_with_a_job_config_runs_finetune_as_jobs(s3_settings, standin, tmp_path):
+    """The real scheduler process: --job-config from BOBENCH_JOB_CONFIG, API access from a kubeconfig
+    naming the stand-in Kubernetes API server, the battle submitted over gRPC."""
+    from bobench.client import SchedulerClient
+    from bobench.stack.procs import start_bobench_service, stop_pid
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "standin", "cluster": {"server": standin.url}}],
+                "users": [{"name": "scheduler", "user": {"token": "stand-in-token"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "standin", "user": "scheduler"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    jobs_yaml = tmp_path / "jobs.yaml"
+    jobs_yaml.write_text(
+        yaml.safe_dump({"image": "bobench/evaluator", "gpus": 0, "s3_secret": SECRET, "watch_timeout_s": 2})
+    )
+    url = f"s3://bobench/k8s-svc-{uuid.uuid4().hex[:8]}"
+    env = {
+        "KUBECONFIG": str(kubeconfig),
+        "BOBENCH_JOB_CONFIG": str(jobs_yaml),
+        "BOBENCH_S3_ENDPOINT": s3_settings.s3_endpoint,
+        "BOBENCH_S3_ACCESS_KEY": S3_ADMIN.access_key,
+        "BOBENCH_S3_SECRET_KEY": S3_ADMIN.secret_key,
+        "OMP_NUM_THREADS": "1",
+    }
+    args = ["--port", "0", "--store", url, "--cache-dir", str(tmp_path / "cache")]
+    svc = start_bobench_service(
+        "scheduler", "bobench.rpc.scheduler_service", args, tmp_path / "logs", env=env
+    )
+    try:
+        spec = finetune_spec("k8s-service", epochs=2)
+        (plan,) = plan_battle(spec)
+        with SchedulerClient(svc.address) as client:
+            client.wait_ready()
+            battle_id = client.submit(spec).battle_id
+            for _ in client.watch(battle_id, timeout_s=180):
+                pass
+            assert client.get(battle_id).counts.finished == 1, Path(svc.log).read_text()[-3000:]
+            (result,) = client.results(battle_id)
+        assert result.run_key == plan.run_key and standin.creates == {job_name(plan): 1}
+        (job,) = [o for o in standin.received if o.get("kind") == "Job"]
+        env_vars = {
+            e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        assert env_vars["BOBENCH_STORE"] == url and env_vars["BOBENCH_S3_ENDPOINT"] == s3_settings.s3_endpoint
+    finally:
+        stop_pid(svc.pid)
