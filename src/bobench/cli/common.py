@@ -21,7 +21,7 @@ def add_settings_flags(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace, **spec_values: Any) -> Settings:
-    """Resolve settings. `spec_values` (e.g. a battle spec's `settings`) rank like a config file: below
+    """Resolve this command's settings (and hand them to the data context). `spec_values` (e.g. a battle spec's `settings`) rank like a config file: below
     CLI flags and BOBENCH_* environment variables, above the settings file and the defaults."""
     import os
 
@@ -33,7 +33,11 @@ def settings_from(args: argparse.Namespace, **spec_values: Any) -> Settings:
     for key, value in spec_values.items():
         if value is not None and cli.get(key) is None and (ENV_PREFIX + key.upper()) not in os.environ:
             cli[key] = value
-    return load_settings(getattr(args, "config", None), **cli)
+    from bobench.data import configure
+
+    settings = load_settings(getattr(args, "config", None), **cli)
+    configure(settings)  # s3:// dataset refs read through these store settings
+    return settings
 
 
 def print_json(obj: Any) -> None:
