@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bobench.stack import down, read_state, up
+from bobench.stack import down, read_state, stack_env, up
 from bobench.stack.procs import pid_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,7 +42,9 @@ def test_stack_up_runs_a_battle_into_s3_and_down_stops_every_pid(tmp_path, monke
             for _ in client.watch(bid, timeout_s=120):
                 pass
             assert client.get(bid).counts.finished == 2
-        env = state["env"]
+        assert "BOBENCH_S3_SECRET_KEY" not in state["env"]  # only in the 0600 secrets file
+        assert (state_dir / "secrets.env").stat().st_mode & 0o777 == 0o600
+        env = stack_env(state_dir)
         store = open_store(
             state["store"],
             Settings(
@@ -57,3 +59,44 @@ def test_stack_up_runs_a_battle_into_s3_and_down_stops_every_pid(tmp_path, monke
     assert sorted(stopped) == sorted(s["name"] for s in state["services"])
     assert not any(pid_alive(s["pid"]) for s in state["services"])
     assert read_state(state_dir) is None and down(state_dir) == []
+
+
+def test_stack_serves_from_s3_and_publishes_a_never_served_backbone_on_submit(tmp_path, monkeypatch):
+    """The local stack on the cluster's path: Triton reads s3://bobench/triton-models, `up` publishes
+    the demo backbone, and a battle with a backbone never served before is published, then run."""
+    from bobench.battle.spec import parse_spec
+    from bobench.client import SchedulerClient
+    from bobench.errors import Unavailable
+    from bobench.serving.triton import tritonserver_home
+
+    try:
+        tritonserver_home()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("BOBENCH_THREADS", "1")
+    monkeypatch.setenv("BOBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    state_dir = tmp_path / ".bobench"
+    state = up(state_dir, evaluators=1, embedder=True, embedder_backbones=("toy",), scrape_interval_s=1)
+    try:
+        secret = stack_env(state_dir)["BOBENCH_S3_SECRET_KEY"]
+        assert secret not in (state_dir / "stack.json").read_text()
+        assert any(n.startswith("served toy version") for n in state["notes"]), state["notes"]
+        fresh = {"name": "toy_stack_fresh", "source": "toy", "model_id": "toy-conv3", "seed": 21,
+                 "input_size": 32, "embed_dim": 32}  # fmt: skip
+        scheduler = next(s for s in state["services"] if s["name"] == "scheduler")
+        with SchedulerClient(scheduler["address"]) as client:
+            bid = client.submit(
+                parse_spec({"backbones": ["toy", fresh], "datasets": ["toy"], "protocols": ["knn"]})
+            ).battle_id
+            for _ in client.watch(bid, timeout_s=240):
+                pass
+            records = list(client.results(bid))
+        assert len(records) == 2
+        for record in records:
+            assert record.finished, record.error
+            assert record.environment["runtime"] == "triton"
+            assert record.environment["served_model"] == record.backbone
+    finally:
+        down(state_dir)
+    assert not (state_dir / "secrets.env").exists()

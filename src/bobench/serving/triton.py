@@ -365,8 +365,8 @@ class TritonServer:
             self.s3_env["AWS_SECRET_ACCESS_KEY"],
         )
         try:
+            store.ensure_bucket()
             if not store.list(""):
-                store.ensure_bucket()
                 store.put_json(REPOSITORY_MARKER, {"bobench": "triton model repository"})
         except FailedPrecondition as exc:  # a read-only identity: the publisher creates the prefix
             log.warning("could not mark the empty model repository %s: %s", self.repo, exc)

@@ -3,6 +3,12 @@ module is available), evaluators, the scheduler (store = S3) and Prometheus scra
 loopback. `up()` records every PID and address in `<state_dir>/stack.json` and logs in
 `<state_dir>/logs/`; `down()` stops exactly those PIDs (SIGTERM, then SIGKILL).
 
+Models take the cluster's path: Triton reads `s3://bobench/triton-models` (a prefix of the stack's
+bucket) straight from SeaweedFS, the demo backbones are published there at `up`, and the scheduler
+publishes any other backbone a battle needs before dispatching its runs (in process). Secrets (the S3
+secret key and the Triton admin key) live only in `<state_dir>/secrets.env` (mode 0600);
+`stack.json` names that file and `stack_env()` merges both for clients.
+
     python -m bobench.stack up [--evaluators 2] [--no-embedder]
     python -m bobench.stack down
 """
@@ -15,13 +21,16 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from bobench.errors import FailedPrecondition, Unavailable
+from bobench.errors import BobenchError, FailedPrecondition, Unavailable
 from bobench.stack.procs import Service, pid_alive, start_bobench_service, stop_pid
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = ".bobench"
 BUCKET = "bobench"
+MODEL_REPOSITORY = f"s3://{BUCKET}/triton-models"
+SECRETS_FILE = "secrets.env"
+_SECRET_VARS = ("BOBENCH_S3_SECRET_KEY", "BOBENCH_TRITON_ADMIN_KEY")
 
 
 def _state_path(state_dir: Path) -> Path:
@@ -34,8 +43,31 @@ def read_state(state_dir: str | Path = DEFAULT_STATE_DIR) -> dict[str, Any] | No
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _start_embedder(state_dir: Path, backbones: list[str]) -> Service:
-    """Triton serving `backbones` through bobench.serving.embedder (builds the repository first)."""
+def read_secrets(state_dir: str | Path = DEFAULT_STATE_DIR) -> dict[str, str]:
+    """The stack's secret environment variables from `<state_dir>/secrets.env` ({} when absent)."""
+    path = Path(state_dir) / SECRETS_FILE
+    if not path.is_file():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def stack_env(state_dir: str | Path = DEFAULT_STATE_DIR) -> dict[str, str]:
+    """Every BOBENCH_* variable a client of the running stack needs (stack.json env + secrets)."""
+    state = read_state(state_dir) or {}
+    return {**state.get("env", {}), **read_secrets(state_dir)}
+
+
+def _write_secrets(state_dir: Path, secrets_env: dict[str, str]) -> Path:
+    path = state_dir / SECRETS_FILE
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text("".join(f"{k}={v}\n" for k, v in secrets_env.items()))
+    return path
+
+
+def _start_embedder(state_dir: Path, env: dict[str, str]) -> Service:
+    """Triton reading MODEL_REPOSITORY from S3 (bobench.serving.embedder); starts with what is there."""
     import sys
 
     from bobench.stack.procs import spawn, wait_until
@@ -43,22 +75,12 @@ def _start_embedder(state_dir: Path, backbones: list[str]) -> Service:
     logs = state_dir / "logs"
     out_path, log_path = logs / "embedder.out", logs / "embedder.log"
     proc = spawn(
-        [
-            sys.executable,
-            "-m",
-            "bobench.serving.embedder",
-            "--repo",
-            str(state_dir / "model-repo"),
-            "--build",
-            ",".join(backbones),
-            "--cache-dir",
-            str(state_dir / "cache"),
-            "--log-dir",
-            str(logs / "triton"),
-        ],
+        [sys.executable, "-m", "bobench.serving.embedder", "--repo", MODEL_REPOSITORY,
+         "--log-dir", str(logs / "triton")],
         log_path,
         stdout_path=out_path,
-    )
+        env=env,
+    )  # fmt: skip
     info: dict[str, Any] = {}
 
     def ready() -> bool:
@@ -82,6 +104,36 @@ def _start_embedder(state_dir: Path, backbones: list[str]) -> Service:
         str(log_path),
         extra={"http": f"{host}:{info['http']}"},
     )
+
+
+def _publish_demo(env: dict[str, str], backbones: list[str], cache_dir: Path) -> list[str]:
+    """Publish `backbones` to MODEL_REPOSITORY and load them on the stack's Triton; returns notes."""
+    from bobench.battle.publish_step import InProcessPublisher
+    from bobench.config import Settings
+    from bobench.store import open_store
+
+    settings = Settings(
+        cache_dir=str(cache_dir),
+        s3_endpoint=env["BOBENCH_S3_ENDPOINT"],
+        s3_access_key=env["BOBENCH_S3_ACCESS_KEY"],
+        s3_secret_key=env["BOBENCH_S3_SECRET_KEY"],
+    )
+    store = open_store(MODEL_REPOSITORY, settings, create_bucket=True)
+    publisher = InProcessPublisher(
+        store,
+        cache_dir=cache_dir,
+        triton_url=env["BOBENCH_TRITON_URL"],
+        admin_key=env["BOBENCH_TRITON_ADMIN_KEY"],
+    )
+    notes = []
+    for name in backbones:
+        try:
+            model = publisher.publish(name, "onnx")
+        except BobenchError as exc:  # its runs will fail with this reason; the stack still comes up
+            notes.append(f"could not publish {name}: {exc}")
+            continue
+        notes.append(f"served {model.model_name} version {model.version} from {MODEL_REPOSITORY}")
+    return notes
 
 
 def up(
@@ -111,35 +163,43 @@ def up(
         state = {
             "services": [s.to_dict() for s in started],
             "store": f"s3://{BUCKET}/artifacts",
-            "env": env,
+            "env": {k: v for k, v in env.items() if k not in _SECRET_VARS},
+            "secrets": str(secrets_path),
             "notes": notes,
         }
         _state_path(state_dir).write_text(json.dumps(state, indent=2))
-        _state_path(state_dir).chmod(0o600)  # holds the S3 secret of this throwaway local stack
         return state
 
     admin = S3Identity("admin", "bobench", secrets.token_hex(16))
     env: dict[str, str] = {}
+    secrets_path = _write_secrets(
+        state_dir,
+        {"BOBENCH_S3_SECRET_KEY": admin.secret_key, "BOBENCH_TRITON_ADMIN_KEY": secrets.token_hex(16)},
+    )
     try:
         s3 = start_seaweedfs(state_dir / "seaweedfs", [admin])
         started.append(s3)
         env = {
             "BOBENCH_S3_ENDPOINT": f"http://{s3.address}",
             "BOBENCH_S3_ACCESS_KEY": admin.access_key,
-            "BOBENCH_S3_SECRET_KEY": admin.secret_key,
             "BOBENCH_STORE": f"s3://{BUCKET}/artifacts",
+            **read_secrets(state_dir),
         }
         record()
         if embedder:
             try:
                 import bobench.serving.embedder  # noqa: F401
 
-                started.append(_start_embedder(state_dir, list(embedder_backbones)))
+                started.append(_start_embedder(state_dir, env))
                 env["BOBENCH_TRITON_URL"] = started[-1].address
+                env["BOBENCH_PUBLISH_TO"] = MODEL_REPOSITORY
                 record()
+                notes.extend(_publish_demo(env, list(embedder_backbones), state_dir / "cache"))
             except ImportError as exc:
                 notes.append(f"embedder not started: {exc}")
-        ev_env = {**env, "BOBENCH_EMBEDDER": "triton"} if "BOBENCH_TRITON_URL" in env else env
+        ev_env = {k: v for k, v in env.items() if k not in ("BOBENCH_TRITON_ADMIN_KEY", "BOBENCH_PUBLISH_TO")}
+        if "BOBENCH_TRITON_URL" in env:  # evaluators infer; only the scheduler publishes and loads
+            ev_env["BOBENCH_EMBEDDER"] = "triton"
         for i in range(evaluators):
             started.append(
                 start_bobench_service(
@@ -174,6 +234,8 @@ def up(
                     env["BOBENCH_STORE"],
                     "--evaluators",
                     addresses,
+                    "--cache-dir",  # exports of the backbones it publishes
+                    str(state_dir / "cache"),
                 ],
                 logs,
                 env=env,
@@ -194,6 +256,7 @@ def up(
         for s in reversed(started):
             stop_pid(s.pid)
         _state_path(state_dir).unlink(missing_ok=True)
+        secrets_path.unlink(missing_ok=True)
         raise
 
 
@@ -208,4 +271,5 @@ def down(state_dir: str | Path = DEFAULT_STATE_DIR) -> list[str]:
             stop_pid(s["pid"], timeout_s=15)
             stopped.append(s["name"])
     _state_path(Path(state_dir)).unlink(missing_ok=True)
+    (Path(state_dir) / SECRETS_FILE).unlink(missing_ok=True)
     return stopped

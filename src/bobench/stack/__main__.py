@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--backbones",
         default=None,
-        help="comma-separated backbones Triton serves (default: those of examples/offline-battle.yaml, "
-        "or toy when that spec is absent)",
+        help="comma-separated backbones published to Triton at up (default: those of "
+        "examples/offline-battle.yaml, or toy when that spec is absent); others are published when a "
+        "battle first needs them",
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             for note in state["notes"]:
                 print(f"note: {note}")
             print(f"state: {args.state_dir}/stack.json; logs: {args.state_dir}/logs/")
+            print(f"secrets (S3 secret key, Triton admin key): {state['secrets']} (mode 0600)")
         elif args.action == "down":
             print("stopped: " + (", ".join(down(args.state_dir)) or "nothing was running"))
         else:
