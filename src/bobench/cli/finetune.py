@@ -1,6 +1,7 @@
-"""`bob finetune BACKBONE DATASET --out DIR`: fine-tune end to end; the Kubernetes fine-tune Job's
-entrypoint. Writes OUT/status, OUT/metrics.json and checkpoints (bobench.finetune.job); exits
-non-zero when the job fails. Precedence: flags > --config FILE > recipe defaults."""
+"""`bob finetune BACKBONE DATASET --out DIR`: fine-tune end to end by hand. Writes OUT/status,
+OUT/metrics.json and checkpoints (bobench.finetune.job); exits non-zero when the job fails.
+Precedence: flags > --config FILE > recipe defaults. The scheduler's Kubernetes Jobs run battle
+fine-tune runs with `bob job run` instead (bobench.battle.job_entry: checkpoints in the store)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,9 @@ reads from the output directory.
     OUT/error.txt     on failure: the error message
     OUT/last.pt, OUT/best.pt   checkpoints (see bobench.finetune.loop)
 
-A restarted job (a Kubernetes Job's pod retried on another node) resumes from OUT/last.pt.
+A restarted job resumes from OUT/last.pt. (The scheduler's Kubernetes Jobs use `bob job run`,
+`bobench.battle.job_entry`, which keeps these checkpoints in the artifact store so that a pod retried
+on another node resumes too.)
 """
 
 from __future__ import annotations
