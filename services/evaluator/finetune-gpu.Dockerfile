@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # bobench/finetune-gpu: fine-tune Jobs and publish Jobs on a GPU node. Publish builds TensorRT plans
 # here, on the target GPU (plans are specific to the GPU and the TensorRT version).
 # Build from the repository root (`make images` builds every image):
