@@ -143,3 +143,38 @@ def test_publish_job_argv_is_a_bob_publish_command():
     assert (args.backbones, args.store, args.variant, args.target) == (
         ["toy"], "s3://bobench/triton-models", "trt-fp16", "cluster-gpu")  # fmt: skip
     assert get_spec("toy")  # registered names are what a Job publishes
+
+
+def test_tensorrt_publish_without_a_gpu_is_failed_precondition_and_uploads_nothing(tmp_path):
+    from bobench.errors import FailedPrecondition
+    from bobench.export import tensorrt
+
+    if tensorrt.tensorrt_available()[0]:
+        pytest.skip("TensorRT and a GPU are present: covered by the gpu test")
+    store = LocalStore(tmp_path / "models")
+    with pytest.raises(FailedPrecondition, match="TensorRT unavailable"):
+        publish("toy", store, "trt-fp16", target="cluster-gpu", cache_dir=tmp_path / "cache")
+    assert not store.list("")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", ["trt-fp16", "trt-fp32"])
+def test_tensorrt_publish_builds_the_plan_here_and_matches_onnxruntime(tmp_path, variant):
+    import numpy as np
+
+    from bobench.export import tensorrt
+
+    ok, reason = tensorrt.tensorrt_available()
+    if not ok:
+        pytest.skip(reason)
+    store = LocalStore(tmp_path / "models")
+    model = publish(
+        "toy", store, variant, target="cluster-gpu", cache_dir=tmp_path / "cache", max_batch_size=8
+    )
+    entry = tmp_path / "models" / model.model_name
+    assert model.model_name == f"toy-{variant}" and read_model_config(entry).platform == "tensorrt_plan"
+    onnx_path = next((tmp_path / "cache" / "onnx").glob("toy-*-uint8")) / "model.onnx"
+    images = np.random.default_rng(0).integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
+    check = tensorrt.verify_engine(entry / str(model.version) / "model.plan", onnx_path, images,
+                                   atol=5e-2 if variant == "trt-fp16" else 1e-3)  # fmt: skip
+    assert check["ok"], check
