@@ -141,6 +141,7 @@ def expected_flows(stack: list[dict]) -> set[tuple[str, str, int, str]]:
     tcp = [
         ("scheduler", "evaluator", 50051),
         ("scheduler", "minio", 9000),
+        ("scheduler", "embedder", 8001),  # in-process publish step loads the models
         ("scheduler", "api-server", 443),
         ("scheduler", "api-server", 6443),
         ("evaluator", "embedder", 8001),
@@ -189,7 +190,7 @@ def test_spot_checks_of_the_matrix(stack):
     flows = reachable(stack)
     assert ("scheduler", "evaluator", 50051, "TCP") in flows
     assert ("evaluator", "minio", 9000, "TCP") in flows
-    for src in ("stray", "client", "grafana", "scheduler", "minio"):
+    for src in ("stray", "client", "grafana", "prometheus", "minio"):
         assert (src, "embedder", 8001, "TCP") not in flows, src  # Triton's gRPC (and model control)
     assert ("client", "minio", 9000, "TCP") not in flows
     assert ("evaluator", "api-server", 443, "TCP") not in flows

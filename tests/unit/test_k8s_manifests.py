@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from deploy_render import (
-    DEPLOY,
     ROOT,
     container,
     containers,
@@ -28,7 +27,6 @@ from deploy_render import (
     name_of,
     pod_specs,
     port,
-    render,
     render_target,
     resolved_env,
     selects,
@@ -144,14 +142,6 @@ def test_schema_checks_catch_misspelled_fields_and_wrong_types(stack):
     wrong = json.loads(json.dumps(deployment))
     wrong["spec"]["replicas"] = "two"
     assert model_problems(wrong) and schema_problems(wrong)
-
-
-def test_the_hand_run_job_folder_still_renders_and_validates():
-    jobs = DEPLOY / "k8s" / "jobs"
-    if not (jobs / "kustomization.yaml").exists():
-        pytest.skip("deploy/k8s/jobs has no kustomization")
-    problems = [p for doc in render(jobs) for p in schema_problems(doc) + model_problems(doc)]
-    assert not problems, "\n".join(problems)
 
 
 # -- credentials -------------------------------------------------------------------------------------
@@ -515,3 +505,17 @@ def test_scheduler_reaches_every_evaluator_through_one_dns_target(stack):
     assert svc["spec"]["clusterIP"] == "None" and not svc["spec"].get("publishNotReadyAddresses")
     assert spec["containers"][0]["name"] == "evaluator"
     assert port(spec["containers"][0], "grpc") == int(target.rpartition(":")[2])
+
+
+def test_the_scheduler_publishes_where_triton_reads_for_the_right_server(stack, target):
+    from bobench.export.publish import TARGETS
+
+    scheduler = resolved_env(stack, container(stack, "Deployment", "scheduler", "scheduler"))
+    triton = resolved_env(stack, container(stack, "Deployment", "embedder", "tritonserver"))
+    bucket_prefix = scheduler["BOBENCH_PUBLISH_TO"].removeprefix("s3://")
+    endpoint = scheduler["BOBENCH_S3_ENDPOINT"]
+    assert triton["TRITON_MODEL_REPOSITORY"] == f"s3://{endpoint}/{bucket_prefix}"
+    assert scheduler["BOBENCH_PUBLISH_TARGET"] in TARGETS
+    assert scheduler["BOBENCH_PUBLISH_TARGET"] == {"gpu": "cluster-gpu", "cpu": "cluster-cpu"}[target]
+    assert scheduler["BOBENCH_TRITON_ADMIN_KEY"] == triton["TRITON_ADMIN_KEY"]
+    assert scheduler["BOBENCH_TRITON_URL"] == "embedder:8001"
