@@ -5,8 +5,9 @@ Every rendered object is validated strictly against the Kubernetes OpenAPI schem
 (`kubernetes_validate`, unknown fields fail) and rebuilt with the `kubernetes` client's models and
 serialised back (a key that vanishes is a field the API does not know). Then the semantics no schema
 catches: selectors, references to Secret/ConfigMap keys, probe ports, images from the `images:` list,
-GPU requests, Pod Security "restricted", tokens, RBAC, and the flags and BOBENCH_* names the code reads.
-NetworkPolicies: test_deploy_netpol.py; Prometheus/Grafana: test_deploy_monitoring.py.
+GPU requests, Pod Security "restricted", tokens, RBAC, the run-Job config and the minio-setup Job.
+NetworkPolicies: test_deploy_netpol.py; Prometheus/Grafana: test_deploy_monitoring.py; wiring against the
+code (env names, flags, Triton, endpoints): test_deploy_wiring.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 
 import pytest
 from deploy_render import (
-    ROOT,
     container,
     containers,
     expand,
@@ -26,7 +26,6 @@ from deploy_render import (
     kustomization_images,
     name_of,
     pod_specs,
-    port,
     render_target,
     resolved_env,
     selects,
@@ -375,147 +374,3 @@ def test_the_evaluator_autoscaler_scales_the_deployment_on_cpu(stack):
     assert [m["resource"]["name"] for m in hpa["metrics"] if m["type"] == "Resource"] == ["cpu"]
     assert 1 <= hpa["minReplicas"] < hpa["maxReplicas"]
     assert "cpu" in container(stack, "Deployment", "evaluator", "evaluator")["resources"]["requests"]
-
-
-# -- the services' wiring against the code -------------------------------------------------------------
-def bobench_env_names() -> set[str]:
-    """BOBENCH_* names the library reads: Settings fields plus the names the entry points look up."""
-    import dataclasses
-
-    from bobench.config import ENV_PREFIX, Settings
-
-    names = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
-    for path in (ROOT / "src" / "bobench").rglob("*.py"):
-        names |= set(re.findall(r"[\"'](BOBENCH_[A-Z0-9_]+)[\"']", path.read_text()))
-    return names
-
-
-def test_bobench_env_vars_are_ones_the_code_reads(stack):
-    known = bobench_env_names()
-    for workload, _, spec in pod_specs(stack):
-        for c in containers(spec):
-            unknown = {n for n in resolved_env(stack, c) if n.startswith("BOBENCH_")} - known
-            assert not unknown, f"{workload} container {c['name']}: {sorted(unknown)} are read by no code"
-
-
-def test_container_args_are_flags_the_entry_points_accept(stack):
-    from bobench.rpc.evaluator_service import build_parser as evaluator_parser
-    from bobench.rpc.scheduler_service import build_parser as scheduler_parser
-
-    evaluator = evaluator_parser().parse_args(
-        container(stack, "Deployment", "evaluator", "evaluator")["args"]
-    )
-    assert evaluator.grace_s == 30
-    scheduler = scheduler_parser().parse_args(
-        container(stack, "Deployment", "scheduler", "scheduler")["args"]
-    )
-    assert scheduler.grace_s == 30
-    env = resolved_env(stack, container(stack, "Deployment", "scheduler", "scheduler"))
-    assert env["BOBENCH_STORE"] == "s3://bobench/artifacts"
-
-
-def test_grpc_services_probe_their_own_port_and_service_name(stack):
-    from bobench.v1 import evaluator_pb2, scheduler_pb2
-
-    cases = [
-        ("evaluator", "BOBENCH_EVALUATOR_PORT", evaluator_pb2, "Evaluator"),
-        ("scheduler", "BOBENCH_SCHEDULER_PORT", scheduler_pb2, "Scheduler"),
-    ]
-    for name, port_env, pb2, service in cases:
-        c = container(stack, "Deployment", name, name)
-        env = resolved_env(stack, c)
-        grpc_port = port(c, "grpc")
-        assert int(env[port_env]) == grpc_port, name
-        assert c["readinessProbe"]["grpc"] == {
-            "port": grpc_port,
-            "service": pb2.DESCRIPTOR.services_by_name[service].full_name,
-        }
-        assert c["livenessProbe"]["grpc"]["port"] == grpc_port, name
-        assert env["BOBENCH_METRICS_PORT"] == str(port(c, "metrics"))
-        annotations = find(stack, "Deployment", name)["spec"]["template"]["metadata"]["annotations"]
-        assert annotations["prometheus.io/port"] == str(port(c, "metrics")), name
-
-
-def flag_values(args: list[str]) -> dict[str, str]:
-    return dict(a.removeprefix("--").split("=", 1) for a in args if a.startswith("--") and "=" in a)
-
-
-def test_triton_serves_the_minio_repository_with_restricted_admin_apis(stack):
-    from bobench.serving.triton import ADMIN_HEADER
-
-    spec = find(stack, "Deployment", "embedder")["spec"]["template"]["spec"]
-    assert "initContainers" not in spec
-    c = container(stack, "Deployment", "embedder", "tritonserver")
-    env = resolved_env(stack, c)
-    assert c["args"][0] == "tritonserver" and "command" not in c  # NVIDIA's entrypoint stays
-    flags = flag_values([expand(a, env) for a in c["args"]])
-    for name in ("http", "grpc", "metrics"):
-        assert flags[f"{name}-port"] == str(port(c, name)), name
-    repository = flags["model-repository"]
-    assert repository == "s3://" + env_of(stack, "BOBENCH_S3_ENDPOINT") + "/bobench/triton-models"
-    assert flags["model-control-mode"] == "explicit" and flags["exit-on-error"] == "false"
-    assert flags["strict-readiness"] == "true" and flags["metrics-config"] == "summary_latencies=true"
-    restricted = f"model-repository,shared-memory:{ADMIN_HEADER}={env['TRITON_ADMIN_KEY']}"
-    assert flags["grpc-restricted-protocol"] == flags["http-restricted-api"] == restricted
-    secret = find(stack, "Secret", "bobench-credentials")["data"]
-    import base64
-
-    decoded = {k: base64.b64decode(v).decode() for k, v in secret.items()}
-    assert env["AWS_ACCESS_KEY_ID"] == decoded["TRITON_S3_ACCESS_KEY"]  # the read-only identity
-    assert env["AWS_DEFAULT_REGION"] == "us-east-1"
-    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
-
-
-def env_of(stack: list[dict], key: str) -> str:
-    return find(stack, "ConfigMap", "bobench-endpoints")["data"][key]
-
-
-def service_port(stack: list[dict], address: str) -> tuple[dict, dict]:
-    """(Service, the pod spec behind it) for 'service[.ns.svc.cluster.local]:port'."""
-    host, _, number = address.rpartition(":")
-    name, _, domain = host.partition(".")
-    assert domain in ("", "bobench.svc.cluster.local"), f"{address}: not a Service of namespace bobench"
-    svc = find(stack, "Service", name)
-    assert any(p["port"] == int(number) for p in svc["spec"]["ports"]), f"Service {name} has no port {number}"
-    for _, meta, spec in pod_specs(stack):
-        if selects({"matchLabels": svc["spec"]["selector"]}, meta.get("labels", {})):
-            return svc, spec
-    raise AssertionError(f"Service {name} selects no pods")
-
-
-def test_endpoints_point_at_the_services_that_serve_them(stack):
-    _, triton = service_port(stack, env_of(stack, "BOBENCH_TRITON_URL"))
-    assert port(triton["containers"][0], "grpc") == int(
-        env_of(stack, "BOBENCH_TRITON_URL").rpartition(":")[2]
-    )
-    _, minio = service_port(stack, env_of(stack, "BOBENCH_S3_ENDPOINT").removeprefix("http://"))
-    assert minio["containers"][0]["name"] == "minio"
-    for name in ("evaluator", "scheduler"):
-        env = resolved_env(stack, container(stack, "Deployment", name, name))
-        assert env["BOBENCH_S3_ENDPOINT"] == env_of(stack, "BOBENCH_S3_ENDPOINT"), name
-
-
-def test_scheduler_reaches_every_evaluator_through_one_dns_target(stack):
-    target = resolved_env(stack, container(stack, "Deployment", "scheduler", "scheduler"))[
-        "BOBENCH_EVALUATORS"
-    ]
-    assert target.startswith("dns:///"), target
-    svc, spec = service_port(stack, target.removeprefix("dns:///"))
-    assert svc["spec"]["clusterIP"] == "None" and not svc["spec"].get("publishNotReadyAddresses")
-    assert spec["containers"][0]["name"] == "evaluator"
-    assert port(spec["containers"][0], "grpc") == int(target.rpartition(":")[2])
-
-
-def test_the_scheduler_publishes_where_triton_reads_for_the_right_server(stack, target):
-    from bobench.export.publish import TARGETS
-
-    scheduler = resolved_env(stack, container(stack, "Deployment", "scheduler", "scheduler"))
-    triton = resolved_env(stack, container(stack, "Deployment", "embedder", "tritonserver"))
-    bucket_prefix = scheduler["BOBENCH_PUBLISH_TO"].removeprefix("s3://")
-    endpoint = scheduler["BOBENCH_S3_ENDPOINT"]
-    assert triton["TRITON_MODEL_REPOSITORY"] == f"s3://{endpoint}/{bucket_prefix}"
-    assert scheduler["BOBENCH_PUBLISH_TARGET"] in TARGETS
-    assert scheduler["BOBENCH_PUBLISH_TARGET"] == {"gpu": "cluster-gpu", "cpu": "cluster-cpu"}[target]
-    assert scheduler["BOBENCH_TRITON_ADMIN_KEY"] == triton["TRITON_ADMIN_KEY"]
-    assert scheduler["BOBENCH_TRITON_URL"] == "embedder:8001"
