@@ -33,65 +33,15 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
-K8S_VERSION = "1.32"
-_JOBS = re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs(?:/([^/]+))?$")
-_PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods(?:/([^/]+)(/log)?)?$")
+from k8s_standin_http import Handler, status_object
 
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def schema_problems(obj: dict[str, Any], model: str | None) -> list[str]:
-    """Strict OpenAPI schema errors of `obj`, plus fields the client model `model` does not know."""
-    import kubernetes_validate
-    from kubernetes import client
-
-    problems = []
-    try:
-        if obj.get("kind") == "DeleteOptions":
-            _validate_file(obj, "deleteoptions-meta-v1.json")
-        else:
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-    except Exception as exc:  # ValidationError and SchemaNotFoundError both mean "not acceptable"
-        problems.append(f"schema: {getattr(exc, 'message', exc)}")
-    if model is not None:
-        api = client.ApiClient()
-        back = api.sanitize_for_serialization(api._ApiClient__deserialize(obj, model))
-        problems += [f"unknown field {path}" for path in _vanished(obj, back, "")]
-    return problems
-
-
-def _validate_file(obj: dict[str, Any], name: str) -> None:
-    import jsonschema
-    import kubernetes_validate
-
-    folder = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
-    path = folder / f"v{K8S_VERSION}.0-local-strict" / name
-    schema = json.loads(path.read_text())
-    resolver = jsonschema.RefResolver(base_uri=path.as_uri(), referrer=schema)
-    jsonschema.validate(obj, schema, resolver=resolver)
-
-
-def _vanished(sent: Any, back: Any, path: str) -> list[str]:
-    if isinstance(sent, dict):
-        if not isinstance(back, dict):
-            return [path or "."]
-        return [p for k, v in sent.items() for p in _vanished(v, back.get(k), f"{path}.{k}")] + [
-            f"{path}.{k}" for k in sent if k not in back
-        ]
-    if isinstance(sent, list) and isinstance(back, list):
-        return [
-            p
-            for i, (a, b) in enumerate(zip(sent, back, strict=False))
-            for p in _vanished(a, b, f"{path}[{i}]")
-        ]
-    return []
 
 
 def _matches(obj: dict[str, Any], labels: str | None, fields: str | None) -> bool:
@@ -131,10 +81,10 @@ class StandInKubeAPI:
     def start(self) -> StandInKubeAPI:
         api = self
 
-        class Handler(_Handler):
+        class BoundHandler(Handler):
             server_api = api
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), BoundHandler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -197,7 +147,7 @@ class StandInKubeAPI:
         name = job["metadata"]["name"]
         with self.lock:
             if (ns, name) in self.jobs:
-                return 409, _status(409, "AlreadyExists", f'jobs.batch "{name}" already exists')
+                return 409, status_object(409, "AlreadyExists", f'jobs.batch "{name}" already exists')
             meta = job["metadata"]
             meta.update(namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
             job["status"] = {"active": 0, "failed": 0, "succeeded": 0, "startTime": _now()}
@@ -211,7 +161,7 @@ class StandInKubeAPI:
         with self.lock:
             job = self.jobs.pop((ns, name), None)
             if job is None:
-                return 404, _status(404, "NotFound", f'jobs.batch "{name}" not found')
+                return 404, status_object(404, "NotFound", f'jobs.batch "{name}" not found')
             job["metadata"]["deletionTimestamp"] = _now()
             self._bump(ns, "DELETED", job)
             uid = job["metadata"]["uid"]
@@ -222,7 +172,7 @@ class StandInKubeAPI:
         for proc in procs:
             if proc is not None:
                 _kill(proc)
-        return 200, _status(200, "", "", status="Success")
+        return 200, status_object(200, "", "", status="Success")
 
     # -- pods -----------------------------------------------------------------------------------
     def _start_pod(self, ns: str, job: dict[str, Any]) -> None:
@@ -392,7 +342,7 @@ class StandInKubeAPI:
                 self.gone_watches += 1
                 yield {
                     "type": "ERROR",
-                    "object": _status(410, "Expired", f"too old resource version: {since}"),
+                    "object": status_object(410, "Expired", f"too old resource version: {since}"),
                 }
                 return
         last, deadline = int(since or 0), time.monotonic() + timeout_s
@@ -450,109 +400,7 @@ def _map_paths(value: str, paths: dict[str, Path]) -> str:
     return value
 
 
-def _status(code: int, reason: str, message: str, status: str = "Failure") -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Status",
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "code": code,
-    }
-
-
 def _kill(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_api: StandInKubeAPI
-
-    def log_message(self, *args: Any) -> None:  # quiet: pytest shows failures, not access logs
-        pass
-
-    def _body(self) -> dict[str, Any] | None:
-        length = int(self.headers.get("Content-Length") or 0)
-        return json.loads(self.rfile.read(length)) if length else None
-
-    def _send(self, code: int, obj: Any, content_type: str = "application/json") -> None:
-        data = obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _refuse_invalid(self, obj: dict[str, Any] | None, model: str | None) -> bool:
-        api = self.server_api
-        if obj is None:
-            return False
-        api.received.append(obj)
-        problems = schema_problems(obj, model)
-        if problems:
-            api.invalid.extend(problems)
-            self._send(422, _status(422, "Invalid", "; ".join(problems)))
-        return bool(problems)
-
-    def do_POST(self) -> None:
-        match = _JOBS.match(urlparse(self.path).path)
-        body = self._body()
-        if not match or match.group(2) or body is None:
-            return self._send(404, _status(404, "NotFound", self.path))
-        if not self._refuse_invalid(body, "V1Job"):
-            self._send(*self.server_api.create_job(match.group(1), body))
-
-    def do_DELETE(self) -> None:
-        match = _JOBS.match(urlparse(self.path).path)
-        if not match or not match.group(2):
-            return self._send(404, _status(404, "NotFound", self.path))
-        if not self._refuse_invalid(self._body(), "V1DeleteOptions"):
-            self._send(*self.server_api.delete_job(match.group(1), match.group(2)))
-
-    def do_GET(self) -> None:
-        url = urlparse(self.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        api = self.server_api
-        if match := _JOBS.match(url.path):
-            ns, name = match.groups()
-            if query.get("watch") in ("true", "1"):
-                return self._watch(ns, query)
-            if name:
-                found = api.list_jobs(ns, None, f"metadata.name={name}")["items"]
-                return self._send(200, found[0]) if found else self._send(404, _status(404, "NotFound", name))
-            return self._send(200, api.list_jobs(ns, query.get("labelSelector"), query.get("fieldSelector")))
-        if match := _PODS.match(url.path):
-            ns, name, is_log = match.groups()
-            if is_log:
-                text = api.pod_log(ns, name, int(query["tailLines"]) if "tailLines" in query else None)
-                return (
-                    self._send(200, text, "text/plain")
-                    if text is not None
-                    else self._send(404, _status(404, "NotFound", name))
-                )
-            return self._send(200, api.pod_list(ns, query.get("labelSelector")))
-        self._send(404, _status(404, "NotFound", self.path))
-
-    def _watch(self, ns: str, query: dict[str, str]) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        events = self.server_api.watch_events(
-            ns,
-            query.get("labelSelector"),
-            query.get("fieldSelector"),
-            query.get("resourceVersion"),
-            float(query.get("timeoutSeconds", 30)),
-        )
-        try:
-            for event in events:
-                line = (json.dumps(event) + "\n").encode()
-                self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
-                self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True

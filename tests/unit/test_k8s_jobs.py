@@ -30,7 +30,7 @@ from bobench.errors import InvalidArgument
 from bobench.store import LocalStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from k8s_standin import schema_problems  # noqa: E402
+from k8s_schema import schema_problems  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"epochs": 2, "batch_size": 16, "lr": 1e-2, "warmup_epochs": 0.5, "device": "cpu"}

@@ -95,6 +95,8 @@ class KubernetesExecutor(Executor):
 
     # -- Executor ------------------------------------------------------------------------------
     def execute(self, plan: RunPlan, progress: ProgressFn | None = None) -> RunRecord:
+        if plan.error:  # the run cannot start (its dataset failed to load when planned): no Job
+            return _record_with_error(plan, f"BobenchError: {plan.error}")
         try:
             return self._execute(plan)
         except (Unavailable, DeadlineExceeded):
@@ -143,17 +145,18 @@ class KubernetesExecutor(Executor):
         return self._result(plan, outcome)
 
     def _result(self, plan: RunPlan, job: Any) -> RunRecord:
+        """The run's record once its Job ended: the one its container stored (stale ones were removed
+        before the Job was created), with the pod's story added when the Job failed."""
         stored = self._stored_record(plan)
+        if stored is not None and stored.finished:
+            return stored  # written by the last pod even if the Job was marked failed afterwards
         if _terminal(job) == "Complete":
-            if stored is None:
-                return _record_with_error(plan, f"internal error: Job {job.metadata.name} left no record")
-            return stored
-        record = stored if stored is not None and not stored.finished else None
+            return _record_with_error(plan, f"internal error: Job {job.metadata.name} left no record")
         detail = f"Job {job.metadata.name} {_condition_text(job)}; {self._pod_failure(job)}"
-        if record is None:
+        if stored is None:  # killed before it could write one (OOM, SIGKILL, node loss)
             return _record_with_error(plan, f"internal error: {detail}")
-        record.status, record.error = STATUS_FAILED, f"{record.error}; {detail}"
-        return record
+        stored.status, stored.error = STATUS_FAILED, f"{stored.error}; {detail}"
+        return stored
 
     def _stored_record(self, plan: RunPlan) -> RunRecord | None:
         try:
