@@ -65,6 +65,7 @@ FULL = JobConfig(
     priority_class="batch-low",
     queue="gpu-queue",
     env={"OMP_NUM_THREADS": "4"},
+    service_account="bobench-runs",
 )
 
 
@@ -92,6 +93,7 @@ def test_the_job_carries_labels_gpus_policies_and_no_literal_secret():
     assert (pod["runtimeClassName"], pod["priorityClassName"]) == ("nvidia", "batch-low")
     assert pod["nodeSelector"] == FULL.node_selector and pod["tolerations"] == list(FULL.tolerations)
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "bobench-runs"
     assert pod["securityContext"]["runAsNonRoot"] and container["securityContext"]["capabilities"] == {
         "drop": ["ALL"]
     }

@@ -67,6 +67,7 @@ class JobConfig:
     s3_access_key_key: str = "access-key"
     s3_secret_key_key: str = "secret-key"
     run_as_user: int = 10001
+    service_account: str = ""  # "" = the namespace default; its token is never mounted either way
     env: dict[str, str] = field(default_factory=dict)  # extra literal (non-secret) env, e.g. threads
     termination_log: str = "/dev/termination-log"
     log_tail_lines: int = 40
@@ -229,6 +230,8 @@ def _pod_spec(plan: RunPlan, config: JobConfig) -> dict[str, Any]:
         spec["runtimeClassName"] = config.runtime_class
     if config.priority_class:
         spec["priorityClassName"] = config.priority_class
+    if config.service_account:
+        spec["serviceAccountName"] = config.service_account
     return spec
 
 

@@ -140,14 +140,19 @@ class Scheduler:
         return self
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Stop taking runs from the queue; wait up to `timeout_s` for runs in flight; close executors."""
+        """Stop taking runs from the queue; wait up to `timeout_s` for runs in flight; close executors.
+
+        The job executor is closed first: its runs (Jobs) go on without us and the next scheduler adopts
+        them, so its workers stop following at once (the runs stay pending) instead of waiting."""
         with self._lock:
             self._closing = True
             self._ready.notify_all()
+        if self.job_executor is not None:
+            self.job_executor.close()
         deadline = time.monotonic() + timeout_s
         for t in self._workers:
             t.join(max(0.0, deadline - time.monotonic()))
-        for e in self.executors + ([self.job_executor] if self.job_executor is not None else []):
+        for e in self.executors:
             e.close()
 
     # -- API -------------------------------------------------------------------------------------
