@@ -373,4 +373,5 @@ def test_the_evaluator_autoscaler_scales_the_deployment_on_cpu(stack):
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "evaluator"}
     assert [m["resource"]["name"] for m in hpa["metrics"] if m["type"] == "Resource"] == ["cpu"]
     assert 1 <= hpa["minReplicas"] < hpa["maxReplicas"]
+    assert "replicas" not in find(stack, "Deployment", "evaluator")["spec"], "a re-apply would undo the HPA"
     assert "cpu" in container(stack, "Deployment", "evaluator", "evaluator")["resources"]["requests"]
