@@ -42,7 +42,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from bobench.config import load_settings
     from bobench.errors import InvalidArgument
     from bobench.export.onnx_export import export_cached
-    from bobench.export.triton_repo import write_model_repository
+    from bobench.export.triton_repo import served_model_name, write_model_repository
 
     if args.max_batch_size <= 0 or args.instances <= 0:
         raise InvalidArgument("--max-batch-size and --instances must be positive")
@@ -90,7 +90,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 platform="tensorrt_plan",
                 plan_path=plan,
                 input_dtype=args.input_dtype,
-                model_name=f"{loaded.spec.name}-trt-{args.tensorrt}",
+                model_name=served_model_name(loaded.spec, f"trt-{args.tensorrt}"),
                 export_report={**report.to_dict(), "tensorrt": check},
                 **options,
             )

@@ -17,7 +17,8 @@ step are thin adapters. What it guarantees:
   Triton's message; an unreachable Triton raises Unavailable (callers may retry).
 
 TensorRT variants are built on the machine that runs `publish` (it must have the target GPU) by
-`bobench.export.tensorrt`; without TensorRT and a GPU they raise FailedPrecondition.
+`bobench.export.tensorrt` and checked against ONNX Runtime before upload (ExportVerificationError when
+they disagree); without TensorRT and a GPU they raise FailedPrecondition.
 """
 
 from __future__ import annotations
@@ -212,7 +213,26 @@ def _export_and_upload(
             export_report=report.to_dict(),
             **options,
         )
+        if options.get("platform") == "tensorrt_plan":
+            _verify_plan(model_dir / str(options["version"]) / "model.plan", report.path, loaded.spec,
+                         input_dtype, options["trt_precision"])  # fmt: skip
         upload_model_dir(store, model_dir, name)
+
+
+def _verify_plan(plan: Path, onnx_path: Path, spec: BackboneSpec, input_dtype: str, precision: str) -> None:
+    """Raise ExportVerificationError when the engine built here disagrees with ONNX Runtime."""
+    import numpy as np
+
+    from bobench.export.onnx_export import ExportVerificationError
+    from bobench.export.tensorrt import verify_engine
+
+    size = spec.input_size
+    images = np.random.default_rng(0).integers(0, 256, (4, 3, size, size)).astype(input_dtype)
+    check = verify_engine(plan, onnx_path, images, atol=5e-2 if precision == "fp16" else 1e-3)
+    if not check["ok"]:
+        raise ExportVerificationError(
+            f"TensorRT {precision} engine of {spec.name!r} disagrees with ONNX Runtime: {check}"
+        )
 
 
 def upload_model_dir(store: ArtifactStore, model_dir: Path, name: str) -> list[str]:
