@@ -456,3 +456,24 @@ def test_cancel_stops_executing_job_runs_and_they_end_cancelled_not_finished(sto
         assert not any(store.exists(result_key(r.run_key)) for r in finetune)
     finally:
         sched.close()
+
+
+def test_a_run_cancelled_while_waiting_for_an_executor_slot_never_executes(store):
+    gate = threading.Event()
+    ex = ScriptedExecutor(gate=gate)  # one slot, two workers: the second run waits for the slot
+    sched = start(store, [ex], concurrency=2)
+    try:
+        bid = sched.submit(make_spec(backbones=("b0", "b1"), seeds=(0,)))
+        deadline = time.monotonic() + 5
+        while sched.get(bid).counts["running"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sched.cancel(bid)
+        gate.set()
+        deadline = time.monotonic() + 5
+        while sched.get(bid).counts["running"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        status = sched.get(bid)
+        assert sum(ex.calls.values()) == 1
+        assert status.counts["finished"] == 1 and status.counts["cancelled"] == 1
+    finally:
+        sched.close()

@@ -459,7 +459,13 @@ class Scheduler:
         pool = self._job_pool if self._is_job(plan) else self._pool
         executor = pool.acquire(self._lock)
         with self._lock:
-            self._executing[key] = executor
+            dropped = self._only_cancelled_wait(key)  # cancelled while it waited for a slot
+            if not dropped:
+                self._executing[key] = executor
+        if dropped:
+            pool.release(executor, self._lock)
+            self._finish(key, _cancelled_record(plan), None)
+            return
         t0 = time.monotonic()
         if self.on_dispatch is not None:
             self.on_dispatch(t0 - ready_at)
@@ -552,6 +558,13 @@ def _failed_record(plan: RunPlan, exc: BaseException) -> RunRecord:
     """The failed record of a run that could not be prepared (its backbone could not be published)."""
     record = plan.new_record()
     record.status, record.error = FAILED, f"{type(exc).__name__}: {exc}"
+    record.started_at = record.finished_at = utc_now()
+    return record
+
+
+def _cancelled_record(plan: RunPlan) -> RunRecord:
+    record = plan.new_record()
+    record.status, record.error = STATUS_CANCELLED, "cancelled before it started"
     record.started_at = record.finished_at = utc_now()
     return record
 
