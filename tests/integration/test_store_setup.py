@@ -62,6 +62,10 @@ def test_first_run_creates_bucket_policies_users_and_attachments(standin, seawee
     assert same_policy(ro, triton_policy(bucket, "triton-models"))
     actions = {a for st in ro["Statement"] for a in st["Action"]}
     assert actions == {"s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject"}  # read-only
+    client = Minio(seaweedfs.address, S3_ADMIN.access_key, S3_ADMIN.secret_key, secure=False)
+    assert [o.object_name for o in client.list_objects(bucket, prefix="triton-models/")] == [
+        "triton-models/README.txt"
+    ]  # Triton refuses an s3:// repository with nothing under it
     rw = standin.state.policies[f"bobench-rw-{bucket}"]
     assert {r for st in rw["Statement"] for r in st["Resource"]} == {
         f"arn:aws:s3:::{bucket}",

@@ -9,7 +9,11 @@ Steps, each idempotent (a second run changes nothing and exits 0; a changed Secr
 3. the bobench user and the read-only Triton user are upserted with the Secret's keys (MinIO's admin
    API never returns a secret, so setting it is the only way a rotated Secret reaches MinIO; setting
    the same secret again changes nothing);
-4. each user gets its policy attached when `user-info` does not list it yet.
+4. each user gets its policy attached when `user-info` does not list it yet;
+5. Triton's model repository prefix exists: when nothing is under `triton-models/`, a README object
+   is written there, because tritonserver refuses an `s3://` repository with no object under it
+   ("repository path is not a valid directory") and would stay unready on a fresh cluster. Triton
+   only treats sub-folders as models, so the file is ignored.
 
 Environment (read once in `main`, passed down as a `SetupConfig`): BOBENCH_S3_ENDPOINT,
 MINIO_ROOT_USER, MINIO_ROOT_PASSWORD, BOBENCH_S3_ACCESS_KEY, BOBENCH_S3_SECRET_KEY,
@@ -40,6 +44,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 PLACEHOLDER = re.compile(r"change[-_ ]?me|placeholder|^x+$|^<.*>$", re.IGNORECASE)
 MIN_KEY_CHARS = {"access": 3, "secret": 8}  # MinIO refuses shorter access/secret keys
+README_NAME = "README.txt"
+README = b"Triton model repository of bobench: `bob publish` writes one folder per model here.\n"
 _READ_ACTIONS = ["s3:GetObject"]
 _WRITE_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
                   "s3:ListMultipartUploadParts"]  # fmt: skip
@@ -197,6 +203,7 @@ class MinioSetup:
             done[f"policy {name}"] = self._ensure_policy(name, doc)
             done[f"user {user.access_key}"] = self._ensure_user(user)
             done[f"attach {name} -> {user.access_key}"] = self._ensure_attached(name, user)
+        done[f"repository {cfg.bucket}/{cfg.models_prefix}/"] = self._ensure_models_prefix()
         return done
 
     # -- steps -----------------------------------------------------------------------------------
@@ -204,6 +211,24 @@ class MinioSetup:
         if self.s3.bucket_exists(self.config.bucket):
             return "unchanged"
         self.s3.make_bucket(self.config.bucket)
+        return "created"
+
+    def _ensure_models_prefix(self) -> str:
+        import io
+
+        from minio.error import S3Error
+
+        cfg = self.config
+        try:
+            if next(iter(self.s3.list_objects(cfg.bucket, prefix=f"{cfg.models_prefix}/")), None) is not None:
+                return "unchanged"
+            self.s3.put_object(
+                cfg.bucket, f"{cfg.models_prefix}/{README_NAME}", io.BytesIO(README), len(README)
+            )
+        except S3Error as exc:
+            raise FailedPrecondition(
+                f"MinIO at {cfg.endpoint} refused writing s3://{cfg.bucket}/{cfg.models_prefix}/: {exc.code}"
+            ) from None
         return "created"
 
     def _ensure_policy(self, name: str, doc: dict[str, Any]) -> str:
