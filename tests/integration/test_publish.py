@@ -198,3 +198,31 @@ def test_scheduler_publishes_a_never_served_backbone_before_dispatch(s3_triton, 
     bad = records["toy_unpublishable"]
     assert bad.status == "failed" and "publishing 'toy_unpublishable'" in bad.error
     assert "does not exist" in bad.error
+
+
+def test_bob_publish_cli_publishes_and_says_when_nothing_was_uploaded(s3_triton, monkeypatch, capsys):
+    from bobench.cli import main
+
+    settings, store, server = s3_triton
+    for key, value in {"BOBENCH_S3_ENDPOINT": settings.s3_endpoint, "BOBENCH_S3_ACCESS_KEY": settings.s3_access_key,
+                       "BOBENCH_S3_SECRET_KEY": settings.s3_secret_key, "BOBENCH_TRITON_ADMIN_KEY": ADMIN_KEY,
+                       "BOBENCH_CACHE_DIR": settings.cache_dir}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    argv = ["publish", "toy", "--store", f"s3://bobench/{PREFIX}", "--triton-url", server.grpc_url]
+    assert main(argv) == 0
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "already published, nothing uploaded" in out[-1] and "loaded on" in out[-1]
+    assert settings.s3_secret_key not in "\n".join(out)
+    assert main(["publish", "toy", "--store", "/tmp/not-s3"]) == 2
+    assert "expected s3://bucket/prefix" in capsys.readouterr().err
+
+
+def test_s3_credentials_reach_triton_only_through_its_environment(s3_triton):
+    from pathlib import Path
+
+    settings, _, server = s3_triton
+    secret = settings.s3_secret_key.encode()
+    assert secret not in Path(f"/proc/{server.pid}/cmdline").read_bytes()
+    assert secret not in server.log_path.read_bytes()
+    assert b"AWS_SECRET_ACCESS_KEY=" + secret in Path(f"/proc/{server.pid}/environ").read_bytes()
