@@ -150,6 +150,20 @@ def test_model_control_needs_the_admin_key_inference_does_not(s3_triton):
     load_on_triton(server.grpc_url, "toy", toy_model.version, admin_key=ADMIN_KEY, timeout_s=60)
     served, _ = _triton_features(get_spec("toy"), server, _images(get_spec("toy")))  # no key needed
     assert served.shape == (5, 32)
+    import urllib.error
+    import urllib.request
+
+    from bobench.serving.triton import ADMIN_HEADER
+
+    index = f"http://{server.http_url}/v2/repository/index"
+    with pytest.raises(urllib.error.HTTPError, match="403"):
+        urllib.request.urlopen(urllib.request.Request(index, data=b"{}", method="POST"))
+    with urllib.request.urlopen(
+        urllib.request.Request(index, data=b"{}", method="POST", headers={ADMIN_HEADER: ADMIN_KEY})
+    ) as resp:
+        assert resp.status == 200
+    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/toy/stats") as resp:
+        assert resp.status == 200  # statistics stay open to evaluators
 
 
 FRESH = {"name": "toy_fresh", "source": "toy", "model_id": "toy-conv3", "seed": 11, "input_size": 32,
