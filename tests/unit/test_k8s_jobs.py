@@ -212,3 +212,23 @@ def test_a_config_error_exits_2_with_a_termination_message(tmp_path, plan_text, 
     settings = Settings(cache_dir=str(tmp_path / "cache"), store=str(tmp_path / "store"))
     assert main_job(plan_text, settings, tmp_path / "term") == CONFIG_ERROR_EXIT_CODE
     assert message in (tmp_path / "term").read_text()
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    assert all(e["operator"] == "Exists" for e in selector.get("matchExpressions", []))
+    return all(e["key"] in labels for e in selector.get("matchExpressions", []))
+
+
+def test_job_pods_carry_the_labels_the_run_job_network_policies_select():
+    policies = [d for d in yaml.safe_load_all((ROOT / "deploy/k8s/networkpolicies.yaml").read_text()) if d]
+    run_job_selector = {
+        "matchLabels": {"app.kubernetes.io/part-of": "bobench"},
+        "matchExpressions": [{"key": LABEL_RUN_KEY, "operator": "Exists"}],
+    }
+    own = [p for p in policies if p["spec"]["podSelector"] == run_job_selector]
+    assert own, "no NetworkPolicy selects run Job pods"
+    labels = build_job(plan(), FULL)["spec"]["template"]["metadata"]["labels"]
+    assert _selects(run_job_selector, labels)
+    assert not _selects(run_job_selector, {"app.kubernetes.io/part-of": "bobench"})
