@@ -232,3 +232,15 @@ def test_job_pods_carry_the_labels_the_run_job_network_policies_select():
     labels = build_job(plan(), FULL)["spec"]["template"]["metadata"]["labels"]
     assert _selects(run_job_selector, labels)
     assert not _selects(run_job_selector, {"app.kubernetes.io/part-of": "bobench"})
+
+
+def test_the_scheduler_service_refuses_jobs_without_an_s3_store(tmp_path):
+    from bobench.rpc.scheduler_service import build_job_executor, build_parser
+
+    jobs_yaml = tmp_path / "jobs.yaml"
+    jobs_yaml.write_text("gpus: 0\n")
+    args = build_parser().parse_args(["--job-config", str(jobs_yaml)])
+    assert args.job_config == str(jobs_yaml)
+    assert build_job_executor(None, Settings(), LocalStore(tmp_path / "s")) == (None, ())
+    with pytest.raises(InvalidArgument, match=r"Jobs need an s3:// store"):
+        build_job_executor(args.job_config, Settings(store=str(tmp_path / "s")), LocalStore(tmp_path / "s"))

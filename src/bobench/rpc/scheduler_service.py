@@ -22,8 +22,10 @@ from prometheus_client import Counter, Gauge, Histogram
 from bobench.battle.scheduler import Scheduler
 from bobench.battle.scheduler_state import RUN_STATES, BattleEvent, BattleStatus
 from bobench.battle.spec import parse_spec
+from bobench.config import Settings
 from bobench.errors import InvalidArgument
 from bobench.rpc import convert
+from bobench.store.base import ArtifactStore
 from bobench.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -245,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_job_executor(job_config: str | None, settings, store):
+def build_job_executor(job_config: str | None, settings: Settings, store: ArtifactStore):
     """(KubernetesExecutor, protocols) from a JobConfig file, or (None, ()) without one. The Jobs use
     the scheduler's store and S3 endpoint unless the file names others; the store must be s3://
     (a Job's pod sees no scheduler disk). Raises InvalidArgument naming the file for bad values."""
