@@ -258,7 +258,7 @@ def load_on_triton(
     import tritonclient.grpc as grpcclient
 
     from bobench.serving.errors import to_bobench_error
-    from bobench.serving.triton import admin_headers
+    from bobench.serving.triton_access import admin_headers
 
     headers = admin_headers(admin_key)
     where = f"Triton at {url}: model {model!r} version {version}"

@@ -42,19 +42,21 @@ from pathlib import Path
 
 from bobench.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from bobench.serving.errors import to_bobench_error
+from bobench.serving.triton_access import (
+    ADMIN_HEADER,
+    RESTRICTED,
+    admin_headers,
+    ensure_s3_repository,
+    s3_environment,
+    triton_s3_repository,
+)
 
 log = logging.getLogger(__name__)
 
 _BIND_RETRIES = 3
 _IN_USE = re.compile(r"Socket '[^']*:(\d+)' already in use")
 _POLL_S = 0.2
-_S3_SEGMENT = re.compile(r"^[0-9a-zA-Z.\-_]+$")
-REPOSITORY_MARKER = "bobench-repository.json"  # keeps an empty S3 repository a "directory"
 ALL_MODELS = "*"  # `models=["*"]`: load every model in the repository at start
-ADMIN_HEADER = "bobench-admin-key"
-RESTRICTED = "model-repository,shared-memory"
-# Triton's gRPC frontend expects restricted-protocol keys behind this prefix (measured on 2.51).
-GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
 
 
 def tritonserver_home() -> Path:
@@ -99,42 +101,6 @@ def server_environment() -> dict[str, str]:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
     env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
     return env
-
-
-def triton_s3_repository(url: str, endpoint: str) -> str:
-    """`s3://bucket/prefix` + endpoint `http://h:p` -> Triton's `s3://http://h:p/bucket/prefix`.
-
-    Raises InvalidArgument when the endpoint is missing or a segment breaks Triton's S3 path rules.
-    """
-    from bobench.store.resolve import parse_s3_url
-    from bobench.store.s3 import split_endpoint
-
-    bucket, prefix = parse_s3_url(url)
-    if not endpoint:
-        raise InvalidArgument(f"model repository {url}: no S3 endpoint configured (setting s3_endpoint)")
-    host, secure = split_endpoint(endpoint, False)
-    bad = [p for p in [bucket, *prefix.split("/")] if p and not _S3_SEGMENT.match(p)]
-    if bad or bucket != bucket.lower():
-        raise InvalidArgument(
-            f"model repository {url}: Triton's S3 paths allow only [0-9a-zA-Z.-_] per segment and a "
-            f"lower-case bucket; offending: {bad or [bucket]}"
-        )
-    path = f"{bucket}/{prefix}" if prefix else bucket
-    return f"s3://{'https' if secure else 'http'}://{host}/{path}"
-
-
-def s3_environment(settings) -> dict[str, str]:
-    """The AWS_* variables tritonserver's S3 client reads (for the child process only)."""
-    return {
-        "AWS_ACCESS_KEY_ID": settings.s3_access_key,
-        "AWS_SECRET_ACCESS_KEY": settings.s3_secret_key,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-
-
-def admin_headers(admin_key: str) -> dict[str, str] | None:
-    """gRPC headers that unlock model control on a server started with `admin_key` (None: no key)."""
-    return {GRPC_RESTRICTED_PREFIX + ADMIN_HEADER: admin_key} if admin_key else None
 
 
 def probe_free_ports(host: str, count: int) -> list[int]:
@@ -220,7 +186,7 @@ class TritonServer:
         if self.process is not None:
             return self
         if self.s3_env:
-            self._ensure_s3_repository()
+            ensure_s3_repository(str(self.repo), self._s3_endpoint, self.s3_env)
         backend_dir = prepare_backend_dir(self.workdir / "backends")
         deadline = time.monotonic() + timeout_s
         for attempt in range(1, _BIND_RETRIES + 1):
@@ -349,30 +315,6 @@ class TritonServer:
             return "(no log)"
 
     # -- internals ---------------------------------------------------------------------------------
-    def _ensure_s3_repository(self) -> None:
-        """Triton refuses an S3 prefix holding no object ("not a valid directory"): mark an empty one
-        with a small file at the repository root (Triton only treats sub-directories as models)."""
-        from bobench.errors import FailedPrecondition
-        from bobench.store.resolve import parse_s3_url
-        from bobench.store.s3 import S3Store
-
-        bucket, prefix = parse_s3_url(str(self.repo))
-        store = S3Store(
-            self._s3_endpoint,
-            bucket,
-            prefix,
-            self.s3_env["AWS_ACCESS_KEY_ID"],
-            self.s3_env["AWS_SECRET_ACCESS_KEY"],
-        )
-        try:
-            store.ensure_bucket()
-            if not store.list(""):
-                store.put_json(REPOSITORY_MARKER, {"bobench": "triton model repository"})
-        except FailedPrecondition as exc:  # a read-only identity: the publisher creates the prefix
-            log.warning("could not mark the empty model repository %s: %s", self.repo, exc)
-        finally:
-            store.close()
-
     def _named_models(self) -> list[str]:
         return [m for m in self.models if m != ALL_MODELS]
 
