@@ -190,3 +190,95 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
         if not ok:
             return False
     return True
+
+
+# -- validation -------------------------------------------------------------------------------------
+QUANTITY_KEYS = ("limits", "requests", "sizeLimit", "storage")
+SCHEMA_VERSIONS = ("1.31.0", "1.37.0")  # the oldest release the manifests support (README) and the newest
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}  # fmt: skip
+
+
+def stringify_quantities(node: Any, key: str = "") -> Any:
+    """Resource quantities may be YAML numbers (`cpu: 1`); the models type them as strings."""
+    if isinstance(node, dict):
+        return {k: stringify_quantities(v, k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [stringify_quantities(v, key) for v in node]
+    if key in QUANTITY_KEYS and isinstance(node, int | float) and not isinstance(node, bool):
+        return str(node)
+    return node
+
+
+def vanished(sent: Any, back: Any, path: str) -> list[str]:
+    """Paths present in `sent` but missing (or changed) in `back`."""
+    if isinstance(sent, dict):
+        if not isinstance(back, dict):
+            return [f"{path}: became {back!r}"]
+        out = []
+        for k, v in sent.items():
+            out += vanished(v, back[k], f"{path}.{k}") if k in back else [f"{path}.{k}: unknown field"]
+        return out
+    if isinstance(sent, list):
+        if not isinstance(back, list) or len(back) != len(sent):
+            return [f"{path}: list changed"]
+        return [
+            p for i, (a, b) in enumerate(zip(sent, back, strict=True)) for p in vanished(a, b, f"{path}[{i}]")
+        ]
+    return [] if sent == back else [f"{path}: {sent!r} came back as {back!r}"]
+
+
+def model_problems(doc: dict[str, Any]) -> list[str]:
+    """Client-model problems of one object, each naming the object and the field path."""
+    from kubernetes import client
+
+    version = doc["apiVersion"].rsplit("/", 1)[-1]
+    cls = getattr(client, version[0].upper() + version[1:] + doc["kind"], None)
+    if cls is None:
+        return [f"{name_of(doc)}: no model for {doc['apiVersion']} {doc['kind']}"]
+    sent = stringify_quantities(doc)
+    try:
+        obj = cls.from_dict(sent)
+    except Exception as exc:  # pydantic ValidationError: missing required field or wrong type
+        return [f"{name_of(doc)}: {exc}"]
+    back = client.ApiClient().sanitize_for_serialization(obj)
+    return [f"{name_of(doc)}: {p}" for p in vanished(sent, back, "")]
+
+
+def schema_problems(doc: dict[str, Any]) -> list[str]:
+    """Strict OpenAPI-schema problems of one object (unknown fields included) for each version."""
+    import kubernetes_validate
+
+    out = []
+    for version in SCHEMA_VERSIONS:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            out.append(f"{name_of(doc)} (Kubernetes {version}): {exc.message} at {list(exc.path)}")
+    return out
+
+
+def restricted_pod_problems(workload: str, spec: dict) -> list[str]:
+    """Where a pod spec breaks the Pod Security "restricted" profile the namespace enforces."""
+    out = []
+    pod = spec.get("securityContext", {})
+    if pod.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        out.append(f"{workload}: seccompProfile is not RuntimeDefault")
+    out += [f"{workload}: {flag}" for flag in ("hostNetwork", "hostPID", "hostIPC") if spec.get(flag)]
+    out += [
+        f"{workload}: volume {v}" for v in spec.get("volumes", []) if set(v) - {"name"} - RESTRICTED_VOLUMES
+    ]
+    for c in containers(spec):
+        sc = c.get("securityContext", {})
+        where = f"{workload} container {c['name']}"
+        checks = {
+            "runAsNonRoot": sc.get("runAsNonRoot", pod.get("runAsNonRoot")) is True,
+            "runAsUser 0": sc.get("runAsUser", pod.get("runAsUser", 1)) != 0,
+            "allowPrivilegeEscalation": sc.get("allowPrivilegeEscalation") is False
+            and not sc.get("privileged"),
+            "capabilities.drop": sc.get("capabilities", {}).get("drop") == ["ALL"],
+            "capabilities.add": set(sc.get("capabilities", {}).get("add", [])) <= {"NET_BIND_SERVICE"},
+            "hostPort": not any("hostPort" in p for p in c.get("ports", [])),
+        }
+        out += [f"{where}: {name}" for name, ok in checks.items() if not ok]
+    return out

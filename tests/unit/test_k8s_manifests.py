@@ -24,25 +24,16 @@ from deploy_render import (
     expand,
     find,
     kustomization_images,
+    model_problems,
     name_of,
     pod_specs,
     render_target,
     resolved_env,
+    restricted_pod_problems,
+    schema_problems,
     selects,
 )
 
-QUANTITY_KEYS = ("limits", "requests", "sizeLimit", "storage")
-SCHEMA_VERSIONS = ("1.31.0", "1.37.0")  # the oldest release the manifests support (README) and the newest
-RESTRICTED_VOLUMES = {
-    "configMap",
-    "csi",
-    "downwardAPI",
-    "emptyDir",
-    "ephemeral",
-    "persistentVolumeClaim",
-    "projected",
-    "secret",
-}
 CREDENTIAL_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|ADMIN_KEY|TOKEN|ROOT_USER|ADMIN_USER")
 
 
@@ -67,65 +58,6 @@ def secret_values(rendered) -> dict[str, str]:
 
 
 # -- schema ----------------------------------------------------------------------------------------------
-def stringify_quantities(node: Any, key: str = "") -> Any:
-    """Resource quantities may be YAML numbers (`cpu: 1`); the models type them as strings."""
-    if isinstance(node, dict):
-        return {k: stringify_quantities(v, k) for k, v in node.items()}
-    if isinstance(node, list):
-        return [stringify_quantities(v, key) for v in node]
-    if key in QUANTITY_KEYS and isinstance(node, int | float) and not isinstance(node, bool):
-        return str(node)
-    return node
-
-
-def vanished(sent: Any, back: Any, path: str) -> list[str]:
-    """Paths present in `sent` but missing (or changed) in `back`."""
-    if isinstance(sent, dict):
-        if not isinstance(back, dict):
-            return [f"{path}: became {back!r}"]
-        out = []
-        for k, v in sent.items():
-            out += vanished(v, back[k], f"{path}.{k}") if k in back else [f"{path}.{k}: unknown field"]
-        return out
-    if isinstance(sent, list):
-        if not isinstance(back, list) or len(back) != len(sent):
-            return [f"{path}: list changed"]
-        return [
-            p for i, (a, b) in enumerate(zip(sent, back, strict=True)) for p in vanished(a, b, f"{path}[{i}]")
-        ]
-    return [] if sent == back else [f"{path}: {sent!r} came back as {back!r}"]
-
-
-def model_problems(doc: dict[str, Any]) -> list[str]:
-    """Client-model problems of one object, each naming the object and the field path."""
-    from kubernetes import client
-
-    version = doc["apiVersion"].rsplit("/", 1)[-1]
-    cls = getattr(client, version[0].upper() + version[1:] + doc["kind"], None)
-    if cls is None:
-        return [f"{name_of(doc)}: no model for {doc['apiVersion']} {doc['kind']}"]
-    sent = stringify_quantities(doc)
-    try:
-        obj = cls.from_dict(sent)
-    except Exception as exc:  # pydantic ValidationError: missing required field or wrong type
-        return [f"{name_of(doc)}: {exc}"]
-    back = client.ApiClient().sanitize_for_serialization(obj)
-    return [f"{name_of(doc)}: {p}" for p in vanished(sent, back, "")]
-
-
-def schema_problems(doc: dict[str, Any]) -> list[str]:
-    """Strict OpenAPI-schema problems of one object (unknown fields included) for each version."""
-    import kubernetes_validate
-
-    out = []
-    for version in SCHEMA_VERSIONS:
-        try:
-            kubernetes_validate.validate(doc, version, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            out.append(f"{name_of(doc)} (Kubernetes {version}): {exc.message} at {list(exc.path)}")
-    return out
-
-
 def test_every_rendered_object_matches_the_kubernetes_api_schema_strictly(stack):
     problems = [p for doc in stack for p in schema_problems(doc) + model_problems(doc)]
     assert not problems, "\n".join(problems)
@@ -316,22 +248,8 @@ def test_pods_meet_the_restricted_pod_security_profile(stack):
     namespace = find(stack, "Namespace", "bobench")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert all(d["metadata"].get("namespace") == "bobench" for d in stack if d["kind"] != "Namespace")
-    for workload, _, spec in pod_specs(stack):
-        pod = spec.get("securityContext", {})
-        assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", workload
-        for flag in ("hostNetwork", "hostPID", "hostIPC"):
-            assert not spec.get(flag), f"{workload}: {flag}"
-        for v in spec.get("volumes", []):
-            assert set(v) - {"name"} <= RESTRICTED_VOLUMES, f"{workload}: volume {v}"
-        for c in containers(spec):
-            sc = c.get("securityContext", {})
-            where = f"{workload} container {c['name']}"
-            assert sc.get("runAsNonRoot", pod.get("runAsNonRoot")) is True, where
-            assert sc.get("runAsUser", pod.get("runAsUser", 1)) != 0, where
-            assert sc.get("allowPrivilegeEscalation") is False and not sc.get("privileged"), where
-            assert sc.get("capabilities", {}).get("drop") == ["ALL"], where
-            assert set(sc.get("capabilities", {}).get("add", [])) <= {"NET_BIND_SERVICE"}, where
-            assert not any("hostPort" in p for p in c.get("ports", [])), where
+    problems = [p for workload, _, spec in pod_specs(stack) for p in restricted_pod_problems(workload, spec)]
+    assert not problems, "\n".join(problems)
 
 
 def test_only_the_scheduler_mounts_a_service_account_token(stack):
