@@ -167,9 +167,10 @@ def test_workload_and_budget_selectors_match_their_pod_templates(stack):
     }
     for doc in stack:
         if doc["kind"] in ("Deployment", "StatefulSet"):
-            assert selects(doc["spec"]["selector"], doc["spec"]["template"]["metadata"]["labels"]), name_of(
-                doc
-            )
+            labels = doc["spec"]["template"]["metadata"]["labels"]
+            assert selects(doc["spec"]["selector"], labels), name_of(doc)
+            for spread in doc["spec"]["template"]["spec"].get("topologySpreadConstraints", []):
+                assert selects(spread["labelSelector"], labels), f"{name_of(doc)}: spread over other pods"
     budgets = {d["metadata"]["name"]: d for d in stack if d["kind"] == "PodDisruptionBudget"}
     assert set(budgets) == {"evaluator", "embedder"}
     for name, pdb in budgets.items():
