@@ -102,10 +102,10 @@ def _check(s: Settings) -> None:
 
 
 def _check_not_placeholder(s: Settings) -> None:
-    """Refuse known placeholder S3 credentials (an unfilled deployment Secret) at start, naming the variable."""
+    """Refuse known placeholder credentials (an unfilled deployment Secret) at start, naming the variable."""
     from bobench.store.setup import PLACEHOLDER  # one owner of the pattern (the minio-setup Job's check)
 
-    for name in ("s3_access_key", "s3_secret_key"):
+    for name in ("s3_access_key", "s3_secret_key", "triton_admin_key"):
         if PLACEHOLDER.search(getattr(s, name)):
             raise InvalidArgument(
                 f"{ENV_PREFIX}{name.upper()}: looks like a placeholder credential; generate real ones "

@@ -125,14 +125,16 @@ def test_every_declared_credential_is_used_and_every_used_one_declared(secrets_m
 
 
 @pytest.mark.parametrize("value", ["CHANGE-ME-bobench-secret-key", "changeme", "xxxxxxxx", "<secret>"])
-def test_services_refuse_placeholder_s3_credentials_at_start(value, monkeypatch):
+def test_services_refuse_placeholder_credentials_at_start(value, monkeypatch):
     from bobench.config import load_settings
 
-    monkeypatch.setenv("BOBENCH_S3_SECRET_KEY", value)
-    with pytest.raises(
-        InvalidArgument, match="BOBENCH_S3_SECRET_KEY: looks like a placeholder.*make deploy-secrets"
-    ):
-        load_settings()
+    for name in ("BOBENCH_S3_SECRET_KEY", "BOBENCH_TRITON_ADMIN_KEY"):
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            with pytest.raises(
+                InvalidArgument, match=f"{name}: looks like a placeholder.*make deploy-secrets"
+            ):
+                load_settings()
 
 
 def test_services_accept_generated_s3_credentials(secrets_module, monkeypatch):
