@@ -14,6 +14,7 @@ from minio_admin_standin import MinioAdminStandIn
 from s3_fixtures import S3_ADMIN
 
 from bobench.errors import InvalidArgument, Unavailable
+from bobench.serving.triton_access import REPOSITORY_MARKER
 from bobench.store.setup import MinioSetup, SetupConfig, same_policy, triton_policy
 
 pytestmark = pytest.mark.integration
@@ -64,7 +65,7 @@ def test_first_run_creates_bucket_policies_users_and_attachments(standin, seawee
     assert actions == {"s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject"}  # read-only
     client = Minio(seaweedfs.address, S3_ADMIN.access_key, S3_ADMIN.secret_key, secure=False)
     assert [o.object_name for o in client.list_objects(bucket, prefix="triton-models/")] == [
-        "triton-models/README.txt"
+        f"triton-models/{REPOSITORY_MARKER}"
     ]  # Triton refuses an s3:// repository with nothing under it
     rw = standin.state.policies[f"bobench-rw-{bucket}"]
     assert {r for st in rw["Statement"] for r in st["Resource"]} == {

@@ -10,9 +10,10 @@ Steps, each idempotent (a second run changes nothing and exits 0; a changed Secr
    API never returns a secret, so setting it is the only way a rotated Secret reaches MinIO; setting
    the same secret again changes nothing);
 4. each user gets its policy attached when `user-info` does not list it yet;
-5. Triton's model repository prefix exists: when nothing is under `triton-models/`, a README object
-   is written there, because tritonserver refuses an `s3://` repository with no object under it
-   ("repository path is not a valid directory") and would stay unready on a fresh cluster. Triton
+5. Triton's model repository prefix exists: when nothing is under `triton-models/`, the marker
+   object of `bobench.serving.triton_access` is written there, because tritonserver refuses an
+   `s3://` repository with no object under it ("repository path is not a valid directory") and would
+   stay unready on a fresh cluster (its read-only identity cannot write the marker itself). Triton
    only treats sub-folders as models, so the file is ignored.
 
 Environment (read once in `main`, passed down as a `SetupConfig`): BOBENCH_S3_ENDPOINT,
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 PLACEHOLDER = re.compile(r"change[-_ ]?me|placeholder|^x+$|^<.*>$", re.IGNORECASE)
 MIN_KEY_CHARS = {"access": 3, "secret": 8}  # MinIO refuses shorter access/secret keys
-README_NAME = "README.txt"
-README = b"Triton model repository of bobench: `bob publish` writes one folder per model here.\n"
 _READ_ACTIONS = ["s3:GetObject"]
 _WRITE_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
                   "s3:ListMultipartUploadParts"]  # fmt: skip
@@ -218,12 +217,15 @@ class MinioSetup:
 
         from minio.error import S3Error
 
+        from bobench.serving.triton_access import REPOSITORY_MARKER
+
+        marker = json.dumps({"bobench": "triton model repository"}).encode()
         cfg = self.config
         try:
             if next(iter(self.s3.list_objects(cfg.bucket, prefix=f"{cfg.models_prefix}/")), None) is not None:
                 return "unchanged"
             self.s3.put_object(
-                cfg.bucket, f"{cfg.models_prefix}/{README_NAME}", io.BytesIO(README), len(README)
+                cfg.bucket, f"{cfg.models_prefix}/{REPOSITORY_MARKER}", io.BytesIO(marker), len(marker)
             )
         except S3Error as exc:
             raise FailedPrecondition(
