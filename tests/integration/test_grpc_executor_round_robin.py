@@ -80,3 +80,45 @@ def test_a_dns_target_reaches_an_evaluator(tmp_path):
         stop_pid(svc.pid)
     assert record.finished and record.run_key == plan.run_key
     assert finished_runs(tmp_path / "ev") == Counter({plan.run_key: 1})
+
+
+def test_connections_age_out_so_clients_re_resolve_while_runs_in_flight_finish(tmp_path):
+    """With max_connection_age_s the evaluator sends GOAWAY: the client's channel leaves READY (and
+    re-resolves its dns:/// name on reconnecting), but a run streaming past that age still finishes."""
+    import threading
+
+    import grpc
+    from doubles import register_sleepy_protocol
+
+    from bobench.battle.single import plan_single_run
+    from bobench.config import Settings
+    from bobench.rpc.background import BackgroundServer
+    from bobench.rpc.evaluator_service import EvaluatorServicer
+    from bobench.rpc.server import ServiceBinding
+    from bobench.v1 import evaluator_pb2_grpc
+
+    protocol = register_sleepy_protocol()
+    servicer = EvaluatorServicer(Settings(cache_dir=str(tmp_path / "cache"), threads=1), tmp_path / "results")
+    binding = ServiceBinding.of(evaluator_pb2_grpc.add_EvaluatorServicer_to_server, servicer)
+    with BackgroundServer([binding], max_connection_age_s=1.0) as running:
+        ex = GrpcExecutor(f"dns:///localhost:{running.port}", timeout_s=60)
+        states: list[grpc.ChannelConnectivity] = []
+        left_ready = threading.Event()
+
+        def watch(state: grpc.ChannelConnectivity) -> None:
+            states.append(state)
+            if grpc.ChannelConnectivity.READY in states[:-1] and state != grpc.ChannelConnectivity.READY:
+                left_ready.set()
+
+        ex._channels[0].subscribe(watch)
+        try:
+            long_run = plan_single_run("toy", "toy", protocol, {"steps": 40, "step_s": 0.1}, seed=1)
+            record = ex.execute(long_run)  # streams for ~4 s, past the 1 s connection age
+            assert record.finished, record.error
+            assert left_ready.wait(30), states  # GOAWAY closed the aged connection
+            again = ex.execute(plan_single_run("toy", "toy", protocol, {"steps": 2, "step_s": 0.01}, seed=2))
+            assert again.finished, again.error
+        finally:
+            ex._channels[0].unsubscribe(watch)
+            ex.close()
+    servicer.close()

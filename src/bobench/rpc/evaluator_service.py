@@ -296,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="with --embedder triton: how often readiness re-checks that Triton is live",
     )
+    p.add_argument(
+        "--max-connection-age-s",
+        type=float,
+        default=60.0,
+        help="close client connections after this age (runs in flight go on) so a dns:/// round-robin "
+        "scheduler re-resolves and finds added evaluators; 0 = never",
+    )
     p.add_argument("--batch-size", type=int, help="default embedding batch size")
     p.add_argument("--threads", type=int, help="intra-op threads (0 = library default)")
     return p
@@ -342,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics_port=args.metrics_port,
             grace_s=args.grace_s,
             on_stop=servicer.aclose,
+            max_connection_age_s=args.max_connection_age_s or None,
         )
     )
     return 0

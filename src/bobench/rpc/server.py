@@ -144,12 +144,16 @@ async def start_server(
     metrics_port: int | None = None,
     grace_s: float = DEFAULT_GRACE_S,
     extra_interceptors: Sequence[aio.ServerInterceptor] = (),
+    max_connection_age_s: float | None = None,
 ) -> RunningServer:
     """Start a grpc.aio server with `services` plus health and reflection on `host:port`.
 
     `port=0` binds a free port, returned in the result. `metrics_port` (0 = pick) starts the Prometheus
     HTTP endpoint; None leaves it off. Messages above `max_message_mb` are refused with
-    RESOURCE_EXHAUSTED. Raises Unavailable when the address cannot be bound.
+    RESOURCE_EXHAUSTED. `max_connection_age_s` (None = never) closes each client connection (GOAWAY)
+    after that age, calls in flight continuing to their end: a `dns:///` round-robin client then
+    reconnects and re-resolves, so replicas added behind a headless Service get calls. Raises
+    Unavailable when the address cannot be bound.
     """
     from bobench.errors import Unavailable
 
@@ -161,6 +165,11 @@ async def start_server(
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
+            *(
+                [("grpc.max_connection_age_ms", int(max_connection_age_s * 1000))]
+                if max_connection_age_s
+                else []
+            ),
         ],
     )
     health = health_aio.HealthServicer()
@@ -222,11 +231,18 @@ async def serve_forever(
     metrics_port: int | None = None,
     grace_s: float = DEFAULT_GRACE_S,
     on_stop: Callable[[], Any] | None = None,
+    max_connection_age_s: float | None = None,
 ) -> None:
     """Start the server, print ONE JSON line (see `RunningServer.ready_info`) to stdout, and serve
     until SIGTERM or SIGINT; then drain calls in flight for `grace_s` and call (or await) `on_stop`."""
     running = await start_server(
-        services, host, port, max_message_mb=max_message_mb, metrics_port=metrics_port, grace_s=grace_s
+        services,
+        host,
+        port,
+        max_message_mb=max_message_mb,
+        metrics_port=metrics_port,
+        grace_s=grace_s,
+        max_connection_age_s=max_connection_age_s,
     )
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
