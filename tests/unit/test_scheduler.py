@@ -477,3 +477,36 @@ def test_a_run_cancelled_while_waiting_for_an_executor_slot_never_executes(store
         assert status.counts["finished"] == 1 and status.counts["cancelled"] == 1
     finally:
         sched.close()
+
+
+def test_restarted_scheduler_registers_the_stored_battles_custom_backbones_again(store):
+    """A user-defined backbone lives only in the battle spec: after a restart (a new process has an empty
+    registry) the scheduler registers it again from the stored spec, so its runs can be published and
+    sent with their definition."""
+    from bobench.backbones import BACKBONES, get_spec
+    from bobench.battle.plan import CUSTOM_BACKBONES
+
+    custom = {
+        "name": "restart-custom-toy",
+        "source": "timm",
+        "model_id": "resnet18",
+        "weights": "random",
+        "input_size": 64,
+    }
+    spec = parse_spec({"name": "custom", "backbones": [custom], "datasets": ["d0"], "protocols": ["p0"]})
+    gate = threading.Event()  # the first scheduler never finishes the run
+    first = start(store, [ScriptedExecutor(gate=gate)])
+    try:
+        first.submit(spec, battle_id="custom-restart")
+    finally:
+        first.close(timeout_s=0.1)
+        gate.set()
+    assert "restart-custom-toy" not in BACKBONES  # the grid planner registers nothing: a fresh process
+    second = start(store, [ScriptedExecutor()])
+    try:
+        assert get_spec("restart-custom-toy").model_id == "resnet18"
+        assert second.wait("custom-restart", timeout_s=10).state == "finished"
+    finally:
+        second.close()
+        BACKBONES._items.pop("restart-custom-toy", None)
+        CUSTOM_BACKBONES.pop("restart-custom-toy", None)

@@ -316,6 +316,7 @@ class Scheduler:
                 continue
             doc = self.store.get_json(key)
             bid = doc["id"]
+            _register_stored_custom_backbones(bid, doc["spec"])
             plans = [RunPlan.from_dict(d) for d in self.store.get_json(plan_key(bid))]
             states = {
                 k.rsplit("/", 1)[1].removesuffix(".json"): k for k in self.store.list(f"battles/{bid}/runs/")
@@ -552,6 +553,19 @@ class _Pool:
         with lock:
             self._slots.append(executor)
         self._free.release()
+
+
+def _register_stored_custom_backbones(battle_id: str, spec_doc: dict[str, Any]) -> None:
+    """Register the user-defined backbones of a stored battle again (this process may be a restarted
+    scheduler), so its runs can be published and sent with their spec. A conflicting definition is
+    logged; those runs then fail naming the backbone."""
+    from bobench.battle.plan import register_custom_backbones
+
+    entries = tuple(b for b in spec_doc.get("backbones", ()) if isinstance(b, dict))
+    try:
+        register_custom_backbones(entries)
+    except BobenchError as exc:
+        log.error("battle %s: cannot register its custom backbones again: %s", battle_id, exc)
 
 
 def _failed_record(plan: RunPlan, exc: BaseException) -> RunRecord:
