@@ -53,6 +53,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from bobench.finetune import FinetuneConfig, load_config_file, run_job
 
     settings = load_settings(getattr(args, "config", None), cache_dir=args.cache_dir)
+    from bobench.data import configure
+
+    configure(settings)  # the dataset may be an s3:// ref
     base = FinetuneConfig.from_dict(
         load_config_file(args.finetune_config) if args.finetune_config else {},
         where=f"finetune config file {args.finetune_config}",

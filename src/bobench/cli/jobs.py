@@ -30,8 +30,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bobench.battle.job_entry import main_job
     from bobench.battle.k8s_jobs import PLAN_ENV
     from bobench.config import load_settings
+    from bobench.data import configure
 
     settings = load_settings(getattr(args, "config", None))
+    configure(settings)  # the run's dataset may be an s3:// ref
     return main_job(args.plan or os.environ.get(PLAN_ENV), settings, args.termination_log)
 
 
@@ -43,7 +45,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     from bobench.battle.k8s_jobs import build_job, load_job_config
     from bobench.battle.plan import plan_battle
     from bobench.battle.spec import load_spec
+    from bobench.config import load_settings
+    from bobench.data import configure
 
+    configure(load_settings(getattr(args, "config", None)))  # planning fingerprints s3:// datasets
     config = load_job_config(args.job_config)
     config = dataclasses.replace(
         config, store=config.store or args.store, s3_endpoint=config.s3_endpoint or args.s3_endpoint
