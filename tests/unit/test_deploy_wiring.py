@@ -113,7 +113,7 @@ def test_triton_serves_the_minio_repository_with_restricted_admin_apis(stack):
     repository = flags["model-repository"]
     assert repository == "s3://" + env_of(stack, "BOBENCH_S3_ENDPOINT") + "/bobench/triton-models"
     assert flags["model-control-mode"] == "explicit" and flags["exit-on-error"] == "false"
-    assert flags["strict-readiness"] == "true" and flags["metrics-config"] == "summary_latencies=true"
+    assert flags["strict-readiness"] == "false" and flags["metrics-config"] == "summary_latencies=true"
     restricted = f"model-repository,shared-memory:{ADMIN_HEADER}={env['TRITON_ADMIN_KEY']}"
     assert flags["grpc-restricted-protocol"] == flags["http-restricted-api"] == restricted
     secret = find(stack, "Secret", "bobench-credentials")["data"]
@@ -162,6 +162,18 @@ def test_scheduler_reaches_every_evaluator_through_one_dns_target(stack):
     assert svc["spec"]["clusterIP"] == "None" and not svc["spec"].get("publishNotReadyAddresses")
     assert spec["containers"][0]["name"] == "evaluator"
     assert port(spec["containers"][0], "grpc") == int(target.rpartition(":")[2])
+
+
+def test_the_scheduler_may_keep_every_evaluator_the_hpa_can_add_busy(stack):
+    """With one dns:/// target, runs_per_evaluator bounds the runs in flight on all evaluators together:
+    it must cover HPA maxReplicas x each evaluator's concurrent runs, or scaling out gains nothing."""
+    scheduler = resolved_env(stack, container(stack, "Deployment", "scheduler", "scheduler"))
+    evaluator = resolved_env(stack, container(stack, "Deployment", "evaluator", "evaluator"))
+    hpa = find(stack, "HorizontalPodAutoscaler", "evaluator")["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "evaluator"
+    capacity = hpa["maxReplicas"] * int(evaluator["BOBENCH_MAX_CONCURRENT_RUNS"])
+    assert int(scheduler["BOBENCH_RUNS_PER_EVALUATOR"]) >= capacity
+    assert int(scheduler["BOBENCH_SCHEDULER_CONCURRENCY"]) >= capacity
 
 
 def test_the_scheduler_publishes_where_triton_reads_for_the_right_server(stack, target):
