@@ -36,7 +36,7 @@ from s3_fixtures import S3_ADMIN  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-SECRET = "minio-credentials"
+SECRET = "bobench-credentials"  # the JobConfig default, as deployed
 RECIPE = {"batch_size": 16, "lr": 1e-2, "warmup_epochs": 0.5, "device": "cpu"}
 VOLATILE = ("checkpoint_dir", "train_time_s")  # where the checkpoints live, how long training took
 
@@ -56,7 +56,10 @@ def finetune_spec(name: str, epochs: int):
 @pytest.fixture
 def standin(tmp_path):
     """The stand-in Kubernetes API server, knowing the S3 Secret's values."""
-    secrets = {(SECRET, "access-key"): S3_ADMIN.access_key, (SECRET, "secret-key"): S3_ADMIN.secret_key}
+    secrets = {
+        (SECRET, "BOBENCH_S3_ACCESS_KEY"): S3_ADMIN.access_key,
+        (SECRET, "BOBENCH_S3_SECRET_KEY"): S3_ADMIN.secret_key,
+    }
     api = StandInKubeAPI(tmp_path / "pods", secrets).start()
     yield api
     api.stop()
@@ -79,7 +82,6 @@ def cluster(s3_settings, standin):
         memory_limit="2Gi",
         store=url,
         s3_endpoint=s3_settings.s3_endpoint,
-        s3_secret=SECRET,
         backoff_limit=2,
         env={"OMP_NUM_THREADS": "1"},
         watch_timeout_s=2,
@@ -274,9 +276,7 @@ def test_the_scheduler_service_with_a_job_config_runs_finetune_as_jobs(s3_settin
         )
     )
     jobs_yaml = tmp_path / "jobs.yaml"
-    jobs_yaml.write_text(
-        yaml.safe_dump({"image": "bobench/evaluator", "gpus": 0, "s3_secret": SECRET, "watch_timeout_s": 2})
-    )
+    jobs_yaml.write_text(yaml.safe_dump({"image": "bobench/evaluator", "gpus": 0, "watch_timeout_s": 2}))
     url = f"s3://bobench/k8s-svc-{uuid.uuid4().hex[:8]}"
     env = {
         "KUBECONFIG": str(kubeconfig),

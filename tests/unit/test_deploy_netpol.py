@@ -5,7 +5,8 @@ either side is selected by any policy of that type; no policy selecting a pod me
 with the expected flows, both ways: a missing flow and an extra open flow fail.
 
 Endpoints: every pod template of the render, plus pods the deployment does not contain: a run Job pod
-as the scheduler creates it (bobench.battle.k8s_jobs.run_labels), a stray pod of the namespace, a
+as the scheduler creates it (bobench.battle.k8s_jobs.run_labels), a publish Job pod
+(bobench.battle.k8s_publish.build_publish_job), a stray pod of the namespace, a
 client pod of another namespace, the cluster DNS pods and the Kubernetes API server (an address outside
 the cluster network). `ipBlock` peers are taken to match every address, pods included (what common CNIs
 do with 0.0.0.0/0), so the check errs towards "open".
@@ -41,11 +42,16 @@ def endpoints(stack: list[dict]) -> list[Endpoint]:
             for p in c.get("ports", [])
         )
         out.append(Endpoint(labels["app.kubernetes.io/name"], NAMESPACE, labels, ports))
-    from bobench.battle.k8s_jobs import LABEL_BATTLE, LABEL_PART_OF, LABEL_RUN_KEY
+    from bobench.battle.k8s_jobs import LABEL_BATTLE, LABEL_PART_OF, LABEL_RUN_KEY, JobConfig
+    from bobench.battle.k8s_publish import build_publish_job
 
     run_job = {LABEL_PART_OF: "bobench", LABEL_RUN_KEY: "0123abcd", LABEL_BATTLE: "b1"}
+    publish = build_publish_job("toy", "onnx", digest="d" * 64, config=JobConfig(), store_url="s3://b/m",
+                                triton_url="embedder:8001", target="cluster-gpu")  # fmt: skip
+    publish_job = publish["spec"]["template"]["metadata"]["labels"]
     out += [
         Endpoint("run-job", NAMESPACE, run_job, (("", 8080, "TCP"),)),
+        Endpoint("publish-job", NAMESPACE, publish_job, (("", 8080, "TCP"),)),
         Endpoint("stray", NAMESPACE, {"app.kubernetes.io/name": "stray", LABEL_PART_OF: "bobench"}, ()),
         Endpoint("client", "clients", {"app": "client"}, ()),
         Endpoint(
@@ -141,15 +147,14 @@ def expected_flows(stack: list[dict]) -> set[tuple[str, str, int, str]]:
     tcp = [
         ("scheduler", "evaluator", 50051),
         ("scheduler", "minio", 9000),
-        ("scheduler", "embedder", 8001),  # in-process publish step loads the models
         ("scheduler", "api-server", 443),
         ("scheduler", "api-server", 6443),
         ("evaluator", "embedder", 8001),
         ("evaluator", "minio", 9000),
         ("embedder", "minio", 9000),
         ("run-job", "minio", 9000),
-        ("run-job", "embedder", 8000),
-        ("run-job", "embedder", 8001),
+        ("publish-job", "minio", 9000),
+        ("publish-job", "embedder", 8001),  # publish Jobs load the models they write
         ("minio-setup", "minio", 9000),
         ("prometheus", "evaluator", 9102),
         ("prometheus", "scheduler", 9102),
@@ -190,7 +195,7 @@ def test_spot_checks_of_the_matrix(stack):
     flows = reachable(stack)
     assert ("scheduler", "evaluator", 50051, "TCP") in flows
     assert ("evaluator", "minio", 9000, "TCP") in flows
-    for src in ("stray", "client", "grafana", "prometheus", "minio"):
+    for src in ("stray", "client", "grafana", "prometheus", "minio", "scheduler", "run-job"):
         assert (src, "embedder", 8001, "TCP") not in flows, src  # Triton's gRPC (and model control)
     assert ("client", "minio", 9000, "TCP") not in flows
     assert ("evaluator", "api-server", 443, "TCP") not in flows

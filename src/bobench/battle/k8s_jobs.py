@@ -30,6 +30,7 @@ CONTAINER = "run"
 PLAN_ENV = "BOBENCH_JOB_PLAN"
 CONFIG_ERROR_EXIT_CODE = 2  # a bobench config error: retrying cannot help, the Job fails at once
 CACHE_MOUNT = "/cache"
+PUBLISH_GPU_CHOICES = ("tensorrt", "always", "never")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -63,22 +64,29 @@ class JobConfig:
     max_jobs: int = 4
     store: str = ""
     s3_endpoint: str = ""
-    s3_secret: str = "minio-credentials"
-    s3_access_key_key: str = "access-key"
-    s3_secret_key_key: str = "secret-key"
+    s3_secret: str = "bobench-credentials"  # the deployment's Secret (deploy/k8s/secrets.example.yaml)
+    s3_access_key_key: str = "BOBENCH_S3_ACCESS_KEY"
+    s3_secret_key_key: str = "BOBENCH_S3_SECRET_KEY"
+    triton_admin_key_key: str = "TRITON_ADMIN_KEY"  # key of `s3_secret` that publish Jobs load with
     run_as_user: int = 10001
     service_account: str = ""  # "" = the namespace default; its token is never mounted either way
     env: dict[str, str] = field(default_factory=dict)  # extra literal (non-secret) env, e.g. threads
     termination_log: str = "/dev/termination-log"
     log_tail_lines: int = 40
     watch_timeout_s: int = 30  # one watch request; the executor re-watches (and notices close) after
+    publish_jobs: bool = False  # the scheduler publishes backbones as Jobs (bobench.battle.k8s_publish)
+    publish_image: str = ""  # "" = `image`
+    publish_gpu: str = (
+        "tensorrt"  # nvidia.com/gpu for publish Jobs: tensorrt (trt-* variants) | always | never
+    )
 
     def __post_init__(self) -> None:
         for name in ("gpus", "backoff_limit", "run_as_user"):
             _check_int(self, name, 0)
         for name in ("active_deadline_s", "ttl_s", "max_jobs", "log_tail_lines", "watch_timeout_s"):
             _check_int(self, name, 1)
-        for name in ("namespace", "image", "s3_secret", "s3_access_key_key", "s3_secret_key_key"):
+        for name in ("namespace", "image", "s3_secret", "s3_access_key_key", "s3_secret_key_key",
+                     "triton_admin_key_key"):  # fmt: skip
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise InvalidArgument(f"job config: {name!r} must be a non-empty string")
         if not _DNS_LABEL.match(self.namespace):
@@ -91,6 +99,16 @@ class JobConfig:
         _check_str_map(self.env, "env")
         if not all(isinstance(t, dict) for t in self.tolerations):
             raise InvalidArgument("job config: 'tolerations' must be a list of mappings")
+        if not isinstance(self.publish_jobs, bool):
+            raise InvalidArgument(
+                f"job config: 'publish_jobs' must be true or false, got {self.publish_jobs!r}"
+            )
+        if not isinstance(self.publish_image, str):
+            raise InvalidArgument(f"job config: 'publish_image' must be a string, got {self.publish_image!r}")
+        if self.publish_gpu not in PUBLISH_GPU_CHOICES:
+            raise InvalidArgument(
+                f"job config: 'publish_gpu' must be one of {list(PUBLISH_GPU_CHOICES)}, got {self.publish_gpu!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -159,34 +177,64 @@ def run_labels(plan: RunPlan) -> dict[str, str]:
     return labels
 
 
-def _env(plan: RunPlan, config: JobConfig) -> list[dict[str, Any]]:
-    def secret(name: str, key: str) -> dict[str, Any]:
-        return {"name": name, "valueFrom": {"secretKeyRef": {"name": config.s3_secret, "key": key}}}
+def secret_env(config: JobConfig, name: str, key: str) -> dict[str, Any]:
+    """Env `name` from key `key` of the Secret `config.s3_secret` (never a literal value)."""
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": config.s3_secret, "key": key}}}
 
+
+def store_env(config: JobConfig) -> list[dict[str, Any]]:
+    """The env every Job's container gets: S3 endpoint and credentials, cache directory, HOME."""
+    return [
+        {"name": "BOBENCH_S3_ENDPOINT", "value": config.s3_endpoint},
+        secret_env(config, "BOBENCH_S3_ACCESS_KEY", config.s3_access_key_key),
+        secret_env(config, "BOBENCH_S3_SECRET_KEY", config.s3_secret_key_key),
+        {"name": "BOBENCH_CACHE_DIR", "value": CACHE_MOUNT},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+
+
+def _env(plan: RunPlan, config: JobConfig) -> list[dict[str, Any]]:
     env = [
         {"name": PLAN_ENV, "value": json.dumps(plan.to_dict(), sort_keys=True)},
         {"name": "BOBENCH_STORE", "value": config.store},
-        {"name": "BOBENCH_S3_ENDPOINT", "value": config.s3_endpoint},
-        secret("BOBENCH_S3_ACCESS_KEY", config.s3_access_key_key),
-        secret("BOBENCH_S3_SECRET_KEY", config.s3_secret_key_key),
-        {"name": "BOBENCH_CACHE_DIR", "value": CACHE_MOUNT},
-        {"name": "HOME", "value": "/tmp"},
+        *store_env(config),
     ]
     return env + [{"name": k, "value": v} for k, v in sorted(config.env.items())]
 
 
 def _container(plan: RunPlan, config: JobConfig) -> dict[str, Any]:
+    return container(
+        config,
+        image=config.image,
+        command=["bob", "job", "run"],
+        args=["--termination-log", config.termination_log],
+        env=_env(plan, config),
+        gpus=config.gpus,
+    )
+
+
+def container(
+    config: JobConfig,
+    *,
+    image: str,
+    command: list[str],
+    args: list[str],
+    env: list[dict[str, Any]],
+    gpus: int,
+) -> dict[str, Any]:
+    """The Job container: `command` with `args`, `env`, the config's resources (+ `gpus` nvidia.com/gpu),
+    a read-only root with the cache, /tmp and /dev/shm volumes mounted, and a termination message."""
     requests = {"cpu": config.cpu_request, "memory": config.memory_request}
     limits = {"cpu": config.cpu_limit, "memory": config.memory_limit}
-    if config.gpus:
-        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(config.gpus)
+    if gpus:
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpus)
     return {
         "name": CONTAINER,
-        "image": config.image,
+        "image": image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": ["bob", "job", "run"],
-        "args": ["--termination-log", config.termination_log],
-        "env": _env(plan, config),
+        "command": command,
+        "args": args,
+        "env": env,
         "resources": {"requests": requests, "limits": limits},
         "terminationMessagePath": config.termination_log,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -204,7 +252,9 @@ def _container(plan: RunPlan, config: JobConfig) -> dict[str, Any]:
     }
 
 
-def _pod_spec(plan: RunPlan, config: JobConfig) -> dict[str, Any]:
+def pod_spec(config: JobConfig, main: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec around container `main`: never restarted in place, no API token, non-root,
+    the config's volumes, node selector, tolerations and classes."""
     spec: dict[str, Any] = {
         "restartPolicy": "Never",  # podFailurePolicy needs it; a retry is a fresh pod
         "automountServiceAccountToken": False,
@@ -215,7 +265,7 @@ def _pod_spec(plan: RunPlan, config: JobConfig) -> dict[str, Any]:
             "fsGroup": config.run_as_user,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_container(plan, config)],
+        "containers": [main],
         "volumes": [
             {"name": "cache", "emptyDir": {"sizeLimit": config.cache_size}},
             {"name": "tmp", "emptyDir": {}},
@@ -237,12 +287,20 @@ def _pod_spec(plan: RunPlan, config: JobConfig) -> dict[str, Any]:
 
 def build_job(plan: RunPlan, config: JobConfig) -> dict[str, Any]:
     """The batch/v1 Job (a plain dict, as sent to the API server) that runs `plan`."""
-    labels = run_labels(plan)
+    return job_manifest(job_name(plan), config, run_labels(plan), _container(plan, config))
+
+
+def job_manifest(
+    name: str, config: JobConfig, labels: dict[str, str], main: dict[str, Any]
+) -> dict[str, Any]:
+    """A batch/v1 Job `name` running container `main`; `labels` on the Job and its pods (plus the
+    Kueue queue label on the Job). Exit code 2 (a config error) fails the Job at once; disrupted pods
+    (preemption, node drain) do not count against `backoff_limit`."""
     job_labels = {**labels, LABEL_QUEUE: config.queue} if config.queue else dict(labels)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(plan), "namespace": config.namespace, "labels": job_labels},
+        "metadata": {"name": name, "namespace": config.namespace, "labels": job_labels},
         "spec": {
             "backoffLimit": config.backoff_limit,
             "activeDeadlineSeconds": config.active_deadline_s,
@@ -263,7 +321,7 @@ def build_job(plan: RunPlan, config: JobConfig) -> dict[str, Any]:
                     },
                 ]
             },
-            "template": {"metadata": {"labels": labels}, "spec": _pod_spec(plan, config)},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec(config, main)},
         },
     }
 

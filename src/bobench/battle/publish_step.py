@@ -15,9 +15,9 @@ publishes the run's backbone once per (weights digest, embedder variant):
 Runs that do not embed (fine-tuning) and failed plans skip it.
 
 `Publisher` is the seam between "when to publish" (here) and "where it runs": `InProcessPublisher`
-calls `bobench.export.publish.publish` in this process (local stack, embedded mode); in the cluster a
-Job-backed publisher runs `publish_job_argv(...)` (the `bob publish` command line) as a Kubernetes Job
-and returns the same `PublishedModel`.
+calls `bobench.export.publish.publish` in this process (local stack, embedded mode); in the cluster
+`bobench.battle.k8s_publish.JobPublisher` runs `publish_job_argv(...)` (the `bob publish` command
+line) as a Kubernetes Job and returns the same `PublishedModel`.
 """
 
 from __future__ import annotations

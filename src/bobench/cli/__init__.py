@@ -9,7 +9,7 @@ import logging
 import sys
 
 from bobench import __version__
-from bobench.errors import BobenchError
+from bobench.errors import BobenchError, DeadlineExceeded, Unavailable
 
 COMMAND_MODULES = (
     "backbones",
@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 
         load_plugins()
         return int(args.func(args) or 0)
+    except (Unavailable, DeadlineExceeded) as exc:  # transient: 1, not the config-error code 2 that
+        print(f"bob: error: {exc}", file=sys.stderr)  # makes a publish Job fail at once for good
+        return 1
     except BobenchError as exc:
         print(f"bob: error: {exc}", file=sys.stderr)
         return 2

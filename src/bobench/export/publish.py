@@ -188,6 +188,52 @@ def is_published(store: ArtifactStore, model_name: str, key: str, version: int) 
     return meta.get("publish_key") == key and list(config.version_policy.specific.versions) == [version]
 
 
+def find_published(
+    store: ArtifactStore,
+    backbone: str | BackboneSpec,
+    embedder_variant: str,
+    *,
+    target: str,
+    input_dtype: str = "uint8",
+) -> PublishedModel | None:
+    """The entry `publish` left in `store` for these arguments, or None when there is none (yet).
+
+    Reads only the entry's `bobench.json` (its publish key) and checks that `config.pbtxt`, uploaded
+    last, is there: no export, no Triton, no tritonclient, so the scheduler can call it. `loaded` is
+    False (this says nothing about Triton). Raises InvalidArgument for an unknown backbone and
+    Unavailable / FailedPrecondition when the store cannot be read.
+    """
+    from bobench.backbones import get_spec
+
+    spec = backbone if isinstance(backbone, BackboneSpec) else get_spec(backbone)
+    key = publish_key(spec, embedder_variant, input_dtype, target)
+    name = served_model_name(spec, embedder_variant)
+    try:
+        meta = json.loads(store.get_bytes(f"{name}/{METADATA_FILE}"))
+    except NotFound:
+        return None
+    except ValueError:
+        return None  # unreadable: the next publish rewrites it
+    if (
+        not isinstance(meta, dict)
+        or meta.get("publish_key") != key
+        or not store.exists(f"{name}/config.pbtxt")
+    ):
+        return None
+    return PublishedModel(
+        backbone=spec.name,
+        model_name=name,
+        version=version_for(key),
+        embedder_variant=embedder_variant,
+        target=target,
+        input_dtype=input_dtype,
+        publish_key=key,
+        store_url=store.url,
+        uploaded=False,
+        loaded=False,
+    )
+
+
 def _export_and_upload(
     spec: BackboneSpec,
     store: ArtifactStore,

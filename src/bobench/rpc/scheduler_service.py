@@ -272,6 +272,18 @@ def build_job_executor(job_config: str | None, settings: Settings, store: Artifa
     return KubernetesExecutor(config, store), config.protocols
 
 
+def build_publish_step(job_executor, settings: Settings):
+    """The scheduler's publish step: publish Jobs when the job config says `publish_jobs: true`
+    (the cluster), else in this process when BOBENCH_PUBLISH_TO is set (local stack), else none."""
+    if job_executor is not None and job_executor.config.publish_jobs:
+        from bobench.battle.k8s_publish import publish_step_for_jobs
+
+        return publish_step_for_jobs(job_executor.config, settings)
+    from bobench.battle.publish_step import publish_step_from_settings
+
+    return publish_step_from_settings(settings)
+
+
 def build_scheduler(args: argparse.Namespace):
     """(scheduler, settings) from parsed flags: the store, the executors and the retry policy."""
     from bobench.battle.executor import LocalExecutor
@@ -289,8 +301,6 @@ def build_scheduler(args: argparse.Namespace):
         ]
     else:
         executors = [LocalExecutor(settings)]
-    from bobench.battle.publish_step import publish_step_from_settings
-
     job_executor, job_protocols = build_job_executor(args.job_config, settings, store)
     scheduler = Scheduler(
         store,
@@ -298,7 +308,7 @@ def build_scheduler(args: argparse.Namespace):
         concurrency=args.concurrency,
         max_retries=args.max_retries,
         backoff_s=args.backoff_s,
-        preparer=publish_step_from_settings(settings),  # on with BOBENCH_PUBLISH_TO=s3://...
+        preparer=build_publish_step(job_executor, settings),
         job_executor=job_executor,
         job_protocols=job_protocols or ("finetune",),
     )
