@@ -2,9 +2,10 @@
 
 For each (batch size, concurrency): `concurrency` closed-loop clients send batches back to back;
 time is cut into measurement windows (`window_s`, extended until `min_requests` finished) until the
-last `stable_windows` windows agree — throughput and p50 latency each within `stability_pct` % of
-their mean — or `max_windows` is reached (then `stable_*` is False and the last windows are still
-reported). Over those windows: throughput (images/s), client latency p50/p90/p95/p99 (ms), and the
+last `stable_windows` windows agree by perf_analyzer's rule — for throughput and for p50 latency,
+max / min over those windows <= 1 + `stability_pct` / 100 (10 % by default; version 1 accepted
+values within the percentage of their mean, i.e. max/min up to 1.22) — or `max_windows` is
+reached (then `stable_*` is False and the last windows are still reported). Over those windows: throughput (images/s), client latency p50/p90/p95/p99 (ms), and the
 server-side breakdown per request (queue, compute input/infer/output, ms) from the deltas of
 Triton's statistics API, plus the average executed batch (dynamic batching at work).
 """
@@ -272,9 +273,10 @@ def _next_window(finished, start_s, window_s, min_requests, errors, batch) -> Wi
 
 
 def _converged(windows: list[Window], pct: float) -> bool:
+    """perf_analyzer's stability rule: max/min of throughput and of p50 latency <= 1 + pct/100."""
     for values in ([w.throughput_ips for w in windows], [w.p50_ms for w in windows]):
-        mean = float(np.mean(values))
-        if not np.isfinite(mean) or mean <= 0 or max(abs(v - mean) for v in values) > pct / 100 * mean:
+        low, high = float(np.min(values)), float(np.max(values))
+        if not (np.isfinite(low) and np.isfinite(high)) or low <= 0 or high / low > 1 + pct / 100:
             return False
     return True
 
@@ -319,7 +321,7 @@ def _higher_is_better() -> dict[str, bool]:
 PROTOCOL = register_protocol(
     Protocol(
         name="serving_latency",
-        version="1",
+        version="2",
         task="serving",
         evaluate=evaluate,
         defaults={
