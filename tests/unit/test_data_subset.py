@@ -42,3 +42,52 @@ def test_split_seed_in_a_ref_redraws_the_splits_and_changes_the_fingerprint():
     assert load_dataset({"name": "toy", "split_seed": 1}).fingerprint == b.fingerprint
     with pytest.raises(InvalidArgument, match="seed"):
         load_dataset({"name": "toy", "split_seed": -1})
+
+
+def _synthetic(per_class: int, n_classes: int, shares: dict[str, float], seed: int = 0):
+    """A dataset whose every class is split train/val/test in exactly `shares` (like a stratified split)."""
+    from bobench.data.base import Dataset, fingerprint_arrays
+
+    labels = np.repeat(np.arange(n_classes), per_class)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(labels.size)
+    labels = labels[order]
+    splits: dict[str, list[int]] = {name: [] for name in shares}
+    for cls in range(n_classes):
+        members = np.flatnonzero(labels == cls)
+        start = 0
+        for name, share in shares.items():
+            count = int(round(share * per_class))
+            splits[name].extend(members[start : start + count].tolist())
+            start += count
+    return Dataset(
+        name="synthetic",
+        classes=[f"c{i}" for i in range(n_classes)],
+        labels=labels,
+        splits={k: np.sort(np.asarray(v, np.int64)) for k, v in splits.items()},
+        load=lambda i: np.zeros((4, 4, 3), np.uint8),
+        fingerprint=fingerprint_arrays("synthetic", f"{per_class}x{n_classes}"),
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_max_per_class_keeps_each_splits_share_of_every_class(seed):
+    from bobench.data.subset import subsample_per_class
+
+    shares = {"train": 0.6, "val": 0.2, "test": 0.2}
+    full = _synthetic(300, 10, shares)
+    sub = subsample_per_class(full, 60, seed)
+    for name, share in shares.items():
+        counts = np.bincount(sub.labels[sub.splits[name]], minlength=10)
+        assert counts.tolist() == [round(60 * share)] * 10, name
+
+
+@pytest.mark.parametrize("cap", [3, 5, 10])
+def test_small_max_per_class_keeps_every_class_in_every_split(cap):
+    from bobench.data.subset import subsample_per_class
+
+    full = _synthetic(100, 12, {"train": 0.8, "val": 0.1, "test": 0.1})
+    sub = subsample_per_class(full, cap, seed=0)
+    assert np.bincount(sub.labels, minlength=12).tolist() == [cap] * 12
+    for name in ("train", "val", "test"):
+        assert set(sub.labels[sub.splits[name]].tolist()) == set(range(12)), name
