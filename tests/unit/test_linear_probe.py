@@ -228,3 +228,60 @@ def test_weak_penalty_objective_is_as_close_to_optimum_as_sklearn():
     ours = sklearn_objective(x, y, C, fit.weights[1].numpy(), fit.bias[1].numpy()) - f_star
     theirs = sklearn_objective(x, y, C, ref.coef_.T, ref.intercept_) - f_star
     assert ours <= max(theirs, 0.0) + 1e-5 * len(y), (ours, theirs)
+
+
+def well_separated_splits(seed: int = 11):
+    """Pretrained-like features: classes far apart relative to the noise, so the best validation log-loss
+    needs a weak penalty (C above the old grid's 1e2 edge)."""
+    x, y = mixture(900, 5, 32, np.random.default_rng(seed), spread=0.8)
+    return {"train": (x[:300], y[:300]), "val": (x[300:600], y[300:600]), "test": (x[600:], y[600:])}
+
+
+def test_default_grid_puts_the_choice_inside_it_for_well_separated_features():
+    metrics = get_protocol("linear_probe").evaluate(ArrayContext(well_separated_splits(), 5), {}, 0)
+    assert min(DEFAULT_GRID) < metrics["chosen_C"] < max(DEFAULT_GRID)
+    assert metrics["chosen_C"] > 100.0  # the old grid (1e-6..1e2) could only pick its edge here
+    assert get_protocol("linear_probe").version == "2"
+
+
+def test_named_dinov2_grid_and_unknown_name():
+    from bobench.protocols.linear_probe import GRIDS, resolve_grid
+
+    dinov2 = resolve_grid({"grid": "dinov2"}, "linear_probe")
+    assert len(dinov2) == 45 and dinov2[0] == pytest.approx(1e-6) and dinov2[-1] == pytest.approx(1e5)
+    assert np.array_equal(resolve_grid({"grid": "default"}, "lp"), np.asarray(GRIDS["default"]))
+    with pytest.raises(InvalidArgument, match="unknown grid 'clip'"):
+        resolve_grid({"grid": "clip"}, "linear_probe")
+
+
+def brute_force_interval(values_of_resample, n: int, seed: int, resamples: int = 2000):
+    """Percentile interval by a Python loop over the same resamples bobench draws (one chunk)."""
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    stats = np.array([values_of_resample(row) for row in idx])
+    return tuple(np.quantile(stats, [0.025, 0.975]))
+
+
+def test_test_metrics_carry_bootstrap_intervals_matching_a_brute_force_loop():
+    data = split_mixture(6, seed=4)
+    metrics = get_protocol("linear_probe").evaluate(ArrayContext(data, 6), {"grid": [0.1, 10.0]}, 3)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (
+        (l2_normalize(data[s][0]), data[s][1]) for s in ("train", "val", "test")
+    )
+    final = fit_logistic_grid(
+        np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), [metrics["chosen_C"]], tol=1e-4
+    )
+    scores = final.decision_scores(x_te)[0]
+    hit1 = scores.argmax(axis=1) == y_te
+    hit5 = (np.argsort(-scores, axis=1)[:, :5] == y_te[:, None]).any(axis=1)
+    pred = scores.argmax(axis=1)
+    n = len(y_te)
+    for name, stat in (
+        ("top1", lambda r: hit1[r].mean()),
+        ("top5", lambda r: hit5[r].mean()),
+        ("mean_per_class_recall", lambda r: balanced_accuracy_score(y_te[r], pred[r])),
+    ):
+        low, high = brute_force_interval(stat, n, seed=3)
+        assert metrics[f"{name}_ci_low"] == pytest.approx(low, abs=1e-9), name
+        assert metrics[f"{name}_ci_high"] == pytest.approx(high, abs=1e-9), name
+        assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"]
+    assert metrics["n_test"] == n

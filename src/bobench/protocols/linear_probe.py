@@ -2,6 +2,10 @@
 
 The regularisation strength is chosen on the "val" split from a log grid (ties go to the stronger
 penalty), the model is refit on train+val at that strength, and test is reported — never selected on.
+The default grid spans 1e-6..1e4 at three values a decade (wide enough that L2-normalised pretrained
+features do not pick its upper edge); `grid` may also name a preset of `GRIDS` ("dinov2": DINOv2's
+45 values over 1e-6..1e5) or list the C values. Test top1, top5 and mean per-class recall carry
+seeded bootstrap intervals over the test images (`<metric>_ci_low/_ci_high`, with `n_test`).
 
 The objective is exactly scikit-learn's `LogisticRegression(C=C)` (lbfgs). The whole grid is fitted in
 one vectorised pass by `bobench.protocols.logistic.fit_logistic_grid` (re-exported here with
@@ -18,6 +22,8 @@ import torch
 
 from bobench.errors import InvalidArgument
 from bobench.protocols.base import Protocol, RunContext, register_protocol
+from bobench.protocols.bootstrap import ci_fields
+from bobench.protocols.classification_ci import accuracy_ci_fields, mean_per_class_recall_ci, topk_hits
 from bobench.protocols.logistic import LogisticGridFit, fit_logistic_grid
 from bobench.protocols.metrics import (
     check_features,
@@ -29,6 +35,7 @@ from bobench.protocols.metrics import (
 
 __all__ = [
     "DEFAULT_GRID",
+    "GRIDS",
     "LogisticGridFit",
     "classification_metrics",
     "evaluate",
@@ -42,7 +49,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-6, 2, 24))
+DEFAULT_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-6, 4, 31))
+GRIDS: dict[str, tuple[float, ...]] = {
+    "default": DEFAULT_GRID,
+    "dinov2": tuple(float(c) for c in np.logspace(-6, 5, 45)),  # DINOv2 eval/log_regression.py
+}
 
 
 def select_C(Cs: np.ndarray, val_accuracy: np.ndarray, val_loss: np.ndarray | None = None) -> int:
@@ -86,26 +97,45 @@ def sweep_and_select(
 
 
 def classification_metrics(
-    fit: LogisticGridFit, g: int, x: np.ndarray, y: np.ndarray
+    fit: LogisticGridFit, g: int, x: np.ndarray, y: np.ndarray, *, ci_seed: int | None = None
 ) -> dict[str, float | None]:
-    """top1, top5 (None with fewer than 5 classes) and mean per-class recall of grid entry `g` on (x, y)."""
+    """top1, top5 (None with fewer than 5 classes) and mean per-class recall of grid entry `g` on (x, y).
+
+    With `ci_seed`, each also gets its bootstrap interval over the items (`<metric>_ci_low/_ci_high`).
+    """
     scores = fit.decision_scores(x)[g]
     column = {int(c): i for i, c in enumerate(fit.classes)}
     y_col = np.array([column.get(int(label), -1) for label in y])  # -1: a class never seen in training
-    return {
+    predicted = fit.classes[scores.argmax(axis=1)]
+    metrics: dict[str, float | None] = {
         "top1": topk_accuracy(scores, y_col, 1),
         "top5": topk_accuracy(scores, y_col, 5),
-        "mean_per_class_recall": mean_per_class_recall(y, fit.classes[scores.argmax(axis=1)]),
+        "mean_per_class_recall": mean_per_class_recall(y, predicted),
     }
+    if ci_seed is not None:
+        metrics.update(accuracy_ci_fields("top1", topk_hits(scores, y_col, 1), seed=ci_seed))
+        metrics.update(accuracy_ci_fields("top5", topk_hits(scores, y_col, 5), seed=ci_seed))
+        metrics.update(
+            ci_fields("mean_per_class_recall", mean_per_class_recall_ci(y, predicted, seed=ci_seed))
+        )
+    return metrics
 
 
 def resolve_grid(config: dict[str, Any], where: str) -> np.ndarray:
-    """The C grid of a protocol config (`grid`: list of C, or None for DEFAULT_GRID)."""
+    """The C grid of a protocol config (`grid`: a list of C, a name in GRIDS, or None for DEFAULT_GRID)."""
     grid = config.get("grid")
     if grid is None:
         return np.asarray(DEFAULT_GRID)
+    if isinstance(grid, str):
+        if grid not in GRIDS:
+            raise InvalidArgument(
+                f"{where}: unknown grid {grid!r}; known: {sorted(GRIDS)} or a list of C values"
+            )
+        return np.asarray(GRIDS[grid])
     if not isinstance(grid, list | tuple) or not grid:
-        raise InvalidArgument(f"{where}: 'grid' must be a non-empty list of C values or null, got {grid!r}")
+        raise InvalidArgument(
+            f"{where}: 'grid' must be a non-empty list of C values, a preset name or null, got {grid!r}"
+        )
     return np.asarray([positive_float(c, f"{where}: grid value") for c in grid])
 
 
@@ -118,7 +148,8 @@ def solver_options(config: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Select C on val, refit on train+val, report test. The fit is deterministic; `seed` is unused."""
+    """Select C on val, refit on train+val, report test. The fit is deterministic; `seed` seeds only the
+    bootstrap intervals."""
     config = PROTOCOL.resolve_config(config)
     grid, options = resolve_grid(config, "linear_probe"), solver_options(config, "linear_probe")
     splits = {}
@@ -137,7 +168,7 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
     final = fit_logistic_grid(
         np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), [chosen_C], **options
     )
-    metrics: dict[str, Any] = classification_metrics(final, 0, x_te, y_te)
+    metrics: dict[str, Any] = classification_metrics(final, 0, x_te, y_te, ci_seed=seed)
     ctx.progress(2, 2, "linear probe: done")
     metrics.update(
         val_top1=float(val_accuracy[chosen]),
@@ -154,12 +185,14 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
 PROTOCOL = register_protocol(
     Protocol(
         name="linear_probe",
-        version="1",
+        version="2",
         task="classification",
         evaluate=evaluate,
+        seeded=False,  # deterministic: once per split seed
         defaults={"grid": None, "max_iter": 1000, "tol": 1e-4},
         primary_metric="top1",
         higher_is_better={"top1": True, "top5": True, "mean_per_class_recall": True, "val_top1": True},
-        description="L2-regularised logistic regression on frozen L2-normalised features; C chosen on val.",
+        description="L2-regularised logistic regression on frozen L2-normalised features; C chosen on val "
+        "(1e-6..1e4 by default); bootstrap CIs over test images.",
     )
 )
