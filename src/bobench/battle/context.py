@@ -12,7 +12,7 @@ import numpy as np
 from bobench.backbones.spec import BackboneSpec
 from bobench.data.base import Dataset
 from bobench.embed.base import Embedder
-from bobench.embed.cache import FeatureCache, FeatureKey
+from bobench.embed.cache import FeatureCache, feature_key
 from bobench.embed.preprocess import resize_crop
 from bobench.errors import InvalidArgument
 
@@ -25,6 +25,8 @@ class LocalContext:
     """Serves features from the cache, computing (and caching) missing ones with a lazily built embedder.
 
     The embedder factory is only called on a cache miss, so a fully cached re-run never loads a model.
+    `precision` is the precision the run's embedder computes in (part of the feature key, known
+    before the embedder is built); an embedder that reports another one is refused (InvalidArgument).
     """
 
     def __init__(
@@ -38,8 +40,10 @@ class LocalContext:
         module_factory: Callable[[], Any] | None = None,
         progress: ProgressFn | None = None,
         settings: Any = None,
+        precision: str = "fp32",
     ) -> None:
         self.spec = spec
+        self.precision = precision
         self.dataset = dataset
         self.cache = cache
         self.settings = settings
@@ -76,7 +80,7 @@ class LocalContext:
         indices = ds.split(split)
         if len(indices) == 0:
             raise InvalidArgument(f"dataset {ds.name!r}: split {split!r} is empty")
-        key = FeatureKey(self.spec.digest(), ds.fingerprint, split, variant or "")
+        key = feature_key(self.spec.digest(), ds.fingerprint, split, variant, precision=self.precision)
         cached = self.cache.get_with_meta(key)
         if cached is not None:
             self.feature_runtimes.add(str(cached[2].get("runtime", "unknown")))
@@ -93,6 +97,12 @@ class LocalContext:
 
     def _compute(self, ds: Dataset, indices: np.ndarray, variant: str | None, label: str) -> np.ndarray:
         embedder = self.embedder()
+        computed_in = self.runtime_info.get("precision", "fp32")
+        if computed_in != self.precision:
+            raise InvalidArgument(
+                f"{self.spec.name!r}: the embedder computes in precision {computed_in}, but this run's "
+                f"features are keyed as {self.precision}"
+            )
         chunk = max(1, embedder.batch_size)
         out: list[np.ndarray] = []
         total = len(indices)

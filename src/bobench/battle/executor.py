@@ -145,6 +145,7 @@ class LocalExecutor(Executor):
 
     def execute(self, plan: RunPlan, progress: ProgressFn | None = None) -> RunRecord:
         from bobench.backbones import get_spec
+        from bobench.export.tensorrt import precision_of_variant
         from bobench.protocols import get_protocol
 
         record = plan.new_record()
@@ -157,6 +158,7 @@ class LocalExecutor(Executor):
             spec = get_spec(plan.backbone)
             record.backbone_info = backbone_info(spec)
             variant = plan.embedder_variant
+            runtime_info["precision"] = precision_of_variant(variant)  # also when every feature is cached
             ctx = LocalContext(
                 spec,
                 self.dataset(plan.dataset_ref),
@@ -166,6 +168,7 @@ class LocalExecutor(Executor):
                 module_factory=lambda: self.module(spec),
                 progress=progress,
                 settings=self.settings,
+                precision=precision_of_variant(variant),
             )
             self.executions += 1
             metrics = get_protocol(plan.protocol).evaluate(ctx, plan.config, plan.seed)

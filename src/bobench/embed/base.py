@@ -15,6 +15,7 @@ from bobench.backbones.spec import BackboneSpec
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "features"
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # what `Embedder.precision` may say; part of the feature key
 
 
 class Embedder(abc.ABC):
@@ -22,7 +23,7 @@ class Embedder(abc.ABC):
 
     runtime: str = "unknown"  # "torch" | "onnxruntime" | "triton"
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: str = "fp32"  # the arithmetic the network runs in (one of PRECISIONS), as recorded
 
     def __init__(self, spec: BackboneSpec, batch_size: int = 32) -> None:
         self.spec = spec

@@ -1,4 +1,5 @@
-"""On-disk feature cache keyed by (backbone digest, preprocessing, dataset fingerprint, split, variant).
+"""On-disk feature cache keyed by (backbone digest, preprocessing, dataset fingerprint, split, variant,
+precision). Keys are made by `feature_key` only, so every caller keys the same way.
 
 Every protocol reads features through it, so a re-run battle performs zero forward passes. Entries are
 written atomically (temp file + rename): a crash never leaves a half-written entry that looks valid.
@@ -30,6 +31,25 @@ class FeatureKey:
     def hexdigest(self) -> str:
         blob = json.dumps(self.__dict__, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def feature_key(
+    backbone_digest: str,
+    dataset_fingerprint: str,
+    split: str,
+    variant: str | None = None,
+    *,
+    precision: str = "fp32",
+) -> FeatureKey:
+    """The cache key of one split's features. `precision` is the embedder's (fp16 and fp32 features
+    never share an entry). Raises InvalidArgument for a precision outside `embed.base.PRECISIONS`.
+    """
+    from bobench.embed.base import PRECISIONS
+    from bobench.errors import InvalidArgument
+
+    if precision not in PRECISIONS:
+        raise InvalidArgument(f"feature key: precision {precision!r} is not one of {list(PRECISIONS)}")
+    return FeatureKey(backbone_digest, dataset_fingerprint, split, variant or "", precision)
 
 
 class FeatureCache:

@@ -60,6 +60,7 @@ class TritonEmbedder(Embedder):
     ) -> None:
         import tritonclient.grpc as grpcclient
 
+        from bobench.export.tensorrt import precision_of_variant
         from bobench.export.triton_repo import SPEC_PARAMETER, served_model_name
 
         if input_dtype not in _TRITON_DTYPES:
@@ -79,6 +80,7 @@ class TritonEmbedder(Embedder):
         spec = backbone if isinstance(backbone, BackboneSpec) else None
         self.model_name = model_name or served_model_name(spec or str(backbone), embedder_variant)
         self.embedder_variant = embedder_variant
+        self.precision = precision_of_variant(embedder_variant)  # a TensorRT fp16 model computes in fp16
         self.where = f"Triton model {self.model_name!r} at {url}"
         config = self._call(
             lambda: self.client.get_model_config(self.model_name, client_timeout=timeout_s)

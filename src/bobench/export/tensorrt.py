@@ -18,6 +18,24 @@ from bobench.errors import FailedPrecondition, InvalidArgument, NotFound
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "fp32")
+_TRT_VARIANT_PREFIX = "trt-"
+
+
+def precision_of_variant(embedder_variant: str) -> str:
+    """The precision features of an `embedder_variant` are computed in: "fp32" for "onnx" (ONNX
+    Runtime, torch and Triton's ONNX model all run fp32), the engine's for "trt-fp16"/"trt-fp32"
+    (`bob publish` builds the engine at that precision). Recorded with the run and part of the
+    feature-cache key. Raises InvalidArgument for any other variant.
+    """
+    if embedder_variant == "onnx":
+        return "fp32"
+    precision = embedder_variant.removeprefix(_TRT_VARIANT_PREFIX)
+    if embedder_variant.startswith(_TRT_VARIANT_PREFIX) and precision in PRECISIONS:
+        return precision
+    raise InvalidArgument(
+        f"embedder_variant {embedder_variant!r} has no known precision (onnx, "
+        f"{', '.join(_TRT_VARIANT_PREFIX + p for p in PRECISIONS)})"
+    )
 
 
 def tensorrt_available() -> tuple[bool, str]:
