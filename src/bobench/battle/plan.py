@@ -5,6 +5,11 @@ split seed, protocol name + version + resolved config, seed): same key -> same r
 keys are never run twice. Runs that embed (`embeds(protocol)`) under a non-default `embedder_variant`
 (a TensorRT plan) also hash the variant: fp16 changes the numbers. The default "onnx" is left out of
 the hash, so keys planned before the variant existed are unchanged.
+
+A protocol registered with `seeded=False` (deterministic: kNN, linear probe, retrieval, latency) is
+planned once per split seed, i.e. once per dataset entry (the split seed is part of the dataset
+fingerprint), with the battle's first seed; its key hashes `seeded: false`, so adding battle seeds
+never re-runs it, and its record says `seeded: false`.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class RunPlan:
     battle: str | None = None
     error: str | None = None
     embedder_variant: str = "onnx"  # the published Triton model this run embeds with
+    seeded: bool = True  # False: a deterministic protocol, planned once per split seed
 
     def new_record(self) -> RunRecord:
         return RunRecord(
@@ -57,6 +63,7 @@ class RunPlan:
             higher_is_better=dict(self.higher_is_better),
             dataset_fingerprint=self.dataset_fingerprint,
             battle=self.battle,
+            seeded=self.seeded,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,6 +90,7 @@ def run_key(
     config: dict,
     seed: int,
     embedder_variant: str = "onnx",
+    seeded: bool = True,
 ) -> str:
     doc = {
         "backbone": backbone_identity,
@@ -94,6 +102,8 @@ def run_key(
     }
     if embedder_variant != "onnx":
         doc["embedder_variant"] = embedder_variant
+    if not seeded:
+        doc["seeded"] = False
     blob = json.dumps(
         doc,
         sort_keys=True,
@@ -167,7 +177,7 @@ def plan_battle(
                 if pentry.backbones is not None and bname not in pentry.backbones:
                     continue
                 variant = spec.embedder_variant if embeds(proto) else "onnx"
-                for seed in spec.seeds:
+                for seed in spec.seeds if proto.seeded else spec.seeds[:1]:
                     key = run_key(
                         identity,
                         fingerprint or entry.ref_json(),
@@ -176,6 +186,7 @@ def plan_battle(
                         config,
                         seed,
                         variant,
+                        seeded=proto.seeded,
                     )
                     plans.append(
                         RunPlan(
@@ -194,6 +205,7 @@ def plan_battle(
                             battle=battle_id,
                             error=error,
                             embedder_variant=variant,
+                            seeded=proto.seeded,
                         )
                     )
     log.info(
@@ -204,4 +216,7 @@ def plan_battle(
         len(spec.protocols),
         len(spec.seeds),
     )
+    unseeded = sorted({proto.name for _, proto in protocols if not proto.seeded})
+    if unseeded and len(spec.seeds) > 1:
+        log.info("deterministic protocols %s run once per split seed (dataset), not per seed", unseeded)
     return plans

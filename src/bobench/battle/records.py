@@ -42,6 +42,7 @@ class RunRecord:
     duration_s: float | None = None
     error: str | None = None
     battle: str | None = None
+    seeded: bool = True  # False: a deterministic protocol, run once per split seed; not a seed to average
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, default=_json_default)

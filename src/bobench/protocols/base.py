@@ -59,7 +59,10 @@ class Protocol:
     """A registered evaluation protocol.
 
     `primary_metric` ranks backbones within a setting; `higher_is_better` covers every metric the
-    protocol may return (a metric not listed is descriptive and is not ranked).
+    protocol may return (a metric not listed is descriptive and is not ranked). `seeded` says whether
+    the run seed changes the result: an unseeded (deterministic) protocol runs once per split seed
+    (dataset), not once per battle seed, and its records say `seeded: false` so analysis never counts
+    its runs as seeds. The safe default is seeded.
     """
 
     name: str
@@ -71,6 +74,7 @@ class Protocol:
     higher_is_better: dict[str, bool] = field(default_factory=dict)
     description: str = ""
     needs_features: bool = True
+    seeded: bool = True
 
     def resolve_config(self, config: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with `config`; an unknown key is an InvalidArgument naming it."""

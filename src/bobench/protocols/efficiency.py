@@ -255,6 +255,7 @@ PROTOCOL = register_protocol(
         version="1",
         task="efficiency",
         evaluate=evaluate,
+        seeded=False,  # deterministic: once per split seed
         defaults={"batch_sizes": [1, 8, 32], "warmup_steps": 3, "timed_steps": 10, "flops": True},
         primary_metric="latency_ms_p50_b1",
         higher_is_better={

@@ -140,6 +140,7 @@ PROTOCOL = register_protocol(
         version="2",
         task="classification",
         evaluate=evaluate,
+        seeded=False,  # deterministic: once per split seed
         defaults={
             "ks": [10, 20],
             "temperature": 0.07,

@@ -235,6 +235,7 @@ PROTOCOL = register_protocol(
         version="1",
         task="ood",
         evaluate=evaluate,
+        seeded=False,  # deterministic: once per split seed
         defaults={
             "corruptions": list(DEFAULT_CORRUPTIONS),
             "severities": [3],

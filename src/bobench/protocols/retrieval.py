@@ -192,6 +192,7 @@ PROTOCOL = register_protocol(
         version="1",
         task="retrieval",
         evaluate=evaluate,
+        seeded=False,  # deterministic: once per split seed
         defaults={
             "ks": list(DEFAULT_KS),
             "query_split": "query",

@@ -324,6 +324,7 @@ PROTOCOL = register_protocol(
         version="2",
         task="serving",
         evaluate=evaluate,
+        seeded=False,  # deterministic: once per split seed
         defaults={
             "url": None,
             "model": None,
