@@ -112,3 +112,36 @@ def test_ranked_top1_is_at_the_largest_k_so_custom_ks_still_rank():
     metrics = protocol.evaluate(ctx, {"ks": [3, 5]}, 0)
     assert protocol.primary_metric == "top1" and protocol.higher_is_better["top1"] is True
     assert metrics["top1"] == metrics["top1_k5"] and metrics["top1_at_k"] == 5
+
+
+def brute_force_top1_hits(bank_x, bank_y, query_x, query_y, k, temperature, n_classes) -> np.ndarray:
+    """Per-query top-1 correctness by the brute-force reference (one query at a time)."""
+    return np.array(
+        [
+            brute_force_knn(
+                bank_x, bank_y, query_x[i : i + 1], query_y[i : i + 1], k, temperature, n_classes
+            )[0]
+            for i in range(len(query_y))
+        ]
+    )
+
+
+def test_top1_at_each_k_carries_a_seeded_bootstrap_interval_over_queries():
+    x_b, y_b, x_q, y_q = random_problem(5, n_bank=120, n_query=60)
+    ctx = ArrayContext({"train": (x_b[:80], y_b[:80]), "val": (x_b[80:], y_b[80:]), "test": (x_q, y_q)}, 7)
+    metrics = get_protocol("knn").evaluate(ctx, {"ks": [1, 10, 500]}, 9)
+    resamples = np.random.default_rng(9).integers(0, 60, size=(2000, 60))  # what the bootstrap draws
+    for k in (1, 10):
+        hits = brute_force_top1_hits(x_b, y_b, x_q, y_q, k, 0.07, 7)
+        low, high = np.quantile(np.array([hits[r].mean() for r in resamples]), [0.025, 0.975])
+        assert metrics[f"top1_k{k}_ci_low"] == pytest.approx(low, abs=1e-12)
+        assert metrics[f"top1_k{k}_ci_high"] == pytest.approx(high, abs=1e-12)
+        assert low <= metrics[f"top1_k{k}"] <= high
+    assert metrics["top1_k500_ci_low"] is None and metrics["top1_k500_ci_high"] is None  # k > bank
+    assert metrics["n_test"] == 60
+    assert get_protocol("knn").version == "3"
+    ranked = get_protocol("knn").evaluate(ctx, {"ks": [1, 10]}, 9)
+    assert (ranked["top1_ci_low"], ranked["top1_ci_high"]) == (
+        ranked["top1_k10_ci_low"],
+        ranked["top1_k10_ci_high"],
+    )

@@ -6,6 +6,9 @@ sum of exp(similarity / T) over the neighbours of that class. Classes are ranked
 the lower class index; a class without any neighbour vote never counts as a hit, so "top5" cannot be
 won by a zero-score tie.
 
+Top-1 at every k carries a seeded bootstrap interval over the test queries (`top1_k{k}_ci_low/_ci_high`,
+and `top1_ci_low/_ci_high` for the ranked figure), with `n_test`.
+
 Similarities are computed block by block (queries × bank), keeping only a running top-k, so memory
 is bounded by the block sizes and not by the bank size.
 """
@@ -20,6 +23,7 @@ import torch
 
 from bobench.errors import InvalidArgument
 from bobench.protocols.base import Protocol, RunContext, register_protocol
+from bobench.protocols.classification_ci import accuracy_ci_fields
 from bobench.protocols.metrics import check_features, l2_normalize, n_classes, positive_float, positive_ints
 
 log = logging.getLogger(__name__)
@@ -79,10 +83,13 @@ def knn_metrics(
     ks: list[int],
     temperature: float,
     num_classes: int,
+    *,
+    ci_seed: int | None = None,
 ) -> dict[str, float | None]:
     """`top1_k{k}` and `top5_k{k}` (None with fewer than 5 classes) for every k; features as given.
 
-    A k larger than the bank gives None for that k.
+    A k larger than the bank gives None for that k. With `ci_seed`, top1_k{k} gets its bootstrap
+    interval over the queries (`top1_k{k}_ci_low/_ci_high`, None where the figure is None).
     """
     usable = [k for k in ks if k <= bank_x.shape[0]]
     metrics: dict[str, float | None] = {}
@@ -94,15 +101,21 @@ def knn_metrics(
             log.warning("kNN: k=%d exceeds the bank of %d items; top1_k%d is null", k, bank_x.shape[0], k)
             metrics[f"top1_k{k}"] = None
             metrics[f"top5_k{k}"] = None
+            if ci_seed is not None:
+                metrics.update(accuracy_ci_fields(f"top1_k{k}", None, seed=ci_seed))
             continue
         scores = knn_class_scores(sims, labels, k, temperature, num_classes)
-        metrics[f"top1_k{k}"] = float(knn_topk_hits(scores, query_y, 1).mean())
+        hits = knn_topk_hits(scores, query_y, 1)
+        metrics[f"top1_k{k}"] = float(hits.mean())
+        if ci_seed is not None:
+            metrics.update(accuracy_ci_fields(f"top1_k{k}", hits, seed=ci_seed))
         metrics[f"top5_k{k}"] = float(knn_topk_hits(scores, query_y, 5).mean()) if num_classes >= 5 else None
     return metrics
 
 
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
-    """kNN accuracy of the test split against the bank splits. Deterministic; `seed` is unused."""
+    """kNN accuracy of the test split against the bank splits. Deterministic; `seed` seeds only the
+    bootstrap intervals."""
     config = PROTOCOL.resolve_config(config)
     ks = positive_ints(config["ks"], "knn: 'ks'")
     temperature = positive_float(config["temperature"], "knn: 'temperature'")
@@ -125,11 +138,13 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
     num_classes = n_classes(ctx, bank_y, query_y)
     ctx.progress(0, 1, f"kNN: {len(query_y)} queries against {len(bank_y)} items")
     metrics: dict[str, Any] = knn_metrics(
-        bank_x, bank_y, l2_normalize(query_x), query_y, ks, temperature, num_classes
+        bank_x, bank_y, l2_normalize(query_x), query_y, ks, temperature, num_classes, ci_seed=seed
     )
     ctx.progress(1, 1, "kNN: done")
     # the ranked figure: top-1 at the largest k asked for (top1_k20 with the default ks)
-    metrics.update(top1=metrics[f"top1_k{max(ks)}"], top1_at_k=max(ks), n_bank=int(len(bank_y)),
+    top_k = max(ks)
+    metrics.update(top1=metrics[f"top1_k{top_k}"], top1_at_k=top_k, n_bank=int(len(bank_y)),
+                   top1_ci_low=metrics[f"top1_k{top_k}_ci_low"], top1_ci_high=metrics[f"top1_k{top_k}_ci_high"],
                    n_test=int(len(query_y)))  # fmt: skip
     return metrics
 
@@ -137,7 +152,7 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
 PROTOCOL = register_protocol(
     Protocol(
         name="knn",
-        version="2",
+        version="3",
         task="classification",
         evaluate=evaluate,
         seeded=False,  # deterministic: once per split seed
