@@ -2,17 +2,26 @@
 
 The rules (they are also printed in the report):
 
-- A setting is (task, dataset, protocol, metric) where metric is the run's `primary_metric`. Only
-  finished runs of non-cost tasks count; a run whose primary metric is missing or not a finite number
-  is skipped with a warning. Cost tasks ("efficiency", "serving") are never ranked; they feed the
+- A setting is (task, dataset, protocol, metric) where metric is the run's `primary_metric`, made
+  exact by the protocol version, a digest of the resolved protocol config and the dataset
+  fingerprint: runs that differ in any of these are never averaged together. When one (task, dataset,
+  protocol, metric) has several such variants (two kNN configs, protocol versions 1 and 2, a dataset
+  edited in place), each is its own setting, labelled with what differs. An external score (which
+  carries no version, config or fingerprint) joins the measured setting of the same name when there
+  is exactly one such variant. Only finished runs of non-cost tasks count; a run whose primary
+  metric is missing or not a finite number is skipped with a warning. Cost tasks ("efficiency", "serving") are never ranked; they feed the
   latency/params columns (`bobench.analysis.costs`).
 - Seeds are averaged first: one value per (setting, backbone).
 - Each backbone's value is z-scored across the backbones evaluated in that setting, with the
-  population standard deviation. A setting whose values are all equal (std <= 1e-12 x max(1, |mean|))
+  population standard deviation (ddof = 0). This is this project's choice: the BoB paper does not
+  say which standard deviation it uses. A setting whose values are all equal (std <= 1e-12 x max(1, |mean|))
   gives z = 0 to every backbone. A setting with a single backbone (e.g. fine-tuning only one small
   backbone) compares nothing: it is reported but left out of task and overall scores and coverage,
   so it neither lifts nor drags that backbone towards 0.
 - The sign is flipped when lower is better, so a higher z is always better.
+- Tasks come from the task map: "records" (default) uses each run's own task (linear probe and kNN
+  are "classification", fine-tuning is "finetune"); "bob" follows Battle of the Backbones, where
+  fine-tuning and linear probing are both classification settings. The report names the map used.
 - A backbone's task score is the mean of its z over the settings of that task it has; its overall
   score is the mean of its task scores (every task weighs the same, however many settings it has).
 - Missing data: a backbone is averaged over the settings it has. Its coverage is
@@ -22,6 +31,9 @@ The rules (they are also printed in the report):
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import math
 from collections import defaultdict
@@ -37,21 +49,52 @@ from bobench.errors import InvalidArgument
 log = logging.getLogger(__name__)
 
 COST_TASKS = frozenset({"efficiency", "serving"})
+ITEM_COUNT_KEYS = ("n_test", "n_queries")  # the metric fields that say how many items a value is over
+# task map name -> {protocol name: task}; protocols not listed keep the task their records carry
+TASK_MAPS: dict[str, dict[str, str]] = {
+    "records": {},
+    "bob": {"linear_probe": "classification", "finetune": "classification", "knn": "classification"},
+}
+DEFAULT_TASK_MAP = "records"
 _FLAT_STD_REL = 1e-12
 _TIE_DECIMALS = 12
 
 
 @dataclass(frozen=True, order=True)
 class SettingKey:
-    """(task, dataset, protocol, metric): the unit that z-scores are computed over."""
+    """(task, dataset, protocol, metric) + (protocol version, config digest, dataset fingerprint).
+
+    The unit that z-scores are computed over. The last three are "" where unknown (external rows).
+    """
 
     task: str
     dataset: str
     protocol: str
     metric: str
+    protocol_version: str = ""
+    config_digest: str = ""
+    dataset_fingerprint: str = ""
+
+    @property
+    def base(self) -> SettingKey:
+        """The key without version, config and fingerprint (what older analyses called a setting)."""
+        return SettingKey(self.task, self.dataset, self.protocol, self.metric)
 
     def label(self) -> str:
         return f"{self.task}/{self.dataset}/{self.protocol}:{self.metric}"
+
+    def variant(self) -> str:
+        """ "v<version> cfg <digest> data <fingerprint[:8]>" (parts that are known)."""
+        parts = [f"v{self.protocol_version}" if self.protocol_version else ""]
+        parts.append(f"cfg {self.config_digest}" if self.config_digest else "")
+        parts.append(f"data {self.dataset_fingerprint[:8]}" if self.dataset_fingerprint else "")
+        return " ".join(p for p in parts if p)
+
+
+def config_digest(config: Mapping[str, object]) -> str:
+    """First 8 hex digits of the sha256 of the resolved config as sorted JSON."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
@@ -64,6 +107,8 @@ class Observation:
     higher_is_better: bool
     source: str  # "run <run_key>" or "<file> row <n>"
     external: bool = False
+    ci: tuple[float, float] | None = None  # the record's <metric>_ci_low/_ci_high, when it has them
+    n_items: int | None = None  # test items the value is over (n_test, n_queries), when recorded
 
 
 @dataclass(frozen=True)
@@ -75,6 +120,9 @@ class BackboneValue:
     n_seeds: int
     z: float
     external: bool
+    seed_values: tuple[float, ...] = ()
+    ci: tuple[float, float] | None = None  # mean over seeds of the per-run interval bounds
+    n_items: int | None = None  # test items per run (the smallest over seeds)
 
 
 @dataclass(frozen=True)
@@ -84,10 +132,24 @@ class Setting:
     key: SettingKey
     higher_is_better: bool
     values: dict[str, BackboneValue]
+    variant_label: str = ""  # set when another setting shares this one's (task, dataset, protocol, metric)
+
+    def label(self) -> str:
+        return self.key.label() + (f" [{self.variant_label}]" if self.variant_label else "")
 
 
-def observations_from_records(records: Iterable[RunRecord]) -> list[Observation]:
+def task_of(protocol: str, recorded_task: str, task_map: str = DEFAULT_TASK_MAP) -> str:
+    """The task a run counts under in `task_map`. Raises InvalidArgument for an unknown map."""
+    if task_map not in TASK_MAPS:
+        raise InvalidArgument(f"unknown task map {task_map!r}; choose one of {sorted(TASK_MAPS)}")
+    return TASK_MAPS[task_map].get(protocol, recorded_task)
+
+
+def observations_from_records(
+    records: Iterable[RunRecord], task_map: str = DEFAULT_TASK_MAP
+) -> list[Observation]:
     """The ranked observations in `records`: finished runs of non-cost tasks with a usable primary metric."""
+    task_of("", "", task_map)
     out = []
     for rec in records:
         if not rec.finished or rec.task in COST_TASKS:
@@ -103,21 +165,57 @@ def observations_from_records(records: Iterable[RunRecord]) -> list[Observation]
             continue
         if metric not in rec.higher_is_better:
             raise InvalidArgument(f"{where}: higher_is_better has no entry for primary metric {metric!r}")
-        key = SettingKey(rec.task, rec.dataset, rec.protocol, metric)
+        key = SettingKey(
+            task_of(rec.protocol, rec.task, task_map),
+            rec.dataset,
+            rec.protocol,
+            metric,
+            str(rec.protocol_version or ""),
+            config_digest(rec.config or {}),
+            rec.dataset_fingerprint or "",
+        )
+        hib = bool(rec.higher_is_better[metric])
         out.append(
             Observation(
-                rec.backbone, key, float(value), bool(rec.higher_is_better[metric]), f"run {rec.run_key}"
+                rec.backbone,
+                key,
+                float(value),
+                hib,
+                f"run {rec.run_key}",
+                ci=_ci(rec.metrics, metric),
+                n_items=_n_items(rec.metrics),
             )
         )
     return out
 
 
-def observations_from_external(rows: Iterable[ExternalScore]) -> list[Observation]:
+def _ci(metrics: Mapping[str, object], metric: str) -> tuple[float, float] | None:
+    """The record's interval for `metric`, or None when it has none (older records) or a broken one."""
+    low, high = metrics.get(f"{metric}_ci_low"), metrics.get(f"{metric}_ci_high")
+    if not (_finite(low) and _finite(high)) or low > high:  # type: ignore[operator]
+        return None
+    return float(low), float(high)  # type: ignore[arg-type]
+
+
+def _n_items(metrics: Mapping[str, object]) -> int | None:
+    for key in ITEM_COUNT_KEYS:
+        if _finite(metrics.get(key)):
+            return int(metrics[key])  # type: ignore[call-overload]
+    return None
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def observations_from_external(
+    rows: Iterable[ExternalScore], task_map: str = DEFAULT_TASK_MAP
+) -> list[Observation]:
     """The ranked observations among external rows (cost-task rows are left to the costs module)."""
     return [
         Observation(
             r.backbone,
-            SettingKey(r.task, r.dataset, r.protocol, r.metric),
+            SettingKey(task_of(r.protocol, r.task, task_map), r.dataset, r.protocol, r.metric),
             r.value,
             r.higher_is_better,
             r.source,
@@ -134,6 +232,7 @@ def build_settings(observations: Iterable[Observation]) -> list[Setting]:
     Raises InvalidArgument when observations of one setting disagree on the metric's direction, or
     when an external row names a backbone that was also measured in the same setting (rename one).
     """
+    observations = _attach_external(list(observations))
     grouped: dict[SettingKey, dict[str, list[Observation]]] = defaultdict(lambda: defaultdict(list))
     direction: dict[SettingKey, Observation] = {}
     for obs in observations:
@@ -144,32 +243,66 @@ def build_settings(observations: Iterable[Observation]) -> list[Setting]:
                 f"but {first.source} says {first.higher_is_better}"
             )
         grouped[obs.setting][obs.backbone].append(obs)
+    variants: dict[SettingKey, int] = defaultdict(int)
+    for key in grouped:
+        variants[key.base] += 1
     settings = []
     for key in sorted(grouped):
-        per_backbone = grouped[key]
-        means: dict[str, float] = {}
-        for backbone, group in per_backbone.items():
-            if len({o.external for o in group}) > 1:
-                ext = next(o for o in group if o.external)
-                raise InvalidArgument(
-                    f"{ext.source}: backbone {backbone!r} is also measured in setting {key.label()}; "
-                    "give the external backbone a distinct name"
-                )
-            means[backbone] = float(np.mean([o.value for o in group]))
         hib = direction[key].higher_is_better
-        z = zscores(means, hib)
-        values = {
-            b: BackboneValue(
-                mean=means[b],
-                std=float(np.std([o.value for o in g], ddof=1)) if len(g) > 1 else None,
-                n_seeds=len(g),
-                z=z[b],
-                external=g[0].external,
-            )
-            for b, g in sorted(per_backbone.items())
-        }
-        settings.append(Setting(key, hib, values))
+        label = key.variant() if variants[key.base] > 1 else ""
+        settings.append(Setting(key, hib, _values(key, grouped[key], hib), label))
     return settings
+
+
+def _attach_external(observations: list[Observation]) -> list[Observation]:
+    """External observations moved into the one measured variant of their setting, if there is one."""
+    measured: dict[SettingKey, set[SettingKey]] = defaultdict(set)
+    for o in observations:
+        if not o.external:
+            measured[o.setting.base].add(o.setting)
+    out = []
+    for o in observations:
+        candidates = measured.get(o.setting, set()) if o.external else set()
+        if len(candidates) == 1:
+            o = dataclasses.replace(o, setting=next(iter(candidates)))
+        out.append(o)
+    return out
+
+
+def _values(
+    key: SettingKey, per_backbone: dict[str, list[Observation]], hib: bool
+) -> dict[str, BackboneValue]:
+    means: dict[str, float] = {}
+    for backbone, group in per_backbone.items():
+        if len({o.external for o in group}) > 1:
+            ext = next(o for o in group if o.external)
+            raise InvalidArgument(
+                f"{ext.source}: backbone {backbone!r} is also measured in setting {key.label()}; "
+                "give the external backbone a distinct name"
+            )
+        means[backbone] = float(np.mean([o.value for o in group]))
+    z = zscores(means, hib)
+    return {
+        b: BackboneValue(
+            mean=means[b],
+            std=float(np.std([o.value for o in g], ddof=1)) if len(g) > 1 else None,
+            n_seeds=len(g),
+            z=z[b],
+            external=g[0].external,
+            seed_values=tuple(o.value for o in g),
+            ci=_mean_ci(g),
+            n_items=min((o.n_items for o in g if o.n_items is not None), default=None),
+        )
+        for b, g in sorted(per_backbone.items())
+    }
+
+
+def _mean_ci(group: list[Observation]) -> tuple[float, float] | None:
+    """Mean of the seeds' interval bounds; None unless every seed has an interval."""
+    cis = [o.ci for o in group]
+    if not cis or any(c is None for c in cis):
+        return None
+    return float(np.mean([c[0] for c in cis])), float(np.mean([c[1] for c in cis]))  # type: ignore[index]
 
 
 def zscores(values: Mapping[str, float], higher_is_better: bool) -> dict[str, float]:
@@ -179,7 +312,7 @@ def zscores(values: Mapping[str, float], higher_is_better: bool) -> dict[str, fl
     if arr.size < 2:
         return dict.fromkeys(names, 0.0)
     mean = float(arr.mean())
-    std = float(arr.std())  # ddof=0: population std, as in the paper
+    std = float(arr.std())  # ddof=0: population std, this project's choice (see the module doc)
     if std <= _FLAT_STD_REL * max(1.0, abs(mean)):
         return dict.fromkeys(names, 0.0)
     sign = 1.0 if higher_is_better else -1.0

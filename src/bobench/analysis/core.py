@@ -8,7 +8,15 @@ leaderboards rank every backbone with data for the task and show its coverage wi
 
 Task correlation: Spearman rho between two tasks' scores over the backbones scored on both; None
 (NaN in plots) when fewer than 3 backbones are common or one side is constant, including on the
-diagonal.
+diagonal. With fewer than MIN_CORRELATION_BACKBONES common backbones a rho is too noisy to read
+(with 4 backbones, rho = 0.8 is one swapped pair away from 0.4): the heatmap is not drawn and the
+report flags the cells.
+
+Uncertainty: every overall and per-task entry carries `rank_low`/`rank_high` (its 95 % rank
+interval) and `tied_with` (backbones whose scores it cannot be told apart from at 95 %), from a
+seeded bootstrap of the whole aggregation (`bobench.analysis.uncertainty`).
+
+Recommendations leave out random-init baselines (pretraining_method "random") unless asked.
 """
 
 from __future__ import annotations
@@ -16,16 +24,19 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bobench.analysis import aggregate as agg
-from bobench.analysis.costs import COST_COLUMNS, BackboneCosts, collect_costs
+from bobench.analysis import uncertainty as unc
+from bobench.analysis.costs import COST_COLUMNS, BackboneCosts, CostBasis, collect_costs
 from bobench.analysis.external import ExternalScore
 from bobench.battle.records import STATUS_FAILED, RunRecord
 from bobench.errors import InvalidArgument
 
 DEFAULT_MIN_COVERAGE = 0.5
+MIN_CORRELATION_BACKBONES = 5
+RANDOM_INIT_METHODS = frozenset({"random"})
 PARETO_COSTS = ("latency_ms", "served_latency_ms", "params", "flops")
 
 
@@ -68,6 +79,17 @@ class Analysis:
     failed_runs: list[dict[str, Any]]
     run_counts: dict[str, int]
     min_coverage: float
+    cost_basis: dict[str, CostBasis] = field(default_factory=dict)
+    task_map: str = agg.DEFAULT_TASK_MAP
+    resamples: int = unc.DEFAULT_RESAMPLES
+
+    @property
+    def correlation_meaningful(self) -> bool:
+        """Whether some pair of tasks shares at least MIN_CORRELATION_BACKBONES backbones."""
+        n = self.task_correlation.n_common
+        return any(
+            n[i][j] >= MIN_CORRELATION_BACKBONES for i in range(len(n)) for j in range(len(n)) if i != j
+        )
 
     @property
     def tasks(self) -> list[str]:
@@ -115,6 +137,9 @@ class Analysis:
         return _clean(
             {
                 "min_coverage": self.min_coverage,
+                "task_map": self.task_map,
+                "rank_interval_resamples": self.resamples,
+                "cost_basis": {c: b.to_json() for c, b in self.cost_basis.items()},
                 "overall": self.overall,
                 "excluded": self.excluded,
                 "per_task": self.per_task,
@@ -136,18 +161,23 @@ def analyze(
     records: Iterable[RunRecord],
     external: Iterable[ExternalScore] = (),
     min_coverage: float = DEFAULT_MIN_COVERAGE,
+    task_map: str = agg.DEFAULT_TASK_MAP,
+    resamples: int = unc.DEFAULT_RESAMPLES,
+    seed: int = 0,
 ) -> Analysis:
     """Aggregate finished runs (plus external scores) into an Analysis; see the module doc for the rules.
 
-    Raises InvalidArgument for a `min_coverage` outside [0, 1] and for inconsistent inputs (a metric
-    direction that differs within a setting, an external backbone also measured in that setting).
+    `task_map` is a key of `aggregate.TASK_MAPS`; `resamples` and `seed` drive the rank-interval
+    bootstrap. Raises InvalidArgument for a `min_coverage` outside [0, 1], an unknown task map,
+    resamples < 2, and inconsistent inputs (a metric direction that differs within a setting, an
+    external backbone also measured in that setting).
     """
     if not 0.0 <= min_coverage <= 1.0:
         raise InvalidArgument(f"min_coverage must be in [0, 1], got {min_coverage}")
     records = list(records)
     external = list(external)
     settings = agg.build_settings(
-        agg.observations_from_records(records) + agg.observations_from_external(external)
+        agg.observations_from_records(records, task_map) + agg.observations_from_external(external, task_map)
     )
     per_task_scores = agg.task_scores(settings)
     overall_scores = agg.overall_scores(per_task_scores)
@@ -183,7 +213,9 @@ def analyze(
         per_task[task] = [
             entry(b, s, r, task_counts[b], task_total) for b, s, r in agg.competition_ranks(scores)
         ]
+    _add_uncertainty(settings, overall, per_task, resamples, seed)
     info = _backbone_info(records, external)
+    costs, basis = collect_costs(records, external, info)
     return Analysis(
         settings=settings,
         task_scores=per_task_scores,
@@ -193,13 +225,33 @@ def analyze(
         task_correlation=task_correlation(per_task_scores),
         by_method=_group_means(overall, info, "pretraining_method"),
         by_family=_group_means(overall, info, "family"),
-        costs=collect_costs(records, external, info),
+        costs=costs,
         backbone_info=info,
         environments=_environments(records),
         failed_runs=_failed(records),
         run_counts=_status_counts(records),
         min_coverage=min_coverage,
+        cost_basis=basis,
+        task_map=task_map,
+        resamples=resamples,
     )
+
+
+def _add_uncertainty(
+    settings: list[agg.Setting],
+    overall: list[dict[str, Any]],
+    per_task: dict[str, list[dict[str, Any]]],
+    resamples: int,
+    seed: int,
+) -> None:
+    """Set rank_low/rank_high/tied_with on every ranked entry (see bobench.analysis.uncertainty)."""
+    reps = unc.replicate_task_scores(settings, resamples, seed)
+    rankings = [(reps.overall(), overall)] + [(reps.task_scores[t], per_task[t]) for t in per_task]
+    for scores, entries in rankings:
+        result = unc.rank_uncertainty(scores, reps.backbones, [e["backbone"] for e in entries])
+        for e in entries:
+            e["rank_low"], e["rank_high"] = result.rank_interval[e["backbone"]]
+            e["tied_with"] = result.tied_with[e["backbone"]]
 
 
 def recommend(
@@ -212,11 +264,14 @@ def recommend(
     pretraining_method: str | None = None,
     family: str | None = None,
     top_k: int | None = None,
+    include_random_init: bool = False,
 ) -> list[dict[str, Any]]:
     """The best ranked backbones meeting every given constraint, best first (RQ4).
 
     Scores are overall scores, or the scores of `task` when given. A backbone whose cost is unknown
-    does not meet a constraint on that cost. Each entry carries its cost columns.
+    does not meet a constraint on that cost; costs are those at `analysis.cost_basis` (one
+    environment and batch size for everyone). Random-init baselines are left out unless
+    `include_random_init`. Each entry carries its cost columns.
     Raises InvalidArgument for a negative bound, a top_k < 1 or an unknown task.
     """
     bounds = {
@@ -234,6 +289,8 @@ def recommend(
     for e in analysis.ranked_entries(task):
         backbone = e["backbone"]
         info = analysis.backbone_info.get(backbone, {})
+        if not include_random_init and info.get("pretraining_method") in RANDOM_INIT_METHODS:
+            continue
         if pretraining_method is not None and info.get("pretraining_method") != pretraining_method:
             continue
         if family is not None and info.get("family") != family:
@@ -269,9 +326,16 @@ def settings_rows(settings: Iterable[agg.Setting]) -> list[dict[str, Any]]:
             "dataset": s.key.dataset,
             "protocol": s.key.protocol,
             "metric": s.key.metric,
+            "protocol_version": s.key.protocol_version,
+            "config_digest": s.key.config_digest,
+            "dataset_fingerprint": s.key.dataset_fingerprint,
+            "variant": s.variant_label,
             "higher_is_better": s.higher_is_better,
             "backbone": b,
             "value": v.mean,
+            "ci_low": v.ci[0] if v.ci else None,
+            "ci_high": v.ci[1] if v.ci else None,
+            "n_items": v.n_items,
             "std": v.std,
             "n_seeds": v.n_seeds,
             "z": v.z,

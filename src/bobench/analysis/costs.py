@@ -1,18 +1,25 @@
 """Cost columns (latency, throughput, params, FLOPs) read from efficiency and serving runs.
 
-Which keys are used (per backbone, over its finished runs and external cost rows):
+A latency or throughput is a measurement *in an environment*: the environment key is (device,
+runtime, precision, threads, host) of the run's `environment`, or "external <file>" for an external
+row. Figures measured at different keys (2 ms on a GPU, 40 ms on a CPU) are never averaged, and
+backbones are compared at one key and one batch size, so the Pareto fronts and recommendations
+compare like with like:
 
-- `latency_ms` (in-process): task "efficiency", metric `latency_ms_p50_b<N>`, the smallest N present
-  (normally N = 1, i.e. p50 latency at batch 1).
-- `served_latency_ms`: task "serving", metric `latency_ms_p50_b<N>_c<M>`, the smallest (N, M) present
-  (normally batch 1, concurrency 1); a serving run without a concurrency suffix falls back to
-  `latency_ms_p50_b<N>`.
-- `throughput_ips`: task "efficiency", metric `throughput_ips_b<N>`, the largest N present.
-- `params`: efficiency metric `params`, else `backbone_info["num_params"]` (external: `num_params`).
-- `flops`: efficiency metric `flops` (None when the counter could not count; never 0).
+- `latency_ms` (in-process): task "efficiency", metric `latency_ms_p50_b<N>`.
+- `served_latency_ms`: task "serving", metric `latency_ms_p50_b<N>_c<M>` (a serving run without a
+  concurrency suffix falls back to `latency_ms_p50_b<N>`).
+- `throughput_ips`: task "efficiency", metric `throughput_ips_b<N>`.
+- For each of these columns the (environment key, metric) pair measured for the most backbones is
+  the comparison basis; among equally common pairs the smallest batch (concurrency) wins for
+  latency and the largest for throughput, then the environment key in sorted order. A backbone
+  measured only elsewhere has no value in that column and is named in the basis as left out.
+- `params`: efficiency metric `params`, else `backbone_info["num_params"]` (external: `num_params`);
+  `flops`: efficiency metric `flops` (None when the counter could not count; never 0). Neither
+  depends on the environment.
 
-Several runs of the same key (seeds, repeated measurements) are averaged. The key used is kept next
-to each value, with the environment of the runs it came from, so every figure carries its context.
+Several runs at the same key (seeds, repeated measurements) are averaged. `CostBasis` keeps the key
+and metric of each column; the report prints it next to the figures.
 """
 
 from __future__ import annotations
@@ -75,25 +82,62 @@ class _CostMetric:
     environment: dict[str, Any]
 
 
+ENV_FIELDS = ("device", "runtime", "precision", "threads", "host")
+_COLUMN_SOURCES = {  # column -> (task, metric patterns in order of preference, take the largest suffix)
+    "latency_ms": ("efficiency", (_LATENCY,), False),
+    "served_latency_ms": ("serving", (_SERVED, _LATENCY), False),
+    "throughput_ips": ("efficiency", (_THROUGHPUT,), True),
+}
+
+
+@dataclass(frozen=True)
+class CostBasis:
+    """Where one cost column was compared: environment key, metric (batch size), who was left out."""
+
+    column: str
+    environment: str
+    metric: str
+    backbones: tuple[str, ...]
+    left_out: tuple[str, ...]  # backbones measured for this column only at other keys
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "column": self.column,
+            "environment": self.environment,
+            "metric": self.metric,
+            "backbones": list(self.backbones),
+            "left_out": list(self.left_out),
+        }
+
+
+def environment_key(environment: Mapping[str, Any]) -> str:
+    """ "device=cpu runtime=onnxruntime precision=fp32 threads=2 host=h" ('-' for a missing field)."""
+    return " ".join(
+        f"{f}={environment.get(f, '-') if environment.get(f) is not None else '-'}" for f in ENV_FIELDS
+    )
+
+
 def collect_costs(
     records: Iterable[RunRecord],
     external: Iterable[ExternalScore] = (),
     backbone_info: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, BackboneCosts]:
-    """backbone -> BackboneCosts, for every backbone that has a cost metric or a known parameter count."""
+) -> tuple[dict[str, BackboneCosts], dict[str, CostBasis]]:
+    """(backbone -> BackboneCosts, column -> CostBasis) for every backbone with a cost or a parameter
+    count; latency/throughput values are those at each column's basis (see the module doc)."""
     metrics = list(_cost_metrics(records, external))
+    info = backbone_info or {}
+    bases = {c: b for c in _COLUMN_SOURCES if (b := _basis(c, metrics)) is not None}
     by_backbone: dict[str, list[_CostMetric]] = defaultdict(list)
     for m in metrics:
         by_backbone[m.backbone].append(m)
-    info = backbone_info or {}
     out: dict[str, BackboneCosts] = {}
     for backbone in sorted(set(by_backbone) | set(info)):
-        costs = _costs_of(by_backbone.get(backbone, []))
+        costs = _costs_of(by_backbone.get(backbone, []), bases)
         if costs.params is None:
             costs.params = _positive(info.get(backbone, {}).get("num_params"))
         if any(costs.get(c) is not None for c in COST_COLUMNS):
             out[backbone] = costs
-    return out
+    return out, bases
 
 
 def _cost_metrics(records: Iterable[RunRecord], external: Iterable[ExternalScore]) -> Iterable[_CostMetric]:
@@ -104,39 +148,66 @@ def _cost_metrics(records: Iterable[RunRecord], external: Iterable[ExternalScore
                     yield _CostMetric(rec.backbone, rec.task, name, float(value), dict(rec.environment))
     for row in external:
         if row.task in ("efficiency", "serving"):
-            yield _CostMetric(row.backbone, row.task, row.metric, row.value, {"source": row.source})
+            origin = row.source.rsplit(" row ", 1)[0]
+            yield _CostMetric(row.backbone, row.task, row.metric, row.value, {"source": origin})
 
 
-def _costs_of(metrics: list[_CostMetric]) -> BackboneCosts:
-    eff = [m for m in metrics if m.task == "efficiency"]
-    srv = [m for m in metrics if m.task == "serving"]
+def _env_of(m: _CostMetric) -> str:
+    if set(m.environment) == {"source"}:
+        return f"external {m.environment['source']}"
+    return environment_key(m.environment)
+
+
+def _basis(column: str, metrics: list[_CostMetric]) -> CostBasis | None:
+    task, patterns, largest = _COLUMN_SOURCES[column]
+    for pattern in patterns:
+        who: dict[tuple[str, str], set[str]] = defaultdict(set)
+        suffix: dict[str, tuple[int, ...]] = {}
+        for m in metrics:
+            match = pattern.match(m.metric) if m.task == task else None
+            if match:
+                who[(_env_of(m), m.metric)].add(m.backbone)
+                suffix[m.metric] = tuple(int(g) for g in match.groups())
+        if not who:
+            continue
+        env, metric = _most_common(who, suffix, largest)
+        measured = set().union(*who.values())
+        chosen = who[(env, metric)]
+        return CostBasis(column, env, metric, tuple(sorted(chosen)), tuple(sorted(measured - chosen)))
+    return None
+
+
+def _most_common(
+    who: dict[tuple[str, str], set[str]], suffix: dict[str, tuple[int, ...]], largest: bool
+) -> tuple[str, str]:
+    """The (environment, metric) measured for the most backbones; then by batch, then by key."""
+    sign = -1 if largest else 1
+    return min(who, key=lambda pair: (-len(who[pair]), [sign * n for n in suffix[pair[1]]], pair[0]))
+
+
+def _costs_of(metrics: list[_CostMetric], bases: Mapping[str, CostBasis]) -> BackboneCosts:
     costs = BackboneCosts()
-    costs.latency_key = _pick(eff, _LATENCY, largest=False)
-    costs.latency_ms = _mean(eff, costs.latency_key)
-    costs.served_latency_key = _pick(srv, _SERVED, largest=False) or _pick(srv, _LATENCY, largest=False)
-    costs.served_latency_ms = _mean(srv, costs.served_latency_key)
-    costs.throughput_key = _pick(eff, _THROUGHPUT, largest=True)
-    costs.throughput_ips = _mean(eff, costs.throughput_key)
+    for column, (task, _, _) in _COLUMN_SOURCES.items():
+        basis = bases.get(column)
+        at = [m for m in metrics if basis and m.task == task and _env_of(m) == basis.environment]
+        value = _mean(at, basis.metric if basis else None)
+        setattr(costs, column, value)
+        setattr(costs, _KEY_FIELD[column], basis.metric if basis and value is not None else None)
+    eff = [m for m in metrics if m.task == "efficiency"]
     costs.params = _positive(_mean(eff, "params"))
     costs.flops = _positive(_mean(eff, "flops"))
-    for task, group in (("efficiency", eff), ("serving", srv)):
-        envs = _distinct([m.environment for m in group])
+    for task in ("efficiency", "serving"):
+        envs = _distinct([m.environment for m in metrics if m.task == task])
         if envs:
             costs.environments[task] = envs
     return costs
 
 
-def _pick(metrics: list[_CostMetric], pattern: re.Pattern[str], largest: bool) -> str | None:
-    """The metric name matching `pattern` with the smallest (or largest) numeric suffix tuple."""
-    candidates = {}
-    for m in metrics:
-        match = pattern.match(m.metric)
-        if match:
-            candidates[m.metric] = tuple(int(g) for g in match.groups())
-    if not candidates:
-        return None
-    chooser = max if largest else min
-    return chooser(candidates, key=lambda name: candidates[name])
+_KEY_FIELD = {
+    "latency_ms": "latency_key",
+    "served_latency_ms": "served_latency_key",
+    "throughput_ips": "throughput_key",
+}
 
 
 def _mean(metrics: list[_CostMetric], key: str | None) -> float | None:
