@@ -209,3 +209,92 @@ def test_a_publish_job_failing_with_exit_2_fails_only_that_backbones_runs_with_t
     name = publish_job_name(publish_job_key(get_spec("toy").digest(), "trt-fp16", "local"))
     assert standin.creates[name] == 1 and step.publishes == 1  # permanent: neither retried nor re-run
     assert len(standin.pods_of(name)) == 1  # exit 2 fails the Job at once (podFailurePolicy)
+
+
+def test_a_restarted_scheduler_adopts_the_running_publish_job_instead_of_creating_another(standin, cluster):
+    import threading
+    import time
+
+    _, _, make_publisher = cluster
+    name = publish_job_name(publish_job_key(get_spec("toy").digest(), "onnx", "local"))
+    first: list = []
+    worker = threading.Thread(
+        target=lambda: first.append(make_publisher().publish("toy", "onnx")), daemon=True
+    )
+    worker.start()
+    deadline = time.monotonic() + 60
+    while standin.running_pid(name) is None:
+        assert time.monotonic() < deadline, "the publish Job's process never started"
+        time.sleep(0.02)
+    adopted = make_publisher().publish("toy", "onnx")  # while the first one's process still runs
+    worker.join(timeout=120)
+    assert first and first[0] == adopted and adopted.loaded
+    assert standin.creates == {name: 1} and len(standin.pods_of(name)) == 1
+
+
+def test_the_scheduler_service_with_publish_jobs_on_publishes_through_a_job(models, standin, tmp_path):
+    """The real scheduler process (`build_scheduler`): BOBENCH_JOB_CONFIG with `publish_jobs: true`,
+    API access from a kubeconfig naming the stand-in API server, the battle submitted over gRPC."""
+    import yaml
+
+    from bobench.client import SchedulerClient
+    from bobench.stack.procs import start_bobench_service
+
+    settings, model_store, server = models
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "standin", "cluster": {"server": standin.url}}],
+        "users": [{"name": "scheduler", "user": {"token": "stand-in-token"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "standin", "user": "scheduler"}}],
+    }))  # fmt: skip
+    jobs_yaml = tmp_path / "jobs.yaml"
+    jobs_yaml.write_text(yaml.safe_dump({"image": "bobench/evaluator", "gpus": 0, "watch_timeout_s": 2,
+                                         "publish_jobs": True, "env": {"OMP_NUM_THREADS": "1"}}))  # fmt: skip
+    common = {"OMP_NUM_THREADS": "1", "BOBENCH_THREADS": "1", "BOBENCH_BATCH_SIZE": "8",
+              "BOBENCH_TRITON_URL": server.grpc_url}  # fmt: skip
+    evaluator = start_evaluator(tmp_path, {**common, "BOBENCH_EMBEDDER": "triton"})
+    env = {
+        **common,
+        "KUBECONFIG": str(kubeconfig),
+        "BOBENCH_JOB_CONFIG": str(jobs_yaml),
+        "BOBENCH_S3_ENDPOINT": settings.s3_endpoint,
+        "BOBENCH_S3_ACCESS_KEY": S3_ADMIN.access_key,
+        "BOBENCH_S3_SECRET_KEY": S3_ADMIN.secret_key,
+        "BOBENCH_PUBLISH_TO": model_store.url,
+        "BOBENCH_PUBLISH_TARGET": "local",
+    }  # fmt: skip (no admin key: only the publish Job needs it)
+    url = f"s3://bobench/k8s-svc-{uuid.uuid4().hex[:8]}"
+    args = [
+        "--port",
+        "0",
+        "--store",
+        url,
+        "--cache-dir",
+        str(tmp_path / "c-sched"),
+        "--evaluators",
+        evaluator.address,
+    ]
+    svc = start_bobench_service(
+        "scheduler", "bobench.rpc.scheduler_service", args, tmp_path / "logs", env=env
+    )
+    spec = parse_spec({"name": "k8s-publish-svc", "backbones": ["toy"], "datasets": ["toy"],
+                       "protocols": [{"name": "knn", "config": {"ks": [5]}}]})  # fmt: skip
+    try:
+        with SchedulerClient(svc.address) as client:
+            client.wait_ready()
+            battle_id = client.submit(spec).battle_id
+            for _ in client.watch(battle_id, timeout_s=240):
+                pass
+            (record,) = client.results(battle_id)
+    finally:
+        stop_pid(svc.pid)
+        stop_pid(evaluator.pid)
+    assert record.finished, record.error
+    assert record.environment["served_model"] == "toy"
+    (job,) = jobs_sent(standin)
+    assert (
+        argv_of(job)[:3] == ["bob", "publish", "toy"]
+        and job["metadata"]["labels"]["bobench.io/job-kind"] == "publish"
+    )
+    assert server.client().is_model_ready("toy", record.environment["model_version"])
