@@ -8,9 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from bobench.backbones.spec import BackboneSpec
 from bobench.data.base import Dataset
+from bobench.data.corruptions import cache_variant
 from bobench.embed.base import Embedder
 from bobench.embed.cache import FeatureCache, feature_key
 from bobench.embed.preprocess import resize_crop
@@ -41,9 +43,11 @@ class LocalContext:
         progress: ProgressFn | None = None,
         settings: Any = None,
         precision: str = "fp32",
+        runtime: str = "onnx",
     ) -> None:
         self.spec = spec
         self.precision = precision
+        self.runtime = runtime  # the feature-key runtime (`embed.cache.feature_runtime`)
         self.dataset = dataset
         self.cache = cache
         self.settings = settings
@@ -80,7 +84,9 @@ class LocalContext:
         indices = ds.split(split)
         if len(indices) == 0:
             raise InvalidArgument(f"dataset {ds.name!r}: split {split!r} is empty")
-        key = feature_key(self.spec.digest(), ds.fingerprint, split, variant, precision=self.precision)
+        key = feature_key(
+            self.spec.digest(), ds.fingerprint, split, cache_variant(variant), precision=self.precision, runtime=self.runtime
+        )
         cached = self.cache.get_with_meta(key)
         if cached is not None:
             self.feature_runtimes.add(str(cached[2].get("runtime", "unknown")))
@@ -114,11 +120,17 @@ class LocalContext:
         return np.concatenate(out, axis=0)
 
     def _prepare(self, ds: Dataset, i: int, variant: str | None) -> np.ndarray:
-        image = ds.load(i)
-        if variant:
-            from bobench.data.corruptions import apply_variant
+        """Item i as the model's uint8 [3, S, S] input; a variant is applied to that input (ImageNet-C
+        corrupts the resized, cropped image, so a severity means the same for every photo size)."""
+        image = resize_crop(ds.load(i), self.spec)
+        if not variant:
+            return image
+        from bobench.data.corruptions import apply_variant
 
-            # the seed depends on the item and the variant only, so every backbone sees the same corruption
-            seed = zlib.crc32(f"{ds.fingerprint}:{i}:{variant}".encode())
-            image = apply_variant(image, variant, seed)
-        return resize_crop(image, self.spec)
+        # the seed depends on the item and the variant only, so every backbone sees the same corruption
+        seed = zlib.crc32(f"{ds.fingerprint}:{i}:{variant}".encode())
+        out = apply_variant(image.transpose(1, 2, 0), variant, seed)
+        size = self.spec.input_size
+        if out.shape[:2] != (size, size):  # inputs under 32 px come back upscaled: back to the input size
+            out = np.asarray(Image.fromarray(out).resize((size, size), Image.Resampling.BICUBIC))
+        return np.ascontiguousarray(out.transpose(2, 0, 1))

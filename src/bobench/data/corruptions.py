@@ -14,6 +14,15 @@ inside a lock and restores the previous state afterwards, so equal seeds give eq
 caller's RNG stream is untouched. Images smaller than 32 px on a side (the package's minimum) are first
 upscaled with bicubic interpolation so the shorter side is 32 px: the output is then larger than
 the input (e.g. 25x25 LFW faces come back 32x32).
+
+Where the corruption is applied: at the model's input resolution, after resize and centre crop, as
+ImageNet-C corrupts 224x224 crops (`bobench.battle.context`). A severity is then the same strength for
+every source image size. `cache_variant` names that stage in the feature-cache key, so features cached
+when corruptions were applied to the native image are never read back as the new ones.
+
+Named sets: `COMMON_CORRUPTIONS` are ImageNet-C's 15 benchmark corruptions in the package's order
+(`get_corruption_names('common')`), which is what "all" means; `EXTRA_CORRUPTIONS` are the 4 held-out
+ones (`'validation'`), used only when asked for by name or through "all+extra".
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 CORRUPTIONS = COMMON_CORRUPTIONS + EXTRA_CORRUPTIONS
 SEVERITIES = (1, 2, 3, 4, 5)
 MIN_SIDE_PX = 32
+CORRUPTION_STAGE = "model-input"  # corruptions are applied after resize/crop (module docstring)
 
 _rng_lock = threading.Lock()
 
@@ -180,6 +190,14 @@ def _corrupt_variant(image: np.ndarray, args: list[str], seed: int) -> np.ndarra
             f"variant 'corrupt:{name}:{severity_text}': severity must be an integer 1..5"
         ) from None
     return corrupt(image, name, severity, seed)
+
+
+def cache_variant(variant: str | None) -> str:
+    """The feature-cache name of `variant`: "" for none, else the variant and the stage it is applied at
+    (e.g. "corrupt:fog:3@model-input"), so a change of stage never reuses features cached before it."""
+    if not variant:
+        return ""
+    return f"{variant}@{CORRUPTION_STAGE}"
 
 
 def parse_variant(variant: str) -> tuple[str, list[str]]:

@@ -6,12 +6,22 @@ scored on the clean test split (`id_top1`) and on two kinds of shifted test data
 least one is required):
 
 * **Synthetic shift (ImageNet-C).** The run dataset's test split under each configured corruption
-  and severity (`ctx.features("test", variant="corrupt:<name>:<severity>")`). Reported per
-  corruption x severity (`top1_<name>_s<severity>`), per corruption averaged over severities
-  (`top1_<name>`), and as the mean corruption accuracy over every pair (`mca`), with its absolute
-  (`mca_drop` = id_top1 - mca) and relative (`mca_relative_drop` = mca_drop / id_top1) drop.
-  The default is one corruption per ImageNet-C family (noise, blur, weather, digital) at severity 3,
-  so a demo stays fast; `corruptions: all` and `severities: all` give the full 19 x 5 grid.
+  and severity (`ctx.features("test", variant="corrupt:<name>:<severity>")`), corrupted at the
+  model's input resolution after resize/crop as ImageNet-C does (`bobench.data.corruptions`).
+  Reported per corruption x severity (`top1_<name>_s<severity>`), per corruption averaged over
+  severities (`top1_<name>`, and its error `err_<name>` = 1 - top1_<name>), and as the mean
+  corruption accuracy over every pair with its absolute drop (id_top1 - mean) and relative drop
+  (drop / id_top1). The mean is named `mca` (`mca_drop`, `mca_relative_drop`) only for the full
+  ImageNet-C grid — the 15 common corruptions x severities 1..5 — and `mca_partial` (`mca_partial_drop`,
+  `mca_partial_relative_drop`) for any other grid; `corruption_grid_complete` is 1.0 or 0.0.
+  `corruptions: all` means the 15 common corruptions in ImageNet-C's order; the 4 extra (held-out)
+  ones are opt-in, by name or with `all+extra`. The default is one corruption per ImageNet-C family
+  (noise, blur, weather, digital) at severity 3, a partial grid that keeps a demo fast.
+* **mCE.** ImageNet-C's corruption error needs a reference model's errors, so it is computed where
+  every backbone's record is known (`bobench.protocols.corruption_error.corruption_errors`, from the
+  `err_<name>` and `id_err` of a backbone's record and of the reference's): `mce_reference` names the
+  reference backbone (null: the analysis' default, see that module). This protocol only records the
+  per-corruption errors it needs.
 * **Natural shift.** `target: <dataset ref>` (e.g. MNIST -> "uci_digits"): the target's
   `target_split` is scored (`target_top1`). Target labels are mapped onto the source classes by
   class *name*; a target class the source does not have is an error. A target with fewer classes is
@@ -19,8 +29,18 @@ least one is required):
   target's classes (BoB's ImageNet-A/R logit masking).
 
 Primary metric `ood_top1`: the natural-shift accuracy (`target_top1`) when a target is configured —
-the shift the BoB paper ranks on — otherwise the mean corruption accuracy (`mca`). `gap` is always
-`id_top1 - ood_top1`. Within one battle setting the config is fixed, so `ood_top1` means one thing.
+the shift the BoB paper ranks on — otherwise the mean corruption accuracy (`mca` / `mca_partial`).
+`gap` is always `id_top1 - ood_top1`. Within one battle setting the config is fixed, so `ood_top1`
+means one thing.
+
+Confidence intervals (`<metric>_ci_low` / `_ci_high`, `bobench.protocols.bootstrap`, seeded with the
+run's seed) are over test images: for `id_top1`, every `top1_<name>`, the corruption mean and `gap`
+(paired per test image, the same images under every corruption) over the `n_test` images, and for
+`target_top1` over the `n_target` target images. With a target, `gap` pairs two different image
+sets and has no interval.
+
+Version 2: corruptions at the model's input resolution (version 1 corrupted the native image), the
+grid named full or partial, per-corruption errors and intervals.
 """
 
 from __future__ import annotations
@@ -30,8 +50,10 @@ from typing import Any
 
 import numpy as np
 
+from bobench.data.corruptions import CORRUPTIONS
 from bobench.errors import InvalidArgument
 from bobench.protocols.base import Protocol, RunContext, register_protocol
+from bobench.protocols.bootstrap import bootstrap_mean_ci, ci_fields
 from bobench.protocols.linear_probe import (
     LogisticGridFit,
     fit_logistic_grid,
@@ -54,21 +76,26 @@ def corruption_variant(name: str, severity: int) -> str:
 
 
 def resolve_corruptions(value: Any) -> list[str]:
-    """The configured corruption names: a list, "all" (every known corruption) or null/[] (none).
+    """The configured corruption names: a list, "all" (the 15 common ones), "all+extra" (all 19) or
+    null/[] (none).
 
     Raises InvalidArgument for an unknown name (with close matches) or a malformed value.
     """
     if value is None or value == []:
         return []
-    from bobench.data.corruptions import CORRUPTIONS
+    from bobench.data.corruptions import COMMON_CORRUPTIONS
 
     known = list(CORRUPTIONS)
     if value == "all":
+        return list(COMMON_CORRUPTIONS)
+    if value == "all+extra":
         return known
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise InvalidArgument(f"ood: 'corruptions' must be a list of names, 'all' or null, got {value!r}")
+        raise InvalidArgument(
+            f"ood: 'corruptions' must be a list of names, 'all', 'all+extra' or null, got {value!r}"
+        )
     for name in value:
         if name not in known:
             import difflib
@@ -127,10 +154,11 @@ def map_target_labels(
     return mapped, sorted(set(lookup.tolist()))
 
 
-def probe_accuracy(
+def probe_correct(
     fit: LogisticGridFit, x: np.ndarray, y: np.ndarray, allowed: list[int] | None = None
-) -> float:
-    """Top-1 accuracy of the (single-C) fit on (x, y); `allowed` restricts predictions to those labels."""
+) -> np.ndarray:
+    """Per-item top-1 correctness (float 1.0/0.0) of the (single-C) fit on (x, y); `allowed` restricts
+    predictions to those labels."""
     scores = fit.decision_scores(x)[0]
     columns = np.arange(len(fit.classes))
     if allowed is not None:
@@ -138,7 +166,22 @@ def probe_accuracy(
         if columns.size == 0:
             raise InvalidArgument("ood: none of the target's classes was seen when training the probe")
     predicted = fit.classes[columns[scores[:, columns].argmax(axis=1)]]
-    return float((predicted == np.asarray(y)).mean())
+    return (predicted == np.asarray(y)).astype(np.float64)
+
+
+def probe_accuracy(
+    fit: LogisticGridFit, x: np.ndarray, y: np.ndarray, allowed: list[int] | None = None
+) -> float:
+    """Top-1 accuracy of the (single-C) fit on (x, y) (see `probe_correct`)."""
+    return float(probe_correct(fit, x, y, allowed).mean())
+
+
+def is_full_grid(corruptions: list[str], severities: list[int]) -> bool:
+    """Whether (corruptions, severities) holds ImageNet-C's benchmark grid: the 15 common corruptions
+    x severities 1..5 (extra corruptions may be present too; the mean then covers the common 15 only)."""
+    from bobench.data.corruptions import COMMON_CORRUPTIONS
+
+    return set(COMMON_CORRUPTIONS) <= set(corruptions) and list(severities) == list(SEVERITIES)
 
 
 def _features(ctx: RunContext, split: str, where: str, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -147,31 +190,53 @@ def _features(ctx: RunContext, split: str, where: str, **kwargs: Any) -> tuple[n
 
 
 def _corruption_metrics(
-    ctx: RunContext, fit: LogisticGridFit, pairs: list[tuple[str, int]], id_top1: float, step: int, total: int
-) -> dict[str, Any]:
+    ctx: RunContext,
+    fit: LogisticGridFit,
+    pairs: list[tuple[str, int]],
+    id_correct: np.ndarray,
+    progress: tuple[int, int],
+    seed: int,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Per-pair, per-corruption and mean metrics with intervals over the test images (module docstring),
+    and the per-image correctness averaged over the pairs in the mean."""
+    from bobench.data.corruptions import COMMON_CORRUPTIONS
+
     metrics: dict[str, Any] = {}
-    by_name: dict[str, list[float]] = {}
+    correct: dict[tuple[str, int], np.ndarray] = {}
     for i, (name, severity) in enumerate(pairs):
         variant = corruption_variant(name, severity)
-        ctx.progress(step + i, total, f"ood: {variant}")
+        ctx.progress(progress[0] + i, progress[1], f"ood: {variant}")
         x, y = _features(ctx, "test", f"ood: test split under {variant}", variant=variant)
-        acc = probe_accuracy(fit, x, y)
-        metrics[f"top1_{name}_s{severity}"] = acc
-        by_name.setdefault(name, []).append(acc)
-    for name, accs in by_name.items():
-        metrics[f"top1_{name}"] = float(np.mean(accs))
-    mca = float(np.mean([metrics[f"top1_{n}_s{s}"] for n, s in pairs]))
+        correct[(name, severity)] = probe_correct(fit, x, y)
+        metrics[f"top1_{name}_s{severity}"] = float(correct[(name, severity)].mean())
+    names = list(dict.fromkeys(name for name, _ in pairs))
+    for name in names:
+        per_image = np.mean([c for (n, _), c in correct.items() if n == name], axis=0)
+        metrics[f"top1_{name}"] = float(per_image.mean())
+        metrics[f"err_{name}"] = 1.0 - metrics[f"top1_{name}"]
+        metrics.update(ci_fields(f"top1_{name}", bootstrap_mean_ci(per_image, seed=seed)))
+    full = is_full_grid(names, sorted({s for _, s in pairs}))
+    in_mean = [p for p in pairs if p[0] in COMMON_CORRUPTIONS] if full else pairs
+    prefix = "mca" if full else "mca_partial"
+    per_image = np.mean([correct[p] for p in in_mean], axis=0)
+    mean, id_top1 = float(per_image.mean()), float(id_correct.mean())
     metrics.update(
-        mca=mca,
-        mca_drop=id_top1 - mca,
-        mca_relative_drop=(id_top1 - mca) / id_top1 if id_top1 > 0 else None,
-        n_corruptions=len(by_name),
-        n_corruption_pairs=len(pairs),
+        {
+            prefix: mean,
+            f"{prefix}_drop": id_top1 - mean,
+            f"{prefix}_relative_drop": (id_top1 - mean) / id_top1 if id_top1 > 0 else None,
+            "corruption_grid_complete": 1.0 if full else 0.0,
+            "n_corruptions": len(names),
+            "n_corruption_pairs": len(pairs),
+        },
+        **ci_fields(prefix, bootstrap_mean_ci(per_image, seed=seed)),
     )
-    return metrics
+    return metrics, per_image
 
 
-def _target_metrics(ctx: RunContext, fit: LogisticGridFit, config: dict[str, Any]) -> dict[str, Any]:
+def _target_metrics(
+    ctx: RunContext, fit: LogisticGridFit, config: dict[str, Any], seed: int
+) -> dict[str, Any]:
     target = ctx.dataset_by_ref(config["target"])
     split = config["target_split"]
     where = f"ood: target dataset {target.name!r} split {split!r}"
@@ -179,8 +244,10 @@ def _target_metrics(ctx: RunContext, fit: LogisticGridFit, config: dict[str, Any
     y, allowed = map_target_labels(
         ctx.dataset.classes, target.classes, y_target, mask=bool(config["mask_target_classes"]), where=where
     )
+    correct = probe_correct(fit, x, y, allowed)
     return {
-        "target_top1": probe_accuracy(fit, x, y, allowed),
+        "target_top1": float(correct.mean()),
+        **ci_fields("target_top1", bootstrap_mean_ci(correct, seed=seed)),
         "n_target": int(len(y)),
         "target_classes": len(allowed) if allowed is not None else len(ctx.dataset.classes),
     }
@@ -189,7 +256,7 @@ def _target_metrics(ctx: RunContext, fit: LogisticGridFit, config: dict[str, Any
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train the probe in-distribution, score the clean and shifted test sets (module docstring).
 
-    The probe fit is deterministic, so `seed` is unused. Raises InvalidArgument for a config with
+    The probe fit is deterministic; `seed` seeds the bootstrap intervals. Raises InvalidArgument for a config with
     neither corruptions nor a target, unknown corruptions, bad severities or mismatched label sets.
     """
     config = PROTOCOL.resolve_config(config)
@@ -209,9 +276,12 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
     ctx.progress(1, total, f"ood: refit at C={chosen_C:.3g}")
     fit = fit_logistic_grid(np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), [chosen_C], **options)
     x_te, y_te = _features(ctx, "test", "ood: split 'test'")
-    id_top1 = probe_accuracy(fit, x_te, y_te)
+    id_correct = probe_correct(fit, x_te, y_te)
+    id_top1 = float(id_correct.mean())
     metrics: dict[str, Any] = {
         "id_top1": id_top1,
+        "id_err": 1.0 - id_top1,
+        **ci_fields("id_top1", bootstrap_mean_ci(id_correct, seed=seed)),
         "val_top1": float(val_accuracy[chosen]),
         "chosen_C": chosen_C,
         "n_train": int(len(y_tr)),
@@ -219,11 +289,20 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
         "n_test": int(len(y_te)),
     }
     if pairs:
-        metrics.update(_corruption_metrics(ctx, fit, pairs, id_top1, 2, total))
+        corrupted, per_image = _corruption_metrics(ctx, fit, pairs, id_correct, (2, total), seed)
+        metrics.update(corrupted)
     if config["target"] is not None:
         ctx.progress(total - 1, total, "ood: natural-shift target")
-        metrics.update(_target_metrics(ctx, fit, config))
-    metrics["ood_top1"] = metrics["target_top1"] if config["target"] is not None else metrics["mca"]
+        metrics.update(_target_metrics(ctx, fit, config, seed))
+        metrics["ood_top1"] = metrics["target_top1"]
+        metrics.update(ci_fields("ood_top1", (metrics["target_top1_ci_low"], metrics["target_top1_ci_high"])))
+    else:
+        mean_name = "mca" if metrics["corruption_grid_complete"] else "mca_partial"
+        metrics["ood_top1"] = metrics[mean_name]
+        metrics.update(
+            ci_fields("ood_top1", (metrics[f"{mean_name}_ci_low"], metrics[f"{mean_name}_ci_high"]))
+        )
+        metrics.update(ci_fields("gap", bootstrap_mean_ci(id_correct - per_image, seed=seed)))
     metrics["gap"] = id_top1 - metrics["ood_top1"]
     ctx.progress(total, total, "ood: done")
     return metrics
@@ -232,7 +311,7 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
 PROTOCOL = register_protocol(
     Protocol(
         name="ood",
-        version="1",
+        version="2",
         task="ood",
         evaluate=evaluate,
         seeded=False,  # deterministic: once per split seed
@@ -242,6 +321,7 @@ PROTOCOL = register_protocol(
             "target": None,
             "target_split": "test",
             "mask_target_classes": False,
+            "mce_reference": None,
             "grid": None,
             "max_iter": 1000,
             "tol": 1e-4,
@@ -252,10 +332,15 @@ PROTOCOL = register_protocol(
             "id_top1": True,
             "val_top1": True,
             "mca": True,
+            "mca_partial": True,
             "target_top1": True,
             "gap": False,
+            "id_err": False,
             "mca_drop": False,
             "mca_relative_drop": False,
+            "mca_partial_drop": False,
+            "mca_partial_relative_drop": False,
+            **{f"err_{name}": False for name in CORRUPTIONS},
         },
         description="Linear probe trained in-distribution, tested on ImageNet-C corruptions and/or a shifted dataset.",
     )
