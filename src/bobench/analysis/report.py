@@ -85,12 +85,26 @@ def _write(path: Path, text: str) -> Path:
 
 def export_csv(records: Iterable[RunRecord], path: str | Path) -> Path:
     """One row per run, metrics flattened into `metric.<name>` columns (nested keys joined by dots),
-    environment into `env.<key>` and backbone_info into `info.<key>`; lists are JSON-encoded."""
-    base = ["run_key", "backbone", "task", "dataset", "protocol", "protocol_version", "seed", "status"]
-    base += ["primary_metric", "duration_s", "started_at", "finished_at", "battle", "error"]
+    environment into `env.<key>` and backbone_info into `info.<key>`; lists are JSON-encoded. The
+    resolved config (sorted JSON), its digest and the dataset fingerprint tell apart rows that share
+    a (backbone, dataset, protocol) but not a setting (see `bobench.analysis.aggregate`)."""
+    fields = ["run_key", "backbone", "task", "dataset", "dataset_fingerprint", "protocol", "protocol_version"]
+    fields += [
+        "seed",
+        "status",
+        "primary_metric",
+        "duration_s",
+        "started_at",
+        "finished_at",
+        "battle",
+        "error",
+    ]
+    base = fields[:7] + ["config_digest", "config"] + fields[7:]
     rows = []
     for r in records:
-        row: dict[str, Any] = {k: getattr(r, k) for k in base}
+        row: dict[str, Any] = {k: getattr(r, k) for k in fields}
+        row["config"] = json.dumps(r.config or {}, sort_keys=True, default=str)
+        row["config_digest"] = agg.config_digest(r.config or {})
         row.update(_flatten("metric", r.metrics))
         row.update(_flatten("env", r.environment))
         row.update(_flatten("info", r.backbone_info))
