@@ -7,10 +7,17 @@ import pytest
 import torch
 from array_context import ArrayContext
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 
 from bobench.errors import InvalidArgument
 from bobench.protocols import get_protocol
-from bobench.protocols.fewshot import fewshot_top1, sample_shots
+from bobench.protocols.fewshot import (
+    cross_validated_choice,
+    fewshot_draw,
+    fewshot_top1,
+    sample_shots,
+    stratified_folds,
+)
 from bobench.protocols.linear_probe import select_C
 from bobench.protocols.metrics import l2_normalize
 
@@ -65,7 +72,10 @@ def test_protocol_reports_mean_and_std_per_shot_count_and_reproduces():
     for k in (1, 5):
         assert 0.0 <= metrics[f"top1_{k}shot_mean"] <= 1.0
         assert metrics[f"top1_{k}shot_std"] >= 0.0
-        assert len(metrics[f"chosen_C_{k}shot"]) == 3
+        assert all(metrics[f"chosen_C_{k}shot_r{r}"] in GRID for r in range(3))
+        draws = [metrics[f"top1_{k}shot_r{r}"] for r in range(3)]
+        assert metrics[f"top1_{k}shot_mean"] == pytest.approx(np.mean(draws))
+        assert metrics[f"top1_{k}shot_std"] == pytest.approx(np.std(draws, ddof=1))
     assert metrics["top1_5shot_mean"] > metrics["top1_1shot_mean"]
     assert metrics["top1_fewshot_mean"] == pytest.approx(
         (metrics["top1_1shot_mean"] + metrics["top1_5shot_mean"]) / 2
@@ -82,6 +92,7 @@ def test_shot_count_above_smallest_class_is_skipped_with_null():
     keep[np.flatnonzero(y == 4)[4:]] = False  # class 4 keeps only 4 train items
     ctx = ArrayContext(dict(data, train=(x[keep], y[keep])), 5)
     metrics = get_protocol("fewshot").evaluate(ctx, {"shots": [2, 8], "seeds": 1, "grid": GRID}, 0)
+    assert "top1_8shot_r0" not in metrics
     assert metrics["skipped_shots"] == [8]
     assert metrics["top1_8shot_mean"] is None and metrics["top1_8shot_std"] is None
     assert metrics["top1_2shot_mean"] is not None and metrics["top1_2shot_std"] is None  # one repeat: no std
@@ -95,3 +106,86 @@ def test_bad_shots_config_is_rejected():
         get_protocol("fewshot").evaluate(ctx, {"shots": [0, 5]}, 0)
     with pytest.raises(InvalidArgument, match="seeds"):
         get_protocol("fewshot").evaluate(ctx, {"seeds": [1, 2]}, 0)
+    with pytest.raises(InvalidArgument, match="selection"):
+        get_protocol("fewshot").evaluate(ctx, {"selection": "test"}, 0)
+    with pytest.raises(InvalidArgument, match="unknown 'shots' preset 'vtab'"):
+        get_protocol("fewshot").evaluate(ctx, {"shots": "vtab"}, 0)
+    with pytest.raises(InvalidArgument, match="cv_folds"):
+        get_protocol("fewshot").evaluate(ctx, {"cv_folds": 1}, 0)
+
+
+def sklearn_choice(x_s, y_s, x_sel, y_sel, grid):
+    """scikit-learn reference: one fit per C on the shots, chosen by accuracy then log-loss on (x_sel, y_sel)."""
+    fits = [LogisticRegression(C=C, max_iter=5000).fit(x_s, y_s) for C in grid]
+    acc = np.array([f.score(x_sel, y_sel) for f in fits])
+    loss = np.array([log_loss(y_sel, f.predict_proba(x_sel), labels=f.classes_) for f in fits])
+    return fits[select_C(np.array(grid), acc, loss)]
+
+
+def normalised(data):
+    return {s: (l2_normalize(data[s][0]), data[s][1]) for s in ("train", "val", "test")}
+
+
+def test_default_selection_uses_a_kshot_validation_draw_not_the_full_val_split():
+    data = make_splits(5, per_class_train=12)
+    metrics = get_protocol("fewshot").evaluate(
+        ArrayContext(data, 5), {"shots": [3], "seeds": 2, "grid": GRID}, 4
+    )
+    assert metrics["selection"] == "kshot_val" and metrics["selection_3shot"] == "kshot_val"
+    n = normalised(data)
+    for r in range(2):
+        rng = np.random.default_rng([4, 3, r])  # the draw's generator: train shots, then val shots
+        picked = sample_shots(n["train"][1], 3, rng)
+        val = sample_shots(n["val"][1], 3, rng, allow_fewer=True)
+        assert np.bincount(n["val"][1][val]).max() == 3  # 3 val items per class, not the 100 of val
+        ref = sklearn_choice(
+            n["train"][0][picked], n["train"][1][picked], n["val"][0][val], n["val"][1][val], GRID
+        )
+        assert metrics[f"chosen_C_3shot_r{r}"] == ref.C
+        assert abs(metrics[f"top1_3shot_r{r}"] - ref.score(*n["test"])) <= 0.01
+    assert get_protocol("fewshot").version == "2"
+
+
+def test_cross_validation_on_the_shots_matches_a_sklearn_loop_over_the_same_folds():
+    n = normalised(make_splits(6, per_class_train=12))
+    x, y = n["train"][0][:60], n["train"][1][:60]
+    folds = stratified_folds(y, 4, np.random.default_rng(1))
+    for label in np.unique(y):  # stratified: every fold holds 3 of each class's 12 items
+        assert np.bincount(folds[y == label], minlength=4).tolist() == [3, 3, 3, 3]
+    chosen = cross_validated_choice(
+        x, y, np.array(GRID), 4, np.random.default_rng(1), max_iter=1000, tol=1e-6
+    )
+    correct, loss = np.zeros(len(GRID)), np.zeros(len(GRID))
+    for f in range(4):
+        held = folds == f
+        for g, C in enumerate(GRID):
+            ref = LogisticRegression(C=C, max_iter=5000, tol=1e-8).fit(x[~held], y[~held])
+            correct[g] += (ref.predict(x[held]) == y[held]).sum()
+            loss[g] += log_loss(y[held], ref.predict_proba(x[held]), labels=ref.classes_) * held.sum()
+    assert chosen == select_C(np.array(GRID), correct / 60, loss / 60)
+
+
+def test_cv_selection_records_its_folds_and_falls_back_for_one_shot():
+    ctx = ArrayContext(make_splits(7), 5)
+    metrics = get_protocol("fewshot").evaluate(
+        ctx, {"shots": [1, 4], "seeds": 1, "grid": GRID, "selection": "cv"}, 0
+    )
+    assert metrics["selection"] == "cv"
+    assert metrics["selection_4shot"] == "cv"
+    assert metrics["selection_1shot"] == "kshot_val"  # one shot per class cannot be split into folds
+
+
+def test_elevater_shot_counts_and_per_draw_bootstrap_intervals():
+    data = make_splits(8, per_class_train=50)
+    config = {"shots": "elevater", "seeds": 1, "grid": GRID}
+    metrics = get_protocol("fewshot").evaluate(ArrayContext(data, 5), config, 2)
+    assert [k for k in (5, 20, 50) if metrics[f"top1_{k}shot_mean"] is not None] == [5, 20, 50]
+    n = normalised(data)
+    rng = np.random.default_rng([2, 20, 0])
+    hits, chosen_C, _ = fewshot_draw(n, 20, rng, np.array(GRID), "kshot_val", max_iter=1000, tol=1e-4)
+    assert chosen_C == metrics["chosen_C_20shot_r0"] and hits.mean() == metrics["top1_20shot_r0"]
+    resamples = np.random.default_rng(2).integers(0, 200, size=(2000, 200))
+    low, high = np.quantile([hits[r].mean() for r in resamples], [0.025, 0.975])
+    assert metrics["top1_20shot_r0_ci_low"] == pytest.approx(low, abs=1e-12)
+    assert metrics["top1_20shot_r0_ci_high"] == pytest.approx(high, abs=1e-12)
+    assert metrics["n_test"] == 200

@@ -1,15 +1,27 @@
-"""Few-shot linear probe (ELEVATER-style): k labelled images per class, repeated over sampling seeds.
+"""Few-shot linear probe (ELEVATER-style): k labelled images per class, repeated over sampling draws.
 
-For each shot count k and each repeat, k train items per class are drawn without replacement, the
+For each shot count k and each draw, k train items per class are drawn without replacement and the
 linear probe's C grid is fitted on those shots in one batched pass (the same solver as
-`linear_probe`), C is chosen on the full val split (ties to the stronger penalty) and the model fitted
-on the shots at that C is scored on test — no refit, so the classifier only ever sees k·classes labels.
+`linear_probe`). C is then chosen without the full validation split, which a real k-shot user would
+not have (`selection`, recorded in the record):
 
-Metrics, per k: `top1_{k}shot_mean`, `top1_{k}shot_std` (sample std over repeats; None for a single
-repeat) and `chosen_C_{k}shot` (one per repeat). `top1_fewshot_mean` — the mean of the per-k means —
-is the primary figure. A k larger than the smallest class's train count cannot be sampled: its
-figures are None and k is listed in `skipped_shots` (with `min_train_per_class`), rather than failing.
-Repeat r of shot count k uses the random generator seeded by (run seed, k, r), so runs reproduce.
+- "kshot_val" (default): on a k-shot validation draw, k val items per class (every item of a class
+  with fewer), drawn in the same draw;
+- "cv": stratified cross-validation on the shots themselves (min(k, `cv_folds`) folds, accuracy then
+  log-loss pooled over folds); a 1-shot draw cannot be split, so it falls back to "kshot_val" and
+  `selection_{k}shot` says so;
+- "full_val": the whole val split (the previous behaviour, for comparison only).
+
+Ties go to the lower validation log-loss, then the stronger penalty. The model fitted on the shots at
+the chosen C is scored on test — no refit, so the classifier only ever sees k·classes labels.
+
+Metrics, per k: `top1_{k}shot_mean`, `top1_{k}shot_std` (sample std over draws; None for a single
+draw), and per draw r `top1_{k}shot_r{r}` with its bootstrap interval over the test images
+(`top1_{k}shot_r{r}_ci_low/_ci_high`) and `chosen_C_{k}shot_r{r}`. `top1_fewshot_mean` — the mean of
+the per-k means — is the primary figure. `shots` is a list or "elevater" (ELEVATER's 5, 20, 50). A k
+larger than the smallest class's train count cannot be sampled: its figures are None and k is listed
+in `skipped_shots` (with `min_train_per_class`), rather than failing. Draw r of shot count k uses the
+random generator seeded by (run seed, k, r), so runs reproduce.
 """
 
 from __future__ import annotations
@@ -21,26 +33,90 @@ import numpy as np
 
 from bobench.errors import InvalidArgument
 from bobench.protocols.base import Protocol, RunContext, register_protocol
-from bobench.protocols.linear_probe import resolve_grid, solver_options, sweep_and_select
+from bobench.protocols.classification_ci import accuracy_ci_fields
+from bobench.protocols.linear_probe import (
+    fit_logistic_grid,
+    resolve_grid,
+    select_C,
+    solver_options,
+    sweep_and_select,
+    validation_log_loss,
+)
 from bobench.protocols.metrics import check_features, l2_normalize, positive_ints
 
 log = logging.getLogger(__name__)
 
+SELECTIONS = ("kshot_val", "cv", "full_val")
+SHOT_PRESETS = {"elevater": [5, 20, 50]}
 
-def sample_shots(y: np.ndarray, shots: int, rng: np.random.Generator) -> np.ndarray:
+
+def sample_shots(
+    y: np.ndarray, shots: int, rng: np.random.Generator, *, allow_fewer: bool = False
+) -> np.ndarray:
     """Sorted indices of `shots` items per class of `y`, drawn without replacement.
 
-    Raises InvalidArgument naming the class when it has fewer than `shots` items.
+    With `allow_fewer`, a class with fewer items contributes all of them; otherwise it raises
+    InvalidArgument naming the class.
     """
     chosen = []
     for label in np.unique(y):
         members = np.flatnonzero(y == label)
-        if members.size < shots:
+        if members.size < shots and not allow_fewer:
             raise InvalidArgument(
                 f"class {int(label)} has {members.size} train items, fewer than {shots} shots"
             )
-        chosen.append(rng.choice(members, size=shots, replace=False))
+        chosen.append(rng.choice(members, size=min(shots, members.size), replace=False))
     return np.sort(np.concatenate(chosen))
+
+
+def stratified_folds(y: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold id [n] per item: each class's items, shuffled, dealt round-robin over `n_folds` folds."""
+    folds = np.empty(len(y), dtype=np.int64)
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        folds[members] = np.arange(members.size) % n_folds
+    return folds
+
+
+def cross_validated_choice(
+    x: np.ndarray, y: np.ndarray, grid: np.ndarray, n_folds: int, rng: np.random.Generator, **solver: Any
+) -> int:
+    """Grid index chosen by stratified `n_folds`-fold cross-validation on (x, y): pooled accuracy,
+    ties by pooled log-loss, then the stronger penalty."""
+    folds = stratified_folds(y, n_folds, rng)
+    correct, loss = np.zeros(len(grid)), np.zeros(len(grid))
+    for f in range(n_folds):
+        held = folds == f
+        fit = fit_logistic_grid(x[~held], y[~held], grid, **solver)
+        correct += (fit.predict(x[held]) == y[held][None, :]).sum(axis=1)
+        loss += validation_log_loss(fit, x[held], y[held]) * held.sum()
+    return select_C(np.asarray(grid), correct / len(y), loss / len(y))
+
+
+def fewshot_draw(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    shots: int,
+    rng: np.random.Generator,
+    grid: np.ndarray,
+    selection: str = "full_val",
+    cv_folds: int = 5,
+    **solver: Any,
+) -> tuple[np.ndarray, float, str]:
+    """One few-shot draw: (per-test-item top-1 hits, chosen C, selection used); features as given."""
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = splits["train"], splits["val"], splits["test"]
+    picked = sample_shots(y_tr, shots, rng)
+    x_s, y_s = x_tr[picked], y_tr[picked]
+    if selection == "cv" and shots < 2:
+        selection = "kshot_val"
+    if selection == "cv":
+        fit = fit_logistic_grid(x_s, y_s, grid, **solver)
+        chosen = cross_validated_choice(x_s, y_s, grid, min(shots, cv_folds), rng, **solver)
+    else:
+        if selection == "kshot_val":
+            val = sample_shots(y_va, shots, rng, allow_fewer=True)
+            x_va, y_va = x_va[val], y_va[val]
+        fit, _, chosen = sweep_and_select(x_s, y_s, x_va, y_va, grid, **solver)
+    return fit.predict(x_te)[chosen] == y_te, float(fit.Cs[chosen]), selection
 
 
 def fewshot_top1(
@@ -55,35 +131,51 @@ def fewshot_top1(
     grid: np.ndarray,
     **solver: Any,
 ) -> tuple[float, float]:
-    """(test top1, chosen C) of one few-shot repeat; features are used as given."""
-    picked = sample_shots(y_train, shots, rng)
-    fit, _, chosen = sweep_and_select(x_train[picked], y_train[picked], x_val, y_val, grid, **solver)
-    top1 = float((fit.predict(x_test)[chosen] == y_test).mean())
-    return top1, float(fit.Cs[chosen])
+    """(test top1, chosen C) of one draw with C chosen on the full val split; features as given."""
+    splits = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+    hits, chosen_C, _ = fewshot_draw(splits, shots, rng, grid, "full_val", **solver)
+    return float(hits.mean()), chosen_C
 
 
-def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Few-shot top1 (mean ± std over repeats) per shot count; see the module docstring."""
-    config = PROTOCOL.resolve_config(config)
-    shot_counts = positive_ints(config["shots"], "fewshot: 'shots'")
+def _options(config: dict[str, Any]) -> tuple[list[int], int, str, int]:
+    """(shot counts, draws, selection, cv folds) of a resolved config, validated."""
+    shots = config["shots"]
+    if isinstance(shots, str):
+        if shots not in SHOT_PRESETS:
+            raise InvalidArgument(f"fewshot: unknown 'shots' preset {shots!r}; known: {sorted(SHOT_PRESETS)}")
+        shots = SHOT_PRESETS[shots]
+    shot_counts = positive_ints(shots, "fewshot: 'shots'")
     repeats = positive_ints(config["seeds"], "fewshot: 'seeds'")
     if len(repeats) != 1:
         raise InvalidArgument(
-            f"fewshot: 'seeds' is the number of repeats (one integer), got {config['seeds']!r}"
+            f"fewshot: 'seeds' is the number of draws (one integer), got {config['seeds']!r}"
         )
-    n_repeats = repeats[0]
+    if config["selection"] not in SELECTIONS:
+        raise InvalidArgument(
+            f"fewshot: 'selection' must be one of {SELECTIONS}, got {config['selection']!r}"
+        )
+    folds = positive_ints(config["cv_folds"], "fewshot: 'cv_folds'")
+    if len(folds) != 1 or folds[0] < 2:
+        raise InvalidArgument(f"fewshot: 'cv_folds' must be one integer >= 2, got {config['cv_folds']!r}")
+    return shot_counts, repeats[0], config["selection"], folds[0]
+
+
+def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Few-shot top1 (mean ± std over draws, and per draw with its CI) per shot count; module docstring."""
+    config = PROTOCOL.resolve_config(config)
+    shot_counts, n_repeats, selection, cv_folds = _options(config)
     grid, solver = resolve_grid(config, "fewshot"), solver_options(config, "fewshot")
-    data = {}
+    splits = {}
     for name in ("train", "val", "test"):
         x, y = check_features(*ctx.features(name), f"fewshot: split {name!r}")
-        data[name] = (l2_normalize(x), y)
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = data["train"], data["val"], data["test"]
-    labels, counts = np.unique(y_tr, return_counts=True)
+        splits[name] = (l2_normalize(x), y)
+    labels, counts = np.unique(splits["train"][1], return_counts=True)
     smallest = int(counts.min())
     metrics: dict[str, Any] = {
+        "selection": selection,
         "min_train_per_class": smallest,
         "n_classes_train": int(labels.size),
-        "n_test": len(y_te),
+        "n_test": len(splits["test"][1]),
     }
     skipped, means = [], []
     total, done = len(shot_counts) * n_repeats, 0
@@ -96,20 +188,22 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
                 smallest,
             )
             skipped.append(k)
-            metrics.update({f"top1_{k}shot_mean": None, f"top1_{k}shot_std": None, f"chosen_C_{k}shot": None})
+            metrics.update({f"top1_{k}shot_mean": None, f"top1_{k}shot_std": None})
             continue
-        top1s, chosen_Cs = [], []
+        top1s = []
         for r in range(n_repeats):
-            ctx.progress(done, total, f"few-shot: {k}-shot, repeat {r + 1}/{n_repeats}")
+            ctx.progress(done, total, f"few-shot: {k}-shot, draw {r + 1}/{n_repeats}")
             rng = np.random.default_rng([seed, k, r])
-            top1, chosen_C = fewshot_top1(x_tr, y_tr, x_va, y_va, x_te, y_te, k, rng, grid, **solver)
-            top1s.append(top1)
-            chosen_Cs.append(chosen_C)
+            hits, chosen_C, used = fewshot_draw(splits, k, rng, grid, selection, cv_folds, **solver)
+            top1s.append(float(hits.mean()))
+            metrics[f"top1_{k}shot_r{r}"] = top1s[-1]
+            metrics.update(accuracy_ci_fields(f"top1_{k}shot_r{r}", hits, seed=seed))
+            metrics[f"chosen_C_{k}shot_r{r}"] = chosen_C
             done += 1
+        metrics[f"selection_{k}shot"] = used
         means.append(float(np.mean(top1s)))
         metrics[f"top1_{k}shot_mean"] = means[-1]
         metrics[f"top1_{k}shot_std"] = float(np.std(top1s, ddof=1)) if n_repeats > 1 else None
-        metrics[f"chosen_C_{k}shot"] = chosen_Cs
     ctx.progress(total, total, "few-shot: done")
     metrics["top1_fewshot_mean"] = float(np.mean(means)) if means else None
     metrics["skipped_shots"] = skipped
@@ -119,15 +213,24 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
 PROTOCOL = register_protocol(
     Protocol(
         name="fewshot",
-        version="1",
+        version="2",
         task="fewshot",
         evaluate=evaluate,
-        defaults={"shots": [1, 5, 10], "seeds": 3, "grid": None, "max_iter": 1000, "tol": 1e-4},
+        defaults={
+            "shots": [1, 5, 10],
+            "seeds": 3,
+            "selection": "kshot_val",
+            "cv_folds": 5,
+            "grid": None,
+            "max_iter": 1000,
+            "tol": 1e-4,
+        },
         primary_metric="top1_fewshot_mean",
         higher_is_better={
             "top1_fewshot_mean": True,
             **{f"top1_{k}shot_mean": True for k in (1, 2, 4, 5, 8, 10, 16, 20, 50, 100)},
         },
-        description="k-shot linear probe (C chosen on val), mean ± std of test top1 over sampling repeats.",
+        description="k-shot linear probe, C chosen on a k-shot val draw (or CV on the shots); mean ± std "
+        "of test top1 over draws, per-draw bootstrap CIs.",
     )
 )
