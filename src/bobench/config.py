@@ -25,6 +25,7 @@ class Settings:
     threads: int = 0  # intra-op threads; 0 = library default
     device: str = "cpu"
     log_level: str = "INFO"
+    recompute_features: bool = False  # ignore cached features: each is computed again (`--recompute`)
     store: str = ""  # artifact store URL: "" (local files) or s3://bucket/prefix
     s3_endpoint: str = ""
     s3_access_key: str = ""

@@ -85,7 +85,12 @@ class LocalContext:
         if len(indices) == 0:
             raise InvalidArgument(f"dataset {ds.name!r}: split {split!r} is empty")
         key = feature_key(
-            self.spec.digest(), ds.fingerprint, split, cache_variant(variant), precision=self.precision, runtime=self.runtime
+            self.spec.digest(),
+            ds.fingerprint,
+            split,
+            cache_variant(variant),
+            precision=self.precision,
+            runtime=self.runtime,
         )
         cached = self.cache.get_with_meta(key)
         if cached is not None:

@@ -15,7 +15,7 @@ from bobench.battle.context import LocalContext, ProgressFn
 from bobench.battle.plan import RunPlan
 from bobench.battle.records import STATUS_FAILED, STATUS_FINISHED, RunRecord
 from bobench.config import Settings
-from bobench.embed.cache import FeatureCache
+from bobench.embed.cache import FeatureCache, feature_runtime
 from bobench.environment import environment
 from bobench.errors import BobenchError
 
@@ -62,7 +62,7 @@ class LocalExecutor(Executor):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.cache = FeatureCache(settings.cache_dir)
+        self.cache = FeatureCache(settings.cache_dir, recompute=settings.recompute_features)
         self._datasets: dict[str, Any] = {}
         self._embedder_key: str | None = None
         self._embedder = None
@@ -124,7 +124,10 @@ class LocalExecutor(Executor):
         variant has its own, since its features differ from ONNX Runtime's."""
         if embedder_variant == "onnx":
             return self.cache
-        return FeatureCache(Path(self.settings.cache_dir) / "variants" / embedder_variant)
+        return FeatureCache(
+            Path(self.settings.cache_dir) / "variants" / embedder_variant,
+            recompute=self.settings.recompute_features,
+        )
 
     def _close_embedder(self) -> None:
         embedder, self._embedder, self._embedder_key = self._embedder, None, None
@@ -169,6 +172,7 @@ class LocalExecutor(Executor):
                 progress=progress,
                 settings=self.settings,
                 precision=precision_of_variant(variant),
+                runtime=feature_runtime(self.settings.embedder),
             )
             self.executions += 1
             metrics = get_protocol(plan.protocol).evaluate(ctx, plan.config, plan.seed)

@@ -90,8 +90,8 @@ def run_battle(
 ) -> BattleOutcome:
     """Run every run of `spec` not already finished in `out_dir/results.jsonl`.
 
-    Finished keys are reused; failed ones are retried when `rerun_failed`. `on_record` is called with
-    each newly executed record. Returns what happened; the records of the whole spec are in
+    Finished keys are reused (all re-run with `settings.recompute_features`); failed ones are retried
+    when `rerun_failed`. `on_record` is called with each newly executed record. Returns what happened; the records of the whole spec are in
     `outcome.records`.
     """
     out = Path(out_dir)
@@ -107,7 +107,7 @@ def run_battle(
     try:
         for plan in plans:
             prior = existing.get(plan.run_key)
-            if prior is not None and (prior.finished or not rerun_failed):
+            if prior is not None and not settings.recompute_features and (prior.finished or not rerun_failed):
                 outcome.records.append(prior)
                 outcome.reused += 1
                 bars.runs.update(1)

@@ -18,6 +18,14 @@ def add_settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="intra-op threads (0 = library default)")
     p.add_argument("--triton-url", help="Triton gRPC address for --embedder triton")
     p.add_argument("--device", help="torch device for --embedder torch (cpu, cuda, cuda:1)")
+    p.add_argument(
+        "--recompute",
+        dest="recompute_features",
+        action="store_const",
+        const=True,
+        help="compute every feature again instead of reading the cache, and re-run finished runs "
+        "(env BOBENCH_RECOMPUTE_FEATURES)",
+    )
 
 
 def settings_from(args: argparse.Namespace, **spec_values: Any) -> Settings:
@@ -28,7 +36,8 @@ def settings_from(args: argparse.Namespace, **spec_values: Any) -> Settings:
     from bobench.config import ENV_PREFIX
 
     cli = {
-        k: getattr(args, k, None) for k in ("embedder", "cache_dir", "batch_size", "threads", "triton_url")
+        k: getattr(args, k, None)
+        for k in ("embedder", "cache_dir", "batch_size", "threads", "triton_url", "recompute_features")
     }
     for key, value in spec_values.items():
         if value is not None and cli.get(key) is None and (ENV_PREFIX + key.upper()) not in os.environ:

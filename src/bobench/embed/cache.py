@@ -1,5 +1,9 @@
 """On-disk feature cache keyed by (backbone digest, preprocessing, dataset fingerprint, split, variant,
-precision). Keys are made by `feature_key` only, so every caller keys the same way.
+precision, runtime). Keys are made by `feature_key` only, so every caller keys the same way.
+
+The runtime is the engine that runs the network: "onnx" (the exported graph, run by ONNX Runtime in
+process or inside Triton) or "torch" (the eager module): `--embedder torch` never reads ONNX Runtime
+features. "onnx" is left out of the hash, so entries written before the runtime was keyed stay valid.
 
 Every protocol reads features through it, so a re-run battle performs zero forward passes. Entries are
 written atomically (temp file + rename): a crash never leaves a half-written entry that looks valid.
@@ -20,6 +24,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+DEFAULT_RUNTIME = "onnx"
+
+
 @dataclass(frozen=True)
 class FeatureKey:
     backbone_digest: str  # BackboneSpec.digest(): weights + preprocessing
@@ -27,10 +34,20 @@ class FeatureKey:
     split: str
     variant: str = ""  # deterministic image transform, e.g. "corrupt:fog:3"
     precision: str = "fp32"
+    runtime: str = DEFAULT_RUNTIME  # what ran the network: "onnx" or "torch" (`feature_runtime`)
 
     def hexdigest(self) -> str:
-        blob = json.dumps(self.__dict__, sort_keys=True).encode()
+        doc = dict(self.__dict__)
+        if doc["runtime"] == DEFAULT_RUNTIME:
+            del doc["runtime"]
+        blob = json.dumps(doc, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def feature_runtime(embedder: str) -> str:
+    """The feature-key runtime of an embedder setting: "torch" for torch, "onnx" for onnxruntime and
+    Triton (both run the exported ONNX graph; TensorRT variants have caches of their own)."""
+    return "torch" if embedder == "torch" else DEFAULT_RUNTIME
 
 
 def feature_key(
@@ -40,23 +57,33 @@ def feature_key(
     variant: str | None = None,
     *,
     precision: str = "fp32",
+    runtime: str = DEFAULT_RUNTIME,
 ) -> FeatureKey:
     """The cache key of one split's features. `precision` is the embedder's (fp16 and fp32 features
-    never share an entry). Raises InvalidArgument for a precision outside `embed.base.PRECISIONS`.
+    never share an entry), `runtime` what ran the network (`feature_runtime`). Raises InvalidArgument
+    for a precision outside `embed.base.PRECISIONS` or an unknown runtime.
     """
     from bobench.embed.base import PRECISIONS
     from bobench.errors import InvalidArgument
 
     if precision not in PRECISIONS:
         raise InvalidArgument(f"feature key: precision {precision!r} is not one of {list(PRECISIONS)}")
-    return FeatureKey(backbone_digest, dataset_fingerprint, split, variant or "", precision)
+    if runtime not in (DEFAULT_RUNTIME, "torch"):
+        raise InvalidArgument(f"feature key: runtime {runtime!r} is not one of ['onnx', 'torch']")
+    return FeatureKey(backbone_digest, dataset_fingerprint, split, variant or "", precision, runtime)
 
 
 class FeatureCache:
-    """Features as .npz files under `root/features/`; counts hits and misses for tests and logs."""
+    """Features as .npz files under `root/features/`; counts hits and misses for tests and logs.
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    With `recompute` (`--recompute`), an entry this object has not written itself is a miss: every
+    feature is computed again once, then served from what was written.
+    """
+
+    def __init__(self, root: str | os.PathLike, recompute: bool = False) -> None:
         self.root = Path(root) / "features"
+        self.recompute = recompute
+        self._written: set[str] = set()
         self.hits = 0
         self.misses = 0
 
@@ -71,7 +98,7 @@ class FeatureCache:
     def get_with_meta(self, key: FeatureKey) -> tuple[np.ndarray, np.ndarray, dict] | None:
         """(features, labels, meta) — meta says which backbone/runtime computed them — or None."""
         path = self._path(key)
-        if not path.exists():
+        if not path.exists() or (self.recompute and key.hexdigest() not in self._written):
             self.misses += 1
             return None
         try:
@@ -100,6 +127,7 @@ class FeatureCache:
                     meta=np.array(json.dumps({**key.__dict__, **(meta or {})})),
                 )
             os.replace(tmp, path)
+            self._written.add(key.hexdigest())
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
