@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from bobench.analysis.core import Analysis
+from bobench.analysis.core import Analysis, settings_rows
 
 MISSING = "-"
 
@@ -51,17 +51,45 @@ def render_markdown_table(
     return "\n".join(out)
 
 
+def fmt_rank_interval(entry: dict[str, Any]) -> str:
+    """ "1-3" (the 95 % rank interval), or the rank alone when the interval is a single rank."""
+    low, high = entry.get("rank_low"), entry.get("rank_high")
+    if low is None or high is None:
+        return MISSING
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def fmt_ties(entry: dict[str, Any], entries: Sequence[dict[str, Any]]) -> str:
+    """ "= 2, 3": the ranks of the backbones this one cannot be told apart from at 95 %."""
+    rank_of = {e["backbone"]: e["rank"] for e in entries}
+    ranks = sorted(rank_of[b] for b in entry.get("tied_with", ()) if b in rank_of)
+    return "= " + ", ".join(str(r) for r in ranks) if ranks else ""
+
+
+def fmt_value(row: dict[str, Any]) -> str:
+    """A raw metric with its interval and item count: "0.812 [0.700, 0.900] n=24"."""
+    text = f"{row['value']:.3f}"
+    if row.get("ci_low") is not None:
+        text += f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+    if row.get("n_items") is not None:
+        text += f" n={row['n_items']}"
+    return text
+
+
 def leaderboard_table(analysis: Analysis) -> tuple[list[str], list[list[str]], list[bool]]:
     """(headers, rows, right-align flags) of the overall leaderboard with per-task and cost columns."""
     tasks = analysis.tasks
-    headers = ["rank", "backbone", "score", "coverage", *tasks, "p50 ms", "served ms", "params"]
-    right = [True, False, True, True, *[True] * len(tasks), True, True, True]
+    headers = ["rank", "95% rank", "tied", "backbone", "score", "coverage", *tasks]
+    headers += ["p50 ms", "served ms", "params"]
+    right = [True, True, False, False, True, True, *[True] * len(tasks), True, True, True]
     rows = []
     for e in analysis.overall:
         b = e["backbone"]
         rows.append(
             [
                 str(e["rank"]),
+                fmt_rank_interval(e),
+                fmt_ties(e, analysis.overall),
                 b + (" (ext)" if e["external"] else ""),
                 fmt_num(e["score"]),
                 f"{fmt_pct(e['coverage'])} ({e['n_settings']}/{e['n_settings_total']})",
@@ -89,17 +117,28 @@ def excluded_table(analysis: Analysis) -> tuple[list[str], list[list[str]], list
 
 
 def task_table(analysis: Analysis, task: str) -> tuple[list[str], list[list[str]], list[bool]]:
-    headers = ["rank", "backbone", "score", "coverage"]
+    """One task's ranking with each of its settings' raw metric (interval, item count) per backbone."""
+    settings = [s for s in analysis.settings if s.key.task == task and len(s.values) >= 2]
+    rows_of = {s.label(): {r["backbone"]: r for r in settings_rows([s])} for s in settings}
+    labels = [s.label().split("/", 1)[1] for s in settings]
+    headers = ["rank", "95% rank", "tied", "backbone", "score", "coverage", *labels]
+    entries = analysis.per_task[task]
     rows = [
         [
             str(e["rank"]),
+            fmt_rank_interval(e),
+            fmt_ties(e, entries),
             e["backbone"],
             fmt_num(e["score"]),
             f"{fmt_pct(e['coverage'])} ({e['n_settings']}/{e['n_settings_total']})",
+            *[
+                fmt_value(rows_of[s.label()][e["backbone"]]) if e["backbone"] in s.values else MISSING
+                for s in settings
+            ],
         ]
-        for e in analysis.per_task[task]
+        for e in entries
     ]
-    return headers, rows, [True, False, True, True]
+    return headers, rows, [True, True, False, False, True, True, *[True] * len(settings)]
 
 
 def recommendation_table(entries: list[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[bool]]:
@@ -126,8 +165,15 @@ def coverage_rule(analysis: Analysis) -> str:
     )
 
 
+TIES_NOTE = (
+    "95% rank = the rank interval from a bootstrap of the whole aggregation; tied = ranks of the "
+    "backbones whose scores are not distinguishable from this one at 95%."
+)
+
+
 def format_leaderboard(analysis: Analysis) -> str:
-    """The overall leaderboard as an aligned plain-text table, followed by the unranked backbones."""
+    """The overall leaderboard as an aligned plain-text table, the unranked backbones, then one table
+    per task with the raw metrics (interval, test items) next to the scores."""
     if not analysis.overall and not analysis.excluded:
         return "No finished, ranked runs to show."
     scored = sum(len(s.values) >= 2 for s in analysis.settings)
@@ -144,4 +190,12 @@ def format_leaderboard(analysis: Analysis) -> str:
             "settings with a single backbone, which cannot be z-scored):",
             render_text_table(*excluded_table(analysis)),
         ]
+    for task in analysis.tasks:
+        parts += [
+            "",
+            f"Task {task} (raw metric [95% CI] n=test items):",
+            render_text_table(*task_table(analysis, task)),
+        ]
+    if analysis.overall:
+        parts += ["", TIES_NOTE]
     return "\n".join(parts)

@@ -134,8 +134,8 @@ def plot_task_heatmap(analysis: Analysis, path: Path) -> Path | None:
 
 def plot_task_correlation(analysis: Analysis, path: Path) -> Path | None:
     cm = analysis.task_correlation
-    if len(cm.tasks) < 2:
-        return None
+    if len(cm.tasks) < 2 or not analysis.correlation_meaningful:
+        return None  # too few common backbones: the report says so instead of drawing noise
     data = np.array([[np.nan if r is None else r for r in row] for row in cm.rho], dtype=float)
     side = 2.5 + 0.9 * len(cm.tasks)
     fig = Figure(figsize=(side + 1.2, side), layout="constrained")

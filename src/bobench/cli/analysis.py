@@ -1,4 +1,9 @@
-"""`bob report DIR`, `bob analyze [DIR]`, `bob results export DIR --csv`."""
+"""`bob report DIR`, `bob analyze [DIR]`, `bob results export DIR --csv`.
+
+`report` and `analyze` cover every record in DIR/results.jsonl by default (`--all`); `--latest` takes
+the plan of the battle last run into DIR (its spec.yaml), `--battle SPEC|ID` a spec file's plan or a
+scheduler battle id (see `bobench.analysis.selection`).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("results_dir")
     rep.add_argument("--out", help="where to write (default: the results directory)")
     rep.add_argument("--external", action="append", default=[], metavar="CSV", help="merge external scores")
+    add_selection_flags(rep)
+    rep.add_argument("--max-latency-ms", type=float, help="your latency limit for the recommendations")
+    rep.add_argument("--max-params", type=float, help="your parameter-count limit for the recommendations")
     rep.set_defaults(func=cmd_report)
 
     an = sub.add_parser("analyze", help="print overall and per-task rankings (BoB z-score aggregation)")
@@ -26,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     an.add_argument("--json", action="store_true", help="print JSON: {overall: [...], per_task: {...}}")
     an.add_argument("--min-coverage", type=float, default=None, help="share of settings a backbone needs")
+    add_selection_flags(an)
     an.set_defaults(func=cmd_analyze)
 
     res = sub.add_parser("results", help="work with stored run records")
@@ -37,6 +46,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-o", "--out", help="file to write, or - for standard output (default: RESULTS_DIR/results.csv)"
     )
     ex.set_defaults(func=cmd_export)
+
+
+def add_selection_flags(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--all", dest="select_all", action="store_true", help="every record (the default)")
+    which.add_argument(
+        "--latest", action="store_true", help="the plan of the battle last run into the directory"
+    )
+    which.add_argument("--battle", metavar="SPEC|ID", help="a battle spec's plan, or a scheduler battle id")
+    p.add_argument(
+        "--task-map",
+        choices=("records", "bob"),
+        default="records",
+        help="records: each run's task (default); bob: linear probe and fine-tune are classification",
+    )
+
+
+def _select(args: argparse.Namespace, records: list):
+    from bobench.analysis import selection
+
+    where = Path(args.results_dir)
+    if args.latest:
+        return selection.select_latest(records, where if where.is_dir() else where.parent)
+    if args.battle:
+        return selection.select_battle(records, args.battle)
+    return selection.select_all(records, where)
 
 
 def _records(results_dir: str | None) -> list:
@@ -54,8 +89,15 @@ def _records(results_dir: str | None) -> list:
 def cmd_report(args: argparse.Namespace) -> int:
     from bobench.analysis.report import write_report
 
-    _records(args.results_dir)
-    paths = write_report(Path(args.results_dir), out_dir=args.out, external=args.external)
+    chosen = _select(args, _records(args.results_dir))
+    paths = write_report(
+        Path(args.results_dir),
+        out_dir=args.out,
+        external=args.external,
+        selection=chosen,
+        task_map=args.task_map,
+        limits={"max_latency_ms": args.max_latency_ms, "max_params": args.max_params},
+    )
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
@@ -68,9 +110,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not args.results_dir and not args.external:
         raise InvalidArgument("give a results directory and/or --external CSV")
     records = _records(args.results_dir)  # analysis ranks finished runs and lists the failed ones
+    if args.results_dir:
+        records = _select(args, records).records
     kwargs = {} if args.min_coverage is None else {"min_coverage": args.min_coverage}
     external = [row for path in args.external for row in load_external_csv(path)]
-    result = analyze(records, external=external, **kwargs)
+    result = analyze(records, external=external, task_map=args.task_map, **kwargs)
     if args.json:
         print_json(result.to_json())
     else:

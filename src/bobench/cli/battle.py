@@ -44,8 +44,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print_leaderboard(outcome.records)
     if spec.report and not args.no_report:
         from bobench.analysis.report import write_report
+        from bobench.analysis.selection import Selection
 
-        paths = write_report(out)
+        scope = f"battle {spec.name!r}: the {len(outcome.records)} runs of its plan (history stays in results.jsonl)"
+        paths = write_report(out, selection=Selection(outcome.records, scope))
         print(f"report: {paths['report.html']}  (also report.md, plots/*.png)")
     failed = [r for r in outcome.records if r.status == "failed"]
     for r in failed[:10]:

@@ -1,0 +1,246 @@
+"""The report's sections after the leaderboards: coverage, correlation, groups, costs, advice, settings,
+environment, failures. Each function returns the blocks of one section (see `bobench.analysis.render`).
+"""
+
+from __future__ import annotations
+
+from bobench.analysis import leaderboard as lb
+from bobench.analysis.core import MIN_CORRELATION_BACKBONES, Analysis, recommend, settings_rows
+from bobench.analysis.render import Block, Heading, Image, Para, Pre, Table
+
+SMALL_PARAMS = 30e6  # BoB's "small backbone" bound
+# (title, recommend() keyword arguments) of the canned RQ4 questions shown in the report
+QUESTIONS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("Best overall", {}),
+    (
+        "Best under 10 ms p50 in-process latency (smallest measured batch, normally 1)",
+        {"max_latency_ms": 10.0},
+    ),
+    ("Best under 30 M parameters (BoB's 'small' backbones)", {"max_params": SMALL_PARAMS}),
+    ("Best under 10 ms p50 served latency", {"max_served_latency_ms": 10.0}),
+)
+
+
+def coverage(analysis: Analysis) -> list[Block]:
+    blocks: list[Block] = [Heading("Coverage and missing data"), Para(lb.coverage_rule(analysis))]
+    blocks.append(Table(*lb.excluded_table(analysis), empty="Every backbone meets the minimum coverage."))
+    return blocks
+
+
+def correlation(analysis: Analysis, images: dict[str, Image]) -> list[Block]:
+    cm = analysis.task_correlation
+    blocks: list[Block] = [Heading("Task correlation")]
+    blocks.append(
+        Para(
+            "Spearman rank correlation of task scores over the backbones scored on both tasks "
+            "(n/a where fewer than 3 backbones are common or scores are constant)."
+        )
+    )
+    if not analysis.correlation_meaningful:
+        blocks.append(
+            Para(
+                f"Too few backbones for a meaningful correlation: no pair of tasks shares "
+                f"{MIN_CORRELATION_BACKBONES} or more, so the heatmap is not drawn and the values below are "
+                "indicative only."
+            )
+        )
+    elif "task_correlation" in images:
+        blocks.append(images["task_correlation"])
+    rows = [
+        [a, *[_rho(r, n) for r, n in zip(row, counts, strict=True)]]
+        for a, row, counts in zip(cm.tasks, cm.rho, cm.n_common, strict=True)
+    ]
+    blocks.append(Table(["task", *cm.tasks], rows, [False, *[True] * len(cm.tasks)], empty="No tasks."))
+    return blocks
+
+
+def _rho(rho: float | None, n_common: int) -> str:
+    if rho is None:
+        return "n/a"
+    return lb.fmt_num(rho, 2) + (f" (n={n_common}, too few)" if n_common < MIN_CORRELATION_BACKBONES else "")
+
+
+def groups(analysis: Analysis) -> list[Block]:
+    blocks: list[Block] = [Heading("By pretraining method and architecture family")]
+    blocks.append(Para("Mean overall score of the ranked backbones in each group (RQ2).", muted=True))
+    for title, groups in (
+        ("Pretraining method", analysis.by_method),
+        ("Architecture family", analysis.by_family),
+    ):
+        rows = [
+            [g, lb.fmt_num(v["mean_score"]), str(v["count"]), ", ".join(v["backbones"])]
+            for g, v in groups.items()
+        ]
+        blocks += [
+            Heading(title, 3),
+            Table(["group", "mean score", "count", "backbones"], rows, [False, True, True, False]),
+        ]
+    return blocks
+
+
+def efficiency(analysis: Analysis, images: dict[str, Image]) -> list[Block]:
+    blocks: list[Block] = [Heading("Efficiency and Pareto fronts")]
+    blocks.append(
+        Para(
+            "In-process latency = p50 of the efficiency runs at the smallest measured batch "
+            "(latency_ms_p50_b<N>); served latency = p50 of the serving runs at the smallest batch and "
+            "concurrency (latency_ms_p50_b<N>_c<M>); throughput = the largest measured batch; params from the "
+            "efficiency run, else the backbone metadata. A Pareto-front backbone has no other backbone that "
+            "is both better and cheaper. Latency and throughput are compared at one environment "
+            "(device, runtime, precision, threads, host) and one batch size, the ones measured for the most "
+            "backbones; figures from other environments are not mixed in."
+        )
+    )
+    for basis in analysis.cost_basis.values():
+        left = f"; left out (measured elsewhere only): {', '.join(basis.left_out)}" if basis.left_out else ""
+        blocks.append(
+            Para(
+                f"{basis.column} compared at {basis.metric} on {basis.environment} ({len(basis.backbones)} backbones{left})."
+            )
+        )
+    shown = [images[n] for n in ("pareto_latency", "pareto_params") if n in images]
+    blocks += shown or [Para("No latency or parameter counts in these results.", muted=True)]
+    headers = [
+        "backbone",
+        "p50 ms",
+        "key",
+        "served p50 ms",
+        "served key",
+        "throughput img/s",
+        "params",
+        "FLOPs",
+    ]
+    rows = [
+        [
+            b,
+            lb.fmt_num(c.latency_ms, 2),
+            c.latency_key or lb.MISSING,
+            lb.fmt_num(c.served_latency_ms, 2),
+            c.served_latency_key or lb.MISSING,
+            lb.fmt_num(c.throughput_ips, 1),
+            lb.fmt_params(c.params),
+            lb.MISSING if c.flops is None else f"{c.flops / 1e9:.2f}G",
+        ]
+        for b, c in analysis.costs.items()
+    ]
+    blocks.append(
+        Table(headers, rows, [False, True, False, True, False, True, True, True], empty="No cost figures.")
+    )
+    for column in ("latency_ms", "served_latency_ms", "params"):
+        front = analysis.pareto(column)
+        if front:
+            blocks.append(Para(f"Pareto front by {column}: {', '.join(e['backbone'] for e in front)}."))
+    return blocks
+
+
+def recommendations(analysis: Analysis, limits: dict[str, float | None]) -> list[Block]:
+    """Canned RQ4 questions, plus the reader's own limits (`bob report --max-latency-ms/--max-params`)."""
+    blocks: list[Block] = [Heading("Recommendations")]
+    blocks.append(
+        Para(
+            "Best ranked backbones meeting each constraint (a backbone without the measured cost does not "
+            "qualify; costs at the comparison basis above). Random-init baselines are left out. Ask your own "
+            "with bob report --max-latency-ms/--max-params or bobench.analysis.recommend(analysis, ...).",
+            muted=True,
+        )
+    )
+    questions = list(QUESTIONS)
+    chosen = {k: v for k, v in limits.items() if v is not None}
+    if chosen:
+        questions.insert(0, ("Your limits: " + ", ".join(f"{k} <= {v:g}" for k, v in chosen.items()), chosen))
+    for title, kwargs in questions:
+        blocks += [
+            Heading(title, 3),
+            Table(
+                *lb.recommendation_table(recommend(analysis, top_k=3, **kwargs)),
+                empty="No backbone qualifies (or the cost was not measured).",
+            ),
+        ]
+    return blocks
+
+
+def settings(analysis: Analysis) -> list[Block]:
+    """The long per-(setting, backbone) table: raw value with CI and test items, seeds, z, identity."""
+    headers = ["task", "dataset", "protocol", "metric", "variant", "better", "backbone", "value"]
+    headers += ["95% CI", "n", "std", "seeds", "z"]
+    rows = [
+        [
+            r["task"],
+            r["dataset"],
+            r["protocol"],
+            r["metric"],
+            r["variant"] or f"v{r['protocol_version']} cfg {r['config_digest']}".strip(),
+            "higher" if r["higher_is_better"] else "lower",
+            r["backbone"] + (" (ext)" if r["external"] else ""),
+            f"{r['value']:.4g}",
+            lb.MISSING if r["ci_low"] is None else f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]",
+            lb.MISSING if r["n_items"] is None else str(r["n_items"]),
+            lb.MISSING if r["std"] is None else f"{r['std']:.2g}",
+            str(r["n_seeds"]),
+            f"{r['z']:+.3f}",
+        ]
+        for r in settings_rows(analysis.settings)
+    ]
+    right = [False] * 7 + [True] * 6
+    note = Para(
+        "variant = protocol version, digest of the resolved config and dataset fingerprint; runs that "
+        "differ in any of them are separate settings, never averaged as seeds.",
+        muted=True,
+    )
+    return [Heading("Per-setting metrics"), note, Table(headers, rows, right, empty="No ranked settings.")]
+
+
+def environment(analysis: Analysis) -> list[Block]:
+    blocks: list[Block] = [Heading("Environment")]
+    blocks.append(
+        Para("Where the figures were measured: every distinct environment of the finished runs.", muted=True)
+    )
+    rows = []
+    for env in analysis.environments:
+        e = env["environment"]
+        versions = e.get("versions") or {}
+        rows.append(
+            [
+                str(e.get("device", lb.MISSING)),
+                str(e.get("runtime", lb.MISSING)),
+                str(e.get("threads", lb.MISSING)),
+                str(e.get("precision", lb.MISSING)),
+                ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or lb.MISSING,
+                ", ".join(env["tasks"]),
+                str(env["n_runs"]),
+            ]
+        )
+    headers = ["device", "runtime", "threads", "precision", "versions", "tasks", "runs"]
+    blocks.append(
+        Table(
+            headers, rows, [False, False, True, False, False, False, True], empty="No environment recorded."
+        )
+    )
+    return blocks
+
+
+def failures(analysis: Analysis) -> list[Block]:
+    blocks: list[Block] = [Heading("Failed runs")]
+    if not analysis.failed_runs:
+        return blocks + [Para("No run failed.", muted=True)]
+    headers = ["backbone", "task", "dataset", "protocol", "seed", "error"]
+    rows = [
+        [
+            f["backbone"],
+            f["task"],
+            f["dataset"],
+            f["protocol"],
+            str(f["seed"]),
+            (f["error"].strip().splitlines() or ["(empty)"])[-1][:160],
+        ]
+        for f in analysis.failed_runs
+    ]
+    blocks.append(Table(headers, rows, [False, False, False, False, True, False]))
+    for f in analysis.failed_runs:
+        blocks.append(
+            Pre(
+                f"{f['backbone']} {f['task']}/{f['dataset']}/{f['protocol']} seed {f['seed']} ({f['run_key']})",
+                f["error"],
+            )
+        )
+    return blocks
