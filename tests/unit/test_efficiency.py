@@ -1,4 +1,5 @@
-"""The efficiency protocol: figures with their context, FLOPs checked by hand, null where uncountable."""
+"""The efficiency protocol: figures with their context, FLOPs checked by hand, null where uncountable,
+timm's budget by default, percentiles only when backed, per-batch memory, handed interleaved times."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from torch import nn
 
 from bobench.errors import FailedPrecondition, InvalidArgument
 from bobench.protocols import get_protocol
-from bobench.protocols.efficiency import count_flops, latency_summary, time_steps
+from bobench.protocols.efficiency import HandedLatency, count_flops, handed_latency, handoff_key
+from bobench.protocols.latency import latency_summary, time_steps
 
 torch.set_num_threads(1)
 
-FAST = {"batch_sizes": [1, 4], "warmup_steps": 1, "timed_steps": 5}
+FAST = {"batch_sizes": [1, 4], "warmup_steps": 1, "timed_steps": 5, "min_time_s": 0.0}
 
 
 def _context(root, backbone: str, runtime: str, module_factory=None):
@@ -48,10 +50,17 @@ def test_toy_backbone_figures_carry_their_context(tmp_path):
     assert (m["runtime"], m["device"], m["precision"]) == ("torch", "cpu", "fp32")
     assert m["threads"] == 1 and m["batch_sizes"] == [1, 4] and m["timed_steps"] == 5
     for b in (1, 4):
-        assert 0 < m[f"latency_ms_p50_b{b}"] <= m[f"latency_ms_p90_b{b}"] <= m[f"latency_ms_p99_b{b}"]
+        assert 0 < m[f"latency_ms_p50_b{b}"] and m[f"latency_samples_b{b}"] == 5
+        assert (
+            m[f"latency_ms_p90_b{b}"] is None and m[f"latency_ms_p99_b{b}"] is None
+        )  # 5 samples back p50 only
         assert m[f"throughput_ips_b{b}"] > 0
-    assert m["peak_rss_mb"] > 0 and m["rss_delta_mb"] is not None
-    assert m["peak_gpu_allocated_mb"] is None  # CPU run: no GPU figure, not a made-up 0
+        assert m[f"peak_rss_mb_b{b}"] > 0 and m[f"rss_delta_mb_b{b}"] is not None
+        assert m[f"peak_gpu_allocated_mb_b{b}"] is None  # CPU run: no GPU figure, not a made-up 0
+    assert m["peak_rss_mb"] == max(m["peak_rss_mb_b1"], m["peak_rss_mb_b4"])
+    assert (
+        m["peak_gpu_allocated_mb"] is None and m["measurement"] == "alone" and m["interleaved_with"] is None
+    )
 
 
 def test_each_timed_call_is_one_forward_pass_and_batch_size_is_restored(tmp_path):
@@ -59,7 +68,8 @@ def test_each_timed_call_is_one_forward_pass_and_batch_size_is_restored(tmp_path
     embedder = ctx.embedder()
     before = embedder.forward_passes
     get_protocol("efficiency").evaluate(ctx, {**FAST, "batch_sizes": [8]}, 0)
-    assert embedder.forward_passes - before == FAST["warmup_steps"] + FAST["timed_steps"]
+    memory_pass = 1
+    assert embedder.forward_passes - before == FAST["warmup_steps"] + FAST["timed_steps"] + memory_pass
     assert embedder.batch_size == 2
 
 
@@ -135,9 +145,72 @@ def test_time_steps_times_only_the_timed_calls():
         ({"batch_sizes": [0]}, "batch_sizes"),
         ({"timed_steps": 0}, "timed_steps"),
         ({"warmup_steps": -1}, "warmup_steps"),
+        ({"min_time_s": -1.0}, "min_time_s"),
+        ({"timed_steps": 50, "max_timed_steps": 45}, "max_timed_steps"),
+        ({"block_steps": 0}, "block_steps"),
         ({"iterations": 3}, "unknown config key"),
     ],
 )
 def test_bad_config_is_rejected(config, message):
     with pytest.raises(InvalidArgument, match=message):
         get_protocol("efficiency").evaluate(object(), config, 0)
+
+
+def test_default_budget_is_timms():
+    defaults = get_protocol("efficiency").resolve_config({})
+    assert (defaults["warmup_steps"], defaults["timed_steps"]) == (10, 40)  # timm benchmark.py
+    assert defaults["min_time_s"] > 0 and defaults["max_timed_steps"] >= 100
+    assert get_protocol("efficiency").version == "2"
+
+
+def _brute_force_backed(times: list[float], q: float) -> float | None:
+    """A percentile is backed when at least one sample lies at or beyond its rank: n * (1 - q) >= 1."""
+    n = len(times)
+    if n * (1 - q / 100) < 1 - 1e-9:
+        return None
+    ordered = sorted(times)
+    rank = q / 100 * (n - 1)
+    lo = int(rank)
+    return ordered[lo] + (rank - lo) * (ordered[min(lo + 1, n - 1)] - ordered[lo])
+
+
+@pytest.mark.parametrize("n", [1, 5, 9, 10, 40, 99, 100, 250])
+def test_percentiles_are_reported_only_when_enough_samples_back_them(n):
+    times = [float(t) for t in np.random.default_rng(n).gamma(2.0, 3.0, size=n)]
+    s = latency_summary(times, 1)
+    for q in (50, 90, 99):
+        expected = _brute_force_backed(times, q)
+        got = s[f"latency_ms_p{q}_b1"]
+        assert (got is None) == (expected is None), (n, q)
+        if expected is not None:
+            assert got == pytest.approx(expected)
+    assert s["latency_samples_b1"] == n
+
+
+def test_per_batch_memory_is_this_backbones_not_the_process_high_water_mark(tmp_path):
+    from bobench.protocols.efficiency import read_memory_kb
+
+    ballast = np.ones(300 * 2**20 // 8)  # 300 MiB touched, then freed: the process's lifetime peak
+    del ballast
+    process_hwm_mb = read_memory_kb()["VmHWM"] / 1024
+    ctx = _context(tmp_path, "toy", "torch")
+    m = get_protocol("efficiency").evaluate(ctx, {**FAST, "batch_sizes": [1]}, 0)
+    assert m["peak_rss_reset"] is True
+    assert m["peak_rss_mb"] < process_hwm_mb - 200  # the 300 MiB burst before the run is not in it
+    assert 0 <= m["rss_delta_mb_b1"] < 100
+
+
+def test_handed_interleaved_times_are_used_and_only_for_their_run(tmp_path):
+    ctx = _context(tmp_path, "toy", "torch")
+    config = {**FAST, "batch_sizes": [1]}
+    handed = HandedLatency({1: [2.0, 4.0, 6.0]}, ("resnet18-random",))
+    embedder = ctx.embedder()
+    with handed_latency({handoff_key(ctx.spec.digest(), config, 0): handed}):
+        before = embedder.forward_passes
+        m = get_protocol("efficiency").evaluate(ctx, config, 0)
+        assert embedder.forward_passes - before == 1  # the memory pass only: no timing of its own
+        other_seed = get_protocol("efficiency").evaluate(ctx, config, 1)
+    assert m["measurement"] == "interleaved" and m["interleaved_with"] == "resnet18-random"
+    assert m["latency_ms_mean_b1"] == pytest.approx(4.0) and m["latency_samples_b1"] == 3
+    assert other_seed["measurement"] == "alone"  # another seed is another run
+    assert get_protocol("efficiency").evaluate(ctx, config, 0)["measurement"] == "alone"  # dropped on exit

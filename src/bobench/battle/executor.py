@@ -88,8 +88,6 @@ class LocalExecutor(Executor):
         it raises FailedPrecondition. The previous embedder is closed and forgotten *before* the new
         one is made, so a failed `make_embedder` never leaves a closed embedder under a live key.
         """
-        from bobench.embed import make_embedder
-
         key = f"{spec.digest()}:{embedder_variant}"
         if self._embedder_key == key:
             return self._embedder
@@ -101,6 +99,15 @@ class LocalExecutor(Executor):
                 f"with {self.settings.embedder!r} (set embedder: triton)"
             )
         self._close_embedder()
+        self._embedder = self.new_embedder(spec, embedder_variant)
+        self._embedder_key = key
+        return self._embedder
+
+    def new_embedder(self, spec: Any, embedder_variant: str = "onnx"):
+        """A fresh embedder of `spec` made from the settings, not kept warm: the caller closes it
+        (the battle-level latency step holds several at once)."""
+        from bobench.embed import make_embedder
+
         options: dict[str, Any] = {"batch_size": self.settings.batch_size, "threads": self.settings.threads}
         if self.settings.embedder == "onnxruntime":
             options["cache_dir"] = self.settings.cache_dir
@@ -115,9 +122,7 @@ class LocalExecutor(Executor):
                 "model_name": served_model_name(spec, embedder_variant),
             }
         log.info("loading %s (%s) with the %s embedder", spec.name, embedder_variant, self.settings.embedder)
-        self._embedder = make_embedder(self.settings.embedder, spec.name, **options)
-        self._embedder_key = key
-        return self._embedder
+        return make_embedder(self.settings.embedder, spec.name, **options)
 
     def feature_cache(self, embedder_variant: str) -> FeatureCache:
         """The feature cache of a variant: ONNX features (any runtime) share one; each TensorRT

@@ -1,4 +1,8 @@
-"""`bob battle run`: plan a spec, skip finished run keys, execute the rest, append records, report."""
+"""`bob battle run`: plan a spec, skip finished run keys, execute the rest, append records, report.
+
+Before the runs, the battle-level latency step (`battle.latency_step`) times the efficiency runs
+that share this host interleaved and hands each its figures (embedded mode: a `LocalExecutor`).
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,12 @@ from pathlib import Path
 import yaml
 
 from bobench.battle.executor import Executor, LocalExecutor
+from bobench.battle.latency_step import measure_battle_latency
 from bobench.battle.plan import plan_battle
 from bobench.battle.records import RunRecord, read_records
 from bobench.battle.spec import BattleSpec
 from bobench.config import Settings
+from bobench.protocols.efficiency import handed_latency
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,10 @@ class _Bars:
         self.runs.close()
 
 
+def _reusable(prior: RunRecord | None, recompute: bool, rerun_failed: bool) -> bool:
+    return prior is not None and not recompute and (prior.finished or not rerun_failed)
+
+
 def write_battle_files(spec: BattleSpec, out_dir: Path, settings: Settings) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "spec.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
@@ -91,8 +101,8 @@ def run_battle(
     """Run every run of `spec` not already finished in `out_dir/results.jsonl`.
 
     Finished keys are reused (all re-run with `settings.recompute_features`); failed ones are retried
-    when `rerun_failed`. `on_record` is called with each newly executed record. Returns what happened; the records of the whole spec are in
-    `outcome.records`.
+    when `rerun_failed`. `on_record` is called with each newly executed record. Returns what
+    happened; the records of the whole spec are in `outcome.records`.
     """
     out = Path(out_dir)
     t0 = time.perf_counter()
@@ -104,23 +114,29 @@ def run_battle(
     executor = executor or LocalExecutor(settings)
     show = sys.stderr.isatty() if progress is None else progress
     bars = _Bars(len(plans), show)
+    reusable = {
+        p.run_key
+        for p in plans
+        if _reusable(existing.get(p.run_key), settings.recompute_features, rerun_failed)
+    }
     try:
-        for plan in plans:
-            prior = existing.get(plan.run_key)
-            if prior is not None and not settings.recompute_features and (prior.finished or not rerun_failed):
-                outcome.records.append(prior)
-                outcome.reused += 1
+        to_run = [p for p in plans if p.run_key not in reusable]
+        with handed_latency(measure_battle_latency(executor, to_run)):
+            for plan in plans:
+                if plan.run_key in reusable:
+                    outcome.records.append(existing[plan.run_key])
+                    outcome.reused += 1
+                    bars.runs.update(1)
+                    continue
+                bars.runs.set_postfix_str(f"{plan.backbone} · {plan.dataset} · {plan.protocol}", refresh=True)
+                record = executor.execute(plan, progress=bars.feature)
+                append_record(out, record)
+                outcome.records.append(record)
+                outcome.executed += 1
+                outcome.failed += int(not record.finished)
+                if on_record is not None:
+                    on_record(record)
                 bars.runs.update(1)
-                continue
-            bars.runs.set_postfix_str(f"{plan.backbone} · {plan.dataset} · {plan.protocol}", refresh=True)
-            record = executor.execute(plan, progress=bars.feature)
-            append_record(out, record)
-            outcome.records.append(record)
-            outcome.executed += 1
-            outcome.failed += int(not record.finished)
-            if on_record is not None:
-                on_record(record)
-            bars.runs.update(1)
     finally:
         bars.close()
         if own_executor:

@@ -1,12 +1,19 @@
 """Efficiency: parameters, FLOPs, latency / throughput per batch size and peak memory of a backbone.
 
-Latency follows timm's `benchmark.py`: a seeded random uint8 batch at the spec's input size is made
-once, `warmup_steps` untimed calls are run, then each of `timed_steps` calls is timed on its own
-(the embedders return host arrays, so every call has finished on the device when it returns).
-Reported per batch size N: `latency_ms_p50_bN`, `latency_ms_p90_bN`, `latency_ms_p99_bN`,
-`latency_ms_mean_bN` and `throughput_ips_bN` (= N x timed steps / summed timed wall time). The
-figures are for the run's embedder (ONNX Runtime by default), and the runtime, device, precision and
-thread count are recorded with them. A batch size that runs out of memory gets null figures.
+Latency follows timm's `benchmark.py` budget (`bobench.protocols.latency`): a seeded random uint8
+batch at the spec's input size, `warmup_steps` (10) untimed calls, then at least `timed_steps` (40)
+timed ones, extended to `min_time_s` of timed work, at most `max_timed_steps`. Reported per batch
+size N: `latency_ms_p50_bN` / `_p90_` / `_p99_` (each null unless enough samples back it),
+`latency_ms_mean_bN`, `latency_samples_bN`, `latency_block_spread_bN` and `throughput_ips_bN`
+(= N x samples / summed timed time). The figures are for the run's embedder (ONNX Runtime by
+default); runtime, device, precision and thread count are recorded with them. A batch size that
+runs out of memory gets null figures.
+
+Fair on a shared machine: a battle runner that executes several efficiency runs of one battle on
+one host measures their backbones together, interleaved (`measure_together`), and hands each run
+its step times (`handed_latency`); `evaluate` then uses them (`measurement: "interleaved"`,
+`interleaved_with` names the group) instead of timing alone (`measurement: "alone"`). Parameters,
+FLOPs and memory are always measured by the run itself.
 
 Parameters are counted on the torch module (`params_source: "torch"`); for a backbone without one,
 on the initializers of the embedder's ONNX graph when it exposes the file (`"onnx_initializers"`: every
@@ -17,27 +24,33 @@ null. FLOPs are counted per image at batch 1 by
 multiplications and convolutions only; `flops_counter` and `flops_unit` are recorded. No torch
 module, or a count of 0 (no op the counter knows), gives null — never 0.
 
-Memory on CPU comes from /proc/self/status: `peak_rss_mb` is the process's peak resident set during
-the measurement (the kernel's high-water mark, reset first where /proc/self/clear_refs allows it;
-`peak_rss_reset` says whether it was), `rss_delta_mb` = peak - resident set before. On a CUDA torch
-embedder, `peak_gpu_allocated_mb` / `peak_gpu_reserved_mb` come from torch.cuda's peak statistics.
-Not ranked: the analysis reads these as cost columns.
+Memory is this backbone's, per batch size, from one forward pass of that batch after the timing:
+the kernel's peak-RSS mark is reset first (/proc/self/clear_refs), so `peak_rss_mb_bN` is the
+process's peak resident set during that pass and `rss_delta_mb_bN` its rise over the resident set
+just before it (the batch's working memory). `peak_rss_mb` / `rss_delta_mb` are their maxima over
+the batch sizes. Where the mark cannot be reset (`peak_rss_reset` false) they are null rather than
+the process's lifetime high-water mark. On a CUDA torch embedder, `peak_gpu_allocated_mb_bN` /
+`peak_gpu_reserved_mb_bN` come from torch.cuda's peak statistics reset before each batch's pass
+(and `peak_gpu_*_mb` are their maxima). Not ranked: the analysis reads these as cost columns.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import time
-from collections.abc import Callable
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bobench.embed.base import unwrap
-from bobench.errors import FailedPrecondition, InvalidArgument
+from bobench.errors import FailedPrecondition
 from bobench.protocols.base import Protocol, RunContext, register_protocol
+from bobench.protocols.latency import Budget, latency_summary, measure_alone, measure_interleaved
 from bobench.protocols.metrics import positive_ints
 
 log = logging.getLogger(__name__)
@@ -45,39 +58,6 @@ log = logging.getLogger(__name__)
 FLOPS_COUNTER = "torch.utils.flop_counter.FlopCounterMode"
 _PROC_STATUS = Path("/proc/self/status")
 _PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-def latency_summary(times_ms: list[float], batch_size: int) -> dict[str, float]:
-    """p50/p90/p99/mean latency (ms, linear-interpolated percentiles) and throughput (images/s)."""
-    t = np.asarray(times_ms, dtype=np.float64)
-    if t.size == 0 or not np.isfinite(t).all() or (t < 0).any():
-        raise InvalidArgument(f"efficiency: need non-negative finite step times, got {times_ms!r}")
-    p50, p90, p99 = np.percentile(t, [50, 90, 99])
-    total_s = float(t.sum()) / 1000.0
-    return {
-        f"latency_ms_p50_b{batch_size}": float(p50),
-        f"latency_ms_p90_b{batch_size}": float(p90),
-        f"latency_ms_p99_b{batch_size}": float(p99),
-        f"latency_ms_mean_b{batch_size}": float(t.mean()),
-        f"throughput_ips_b{batch_size}": batch_size * t.size / total_s if total_s > 0 else None,
-    }
-
-
-def time_steps(
-    step: Callable[[], Any],
-    warmup_steps: int,
-    timed_steps: int,
-    clock: Callable[[], float] = time.perf_counter,
-) -> list[float]:
-    """Run `step` `warmup_steps` times untimed, then `timed_steps` times; each timed call's ms."""
-    for _ in range(warmup_steps):
-        step()
-    times_ms = []
-    for _ in range(timed_steps):
-        start = clock()
-        step()
-        times_ms.append((clock() - start) * 1000.0)
-    return times_ms
 
 
 def count_flops(module: Any, input_size: int) -> int | None:
@@ -150,25 +130,164 @@ def _params(ctx: RunContext, module: Any, embedder: Any) -> tuple[int | None, st
     return None, None
 
 
+def _threads(ctx: RunContext, described: dict[str, Any]) -> int:
+    if described.get("threads"):
+        return int(described["threads"])
+    configured = getattr(getattr(ctx, "settings", None), "threads", 0)
+    return int(configured) if configured else len(os.sched_getaffinity(0))
+
+
 def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
 
 
-def _measure_batch(embedder: Any, images: np.ndarray, warmup_steps: int, timed_steps: int) -> dict[str, Any]:
-    batch_size = images.shape[0]
+def _null_latency(batch_size: int) -> dict[str, Any]:
+    """Every latency figure of a batch size that ran out of memory: null."""
+    return dict.fromkeys(latency_summary([1.0], batch_size))
+
+
+@contextmanager
+def _whole_batch(embedder: Any, batch_size: int) -> Iterator[None]:
+    """One embed call = one forward pass of the whole batch; the embedder's batch size is restored."""
     saved = embedder.batch_size
-    embedder.batch_size = max(saved, batch_size)  # one call = one forward pass of the whole batch
+    embedder.batch_size = max(saved, batch_size)
     try:
-        times_ms = time_steps(lambda: embedder.embed(images), warmup_steps, timed_steps)
-    except (RuntimeError, MemoryError) as exc:
-        if not _is_out_of_memory(exc):
-            raise
-        log.warning("efficiency: batch %d ran out of memory; its figures are null", batch_size)
-        names = [f"latency_ms_{stat}_b{batch_size}" for stat in ("p50", "p90", "p99", "mean")]
-        return dict.fromkeys([*names, f"throughput_ips_b{batch_size}"])
+        yield
     finally:
         embedder.batch_size = saved
-    return latency_summary(times_ms, batch_size)
+
+
+def _images(seed: int, batch_sizes: list[int], size: int) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {b: rng.integers(0, 256, size=(b, 3, size, size), dtype=np.uint8) for b in batch_sizes}
+
+
+def _time_alone(embedder: Any, images: np.ndarray, budget: Budget) -> list[float] | None:
+    """Step times of one backbone at one batch size; None when the batch runs out of memory."""
+    with _whole_batch(embedder, images.shape[0]):
+        try:
+            return measure_alone(lambda: embedder.embed(images), budget)
+        except (RuntimeError, MemoryError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            log.warning("efficiency: batch %d ran out of memory; its figures are null", images.shape[0])
+            return None
+
+
+def _is_cuda_torch(described: Mapping[str, Any]) -> bool:
+    return described.get("runtime") == "torch" and str(described.get("device", "")).startswith("cuda")
+
+
+def _batch_memory(embedder: Any, images: np.ndarray, described: Mapping[str, Any]) -> dict[str, Any]:
+    """This batch's peak memory from one forward pass after resetting the peak marks (docstring)."""
+    b = images.shape[0]
+    cuda = _is_cuda_torch(described)
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    reset = reset_peak_rss()
+    before_kb = read_memory_kb().get("VmRSS")
+    with _whole_batch(embedder, b):
+        embedder.embed(images)
+    peak_kb = read_memory_kb().get("VmHWM") if reset else None
+    out: dict[str, Any] = {
+        f"peak_rss_mb_b{b}": peak_kb / 1024 if peak_kb else None,
+        f"rss_delta_mb_b{b}": (peak_kb - before_kb) / 1024 if peak_kb and before_kb else None,
+        f"peak_gpu_allocated_mb_b{b}": None,
+        f"peak_gpu_reserved_mb_b{b}": None,
+    }
+    if cuda:
+        out[f"peak_gpu_allocated_mb_b{b}"] = torch.cuda.max_memory_allocated() / 2**20
+        out[f"peak_gpu_reserved_mb_b{b}"] = torch.cuda.max_memory_reserved() / 2**20
+    return out
+
+
+def _max_over_batches(metrics: dict[str, Any], stem: str, batch_sizes: list[int]) -> float | None:
+    values = [metrics[f"{stem}_b{b}"] for b in batch_sizes if metrics.get(f"{stem}_b{b}") is not None]
+    return max(values) if values else None
+
+
+@dataclass(frozen=True)
+class HandedLatency:
+    """Step times (ms) per batch size measured for one run by a battle-level step; None = out of memory."""
+
+    times_ms: dict[int, list[float] | None]
+    interleaved_with: tuple[str, ...]
+
+
+_HANDED: dict[str, HandedLatency] = {}
+
+
+def handoff_key(spec_digest: str, config: dict[str, Any] | None, seed: int) -> str:
+    """Which run a handed measurement belongs to: backbone digest, resolved config and seed."""
+    resolved = PROTOCOL.resolve_config(config)
+    return json.dumps([spec_digest, resolved, seed], sort_keys=True)
+
+
+@contextmanager
+def handed_latency(measured: Mapping[str, HandedLatency]) -> Iterator[None]:
+    """While open, `evaluate` takes the run's step times from `measured` (by `handoff_key`)
+    instead of timing alone (runs of one backbone on several datasets share them); all are
+    dropped on exit, so they never outlive the battle that measured them."""
+    _HANDED.update(measured)
+    try:
+        yield
+    finally:
+        for key in measured:
+            _HANDED.pop(key, None)
+
+
+def measure_together(
+    embedders: Mapping[str, Any], config: dict[str, Any] | None, seed: int
+) -> dict[str, HandedLatency]:
+    """Time several backbones' embedders interleaved (`latency.measure_interleaved`) at each batch
+    size of `config`; {name: HandedLatency}. Names are what the records call the backbones.
+
+    A batch size at which one of them runs out of memory is measured alone for each instead.
+    Raises InvalidArgument for a bad config.
+    """
+    config = PROTOCOL.resolve_config(config)
+    batch_sizes = positive_ints(config["batch_sizes"], "efficiency: 'batch_sizes'")
+    budget = _budget(config)
+    images = {n: _images(seed, batch_sizes, e.spec.input_size) for n, e in embedders.items()}
+    times: dict[str, dict[int, list[float] | None]] = {n: {} for n in embedders}
+    for b in batch_sizes:
+        steps = {n: (lambda e=e, x=images[n][b]: e.embed(x)) for n, e in embedders.items()}
+        try:
+            with _all_whole_batch(embedders, b):
+                for name, measured in measure_interleaved(steps, budget).items():
+                    times[name][b] = measured
+        except (RuntimeError, MemoryError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            for name, embedder in embedders.items():
+                times[name][b] = _time_alone(embedder, images[name][b], budget)
+    names = tuple(embedders)
+    return {n: HandedLatency(times[n], tuple(o for o in names if o != n)) for n in names}
+
+
+@contextmanager
+def _all_whole_batch(embedders: Mapping[str, Any], batch_size: int) -> Iterator[None]:
+    saved = {n: e.batch_size for n, e in embedders.items()}
+    for e in embedders.values():
+        e.batch_size = max(e.batch_size, batch_size)
+    try:
+        yield
+    finally:
+        for n, e in embedders.items():
+            e.batch_size = saved[n]
+
+
+def _budget(config: dict[str, Any]) -> Budget:
+    return Budget(
+        warmup_steps=config["warmup_steps"],
+        timed_steps=config["timed_steps"],
+        min_time_s=config["min_time_s"],
+        max_timed_steps=config["max_timed_steps"],
+        block_steps=config["block_steps"],
+    )
 
 
 def _threads(ctx: RunContext, described: dict[str, Any]) -> int:
@@ -178,31 +297,27 @@ def _threads(ctx: RunContext, described: dict[str, Any]) -> int:
     return int(configured) if configured else len(os.sched_getaffinity(0))
 
 
-def _gpu_memory(described: dict[str, Any]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {"peak_gpu_allocated_mb": None, "peak_gpu_reserved_mb": None}
-    if described.get("runtime") == "torch" and str(described.get("device", "")).startswith("cuda"):
-        import torch
-
-        out["peak_gpu_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        out["peak_gpu_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+def _latency_metrics(
+    embedder: Any, images: dict[int, np.ndarray], budget: Budget, handed: HandedLatency | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "measurement": "interleaved" if handed else "alone",
+        "interleaved_with": ",".join(handed.interleaved_with) if handed else None,
+    }
+    for b, batch in images.items():
+        times = handed.times_ms.get(b) if handed else _time_alone(embedder, batch, budget)
+        out.update(latency_summary(times, b, budget.block_steps) if times else _null_latency(b))
     return out
-
-
-def _steps(config: dict[str, Any], key: str, minimum: int) -> int:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgument(f"efficiency: {key!r} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
     """Measure the backbone (module docstring). `seed` seeds the random input images.
 
-    Raises InvalidArgument for a bad config (batch sizes, step counts).
+    Raises InvalidArgument for a bad config (batch sizes, step counts, minimum time).
     """
     config = PROTOCOL.resolve_config(config)
     batch_sizes = positive_ints(config["batch_sizes"], "efficiency: 'batch_sizes'")
-    warmup_steps, timed_steps = _steps(config, "warmup_steps", 0), _steps(config, "timed_steps", 1)
+    budget = _budget(config)
     embedder = ctx.embedder()
     described = dict(embedder.describe())
     size = ctx.spec.input_size
@@ -210,7 +325,6 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
     params, params_source = _params(ctx, module, embedder)
     flops = count_flops(module, size) if module is not None and config["flops"] else None
     del module  # the timed figures are for the embedder; free the module's memory first
-
     metrics: dict[str, Any] = {
         "params": params,
         "params_source": params_source,
@@ -224,39 +338,51 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
         "threads": _threads(ctx, described),
         "input_size": size,
         "batch_sizes": batch_sizes,
-        "warmup_steps": warmup_steps,
-        "timed_steps": timed_steps,
+        **{
+            k: config[k]
+            for k in ("warmup_steps", "timed_steps", "min_time_s", "max_timed_steps", "block_steps")
+        },
     }
-    if described.get("runtime") == "torch" and str(described.get("device", "")).startswith("cuda"):
-        import torch
-
-        torch.cuda.reset_peak_memory_stats()
-    before_kb = read_memory_kb()
+    images = _images(seed, batch_sizes, size)
+    handed = _HANDED.get(handoff_key(ctx.spec.digest(), config, seed))
+    ctx.progress(0, 2, "efficiency: latency" + (" (interleaved)" if handed else ""))
+    metrics.update(_latency_metrics(embedder, images, budget, handed))
+    ctx.progress(1, 2, "efficiency: memory")
     metrics["peak_rss_reset"] = reset_peak_rss()
-    rng = np.random.default_rng(seed)
-    for i, batch_size in enumerate(batch_sizes):
-        ctx.progress(i, len(batch_sizes), f"efficiency: batch {batch_size}")
-        images = rng.integers(0, 256, size=(batch_size, 3, size, size), dtype=np.uint8)
-        metrics.update(_measure_batch(embedder, images, warmup_steps, timed_steps))
-    after_kb = read_memory_kb()
-    peak_kb = after_kb.get("VmHWM")
-    metrics["peak_rss_mb"] = peak_kb / 1024 if peak_kb else None
-    metrics["rss_delta_mb"] = (
-        (peak_kb - before_kb["VmRSS"]) / 1024 if peak_kb and "VmRSS" in before_kb else None
-    )
-    metrics.update(_gpu_memory(described))
-    ctx.progress(len(batch_sizes), len(batch_sizes), "efficiency: done")
+    for b in batch_sizes:
+        if metrics[f"latency_ms_mean_b{b}"] is None:  # ran out of memory while timing
+            metrics.update(dict.fromkeys(_batch_memory_keys(b)))
+            continue
+        metrics.update(_batch_memory(embedder, images[b], described))
+    for stem in ("peak_rss_mb", "rss_delta_mb", "peak_gpu_allocated_mb", "peak_gpu_reserved_mb"):
+        metrics[stem] = _max_over_batches(metrics, stem, batch_sizes)
+    ctx.progress(2, 2, "efficiency: done")
     return metrics
+
+
+def _batch_memory_keys(b: int) -> list[str]:
+    return [
+        f"{stem}_b{b}"
+        for stem in ("peak_rss_mb", "rss_delta_mb", "peak_gpu_allocated_mb", "peak_gpu_reserved_mb")
+    ]
 
 
 PROTOCOL = register_protocol(
     Protocol(
         name="efficiency",
-        version="1",
+        version="2",
         task="efficiency",
         evaluate=evaluate,
         seeded=False,  # deterministic: once per split seed
-        defaults={"batch_sizes": [1, 8, 32], "warmup_steps": 3, "timed_steps": 10, "flops": True},
+        defaults={
+            "batch_sizes": [1, 8, 32],
+            "warmup_steps": 10,
+            "timed_steps": 40,
+            "min_time_s": 0.5,
+            "max_timed_steps": 1000,
+            "block_steps": 5,
+            "flops": True,
+        },
         primary_metric="latency_ms_p50_b1",
         higher_is_better={
             "latency_ms_p50_b1": False,
@@ -267,7 +393,8 @@ PROTOCOL = register_protocol(
             "flops": False,
             "peak_rss_mb": False,
         },
-        description="Params, FLOPs (FlopCounterMode), latency percentiles and throughput per batch size, peak memory.",
+        description="Params, FLOPs (FlopCounterMode), latency percentiles (timm's budget, interleaved "
+        "across a battle's backbones on one host) and throughput per batch size, per-batch peak memory.",
         needs_features=False,
     )
 )
