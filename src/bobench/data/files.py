@@ -4,6 +4,8 @@ ImageFolder layouts (class names are directory names, sorted; items sorted by fi
   * `root/<class>/<image>`: split by class with seeded fractions (default 60/20/20 train/val/test);
   * `root/<split>/<class>/<image>` with split in train/val/test/query/gallery: splits as on disk.
 A manifest is a CSV with header `path,label[,split]`; relative paths are relative to the CSV.
+A retrieval manifest may add per-query ground truth (`positives`, `junk` and optionally `id` columns,
+revisited Oxford/Paris style): see `bobench.data.relevance` for the format.
 Both may live in S3 (`s3://bucket/prefix`, same layouts): `bobench.data.s3_source` lists them and
 builds the dataset with `tree_layout` / `manifest_layout`, the same rules as for local files.
 """
@@ -11,6 +13,7 @@ builds the dataset with `tree_layout` / `manifest_layout`, the same rules as for
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -23,6 +26,7 @@ from PIL import Image
 from bobench.data.base import Dataset
 from bobench.data.catalog import check_ref_keys, register_source
 from bobench.data.fingerprint import LazyFingerprintDataset, file_fingerprint_fn
+from bobench.data.relevance import manifest_relevance
 from bobench.data.splits import KNOWN_SPLITS, RETRIEVAL_SPLITS, check_fractions, stratified_split
 from bobench.errors import InvalidArgument
 
@@ -88,6 +92,9 @@ def _file_dataset(
     meta: dict,
 ) -> Dataset:
     task = "retrieval" if set(splits) <= set(RETRIEVAL_SPLITS) else "classification"
+    fingerprint_fn = file_fingerprint_fn((cache_key, seed), paths, classes, labels, splits, seed)
+    if meta.get("relevance") is not None:  # per-query ground truth is part of what the dataset is
+        fingerprint_fn = _with_relevance(fingerprint_fn, meta["relevance"])
     return LazyFingerprintDataset(
         name=name,
         classes=classes,
@@ -96,8 +103,17 @@ def _file_dataset(
         load=FileLoader(paths),
         sources=paths,
         meta={"task": task, "seed": seed, **meta},
-        fingerprint_fn=file_fingerprint_fn((cache_key, seed), paths, classes, labels, splits, seed),
+        fingerprint_fn=fingerprint_fn,
     )
+
+
+def _with_relevance(fingerprint_fn: Callable[[], str], relevance: dict) -> Callable[[], str]:
+    blob = json.dumps(relevance, sort_keys=True).encode()
+
+    def fingerprint() -> str:
+        return hashlib.sha256(fingerprint_fn().encode() + blob).hexdigest()
+
+    return fingerprint
 
 
 def _cache_key(ref: dict, path: Path) -> str:
@@ -251,6 +267,7 @@ def manifest(ref: dict, *, seed: int = 0) -> Dataset:
     paths, label_arr, classes, splits = manifest_layout(
         csv_path, ref, seed, resolve, where=f"manifest {csv_path}"
     )
+    relevance = manifest_relevance(csv_path, splits, where=f"manifest {csv_path}")
     return _file_dataset(
         name=str(ref.get("name") or csv_path.stem),
         paths=paths,
@@ -259,7 +276,7 @@ def manifest(ref: dict, *, seed: int = 0) -> Dataset:
         splits=splits,
         seed=seed,
         cache_key=_cache_key(ref, csv_path),
-        meta={"source": "manifest", "path": str(csv_path)},
+        meta={"source": "manifest", "path": str(csv_path), "relevance": relevance},
     )
 
 
