@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bobench.backbones._registry import get_spec, validate_spec
-from bobench.backbones.spec import BackboneSpec
+from bobench.backbones.spec import BackboneSpec, check_digest_field
 from bobench.errors import InvalidArgument
 from bobench.registry import Registry
 
@@ -84,6 +84,7 @@ def create_backbone(
     if overrides:
         spec = spec.replace(**overrides)
     validate_spec(spec)
+    check_digest_field(spec.weights_sha256, f"backbone {spec.name!r}: weights_sha256")
     loaded = _loader(spec.source)(spec, cache_dir=_cache_dir(cache_dir))
     _check_digest(spec, loaded.spec)
     if loaded.module is not None:
@@ -99,7 +100,8 @@ def create_backbone(
 
 
 def _check_digest(declared: BackboneSpec, loaded: BackboneSpec) -> None:
-    """A spec that names the sha256 of its weights file gets exactly that file, or an error."""
+    """A spec that names the sha256 of its weights gets exactly those weights, or an error (for an
+    ONNX model, the digest of `weights.onnx_weights_digest`: external data included)."""
     expected = (declared.weights_sha256 or "").lower()
     if not expected or declared.weights in ("random", "hub"):
         return

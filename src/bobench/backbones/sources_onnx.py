@@ -18,7 +18,7 @@ from onnx import TensorProto, compose, helper, numpy_helper
 
 from bobench.backbones.factory import LoadedBackbone
 from bobench.backbones.spec import BackboneSpec
-from bobench.backbones.weights import resolve_weights_file, sha256_file
+from bobench.backbones.weights import resolve_weights_file, weights_file_digest
 from bobench.embed.base import INPUT_NAME, OUTPUT_NAME
 from bobench.errors import InvalidArgument
 
@@ -153,8 +153,9 @@ def save_atomic(model: onnx.ModelProto, path: Path) -> None:
 
 
 def composed_path(spec: BackboneSpec, raw_path: Path, cache_dir: Path, input_dtype: str = "uint8") -> Path:
-    """Build (once) and return the composed file for `raw_path`, cached by its sha256 and the spec digest."""
-    raw_sha = sha256_file(raw_path)
+    """Build (once) and return the composed file for `raw_path`, cached by the digest of every file it
+    loads (external data included) and the spec digest."""
+    raw_sha = weights_file_digest(raw_path)
     filled = spec.replace(weights_sha256=raw_sha)
     out = Path(cache_dir) / "onnx-sources" / f"{spec.name}-{filled.digest()}-{input_dtype}.onnx"
     if not out.exists():
@@ -166,7 +167,7 @@ def composed_path(spec: BackboneSpec, raw_path: Path, cache_dir: Path, input_dty
 def load_onnx(spec: BackboneSpec, cache_dir: Path | None = None) -> LoadedBackbone:
     """LoadedBackbone with onnx_path (composed, uint8 input) and raw_onnx_path; params counted from initializers."""
     raw_path = raw_onnx_file(spec)
-    raw_sha = sha256_file(raw_path)
+    raw_sha = weights_file_digest(raw_path)
     path = composed_path(spec, raw_path, Path(cache_dir or tempfile.gettempdir()))
     model = onnx.load(str(path), load_external_data=False)
     num_params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if not t.name.startswith("pre_"))

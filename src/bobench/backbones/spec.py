@@ -8,11 +8,31 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from bobench.errors import InvalidArgument
+
 FAMILIES = ("cnn", "vit", "hierarchical-vit", "hybrid")
 PRETRAINING_METHODS = ("supervised", "ssl", "vision-language", "generative", "random", "other")
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def check_digest_field(value: object, where: str) -> None:
+    """A declared weights_sha256 is None or a 64-character hex string; else InvalidArgument naming
+    `where` (the field, e.g. "battle spec: backbones[0].weights_sha256").
+
+    An all-digit digest left unquoted in YAML arrives as an int: it is refused, never skipped."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise InvalidArgument(
+            f"{where}: must be a string of 64 hex digits, got a {type(value).__name__} ({value!r}); "
+            "quote it in YAML"
+        )
+    if not _SHA256_HEX.fullmatch(value):
+        raise InvalidArgument(f"{where}: must be 64 hex digits (a sha256), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -86,6 +106,7 @@ class BackboneSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BackboneSpec:
         d = dict(d)
+        check_digest_field(d.get("weights_sha256"), f"backbone {d.get('name')!r}: weights_sha256")
         # numbers arrive as ints from YAML ("crop_pct: 1") or gRPC Structs; normalise so digests agree
         for k in ("mean", "std"):
             if k in d:

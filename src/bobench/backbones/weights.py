@@ -9,6 +9,7 @@ import hashlib
 import importlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 PERTURB_VERSION = "perturb-v1"  # bump when `perturb_constant_tensors` changes: random digests change too
 
 
+_SETTLED_S = 2.0  # a file unchanged for this long may reuse its digest (mtime granularity is coarse)
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
@@ -31,6 +36,97 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _sha256_memo(path: Path) -> str:
+    """sha256_file, remembered per (path, size, mtime) once the file has settled (planning hashes
+    every backbone's weights for every run key)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = sha256_file(path)
+        if time.time() - st.st_mtime > _SETTLED_S:
+            _DIGESTS[key] = digest
+        return digest
+    return _DIGESTS[key]
+
+
+def _onnx_tensors(graph):  # -> Iterator[onnx.TensorProto], subgraphs included
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _onnx_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _onnx_tensors(sub)
+
+
+def onnx_external_files(path: Path) -> list[str]:
+    """Locations (relative to the model's folder) of the external-data files an ONNX model loads."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {
+        entry.value
+        for tensor in _onnx_tensors(model.graph)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return sorted(locations)
+
+
+def onnx_weights_digest(path: Path) -> str:
+    """The digest of everything an ONNX model loads.
+
+    A single-file model: the file's plain sha256 (what `sha256sum` prints). A model with external
+    data (`model.onnx` + `model.onnx.data`, torch's default export): sha256 of the JSON object
+    {file name: sha256} over the model file and every data file, keys sorted. Raises NotFound when a
+    data file is missing.
+    """
+    path = Path(path)
+    external = onnx_external_files(path)
+    if not external:
+        return _sha256_memo(path)
+    files = {path.name: _sha256_memo(path)}
+    for location in external:
+        data = path.parent / location
+        if not data.is_file():
+            raise NotFound(f"ONNX model {path}: external data file {location} ({data}) does not exist")
+        files[location] = _sha256_memo(data)
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def weights_file_digest(path: Path) -> str:
+    """The digest a weights file is known by: ONNX models cover their external data too."""
+    path = Path(path)
+    return onnx_weights_digest(path) if path.suffix == ".onnx" else _sha256_memo(path)
+
+
+def weights_digest(spec: BackboneSpec) -> str | None:
+    """The digest of a spec's local weights (file or package), computed without loading a model;
+    None for random, hub and s3 weights (known only once loaded or fetched). Raises like
+    `resolve_weights_file` (NotFound for a missing file, Unavailable for a missing package)."""
+    if spec.weights in ("random", "hub") or spec.weights.startswith("s3://"):
+        return None
+    return weights_file_digest(resolve_weights_file(spec))
+
+
+def with_weights_digest(spec: BackboneSpec) -> BackboneSpec:
+    """`spec` with weights_sha256 filled from its local weights when it declares none, so run keys
+    and feature keys change when the weights do. Weights that cannot be read leave the spec as it is
+    (the run that needs them fails with the real error)."""
+    if spec.weights_sha256:
+        return spec
+    try:
+        digest = weights_digest(spec)
+    except (NotFound, Unavailable, InvalidArgument) as exc:
+        log.debug("backbone %s: weights digest unknown (%s)", spec.name, exc)
+        return spec
+    return spec.replace(weights_sha256=digest) if digest else spec
 
 
 def random_weights_digest(spec: BackboneSpec) -> str:

@@ -1,6 +1,7 @@
 """Expand a battle spec into runs with deterministic run keys.
 
-A run key hashes (backbone identity incl. weights digest and preprocessing, dataset fingerprint incl.
+A run key hashes (backbone identity incl. the digest of every weights file it loads (an ONNX model's
+external data too, `backbones.weights.with_weights_digest`) and preprocessing, dataset fingerprint incl.
 split seed, protocol name + version + resolved config, seed): same key -> same result, so finished
 keys are never run twice. Runs that embed (`embeds(protocol)`) under a non-default `embedder_variant`
 (a TensorRT plan) also hash the variant: fp16 changes the numbers. The default "onnx" is left out of
@@ -157,12 +158,13 @@ def plan_battle(
     whole spec invalid. A dataset that cannot be loaded becomes failed runs carrying the error.
     """
     from bobench.backbones import get_spec
+    from bobench.backbones.weights import with_weights_digest
     from bobench.data import load_dataset
     from bobench.protocols import get_protocol
 
     loader = dataset_loader or load_dataset
     register_custom_backbones(spec.custom_backbones)
-    specs = {name: get_spec(name) for name in spec.backbones}
+    specs = {name: with_weights_digest(get_spec(name)) for name in spec.backbones}
     protocols = [(entry, get_protocol(entry.name)) for entry in spec.protocols]
     configs = [proto.resolve_config(entry.config) for entry, proto in protocols]
     datasets = {d.name: (d, *dataset_identity(d, loader)) for d in spec.datasets}

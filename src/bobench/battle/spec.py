@@ -169,7 +169,7 @@ def custom_backbone_entry(item: dict, where: str, base_dir: Path | None) -> dict
     """A user-defined backbone: BackboneSpec fields, e.g. {name, source: timm, model_id, weights: ckpt.pth}
     or {name, source: onnx, model_id: model.onnx, output_name, input_size, mean, std}. Relative file
     paths resolve against the spec's folder."""
-    from bobench.backbones.spec import BackboneSpec
+    from bobench.backbones.spec import BackboneSpec, check_digest_field
 
     missing = [k for k in _CUSTOM_REQUIRED if not item.get(k)]
     if missing:
@@ -180,6 +180,7 @@ def custom_backbone_entry(item: dict, where: str, base_dir: Path | None) -> dict
     unknown = sorted(set(item) - known)
     if unknown:
         raise _fail(where, f"unknown BackboneSpec field(s) {unknown}")
+    check_digest_field(item.get("weights_sha256"), f"battle spec: {where}.weights_sha256")
     entry = {**_CUSTOM_DEFAULTS, **item}
     if (
         entry["source"] == "onnx"
