@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bobench.battle.backbone_facts import BackboneFacts
 from bobench.battle.context import LocalContext, ProgressFn
 from bobench.battle.plan import RunPlan
 from bobench.battle.records import STATUS_FAILED, STATUS_FINISHED, RunRecord
@@ -63,6 +64,7 @@ class LocalExecutor(Executor):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.cache = FeatureCache(settings.cache_dir, recompute=settings.recompute_features)
+        self.facts = BackboneFacts(settings.cache_dir)
         self._datasets: dict[str, Any] = {}
         self._embedder_key: str | None = None
         self._embedder = None
@@ -151,8 +153,21 @@ class LocalExecutor(Executor):
             )
         return loaded.module
 
+    def _record_spec(self, spec: Any, variant: str) -> Any:
+        """The spec a record describes: measured fields as loading the backbone gives them, whether
+        this run loaded it or read cached features (`BackboneFacts`)."""
+        from bobench.backbones import create_backbone
+
+        live = self._embedder if self._embedder_key == f"{spec.digest()}:{variant}" else None
+        if live is not None and live.spec.num_params is not None:  # Triton's spec measures nothing
+            self.facts.keep(spec, live.spec)
+        return self.facts.fill(
+            spec, lambda: create_backbone(spec.name, cache_dir=self.settings.cache_dir).spec
+        )
+
     def execute(self, plan: RunPlan, progress: ProgressFn | None = None) -> RunRecord:
         from bobench.backbones import get_spec
+        from bobench.backbones.weights import with_weights_digest
         from bobench.export.tensorrt import precision_of_variant
         from bobench.protocols import get_protocol
 
@@ -163,7 +178,7 @@ class LocalExecutor(Executor):
         try:
             if plan.error:
                 raise BobenchError(plan.error)
-            spec = get_spec(plan.backbone)
+            spec = with_weights_digest(get_spec(plan.backbone))  # keys cover what the weights hold
             record.backbone_info = backbone_info(spec)
             variant = plan.embedder_variant
             runtime_info["precision"] = precision_of_variant(variant)  # also when every feature is cached
@@ -184,8 +199,7 @@ class LocalExecutor(Executor):
             runtime_info.update(ctx.runtime_info)
             if ctx.feature_runtimes:  # cached features may come from another runtime: say so
                 runtime_info["feature_runtimes"] = sorted(ctx.feature_runtimes)
-            if self._embedder is not None and self._embedder_key == f"{spec.digest()}:{variant}":
-                record.backbone_info = backbone_info(self._embedder.spec)
+            record.backbone_info = backbone_info(self._record_spec(spec, variant))
             record.metrics = dict(metrics)
             record.status = STATUS_FINISHED
         except BobenchError as exc:
