@@ -338,3 +338,40 @@ def test_a_single_backbone_battle_reports_without_a_score_and_without_crashing(t
     assert paths["report.html"].is_file() and "only" in paths["report.html"].read_text()
     text = format_leaderboard(analyze(read_records(tmp_path)))
     assert "no backbone is ranked" in text and "single backbone" in text
+
+
+def test_task_correlation_is_not_drawn_with_too_few_backbones(tmp_path):
+    """Four backbones over two tasks: rho is noise; the heatmap is withheld and the table flags it."""
+    recs, i = [], 0
+    for b, quality in (("a", 0.9), ("b", 0.7), ("c", 0.5), ("d", 0.2)):
+        for task, protocol in (("classification", "linear_probe"), ("retrieval", "retrieval")):
+            recs.append(record(i := i + 1, b, task, "lfw", protocol, {"top1": quality}, "top1"))
+    (tmp_path / "results.jsonl").write_text("".join(r.to_json() + "\n" for r in recs))
+    files = write_report(tmp_path)
+    assert "plots/task_correlation.png" not in files
+    text = files["report.md"].read_text()
+    assert "Too few backbones for a meaningful correlation" in text
+    assert "1.00 (n=4, too few)" in text
+
+
+def test_report_states_its_choices_and_shows_raw_metrics_with_intervals(tmp_path):
+    metrics = {"a": (0.80, 0.70, 0.88), "b": (0.79, 0.69, 0.87), "c": (0.20, 0.15, 0.25)}
+    recs = [
+        record(i, b, "classification", "lfw", "linear_probe",
+               {"top1": v, "top1_ci_low": lo, "top1_ci_high": hi, "n_test": 400}, "top1")
+        for i, (b, (v, lo, hi)) in enumerate(metrics.items())
+    ]  # fmt: skip
+    (tmp_path / "results.jsonl").write_text("".join(r.to_json() + "\n" for r in recs))
+    text = write_report(tmp_path)["report.md"].read_text()
+    assert "this project's choice" in text  # population std is a stated choice, not "as in the paper"
+    assert "Task map: 'records'" in text
+    assert "0.800 [0.700, 0.880] n=400" in text
+    assert "= 2" in text and "1-2" in text  # a and b are tied at 95 %
+
+
+def test_canned_recommendations_leave_out_random_init(report):
+    _, files = report
+    page = files["report.md"].read_text()
+    advice = page[page.index("## Recommendations") : page.index("## Per-setting metrics")]
+    assert "random\\_resnet18" not in advice  # the fastest, smallest backbone, but random-init
+    assert "Random-init baselines are left out" in advice
