@@ -15,8 +15,6 @@ report flags the cells.
 Uncertainty: every overall and per-task entry carries `rank_low`/`rank_high` (its 95 % rank
 interval) and `tied_with` (backbones whose scores it cannot be told apart from at 95 %), from a
 seeded bootstrap of the whole aggregation (`bobench.analysis.uncertainty`).
-
-Recommendations leave out random-init baselines (pretraining_method "random") unless asked.
 """
 
 from __future__ import annotations
@@ -29,14 +27,13 @@ from typing import Any
 
 from bobench.analysis import aggregate as agg
 from bobench.analysis import uncertainty as unc
-from bobench.analysis.costs import COST_COLUMNS, BackboneCosts, CostBasis, collect_costs
+from bobench.analysis.costs import BackboneCosts, CostBasis, collect_costs
 from bobench.analysis.external import ExternalScore
 from bobench.battle.records import STATUS_FAILED, RunRecord
 from bobench.errors import InvalidArgument
 
 DEFAULT_MIN_COVERAGE = 0.5
 MIN_CORRELATION_BACKBONES = 5
-RANDOM_INIT_METHODS = frozenset({"random"})
 PARETO_COSTS = ("latency_ms", "served_latency_ms", "params", "flops")
 
 
@@ -252,53 +249,6 @@ def _add_uncertainty(
         for e in entries:
             e["rank_low"], e["rank_high"] = result.rank_interval[e["backbone"]]
             e["tied_with"] = result.tied_with[e["backbone"]]
-
-
-def recommend(
-    analysis: Analysis,
-    max_latency_ms: float | None = None,
-    max_params: float | None = None,
-    max_served_latency_ms: float | None = None,
-    max_flops: float | None = None,
-    task: str | None = None,
-    pretraining_method: str | None = None,
-    family: str | None = None,
-    top_k: int | None = None,
-    include_random_init: bool = False,
-) -> list[dict[str, Any]]:
-    """The best ranked backbones meeting every given constraint, best first (RQ4).
-
-    Scores are overall scores, or the scores of `task` when given. A backbone whose cost is unknown
-    does not meet a constraint on that cost; costs are those at `analysis.cost_basis` (one
-    environment and batch size for everyone). Random-init baselines are left out unless
-    `include_random_init`. Each entry carries its cost columns.
-    Raises InvalidArgument for a negative bound, a top_k < 1 or an unknown task.
-    """
-    bounds = {
-        "latency_ms": max_latency_ms,
-        "params": max_params,
-        "served_latency_ms": max_served_latency_ms,
-        "flops": max_flops,
-    }
-    for column, bound in bounds.items():
-        if bound is not None and not bound >= 0:
-            raise InvalidArgument(f"recommend: max_{column} must be >= 0, got {bound}")
-    if top_k is not None and top_k < 1:
-        raise InvalidArgument(f"recommend: top_k must be >= 1, got {top_k}")
-    out = []
-    for e in analysis.ranked_entries(task):
-        backbone = e["backbone"]
-        info = analysis.backbone_info.get(backbone, {})
-        if not include_random_init and info.get("pretraining_method") in RANDOM_INIT_METHODS:
-            continue
-        if pretraining_method is not None and info.get("pretraining_method") != pretraining_method:
-            continue
-        if family is not None and info.get("family") != family:
-            continue
-        costs = {c: analysis.cost(backbone, c) for c in COST_COLUMNS}
-        if all(b is None or (costs[c] is not None and costs[c] <= b) for c, b in bounds.items()):
-            out.append({**e, **costs})
-    return out[:top_k] if top_k else out
 
 
 def task_correlation(per_task: dict[str, dict[str, float]]) -> CorrelationMatrix:

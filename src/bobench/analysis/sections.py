@@ -5,7 +5,8 @@ environment, failures. Each function returns the blocks of one section (see `bob
 from __future__ import annotations
 
 from bobench.analysis import leaderboard as lb
-from bobench.analysis.core import MIN_CORRELATION_BACKBONES, Analysis, recommend, settings_rows
+from bobench.analysis.advice import recommend
+from bobench.analysis.core import MIN_CORRELATION_BACKBONES, Analysis, settings_rows
 from bobench.analysis.render import Block, Heading, Image, Para, Pre, Table
 
 SMALL_PARAMS = 30e6  # BoB's "small backbone" bound
