@@ -186,3 +186,12 @@ def test_bad_manifest_ground_truth_names_the_row(tmp_path, rows, message):
     with pytest.raises(InvalidArgument, match=message) as info:
         load_dataset({"type": "manifest", "path": _write_manifest(tmp_path, rows)})
     assert "row " in str(info.value)
+
+
+def test_shared_resample_intervals_equal_one_bootstrap_per_metric():
+    from bobench.protocols.retrieval import mean_intervals
+
+    values = np.random.default_rng(3).random((257, 4))
+    got = mean_intervals(values, seed=5)
+    for j in range(values.shape[1]):
+        assert got[j] == pytest.approx(bootstrap_mean_ci(values[:, j], seed=5), abs=1e-12)

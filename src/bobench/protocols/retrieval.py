@@ -47,7 +47,7 @@ import numpy as np
 
 from bobench.errors import InvalidArgument, Unavailable
 from bobench.protocols.base import Protocol, RunContext, register_protocol
-from bobench.protocols.bootstrap import bootstrap_mean_ci, ci_fields
+from bobench.protocols.bootstrap import DEFAULT_CONFIDENCE, bootstrap_ci, ci_fields
 from bobench.protocols.metrics import check_features, l2_normalize, positive_ints
 
 log = logging.getLogger(__name__)
@@ -200,20 +200,42 @@ def summarise(
     names = ["AP", "AP_roxford"] + [
         f"{kind}@{k}" for k in ks for kind in ("mP", "precision", "recall", "hit")
     ]
+    present = [n for n in names if n in per_query and n_scored]
+    intervals = mean_intervals(np.stack([per_query[n] for n in present], axis=1), seed) if present else []
+    by_name = dict(zip(present, intervals, strict=True))
     for name in names:
         out_name = {"AP": "mAP", "AP_roxford": "mAP_roxford"}.get(name, name)
-        values = per_query.get(name)
-        metrics[out_name] = float(values.mean()) if values is not None and n_scored else None
-        if metrics[out_name] is not None:
-            metrics.update(ci_fields(out_name, bootstrap_mean_ci(values, seed=seed)))
+        metrics[out_name] = float(per_query[name].mean()) if name in by_name else None
+        if name in by_name:
+            metrics.update(ci_fields(out_name, by_name[name]))
     metrics["MRR"] = float(rr_all.mean()) if n_scored else None
     if n_scored:
-        metrics.update(ci_fields("MRR", bootstrap_mean_ci(rr_all, seed=seed)))
+        metrics.update(ci_fields("MRR", mean_intervals(rr_all[:, None], seed)[0]))
     n_without = len(rr_all) - n_scored
     metrics.update(n_queries=n_scored, n_queries_without_positives=n_without, n_gallery=n_gallery)
     if n_without:
         log.info("retrieval: %d queries have no positive in the gallery and are excluded", n_without)
     return metrics
+
+
+def mean_intervals(values: np.ndarray, seed: int) -> list[tuple[float, float]]:
+    """Bootstrap intervals of the column means of per-query `values` [n, M], every column from the same
+    resamples (`bootstrap.bootstrap_ci`'s seeded index matrices, so each interval equals
+    `bootstrap_mean_ci(values[:, j], seed=seed)`): a resample's means are one count-weighted matrix
+    product for all metrics instead of one resampling per metric."""
+    n = values.shape[0]
+    means: list[np.ndarray] = []
+
+    def all_means(idx: np.ndarray) -> np.ndarray:
+        rows = idx.shape[0]
+        counts = np.bincount((idx + (np.arange(rows) * n)[:, None]).ravel(), minlength=rows * n)
+        means.append(counts.reshape(rows, n).astype(np.float64) @ values / n)
+        return means[-1][:, 0]
+
+    bootstrap_ci(all_means, n, seed=seed)
+    alpha = (1.0 - DEFAULT_CONFIDENCE) / 2.0
+    bounds = np.quantile(np.concatenate(means), [alpha, 1.0 - alpha], axis=0)
+    return [(float(low), float(high)) for low, high in bounds.T]
 
 
 def retrieval_metrics(
