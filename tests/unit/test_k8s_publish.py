@@ -169,3 +169,16 @@ def test_find_published_returns_what_publish_wrote_and_none_otherwise(tmp_path):
     assert find_published(store, "toy", "onnx", target="cluster-cpu") is None  # another publish key
     store.delete("toy/config.pbtxt")  # uploaded last: without it the entry is not complete
     assert find_published(store, "toy", "onnx", target="local") is None
+
+
+def test_bob_publish_exits_2_for_a_config_error_and_1_for_an_unreachable_store(tmp_path, monkeypatch, capsys):
+    """The publish Job's contract: exit 2 fails the Job at once for good, anything else is retried."""
+    from bobench.cli import main
+
+    monkeypatch.setenv("BOBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("BOBENCH_S3_ENDPOINT", "http://127.0.0.1:9")  # loopback discard port: refused
+    monkeypatch.setenv("BOBENCH_S3_ACCESS_KEY", "access")
+    monkeypatch.setenv("BOBENCH_S3_SECRET_KEY", "secret")
+    assert main(["publish", "toy", "--store", str(tmp_path / "not-s3")]) == CONFIG_ERROR_EXIT_CODE
+    assert main(["publish", "toy", "--store", "s3://bobench/models"]) == 1
+    assert "127.0.0.1:9" in capsys.readouterr().err
