@@ -114,6 +114,70 @@ def test_layer_wise_lr_decay_groups_follow_depth():
     assert len(lr_of) == len(list(backbone.parameters())) + len(list(head.parameters()))
 
 
+def _timm_pair(arch: str):
+    """(timm's own classifier, bobench's backbone + head) for one architecture, same parameter names
+    under `network.` / `head`."""
+    import timm
+
+    from bobench.backbones.spec import BackboneSpec
+    from bobench.backbones.wrapper import PreprocessingWrapper
+
+    kwargs = {"img_size": 32} if arch.startswith("vit") else {}
+    reference = timm.create_model(arch, num_classes=3, **kwargs)
+    spec = BackboneSpec(name=arch, source="timm", model_id=arch, family="cnn", pretraining_method="random",
+                        pretraining_data="none", input_size=32)  # fmt: skip
+    backbone = PreprocessingWrapper(timm.create_model(arch, num_classes=0, **kwargs), spec)
+    return reference, backbone, nn.Linear(reference.num_features, 3)
+
+
+@pytest.mark.parametrize("arch", ["convnext_atto", "vit_tiny_patch16_224", "resnet18"])
+def test_layer_decay_and_weight_decay_equal_timms_param_groups_layer_decay(arch):
+    from timm.optim import param_groups_layer_decay
+
+    reference, backbone, head = _timm_pair(arch)
+    no_wd = reference.no_weight_decay() if hasattr(reference, "no_weight_decay") else ()
+    theirs = param_groups_layer_decay(
+        reference, weight_decay=0.05, no_weight_decay_list=no_wd, layer_decay=0.75
+    )
+    by_name = {id(p): n for n, p in reference.named_parameters()}
+    expected = {by_name[id(p)]: (g["lr_scale"], g["weight_decay"]) for g in theirs for p in g["params"]}
+    ours = param_groups(backbone, head, lr=2.0, weight_decay=0.05, layer_decay=0.75, n_groups=12)
+    names = {id(p): n for n, p in backbone.named_parameters()}
+    names.update({id(p): f"head.{n}" for n, p in head.named_parameters()})
+    got = {names[id(p)]: (g["lr"] / 2.0, g["weight_decay"]) for g in ours for p in g["params"]}
+    classifier = reference.default_cfg["classifier"]
+    for name, (scale, wd) in expected.items():
+        mine = f"head.{name.rsplit('.', 1)[1]}" if name.startswith(classifier + ".") else f"network.{name}"
+        assert got.pop(mine) == pytest.approx((scale, wd)), name
+    assert not got  # every parameter of ours is accounted for
+    assert ours[-1]["lr"] == 2.0  # the head's groups come last, at the full lr
+
+
+def test_vit_position_embedding_and_class_token_get_no_weight_decay():
+    _, backbone, head = _timm_pair("vit_tiny_patch16_224")
+    groups = param_groups(backbone, head, lr=1.0, weight_decay=0.05, layer_decay=0.75, n_groups=12)
+    wd_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    network = backbone.network
+    assert wd_of[id(network.pos_embed)] == 0.0 and wd_of[id(network.cls_token)] == 0.0
+    assert (
+        wd_of[id(network.blocks[0].norm1.weight)] == 0.0 and wd_of[id(network.blocks[0].attn.qkv.bias)] == 0.0
+    )
+    assert wd_of[id(network.blocks[0].attn.qkv.weight)] == 0.05
+
+
+def test_fallback_rule_exempts_token_parameters_by_name():
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, 4))
+            self.proj = nn.Linear(4, 4)
+
+    backbone = Tokens()
+    groups = param_groups(backbone, nn.Linear(4, 2), lr=1.0, weight_decay=0.05, layer_decay=0.5, n_groups=2)
+    wd_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert wd_of[id(backbone.cls_token)] == 0.0 and wd_of[id(backbone.proj.weight)] == 0.05
+
+
 def test_warmup_then_cosine_schedule():
     f = warmup_cosine(total_steps=12, warmup_steps=3, min_ratio=0.1)
     assert [f(s) for s in range(3)] == pytest.approx([1 / 3, 2 / 3, 1.0])
