@@ -138,7 +138,8 @@ OXFORD_STYLE = [
 
 def test_manifest_positives_and_junk_drive_the_metrics(tmp_path):
     ds = load_dataset({"type": "manifest", "path": _write_manifest(tmp_path, OXFORD_STYLE)})
-    assert ds.meta["relevance"] == {"queries": [0, 1], "positives": [[2, 3], [5]], "junk": [[4], []]}
+    im = [str(tmp_path / f"im{i}.png") for i in range(6)]
+    assert ds.meta["relevance"] == {"queries": im[:2], "positives": [im[2:4], [im[5]]], "junk": [[im[4]], []]}
     rng = np.random.default_rng(0)
     q, g = (
         l2_normalize(rng.normal(size=(2, 6)).astype(np.float32)),
@@ -161,7 +162,11 @@ def test_roxford_medium_and_hard_are_different_manifests_with_different_fingerpr
     hard_rows = ["im0.png,a,query,im3.png,im4.png;im2.png", *OXFORD_STYLE[1:]]  # easy im2 becomes junk
     (tmp_path / "gnd.csv").write_text("path,label,split,positives,junk\n" + "\n".join(hard_rows) + "\n")
     hard = load_dataset({"type": "manifest", "path": medium})
-    assert hard.meta["relevance"]["positives"][0] == [3] and hard.meta["relevance"]["junk"][0] == [2, 4]
+    im = [str(tmp_path / f"im{i}.png") for i in range(6)]
+    assert hard.meta["relevance"]["positives"][0] == [im[3]] and hard.meta["relevance"]["junk"][0] == [
+        im[2],
+        im[4],
+    ]
     assert hard.fingerprint != fp_medium
 
 
@@ -170,7 +175,8 @@ def test_manifest_ids_column_names_gallery_rows(tmp_path):
     ds = load_dataset(
         {"type": "manifest", "path": _write_manifest(tmp_path, rows, "id,path,label,split,positives")}
     )
-    assert ds.meta["relevance"] == {"queries": [0], "positives": [[2]], "junk": [[]]}
+    im = [str(tmp_path / f"im{i}.png") for i in range(3)]
+    assert ds.meta["relevance"] == {"queries": [im[0]], "positives": [[im[2]]], "junk": [[]]}
 
 
 @pytest.mark.parametrize(
@@ -186,6 +192,41 @@ def test_bad_manifest_ground_truth_names_the_row(tmp_path, rows, message):
     with pytest.raises(InvalidArgument, match=message) as info:
         load_dataset({"type": "manifest", "path": _write_manifest(tmp_path, rows)})
     assert "row " in str(info.value)
+
+
+def test_a_file_named_by_ground_truth_on_two_rows_is_refused(tmp_path):
+    rows = ["q,im0.png,a,query,g", "g,im2.png,a,gallery,", "h,im2.png,a,gallery,"]
+    with pytest.raises(InvalidArgument, match="more than one row"):
+        load_dataset(
+            {"type": "manifest", "path": _write_manifest(tmp_path, rows, "id,path,label,split,positives")}
+        )
+
+
+def test_ground_truth_survives_a_subset_that_reindexes_items(tmp_path):
+    """max_per_class re-indexes items; relevance is by source, so each query keeps its positives."""
+    rows = [f"im{i}.png,{'ab'[i % 2]},{'query' if i < 2 else 'gallery'},{'im4.png' if i == 0 else 'im5.png' if i == 1 else ''},"
+            for i in range(6)]  # fmt: skip
+    manifest = _write_manifest(tmp_path, rows)
+    ds = load_dataset({"type": "manifest", "path": manifest, "max_per_class": 2})
+    rng = np.random.default_rng(1)
+    arrays = {
+        s: (rng.normal(size=(len(ds.split(s)), 4)).astype(np.float32), ds.labels[ds.split(s)])
+        for s in ("query", "gallery")
+    }
+    ctx = ArrayContext(arrays)
+    ctx.dataset = ds
+    from bobench.protocols.retrieval import dataset_relevance
+
+    positives, junk = dataset_relevance(ctx, "query", "gallery")
+    gallery_sources = [ds.describe(int(i)) for i in ds.split("gallery")]
+    for qi, item in enumerate(ds.split("query")):
+        wanted = (
+            {str(tmp_path / "im4.png")}
+            if ds.describe(int(item)).endswith("im0.png")
+            else {str(tmp_path / "im5.png")}
+        )
+        assert {gallery_sources[j] for j in np.flatnonzero(positives[qi])} == wanted & set(gallery_sources)
+    assert not junk.any()
 
 
 def test_shared_resample_intervals_equal_one_bootstrap_per_metric():

@@ -267,7 +267,7 @@ def manifest(ref: dict, *, seed: int = 0) -> Dataset:
     paths, label_arr, classes, splits = manifest_layout(
         csv_path, ref, seed, resolve, where=f"manifest {csv_path}"
     )
-    relevance = manifest_relevance(csv_path, splits, where=f"manifest {csv_path}")
+    relevance = manifest_relevance(csv_path, splits, paths, where=f"manifest {csv_path}")
     return _file_dataset(
         name=str(ref.get("name") or csv_path.stem),
         paths=paths,

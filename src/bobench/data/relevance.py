@@ -22,13 +22,16 @@ per protocol:
     Hard:    positives = hard          junk = junk + easy
 
 The parsed relevance is stored in `Dataset.meta["relevance"]` as
-`{"queries": [item index, ...], "positives": [[item index, ...], ...], "junk": [[...], ...]}` (global
-item indices, JSON-serialisable) and is part of the dataset fingerprint. Errors (InvalidArgument)
-name the manifest, the CSV row and the field.
+`{"queries": [source, ...], "positives": [[source, ...], ...], "junk": [[...], ...]}`, where a source
+is the item's `Dataset.sources` entry (its resolved file): JSON-serialisable, and still right after a
+subset (`max_per_class`) re-indexes the items. It is part of the dataset fingerprint. Errors
+(InvalidArgument) name the manifest, the CSV row and the field; the rows a relevance list names must
+be distinct files.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +42,13 @@ RELEVANCE_COLUMNS = ("positives", "junk")
 SEPARATOR = ";"
 
 
-def manifest_relevance(csv_path: Path, splits: dict[str, np.ndarray], *, where: str) -> dict | None:
+def manifest_relevance(
+    csv_path: Path, splits: dict[str, np.ndarray], items: list[str], *, where: str
+) -> dict | None:
     """The manifest's per-query relevance (module docstring), or None when it has no `positives` column.
 
-    `splits` are the manifest's splits (item indices in row order, as `manifest_layout` built them).
+    `splits` and `items` are the manifest's splits and resolved items (in row order, as
+    `manifest_layout` built them).
     """
     from bobench.data.files import _read_manifest
 
@@ -74,10 +80,24 @@ def manifest_relevance(csv_path: Path, splits: dict[str, np.ndarray], *, where: 
                 f"{where}: row {line}: gallery row(s) {[rows[j].get('id') or rows[j]['path'] for j in both[:3]]} "
                 "are both positive and junk"
             )
-        relevance["queries"].append(i)
-        relevance["positives"].append(resolved["positives"])
-        relevance["junk"].append(resolved["junk"])
+        relevance["queries"].append(items[i])
+        relevance["positives"].append([items[j] for j in resolved["positives"]])
+        relevance["junk"].append([items[j] for j in resolved["junk"]])
+    _check_distinct(relevance, items, where)
     return relevance
+
+
+def _check_distinct(relevance: dict[str, list], items: list[str], where: str) -> None:
+    counts = Counter(items)
+    named = set(relevance["queries"]) | {
+        s for key in RELEVANCE_COLUMNS for group in relevance[key] for s in group
+    }
+    repeated = sorted(s for s in named if counts[s] > 1)
+    if repeated:
+        raise InvalidArgument(
+            f"{where}: file {repeated[0]} is on more than one row; the rows per-query ground truth names "
+            "must be distinct files"
+        )
 
 
 def _ids(cell: str) -> list[str]:

@@ -260,30 +260,32 @@ def retrieval_metrics(
 
 
 def dataset_relevance(ctx: RunContext, query_split: str, gallery_split: str) -> Relevance | None:
-    """The run dataset's per-query relevance (`bobench.data.relevance`) in (query, gallery) split
-    positions, or None when labels define it. Raises InvalidArgument when a query of `query_split` has
-    no ground truth or a listed item is not in `gallery_split`."""
-    relevance = ctx.dataset.meta.get("relevance") if isinstance(ctx.dataset.meta, dict) else None
+    """The run dataset's per-query relevance (`bobench.data.relevance`, by item source) in (query,
+    gallery) split positions, or None when labels define it. Listed items the dataset no longer holds
+    (a subset) are dropped. Raises InvalidArgument when a query of `query_split` has no ground truth or
+    a listed item is not in `gallery_split`."""
+    ds = ctx.dataset
+    relevance = ds.meta.get("relevance") if isinstance(ds.meta, dict) else None
     if not relevance:
         return None
-    queries, gallery = ctx.dataset.split(query_split), ctx.dataset.split(gallery_split)
-    row_of = {int(q): i for i, q in enumerate(relevance["queries"])}
+    index_of = {str(source): i for i, source in enumerate(ds.sources)}
+    queries, gallery = ds.split(query_split), ds.split(gallery_split)
+    row_of = {index_of[q]: r for r, q in enumerate(relevance["queries"]) if q in index_of}
     column_of = {int(g): j for j, g in enumerate(gallery)}
     positives = np.zeros((len(queries), len(gallery)), dtype=bool)
     junk = np.zeros_like(positives)
     for qi, item in enumerate(queries):
         if int(item) not in row_of:
-            raise InvalidArgument(
-                f"retrieval: query item {int(item)} of split {query_split!r} has no ground truth"
-            )
+            raise InvalidArgument(f"retrieval: query {ds.describe(int(item))} has no per-query ground truth")
         row = row_of[int(item)]
         for target, listed in ((positives, relevance["positives"][row]), (junk, relevance["junk"][row])):
-            missing = [g for g in listed if int(g) not in column_of]
-            if missing:
+            held = [index_of[s] for s in listed if s in index_of]
+            outside = [ds.describe(i) for i in held if i not in column_of]
+            if outside:
                 raise InvalidArgument(
-                    f"retrieval: query item {int(item)} lists item(s) {missing[:3]} not in split {gallery_split!r}"
+                    f"retrieval: query {ds.describe(int(item))} lists {outside[:3]} outside split {gallery_split!r}"
                 )
-            target[qi, [column_of[int(g)] for g in listed]] = True
+            target[qi, [column_of[i] for i in held]] = True
     return positives, junk
 
 
