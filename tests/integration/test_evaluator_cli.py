@@ -122,9 +122,9 @@ def test_battle_submit_wait_results_and_watch_against_a_scheduler(tmp_path, sche
             {
                 "name": "cli-remote",
                 "backbones": ["toy"],
-                "datasets": ["toy"],
+                # knn is deterministic: one run per split seed
+                "datasets": [{"name": f"toy-s{s}", "ref": {"name": "toy", "split_seed": s}} for s in (0, 1)],
                 "protocols": [{"name": "knn", "config": {"ks": [5]}}],
-                "seeds": [0, 1],
             }
         )
     )
@@ -148,7 +148,7 @@ def test_battle_submit_wait_results_and_watch_against_a_scheduler(tmp_path, sche
     assert "battle cli1: 2 runs" in out and "battle cli1: finished" in out
     assert bob(["-q", "battle", "results", "cli1", "--server", scheduler.address, "--json"]) == 0
     records = _json_lines(capsys.readouterr().out)
-    assert len(records) == 2 and {r["seed"] for r in records} == {0, 1}
+    assert len(records) == 2 and {r["dataset"] for r in records} == {"toy-s0", "toy-s1"}
     assert all(r["status"] == "finished" and r["metrics"]["top1_k5"] is not None for r in records)
     out_dir = tmp_path / "remote-results"
     assert bob(["-q", "battle", "results", "cli1", "--server", scheduler.address, "--out", str(out_dir)]) == 0

@@ -37,7 +37,15 @@ def test_stack_up_runs_a_battle_into_s3_and_down_stops_every_pid(tmp_path, monke
         scheduler = next(s for s in state["services"] if s["name"] == "scheduler")
         with SchedulerClient(scheduler["address"]) as client:
             bid = client.submit(
-                parse_spec({"backbones": ["toy"], "datasets": ["toy"], "protocols": ["knn"], "seeds": [0, 1]})
+                parse_spec(  # knn is deterministic: one run per split seed
+                    {
+                        "backbones": ["toy"],
+                        "datasets": [
+                            {"name": f"toy-s{s}", "ref": {"name": "toy", "split_seed": s}} for s in (0, 1)
+                        ],
+                        "protocols": ["knn"],
+                    }
+                )
             ).battle_id
             for _ in client.watch(bid, timeout_s=120):
                 pass
