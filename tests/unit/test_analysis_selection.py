@@ -7,6 +7,7 @@ import json
 import pytest
 import yaml
 
+from bobench.analysis.aggregate import config_digest
 from bobench.analysis.report import write_report
 from bobench.analysis.selection import Selection, select_battle, select_latest
 from bobench.battle.plan import plan_battle
@@ -73,3 +74,38 @@ def test_cli_report_latest_task_map_and_limits(tmp_path, capsys):
     assert bob(["analyze", str(where), "--all", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["settings"]) == 3  # every record: the two knn configs are separate settings
+
+
+def test_battle_run_reports_its_own_plan_not_the_directory_history(tmp_path, monkeypatch, cache_dir):
+    """The issue's reproduction: two `bob battle run`s with different kNN configs into one --out."""
+    monkeypatch.setenv("BOBENCH_CACHE_DIR", str(cache_dir))
+    spec = tmp_path / "s.yaml"
+    out = tmp_path / "o"
+    for ks, limit in (("[1]", ""), ("[20]", "recommend: {max_params: 2.0e+6}\n")):
+        spec.write_text(
+            f"name: a\nbackbones: [toy]\ndatasets: [toy]\nprotocols: [{{name: knn, config: {{ks: {ks}}}}}]\n{limit}"
+        )
+        assert bob(["battle", "run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert len(read_records(out)) == 2  # history stays in results.jsonl
+    latest = next(r for r in read_records(out) if r.config["ks"] == [20])
+    data = json.loads((out / "report" / "analysis.json").read_text())
+    shown = [(r["n_seeds"], r["config_digest"], r["value"]) for r in data["settings"]]
+    assert shown == [(1, config_digest(latest.config), latest.metrics[latest.primary_metric])]
+    assert "Your limits: max\\_params \\<= 2e+06" in (out / "report" / "report.md").read_text()
+
+
+def test_spec_recommend_limits_are_validated_and_the_cli_overrides_them():
+    import argparse
+
+    from bobench.cli.battle import report_limits
+    from bobench.errors import InvalidArgument
+
+    spec = parse_spec({**SPEC, "recommend": {"max_latency_ms": 10, "max_params": 3e7}})
+    assert spec.recommend == {"max_latency_ms": 10.0, "max_params": 3e7}
+    assert parse_spec(spec.to_dict()).recommend == spec.recommend
+    args = argparse.Namespace(max_latency_ms=5.0, max_params=None)
+    assert report_limits(args, spec) == {"max_latency_ms": 5.0, "max_params": 3e7}
+    with pytest.raises(InvalidArgument, match=r"recommend.max_params: must be a number >= 0.*1.0e\+9"):
+        parse_spec({**SPEC, "recommend": {"max_params": "1.0e9"}})
+    with pytest.raises(InvalidArgument, match="recommend: must be a mapping with keys among"):
+        parse_spec({**SPEC, "recommend": {"max_watts": 1}})

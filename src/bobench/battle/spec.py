@@ -22,7 +22,10 @@ _TOP_LEVEL = {
     "embedder_variant",
     "settings",
     "report",
+    "recommend",
 }
+# the report's recommendation limits a spec may set (`bobench.analysis.recommend` keyword arguments)
+_RECOMMEND = {"max_latency_ms", "max_params", "max_served_latency_ms", "max_flops"}
 _SETTINGS = {"batch_size", "threads", "cache_dir", "triton_url", "device"}
 
 
@@ -60,6 +63,7 @@ class BattleSpec:
     # Which published Triton model embeds: "onnx" (default), "trt-fp16" or "trt-fp32". Part of the run
     # key of embedding runs (TensorRT fp16 changes the numbers) and of their feature cache.
     embedder_variant: str = "onnx"
+    recommend: dict[str, float] = field(default_factory=dict)  # the report's recommendation limits
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +88,7 @@ class BattleSpec:
             "report": self.report,
             # only when chosen, so specs stored before the field existed compare equal
             **({"embedder_variant": self.embedder_variant} if self.embedder_variant != "onnx" else {}),
+            **({"recommend": dict(self.recommend)} if self.recommend else {}),
         }
 
 
@@ -263,7 +268,18 @@ def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "bat
         report=bool(data.get("report", True)),
         custom_backbones=tuple(custom),
         embedder_variant=embedder_variant,
+        recommend=_recommend(data.get("recommend") or {}),
     )
+
+
+def _recommend(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict) or set(value) - _RECOMMEND:
+        raise _fail("recommend", f"must be a mapping with keys among {sorted(_RECOMMEND)}, got {value!r}")
+    for key, bound in value.items():
+        if isinstance(bound, bool) or not isinstance(bound, int | float) or not bound >= 0:
+            hint = " (YAML reads 1.0e9 as text: write 1.0e+9)" if isinstance(bound, str) else ""
+            raise _fail(f"recommend.{key}", f"must be a number >= 0, got {bound!r}{hint}")
+    return {k: float(v) for k, v in value.items()}
 
 
 def _embedder_variant(value: Any) -> str:

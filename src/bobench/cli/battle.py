@@ -19,6 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--no-report", action="store_true", help="skip writing report.html/report.md")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--keep-failed", action="store_true", help="do not retry runs that failed before")
+    run.add_argument(
+        "--max-latency-ms", type=float, help="recommendation limit (overrides the spec's recommend:)"
+    )
+    run.add_argument(
+        "--max-params", type=float, help="recommendation limit (overrides the spec's recommend:)"
+    )
     run.set_defaults(func=cmd_run)
 
 
@@ -47,12 +53,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         from bobench.analysis.selection import Selection
 
         scope = f"battle {spec.name!r}: the {len(outcome.records)} runs of its plan (history stays in results.jsonl)"
-        paths = write_report(out, selection=Selection(outcome.records, scope))
+        paths = write_report(
+            out, selection=Selection(outcome.records, scope), limits=report_limits(args, spec)
+        )
         print(f"report: {paths['report.html']}  (also report.md, plots/*.png)")
     failed = [r for r in outcome.records if r.status == "failed"]
     for r in failed[:10]:
         print(f"FAILED {r.backbone} / {r.dataset} / {r.protocol}: {r.error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def report_limits(args: argparse.Namespace, spec) -> dict[str, float]:
+    """The report's recommendation limits: the spec's `recommend:` mapping, overridden by the CLI."""
+    cli = {"max_latency_ms": args.max_latency_ms, "max_params": args.max_params}
+    return {**spec.recommend, **{k: v for k, v in cli.items() if v is not None}}
 
 
 def _print_record(record) -> None:
