@@ -49,6 +49,7 @@ from bobench.data.files import (
     tree_layout,
 )
 from bobench.data.fingerprint import LazyFingerprintDataset, combine_fingerprint
+from bobench.data.relevance import manifest_relevance
 from bobench.data.splits import KNOWN_SPLITS
 from bobench.errors import InvalidArgument, NotFound, Unavailable
 from bobench.store.resolve import parse_s3_url, s3_store
@@ -342,6 +343,7 @@ def s3_manifest(ref: dict, *, seed: int = 0) -> Dataset:
 
     csv_path = fetch_object(manifest_obj, settings)
     urls, labels, classes, splits = manifest_layout(csv_path, ref, seed, resolve, where=where)
+    relevance = manifest_relevance(csv_path, splits, urls, where=where)  # in the fingerprint via the etag
     by_url = {o.url: o for o in index.objects.values()}
     return _s3_dataset(
         name=str(ref.get("name") or posixpath.splitext(posixpath.basename(key))[0]),
@@ -351,6 +353,6 @@ def s3_manifest(ref: dict, *, seed: int = 0) -> Dataset:
         splits=splits,
         seed=seed,
         settings=settings,
-        meta={"source": "manifest", "path": url},
+        meta={"source": "manifest", "path": url, "relevance": relevance},
         extra_digest=f"manifest:{manifest_obj.etag}:{manifest_obj.size_bytes}",
     )
