@@ -29,9 +29,10 @@ ENV = {
 
 
 def plans(seeds):
+    """One knn run per split seed (knn is deterministic: once per split, not per seed)."""
+    datasets = [{"name": f"toy-s{s}", "ref": {"name": "toy", "split_seed": s}} for s in seeds]
     spec = parse_spec(
-        {"name": "rr", "backbones": ["toy"], "datasets": ["toy"], "protocols": [{"name": "knn", "config": {"ks": [5]}}],
-         "seeds": list(seeds)}
+        {"name": "rr", "backbones": ["toy"], "datasets": datasets, "protocols": [{"name": "knn", "config": {"ks": [5]}}]}
     )  # fmt: skip
     return plan_battle(spec, battle_id="rr")
 
