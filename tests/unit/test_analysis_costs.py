@@ -84,3 +84,17 @@ def test_recommendations_leave_out_random_init_unless_asked():
     an = analyze(records)
     assert [e["backbone"] for e in recommend(an)] == ["pre"]
     assert [e["backbone"] for e in recommend(an, include_random_init=True)] == ["rnd", "pre"]
+
+
+def test_the_leaderboard_names_the_cost_comparison_basis():
+    from bobench.analysis import format_leaderboard
+
+    records = [
+        rec("a", "efficiency", {"latency_ms_p50_b1": 40.0}, CPU),
+        rec("b", "efficiency", {"latency_ms_p50_b1": 30.0}, CPU),
+        rec("c", "efficiency", {"latency_ms_p50_b1": 1.0}, GPU),
+        *(rec(b, "classification", {}, CPU, value=v) for b, v in (("a", 0.9), ("b", 0.8), ("c", 0.7))),
+    ]
+    text = format_leaderboard(analyze(records))
+    assert f"latency_ms compared at latency_ms_p50_b1 on {environment_key(CPU)} (2 backbones" in text
+    assert "left out, measured elsewhere only: c" in text

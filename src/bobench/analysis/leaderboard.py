@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bobench.analysis.core import Analysis, settings_rows
+from bobench.analysis.costs import CostBasis
 
 MISSING = "-"
 
@@ -198,4 +199,11 @@ def format_leaderboard(analysis: Analysis) -> str:
         ]
     if analysis.overall:
         parts += ["", TIES_NOTE]
+    parts += [cost_basis_line(b) for b in analysis.cost_basis.values()]
     return "\n".join(parts)
+
+
+def cost_basis_line(basis: CostBasis) -> str:
+    """ "latency_ms compared at latency_ms_p50_b1 on device=cpu ... (3 backbones; left out: x)"."""
+    left = f"; left out, measured elsewhere only: {', '.join(basis.left_out)}" if basis.left_out else ""
+    return f"{basis.column} compared at {basis.metric} on {basis.environment} ({len(basis.backbones)} backbones{left})"

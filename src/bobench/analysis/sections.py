@@ -92,13 +92,7 @@ def efficiency(analysis: Analysis, images: dict[str, Image]) -> list[Block]:
             "backbones; figures from other environments are not mixed in."
         )
     )
-    for basis in analysis.cost_basis.values():
-        left = f"; left out (measured elsewhere only): {', '.join(basis.left_out)}" if basis.left_out else ""
-        blocks.append(
-            Para(
-                f"{basis.column} compared at {basis.metric} on {basis.environment} ({len(basis.backbones)} backbones{left})."
-            )
-        )
+    blocks += [Para(lb.cost_basis_line(b)) for b in analysis.cost_basis.values()]
     shown = [images[n] for n in ("pareto_latency", "pareto_params") if n in images]
     blocks += shown or [Para("No latency or parameter counts in these results.", muted=True)]
     headers = [
