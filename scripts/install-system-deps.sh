@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Debian packages bobench's tests and local stack use: prometheus (metrics tests, `make up`) and
-# chromium (the report is opened headless in a test). Installed only when missing and we are root;
+# Debian packages bobench's tests and local stack use: prometheus (metrics tests, `make up`),
+# chromium (the report is opened headless in a test) and dataset-fashion-mnist (the bundled
+# `fashion_mnist` dataset of the offline demo, MIT). Installed only when missing and we are root;
 # otherwise we say what is missing and the tests that need it skip with that reason.
 set -euo pipefail
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "note: not root, so not installing Debian packages: ${missing[*]} (apt-get install ${missing[*]})" >&2
+  case " ${missing[*]} " in *" dataset-fashion-mnist "*)
+    echo "note: without root, 'apt-get download dataset-fashion-mnist && dpkg -x dataset-fashion-mnist_*.deb DIR'" \
+      "and the dataset ref option path: DIR/usr/share/datasets/fashion-mnist give the same files" >&2 ;;
+  esac
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then

@@ -21,6 +21,7 @@ from types import ModuleType
 import numpy as np
 from PIL import Image
 
+from bobench.data import bundled_more  # noqa: F401  (registers fashion_mnist and the emoji sets)
 from bobench.data.arrays import array_dataset
 from bobench.data.base import Dataset
 from bobench.data.catalog import register_dataset
