@@ -44,6 +44,7 @@ _SAMPLE_ROWS = 512  # rows used to estimate them: they only steer the search, ne
 _MIN_CURVATURE = 1e-10
 _GAP_PER_TOL = 0.1
 _MAX_NEWTON = 20  # intercept Newton steps per evaluation (usually 1-3)
+_BIAS_DAMPING = 1e-9  # Levenberg damping of the intercept Hessian (see _Problem._optimal_bias)
 _NEWTON_TOL_PER_TOL = 0.1  # the intercept gradient Newton leaves, relative to tol
 
 
@@ -194,10 +195,13 @@ class _Problem:
 
         The intercept objective is convex with a K × K Hessian, singular along the all-ones direction
         for a softmax (shifting every logit changes nothing); that direction is pinned by adding 11ᵀ/K.
-        A step that raises the loss is halved. Returns (bias, probabilities, log-probability sum).
+        A step that raises the loss is halved. Classes whose probabilities underflow to 0 on every sample
+        leave the Hessian singular even so; a tiny damping (`_BIAS_DAMPING`) keeps it solvable without
+        moving the optimum (Newton still stops on the gradient). Returns (bias, probabilities, log-probability sum).
         """
         prob, log_p_true = self._probabilities(scores, bias)
         ones = torch.full((self.k_out, self.k_out), 1.0 / self.k_out, dtype=torch.float64)
+        eye = torch.eye(self.k_out, dtype=torch.float64)
         for _ in range(_MAX_NEWTON):
             grad = (prob.sum(dim=2, dtype=torch.float64) - self.counts) / self.n
             todo = (grad.abs().amax(dim=1) > self.tol * _NEWTON_TOL_PER_TOL).nonzero().squeeze(1)
@@ -207,7 +211,7 @@ class _Problem:
             hessian = torch.diag_embed(p.sum(dim=2, dtype=torch.float64)) - (p @ p.transpose(1, 2)).to(
                 torch.float64
             )
-            hessian = hessian / self.n + (ones if self.k_out > 1 else 0.0)
+            hessian = hessian / self.n + (ones if self.k_out > 1 else 0.0) + _BIAS_DAMPING * eye
             step = -torch.linalg.solve(hessian, grad[todo])
             for _ in range(30):
                 trial_prob, trial_log_p = self._probabilities(scores[todo], bias[todo] + step)
