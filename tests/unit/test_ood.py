@@ -327,3 +327,36 @@ def test_mce_rejects_records_without_shared_corruptions():
         corruption_errors({"err_fog": 0.5, "id_err": 0.1}, {"err_snow": 0.5, "id_err": 0.1})
     with pytest.raises(InvalidArgument, match="zero error"):
         corruption_errors({"err_fog": 0.5, "id_err": 0.1}, {"err_fog": 0.0, "id_err": 0.0})
+
+
+def test_inputs_under_32_px_are_corrupted_upscaled_and_brought_back_to_the_input_size(tmp_path):
+    """imagecorruptions needs 32 px: a 16 px model input is corrupted at 32 px and resized back."""
+    import dataclasses
+    import zlib
+
+    from PIL import Image
+
+    from bobench.battle.context import LocalContext
+    from bobench.data import load_dataset
+    from bobench.data.corruptions import apply_variant
+    from bobench.embed import make_embedder
+    from bobench.embed.cache import FeatureCache
+    from bobench.embed.preprocess import resize_crop
+
+    ds = load_dataset("toy")
+    embedder = make_embedder("torch", "toy", batch_size=32, cache_dir=str(tmp_path))
+    spec = dataclasses.replace(embedder.spec, input_size=16)
+    ctx = LocalContext(
+        spec, ds, cache=FeatureCache(tmp_path), embedder_factory=lambda: embedder, dataset_loader=load_dataset
+    )
+    variant = "corrupt:contrast:2"
+    got, _ = ctx.features("test", variant=variant)
+    expected = []
+    for i in ds.split("test"):
+        small = resize_crop(ds.load(int(i)), spec).transpose(1, 2, 0)
+        big = apply_variant(small, variant, zlib.crc32(f"{ds.fingerprint}:{int(i)}:{variant}".encode()))
+        assert big.shape == (32, 32, 3)
+        expected.append(
+            np.asarray(Image.fromarray(big).resize((16, 16), Image.Resampling.BICUBIC)).transpose(2, 0, 1)
+        )
+    np.testing.assert_allclose(got, embedder.embed(np.stack(expected)), rtol=1e-5, atol=1e-6)
