@@ -188,7 +188,7 @@ def test_percentiles_are_reported_only_when_enough_samples_back_them(n):
 
 
 def test_per_batch_memory_is_this_backbones_not_the_process_high_water_mark(tmp_path):
-    from bobench.protocols.efficiency import read_memory_kb
+    from bobench.protocols.memory import read_memory_kb
 
     ballast = np.ones(300 * 2**20 // 8)  # 300 MiB touched, then freed: the process's lifetime peak
     del ballast
@@ -214,3 +214,25 @@ def test_handed_interleaved_times_are_used_and_only_for_their_run(tmp_path):
     assert m["latency_ms_mean_b1"] == pytest.approx(4.0) and m["latency_samples_b1"] == 3
     assert other_seed["measurement"] == "alone"  # another seed is another run
     assert get_protocol("efficiency").evaluate(ctx, config, 0)["measurement"] == "alone"  # dropped on exit
+
+
+@pytest.mark.gpu
+def test_gpu_memory_is_reported_per_batch_size(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from bobench.backbones import create_backbone
+    from bobench.battle.context import LocalContext
+    from bobench.data import load_dataset
+    from bobench.embed import make_embedder
+    from bobench.embed.cache import FeatureCache
+
+    embedder = make_embedder("torch", "toy", batch_size=2, cache_dir=str(tmp_path), device="cuda")
+    ctx = LocalContext(
+        embedder.spec, load_dataset("toy"), cache=FeatureCache(tmp_path), embedder_factory=lambda: embedder,
+        dataset_loader=load_dataset, module_factory=lambda: create_backbone("toy", cache_dir=str(tmp_path)).module,
+    )  # fmt: skip
+    m = get_protocol("efficiency").evaluate(ctx, {**FAST, "batch_sizes": [1, 256], "flops": False}, 0)
+    assert m["device"] == "cuda"
+    assert 0 < m["peak_gpu_allocated_mb_b1"] < m["peak_gpu_allocated_mb_b256"]  # reset between batches
+    assert m["peak_gpu_allocated_mb_b256"] <= m["peak_gpu_reserved_mb_b256"]
+    assert m["peak_gpu_allocated_mb"] == m["peak_gpu_allocated_mb_b256"]

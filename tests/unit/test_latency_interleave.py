@@ -39,13 +39,34 @@ class SimulatedHost:
 def test_blocks_alternate_and_the_order_rotates_every_round():
     host = SimulatedHost(lambda t: 1.0)
     steps = {n: host.step(n, 0.001) for n in ("a", "b", "c")}
-    times = measure_interleaved(steps, Budget(warmup_steps=1, timed_steps=4, block_steps=2), host.clock)
+    budget = Budget(warmup_steps=1, timed_steps=4, block_steps=2, block_warmup_steps=0)
+    times = measure_interleaved(steps, budget, host.clock)
     assert host.calls[:3] == ["a", "b", "c"]  # warm-up of each
     timed = host.calls[3:]
     blocks = [timed[i] for i in range(0, len(timed), 2)]
     assert blocks == ["a", "b", "c", "b", "c", "a"]  # round 2 starts one further along
     assert all(len(t) == 4 for t in times.values())
     assert times["a"] == pytest.approx([1.0] * 4)
+
+
+def test_each_block_rewarms_untimed_after_a_switch():
+    class ColdAfterSwitch(SimulatedHost):  # the first call after another model ran is 10x slower
+        def step(self, name: str, base_s: float):
+            def run() -> None:
+                cold = bool(self.calls) and self.calls[-1] != name
+                self.calls.append(name)
+                self.now_s += base_s * (10 if cold else 1)
+
+            return run
+
+    host = ColdAfterSwitch(lambda t: 1.0)
+    steps = {n: host.step(n, 0.001) for n in ("a", "b")}
+    times = measure_interleaved(steps, Budget(warmup_steps=1, timed_steps=20, block_steps=5), host.clock)
+    assert times["a"] == pytest.approx([1.0] * 20) and times["b"] == pytest.approx([1.0] * 20)
+    host = ColdAfterSwitch(lambda t: 1.0)
+    steps = {n: host.step(n, 0.001) for n in ("a", "b")}
+    budget = Budget(warmup_steps=1, timed_steps=20, block_steps=5, block_warmup_steps=0)
+    assert max(measure_interleaved(steps, budget, host.clock)["a"]) == pytest.approx(10.0)
 
 
 def test_min_time_extends_the_timed_steps_and_max_caps_them():

@@ -42,7 +42,6 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,14 +49,19 @@ import numpy as np
 from bobench.embed.base import unwrap
 from bobench.errors import FailedPrecondition
 from bobench.protocols.base import Protocol, RunContext, register_protocol
-from bobench.protocols.latency import Budget, latency_summary, measure_alone, measure_interleaved
+from bobench.protocols.latency import Budget, latency_summary, measure_alone, measure_interleaved, whole_batch
+from bobench.protocols.memory import (
+    MEMORY_STEMS,
+    batch_memory,
+    batch_memory_keys,
+    max_over_batches,
+    reset_peak_rss,
+)
 from bobench.protocols.metrics import positive_ints
 
 log = logging.getLogger(__name__)
 
 FLOPS_COUNTER = "torch.utils.flop_counter.FlopCounterMode"
-_PROC_STATUS = Path("/proc/self/status")
-_PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def count_flops(module: Any, input_size: int) -> int | None:
@@ -86,28 +90,6 @@ def count_onnx_parameters(path: str | os.PathLike) -> int | None:
     model = onnx.load(str(path), load_external_data=False)
     total = sum(int(np.prod(init.dims)) if init.dims else 1 for init in model.graph.initializer)
     return total or None
-
-
-def read_memory_kb() -> dict[str, int]:
-    """VmRSS and VmHWM (peak resident set) of this process in kB; empty where /proc is absent."""
-    out: dict[str, int] = {}
-    try:
-        for line in _PROC_STATUS.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0])
-    except OSError:
-        pass
-    return out
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark for this process (Linux ≥ 4.0). Returns whether it worked."""
-    try:
-        _PROC_CLEAR_REFS.write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def _module_or_none(ctx: RunContext) -> Any:
@@ -146,17 +128,6 @@ def _null_latency(batch_size: int) -> dict[str, Any]:
     return dict.fromkeys(latency_summary([1.0], batch_size))
 
 
-@contextmanager
-def _whole_batch(embedder: Any, batch_size: int) -> Iterator[None]:
-    """One embed call = one forward pass of the whole batch; the embedder's batch size is restored."""
-    saved = embedder.batch_size
-    embedder.batch_size = max(saved, batch_size)
-    try:
-        yield
-    finally:
-        embedder.batch_size = saved
-
-
 def _images(seed: int, batch_sizes: list[int], size: int) -> dict[int, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {b: rng.integers(0, 256, size=(b, 3, size, size), dtype=np.uint8) for b in batch_sizes}
@@ -164,7 +135,7 @@ def _images(seed: int, batch_sizes: list[int], size: int) -> dict[int, np.ndarra
 
 def _time_alone(embedder: Any, images: np.ndarray, budget: Budget) -> list[float] | None:
     """Step times of one backbone at one batch size; None when the batch runs out of memory."""
-    with _whole_batch(embedder, images.shape[0]):
+    with whole_batch([embedder], images.shape[0]):
         try:
             return measure_alone(lambda: embedder.embed(images), budget)
         except (RuntimeError, MemoryError) as exc:
@@ -172,41 +143,6 @@ def _time_alone(embedder: Any, images: np.ndarray, budget: Budget) -> list[float
                 raise
             log.warning("efficiency: batch %d ran out of memory; its figures are null", images.shape[0])
             return None
-
-
-def _is_cuda_torch(described: Mapping[str, Any]) -> bool:
-    return described.get("runtime") == "torch" and str(described.get("device", "")).startswith("cuda")
-
-
-def _batch_memory(embedder: Any, images: np.ndarray, described: Mapping[str, Any]) -> dict[str, Any]:
-    """This batch's peak memory from one forward pass after resetting the peak marks (docstring)."""
-    b = images.shape[0]
-    cuda = _is_cuda_torch(described)
-    if cuda:
-        import torch
-
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    reset = reset_peak_rss()
-    before_kb = read_memory_kb().get("VmRSS")
-    with _whole_batch(embedder, b):
-        embedder.embed(images)
-    peak_kb = read_memory_kb().get("VmHWM") if reset else None
-    out: dict[str, Any] = {
-        f"peak_rss_mb_b{b}": peak_kb / 1024 if peak_kb else None,
-        f"rss_delta_mb_b{b}": (peak_kb - before_kb) / 1024 if peak_kb and before_kb else None,
-        f"peak_gpu_allocated_mb_b{b}": None,
-        f"peak_gpu_reserved_mb_b{b}": None,
-    }
-    if cuda:
-        out[f"peak_gpu_allocated_mb_b{b}"] = torch.cuda.max_memory_allocated() / 2**20
-        out[f"peak_gpu_reserved_mb_b{b}"] = torch.cuda.max_memory_reserved() / 2**20
-    return out
-
-
-def _max_over_batches(metrics: dict[str, Any], stem: str, batch_sizes: list[int]) -> float | None:
-    values = [metrics[f"{stem}_b{b}"] for b in batch_sizes if metrics.get(f"{stem}_b{b}") is not None]
-    return max(values) if values else None
 
 
 @dataclass(frozen=True)
@@ -256,7 +192,7 @@ def measure_together(
     for b in batch_sizes:
         steps = {n: (lambda e=e, x=images[n][b]: e.embed(x)) for n, e in embedders.items()}
         try:
-            with _all_whole_batch(embedders, b):
+            with whole_batch(embedders.values(), b):
                 for name, measured in measure_interleaved(steps, budget).items():
                     times[name][b] = measured
         except (RuntimeError, MemoryError) as exc:
@@ -268,18 +204,6 @@ def measure_together(
     return {n: HandedLatency(times[n], tuple(o for o in names if o != n)) for n in names}
 
 
-@contextmanager
-def _all_whole_batch(embedders: Mapping[str, Any], batch_size: int) -> Iterator[None]:
-    saved = {n: e.batch_size for n, e in embedders.items()}
-    for e in embedders.values():
-        e.batch_size = max(e.batch_size, batch_size)
-    try:
-        yield
-    finally:
-        for n, e in embedders.items():
-            e.batch_size = saved[n]
-
-
 def _budget(config: dict[str, Any]) -> Budget:
     return Budget(
         warmup_steps=config["warmup_steps"],
@@ -287,14 +211,8 @@ def _budget(config: dict[str, Any]) -> Budget:
         min_time_s=config["min_time_s"],
         max_timed_steps=config["max_timed_steps"],
         block_steps=config["block_steps"],
+        block_warmup_steps=config["block_warmup_steps"],
     )
-
-
-def _threads(ctx: RunContext, described: dict[str, Any]) -> int:
-    if described.get("threads"):
-        return int(described["threads"])
-    configured = getattr(getattr(ctx, "settings", None), "threads", 0)
-    return int(configured) if configured else len(os.sched_getaffinity(0))
 
 
 def _latency_metrics(
@@ -340,7 +258,14 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
         "batch_sizes": batch_sizes,
         **{
             k: config[k]
-            for k in ("warmup_steps", "timed_steps", "min_time_s", "max_timed_steps", "block_steps")
+            for k in (
+                "warmup_steps",
+                "timed_steps",
+                "min_time_s",
+                "max_timed_steps",
+                "block_steps",
+                "block_warmup_steps",
+            )
         },
     }
     images = _images(seed, batch_sizes, size)
@@ -351,20 +276,13 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
     metrics["peak_rss_reset"] = reset_peak_rss()
     for b in batch_sizes:
         if metrics[f"latency_ms_mean_b{b}"] is None:  # ran out of memory while timing
-            metrics.update(dict.fromkeys(_batch_memory_keys(b)))
+            metrics.update(dict.fromkeys(batch_memory_keys(b)))
             continue
-        metrics.update(_batch_memory(embedder, images[b], described))
-    for stem in ("peak_rss_mb", "rss_delta_mb", "peak_gpu_allocated_mb", "peak_gpu_reserved_mb"):
-        metrics[stem] = _max_over_batches(metrics, stem, batch_sizes)
+        metrics.update(batch_memory(embedder, images[b], described))
+    for stem in MEMORY_STEMS:
+        metrics[stem] = max_over_batches(metrics, stem, batch_sizes)
     ctx.progress(2, 2, "efficiency: done")
     return metrics
-
-
-def _batch_memory_keys(b: int) -> list[str]:
-    return [
-        f"{stem}_b{b}"
-        for stem in ("peak_rss_mb", "rss_delta_mb", "peak_gpu_allocated_mb", "peak_gpu_reserved_mb")
-    ]
 
 
 PROTOCOL = register_protocol(
@@ -380,7 +298,8 @@ PROTOCOL = register_protocol(
             "timed_steps": 40,
             "min_time_s": 0.5,
             "max_timed_steps": 1000,
-            "block_steps": 5,
+            "block_steps": 10,
+            "block_warmup_steps": 1,
             "flops": True,
         },
         primary_metric="latency_ms_p50_b1",

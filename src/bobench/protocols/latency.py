@@ -9,7 +9,9 @@ return host arrays, so the work has finished on the device when the call returns
 Interleaved (`measure_interleaved`): the backbones of one battle that run on one host are timed in
 round robin — a block of each in turn, the order rotated every round — so they share the same time
 window and a background load slows all of them alike; their latency *ratios* stay stable where
-back-to-back measurement attributes a load burst to whichever backbone was running.
+back-to-back measurement attributes a load burst to whichever backbone was running. After a switch
+the caches hold the other model, so each block starts with `block_warmup_steps` untimed calls
+(1 by default; timing alone needs none).
 
 A percentile is reported only when enough samples back it: p`q` needs n >= 1 / (1 - q/100)
 samples (p50: 2, p90: 10, p99: 100), so at least one sample lies at or beyond it; otherwise null.
@@ -21,7 +23,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,10 +49,12 @@ class Budget:
     timed_steps: int = 40
     min_time_s: float = 0.0
     max_timed_steps: int = 1000
-    block_steps: int = 5
+    block_steps: int = 10
+    block_warmup_steps: int = 1
 
     def __post_init__(self) -> None:
-        for name, minimum in (("warmup_steps", 0), ("timed_steps", 1), ("block_steps", 1)):
+        checks = (("warmup_steps", 0), ("timed_steps", 1), ("block_steps", 1), ("block_warmup_steps", 0))
+        for name, minimum in checks:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise InvalidArgument(f"efficiency: {name!r} must be an integer >= {minimum}, got {value!r}")
@@ -63,6 +68,12 @@ class Budget:
             )
         if not isinstance(self.min_time_s, int | float) or not 0 <= self.min_time_s < math.inf:
             raise InvalidArgument(f"efficiency: 'min_time_s' must be a number >= 0, got {self.min_time_s!r}")
+
+    def next_block(self, steps: int) -> int:
+        """Timed calls in the next block of a backbone that has `steps`: a full block, cut short
+        where it would pass `timed_steps` (first) or `max_timed_steps`."""
+        left = self.timed_steps - steps if steps < self.timed_steps else self.max_timed_steps - steps
+        return max(0, min(self.block_steps, left))
 
     def done(self, steps: int, spent_s: float) -> bool:
         """Whether a backbone timed `steps` calls summing to `spent_s` seconds has its samples."""
@@ -129,7 +140,8 @@ def measure_interleaved(
     """Time several backbones' `steps` in round robin (module docstring); each one's ms per call.
 
     Every backbone is warmed up first; then each round runs one block of every backbone not yet
-    done, starting one further along the list each round. Raises InvalidArgument for no steps.
+    done, starting one further along the list each round; with more than one backbone each block
+    starts with `budget.block_warmup_steps` untimed calls. Raises InvalidArgument for no steps.
     """
     if not steps:
         raise InvalidArgument("efficiency: nothing to measure")
@@ -139,14 +151,32 @@ def measure_interleaved(
             steps[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
     spent_s = dict.fromkeys(names, 0.0)
+    rewarm = budget.block_warmup_steps if len(names) > 1 else 0
     for round_index in range(budget.max_timed_steps):
         pending = [n for n in names if not budget.done(len(times[n]), spent_s[n])]
         if not pending:
             break
         shift = round_index % len(pending)
         for name in pending[shift:] + pending[:shift]:
-            block = min(budget.block_steps, budget.max_timed_steps - len(times[name]))
+            block = budget.next_block(len(times[name]))
+            for _ in range(rewarm):
+                steps[name]()
             block_ms = _timed_block(steps[name], block, clock)
             times[name].extend(block_ms)
             spent_s[name] += sum(block_ms) / 1000.0
     return times
+
+
+@contextmanager
+def whole_batch(embedders: Iterable[Any], batch_size: int) -> Iterator[None]:
+    """While open, one `embed` call of `batch_size` images is one forward pass for each embedder;
+    their batch sizes are restored on exit."""
+    embedders = list(embedders)
+    saved = [e.batch_size for e in embedders]
+    for e in embedders:
+        e.batch_size = max(e.batch_size, batch_size)
+    try:
+        yield
+    finally:
+        for e, size in zip(embedders, saved, strict=True):
+            e.batch_size = size
