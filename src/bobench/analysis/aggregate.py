@@ -140,16 +140,20 @@ class Setting:
 
 def task_of(protocol: str, recorded_task: str, task_map: str = DEFAULT_TASK_MAP) -> str:
     """The task a run counts under in `task_map`. Raises InvalidArgument for an unknown map."""
-    if task_map not in TASK_MAPS:
-        raise InvalidArgument(f"unknown task map {task_map!r}; choose one of {sorted(TASK_MAPS)}")
-    return TASK_MAPS[task_map].get(protocol, recorded_task)
+    return _task_map(task_map).get(protocol, recorded_task)
+
+
+def _task_map(name: str) -> dict[str, str]:
+    if name not in TASK_MAPS:
+        raise InvalidArgument(f"unknown task map {name!r}; choose one of {sorted(TASK_MAPS)}")
+    return TASK_MAPS[name]
 
 
 def observations_from_records(
     records: Iterable[RunRecord], task_map: str = DEFAULT_TASK_MAP
 ) -> list[Observation]:
     """The ranked observations in `records`: finished runs of non-cost tasks with a usable primary metric."""
-    task_of("", "", task_map)
+    _task_map(task_map)  # an unknown map is an error even when no record would use it
     out = []
     for rec in records:
         if not rec.finished or rec.task in COST_TASKS:

@@ -151,7 +151,7 @@ def build_blocks(
         Para(
             f"Score = mean over {len(analysis.tasks)} task(s) of the mean z-score over each task's settings "
             f"({len(analysis.settings)} setting(s)); higher is better. Task map: {analysis.task_map!r} "
-            f"({TASK_MAP_TEXT.get(analysis.task_map, '')}). '(ext)' marks external results. {lb.TIES_NOTE} "
+            f"({TASK_MAP_TEXT.get(analysis.task_map, '')}). '(ext)' marks external results. {lb.TIES_NOTE.removesuffix('.')} "
             f"({analysis.resamples} resamples)."
         ),
         Table(*lb.leaderboard_table(analysis), empty="No finished, ranked runs."),
