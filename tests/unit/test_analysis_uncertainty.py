@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
 import pytest
 
+from bobench.analysis import aggregate as agg
 from bobench.analysis import analyze
 from bobench.analysis.aggregate import zscores
-from bobench.analysis.uncertainty import _zscores, rank_uncertainty, replicate_task_scores
+from bobench.analysis.uncertainty import (
+    _zscores,
+    aggregate_draws,
+    draw_values,
+    rank_uncertainty,
+    replicate_task_scores,
+)
 from bobench.battle.records import RunRecord
 from bobench.errors import InvalidArgument
 
@@ -106,3 +114,50 @@ def test_rank_uncertainty_counts_strictly_better_backbones():
     result = rank_uncertainty(np.repeat(scores, 10, axis=0), ["a", "b", "c"], ["a", "b", "c"])
     assert result.rank_interval["a"] == (1, 2)
     assert result.rank_interval["c"] == (2, 3)
+
+
+def test_vectorised_replicates_match_the_scalar_aggregation_replicate_by_replicate():
+    """Reference: for each replicate, rebuild the settings with the drawn values and run the plain
+    (scalar, dict-based) aggregation and competition ranks of `bobench.analysis.aggregate`."""
+    rng = np.random.default_rng(0)
+    records = []
+    for d, task in (("x", "classification"), ("y", "classification"), ("z", "retrieval"), ("w", "ood")):
+        for b in ("a", "b", "c", "d"):
+            if (b, d) == ("d", "y"):
+                continue  # missing data: d is averaged over the settings it has
+            v = float(rng.uniform(0.3, 0.9))
+            records += [rec(b, d, v + s * 0.01, ci=(v - 0.05, v + 0.05), seed=s, task=task) for s in range(2)]
+    settings = analyze(records, resamples=2).settings
+    drawn = draw_values(settings, resamples=40, seed=5)
+    reps = aggregate_draws(settings, drawn)
+    overall = reps.overall()
+    for r in range(40):
+        redrawn = [
+            dataclasses.replace(
+                s,
+                values={
+                    b: dataclasses.replace(v, z=z)
+                    for (b, v), z in zip(
+                        s.values.items(),
+                        zscores(dict(zip(s.values, m[r], strict=True)), s.higher_is_better).values(),
+                        strict=True,
+                    )
+                },
+            )
+            for s, m in zip(settings, drawn, strict=True)
+        ]
+        ref_tasks = agg.task_scores(redrawn)
+        ref_overall = agg.overall_scores(ref_tasks)
+        for t, scores in ref_tasks.items():
+            assert [reps.task_scores[t][r, reps.backbones.index(b)] for b in scores] == pytest.approx(
+                list(scores.values())
+            )
+        assert [overall[r, reps.backbones.index(b)] for b in ref_overall] == pytest.approx(
+            list(ref_overall.values())
+        )
+        ranks = rank_uncertainty(
+            overall[r : r + 1].repeat(2, axis=0), reps.backbones, reps.backbones
+        ).rank_interval
+        assert {b: low for b, (low, _) in ranks.items()} == {
+            b: k for b, _, k in agg.competition_ranks(ref_overall)
+        }

@@ -64,18 +64,27 @@ def replicate_task_scores(
 ) -> Replicates:
     """Redraw every rankable setting `resamples` times and recompute the task scores. Raises
     InvalidArgument for resamples < 2."""
+    chosen = rankable(settings)
+    return aggregate_draws(chosen, draw_values(chosen, resamples, seed))
+
+
+def draw_values(settings: Sequence[Setting], resamples: int, seed: int) -> list[np.ndarray]:
+    """Per setting, a (resamples, backbones in `setting.values` order) matrix of redrawn values."""
     if resamples < 2:
         raise InvalidArgument(f"rank intervals need at least 2 resamples, got {resamples}")
-    chosen = rankable(settings)
-    backbones = sorted({b for s in chosen for b in s.values})
-    col = {b: i for i, b in enumerate(backbones)}
     rng = np.random.default_rng(seed)
+    return [np.stack([_draw(v, resamples, rng) for v in s.values.values()], axis=1) for s in settings]
+
+
+def aggregate_draws(settings: Sequence[Setting], drawn: Sequence[np.ndarray]) -> Replicates:
+    """The BoB aggregation (z-scores, task means) of every replicate at once."""
+    backbones = sorted({b for s in settings for b in s.values})
+    col = {b: i for i, b in enumerate(backbones)}
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
-    for s in chosen:
-        z = np.full((resamples, len(backbones)), np.nan)
-        drawn = np.stack([_draw(s.values[b], resamples, rng) for b in s.values], axis=1)
-        z[:, [col[b] for b in s.values]] = _zscores(drawn, s.higher_is_better)
+    for s, values in zip(settings, drawn, strict=True):
+        z = np.full((values.shape[0], len(backbones)), np.nan)
+        z[:, [col[b] for b in s.values]] = _zscores(values, s.higher_is_better)
         task = s.key.task
         sums.setdefault(task, np.zeros_like(z))
         counts.setdefault(task, np.zeros(z.shape))
