@@ -168,3 +168,19 @@ def test_a_record_measures_a_backbone_whose_facts_were_never_stored(tmp_path):
         facts.unlink()
     cached = LocalExecutor(Settings(cache_dir=str(tmp_path / "cache"), threads=1)).execute(plan)
     assert cached.backbone_info == fresh.backbone_info
+
+
+def test_a_backbone_that_cannot_be_measured_keeps_its_spec_and_is_tried_once(tmp_path):
+    from bobench.backbones import get_spec
+    from bobench.battle.backbone_facts import BackboneFacts
+    from bobench.errors import Unavailable
+
+    calls = []
+
+    def unavailable():
+        calls.append(1)
+        raise Unavailable("no weights here")
+
+    facts, spec = BackboneFacts(tmp_path), get_spec("toy")
+    assert facts.fill(spec, unavailable) == spec
+    assert facts.fill(spec, unavailable) == spec and len(calls) == 1

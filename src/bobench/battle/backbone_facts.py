@@ -66,13 +66,14 @@ class BackboneFacts:
     def fill(self, spec: BackboneSpec, measure: Callable[[], BackboneSpec]) -> BackboneSpec:
         """`spec` with its measured fields as loading measured them (as the factory fills them in),
         measuring (and keeping) them with `measure()` when none are kept. A backbone that cannot be
-        loaded here leaves the spec as it is (logged)."""
+        loaded here leaves the spec as it is (logged, once per process)."""
         facts = self._read(spec)
         if facts is None:
             try:
                 loaded = measure()
             except (BobenchError, ImportError) as exc:
                 log.warning("backbone %s: cannot measure params/digest for its records: %s", spec.name, exc)
+                self._known[spec.digest()] = {}  # not retried by this process
                 return spec
             self.keep(spec, loaded)
             facts = self._known[spec.digest()]
