@@ -14,7 +14,7 @@ SMALL_PARAMS = 30e6  # BoB's "small backbone" bound
 QUESTIONS: tuple[tuple[str, dict[str, float]], ...] = (
     ("Best overall", {}),
     (
-        "Best under 10 ms p50 in-process latency (smallest measured batch, normally 1)",
+        "Best under 10 ms p50 in-process latency (at the comparison basis below the efficiency table)",
         {"max_latency_ms": 10.0},
     ),
     ("Best under 30 M parameters (BoB's 'small' backbones)", {"max_params": SMALL_PARAMS}),
@@ -83,13 +83,13 @@ def efficiency(analysis: Analysis, images: dict[str, Image]) -> list[Block]:
     blocks: list[Block] = [Heading("Efficiency and Pareto fronts")]
     blocks.append(
         Para(
-            "In-process latency = p50 of the efficiency runs at the smallest measured batch "
-            "(latency_ms_p50_b<N>); served latency = p50 of the serving runs at the smallest batch and "
-            "concurrency (latency_ms_p50_b<N>_c<M>); throughput = the largest measured batch; params from the "
-            "efficiency run, else the backbone metadata. A Pareto-front backbone has no other backbone that "
-            "is both better and cheaper. Latency and throughput are compared at one environment "
-            "(device, runtime, precision, threads, host) and one batch size, the ones measured for the most "
-            "backbones; figures from other environments are not mixed in."
+            "In-process latency = p50 of the efficiency runs (latency_ms_p50_b<N>); served latency = p50 "
+            "of the serving runs (latency_ms_p50_b<N>_c<M>); throughput = throughput_ips_b<N>. Each is "
+            "compared at one environment (device, runtime, precision, threads, host) and one batch size: "
+            "the pair measured for the most backbones, then the smallest batch (the largest for "
+            "throughput); figures from other environments are never mixed in. Params from the efficiency "
+            "run, else the backbone metadata. A Pareto-front backbone has no other backbone that is both "
+            "better and cheaper."
         )
     )
     blocks += [Para(lb.cost_basis_line(b)) for b in analysis.cost_basis.values()]
@@ -164,7 +164,7 @@ def settings(analysis: Analysis) -> list[Block]:
             r["dataset"],
             r["protocol"],
             r["metric"],
-            r["variant"] or f"v{r['protocol_version']} cfg {r['config_digest']}".strip(),
+            _variant(r),
             "higher" if r["higher_is_better"] else "lower",
             r["backbone"] + (" (ext)" if r["external"] else ""),
             f"{r['value']:.4g}",
@@ -183,6 +183,12 @@ def settings(analysis: Analysis) -> list[Block]:
         muted=True,
     )
     return [Heading("Per-setting metrics"), note, Table(headers, rows, right, empty="No ranked settings.")]
+
+
+def _variant(row: dict) -> str:
+    """ "v3 cfg 90a33c81 data 1f2e3d4c" (the fingerprint part when the record has one)."""
+    data = f" data {row['dataset_fingerprint'][:8]}" if row["dataset_fingerprint"] else ""
+    return f"v{row['protocol_version']} cfg {row['config_digest']}{data}"
 
 
 def environment(analysis: Analysis) -> list[Block]:
