@@ -184,3 +184,12 @@ def test_a_backbone_that_cannot_be_measured_keeps_its_spec_and_is_tried_once(tmp
     facts, spec = BackboneFacts(tmp_path), get_spec("toy")
     assert facts.fill(spec, unavailable) == spec
     assert facts.fill(spec, unavailable) == spec and len(calls) == 1
+
+
+def test_package_random_and_hub_weights_are_not_hashed_at_plan_time():
+    """A scheduler image has no weights packages: its keys must equal the evaluators' (which do)."""
+    from bobench.backbones import get_spec
+    from bobench.backbones.weights import with_weights_digest
+
+    for name in ("open_nsfw", "toy", "resnet18-random"):
+        assert with_weights_digest(get_spec(name)) == get_spec(name)

@@ -107,17 +107,18 @@ def weights_file_digest(path: Path) -> str:
 
 
 def weights_digest(spec: BackboneSpec) -> str | None:
-    """The digest of a spec's local weights (file or package), computed without loading a model;
-    None for random, hub and s3 weights (known only once loaded or fetched). Raises like
-    `resolve_weights_file` (NotFound for a missing file, Unavailable for a missing package)."""
-    if spec.weights in ("random", "hub") or spec.weights.startswith("s3://"):
+    """The digest of a spec's weights file (a local path), computed without loading a model; None
+    for random, hub, package and s3 weights. Package weights are left out on purpose: a scheduler
+    image plans without the weights packages, and its run keys must equal the evaluators'. Raises
+    NotFound for a missing file."""
+    if spec.weights in ("random", "hub") or spec.weights.startswith(("s3://", "package:")):
         return None
     return weights_file_digest(resolve_weights_file(spec))
 
 
 def with_weights_digest(spec: BackboneSpec) -> BackboneSpec:
-    """`spec` with weights_sha256 filled from its local weights when it declares none, so run keys
-    and feature keys change when the weights do. Weights that cannot be read leave the spec as it is
+    """`spec` with weights_sha256 filled from its weights file when it declares none, so run keys
+    and feature keys change when the file (or an ONNX model's external data) does. Weights that cannot be read leave the spec as it is
     (the run that needs them fails with the real error)."""
     if spec.weights_sha256:
         return spec
