@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -134,3 +135,83 @@ def test_cli_battle_run_prints_leaderboard_and_writes_results(tmp_path, capsys, 
     assert len(read_records(tmp_path / "out")) == 2
     rc = bob(["battle", "run", str(spec), "--out", str(tmp_path / "out"), "--no-progress"])
     assert rc == 0 and "0 executed, 2 reused" in capsys.readouterr().out
+
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "offline-battle.yaml"
+PRETRAINED = {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "open_nsfw"}
+
+
+@pytest.fixture
+def emoji_tarballs(cache_dir, settings):
+    """The npm emoji tarballs linked from the user's bobench cache into the test's (no registry in tests)."""
+    from bobench.config import load_settings
+    from bobench.data import configure
+    from bobench.data.bundled_more import EMOJI_STYLES, EMOJI_VERSION
+    from bobench.data.context import reset
+
+    (cache_dir / "npm").mkdir()
+    for style in EMOJI_STYLES:
+        name = f"emoji-datasource-{style}-{EMOJI_VERSION}.tgz"
+        found = Path(load_settings().cache_dir) / "npm" / name
+        if not found.exists():
+            pytest.skip(f"{name} not in {found.parent}: run `make run` once (it fetches it with npm pack)")
+        (cache_dir / "npm" / name).symlink_to(found)
+    if not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("Debian package dataset-fashion-mnist not installed (scripts/install-system-deps.sh)")
+    configure(settings)
+    yield
+    reset()
+
+
+def test_demo_pits_pretrained_against_random_on_every_task_over_real_sets(emoji_tarballs):
+    from bobench.battle.plan import plan_battle
+
+    spec = parse_spec(yaml.safe_load(DEMO.read_text()))
+    assert PRETRAINED <= set(spec.backbones) and any(b.endswith("-random") for b in spec.backbones)
+    plans = plan_battle(spec)
+    by_protocol: dict[str, set[str]] = {}
+    for plan in plans:
+        assert plan.error is None, plan.error  # every dataset of the demo loads
+        by_protocol.setdefault(plan.protocol, set()).add(plan.backbone)
+    for task in ("linear_probe", "knn", "fewshot", "retrieval", "ood"):
+        assert set(spec.backbones) <= by_protocol[task], task
+    from bobench.data import load_dataset
+
+    sizes = {d.name: load_dataset(d.ref).splits for d in spec.datasets}
+    assert sizes["fashion_mnist"]["test"].size >= 400  # large enough for intervals that separate
+    assert sizes["emoji_styles"]["query"].size >= 200
+
+
+def test_pretrained_lite0_beats_its_random_twin_beyond_the_intervals_on_the_emoji_style_shift(
+    tmp_path, settings, emoji_tarballs
+):
+    spec = parse_spec(
+        {
+            "name": "emoji-shift",
+            "backbones": ["efficientnet_lite0", "efficientnet_lite0-random"],
+            "datasets": [
+                {
+                    "name": "emoji_google",
+                    "ref": {"name": "emoji_google", "min_per_class": 30, "max_per_class": 16},
+                },
+                {"name": "emoji_styles", "ref": {"name": "emoji_styles", "size": 100}},
+            ],
+            "protocols": [
+                {"name": "retrieval", "datasets": ["emoji_styles"]},
+                {
+                    "name": "ood",
+                    "datasets": ["emoji_google"],
+                    "config": {
+                        "target": {"name": "emoji_twitter", "min_per_class": 30, "max_per_class": 16},
+                        "corruptions": [],
+                    },
+                },
+            ],
+        }
+    )
+    outcome = run_battle(spec, tmp_path / "out", settings, progress=False)
+    assert outcome.failed == 0, [r.error for r in outcome.records]
+    by = {(r.backbone, r.protocol): r.metrics for r in outcome.records}
+    for protocol, metric in (("retrieval", "recall@1"), ("ood", "target_top1")):
+        pre, rnd = by[("efficientnet_lite0", protocol)], by[("efficientnet_lite0-random", protocol)]
+        assert pre[f"{metric}_ci_low"] > rnd[f"{metric}_ci_high"], (protocol, pre[metric], rnd[metric])
