@@ -198,12 +198,13 @@ def test_a_publish_job_failing_with_exit_2_fails_only_that_backbones_runs_with_t
                       backoff_s=0.1).start()  # fmt: skip
     try:
         bid = sched.submit(spec)
-        sched.wait(bid, timeout_s=240)
+        status = sched.wait(bid, timeout_s=300)
         records = {r.protocol: r for r in sched.results(bid)}
     finally:
         sched.close(timeout_s=5)
+    assert set(records) == {"knn", "finetune"}, (status, records)
     knn, finetune = records["knn"], records["finetune"]
-    assert knn.status == "failed" and "publishing 'toy' (trt-fp16)" in knn.error
+    assert knn.status == "failed" and "publishing 'toy' (trt-fp16)" in knn.error, knn.error
     assert "exit code 2" in knn.error and "only target 'cluster-gpu' serves it" in knn.error
     assert finetune.finished, finetune.error  # the other run of the battle goes on
     name = publish_job_name(publish_job_key(get_spec("toy").digest(), "trt-fp16", "local"))

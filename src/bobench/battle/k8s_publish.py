@@ -138,36 +138,8 @@ class JobPublisher:
         """Run (or adopt) the publish Job of (backbone, variant) and return what it published."""
         from bobench.backbones import get_spec
 
-        spec = get_spec(backbone)
-        key = publish_job_key(spec.digest(), embedder_variant, self.target)
-        name = publish_job_name(key)
-        where = f"list publish Jobs of {backbone!r} ({embedder_variant})"
-        found = [
-            j for j in self.jobs.jobs_labelled(f"{LABEL_PUBLISH_KEY}={key}", where) if j.metadata.name == name
-        ]
-        job = found[0] if found else None
-        if job is not None and (job.metadata.deletion_timestamp or terminal(job) == "Failed"):
-            self.jobs.delete(name)  # an earlier attempt: replace it
-            job = None
-        if job is None:
-            body = build_publish_job(backbone, embedder_variant, digest=spec.digest(), config=self.config,
-                                     store_url=self.store.url, triton_url=self.triton_url, target=self.target)  # fmt: skip
-            self.jobs.create(body)
-            log.info(
-                "publishing %s (%s): created Job %s/%s",
-                backbone,
-                embedder_variant,
-                self.config.namespace,
-                name,
-            )
-        else:
-            log.info(
-                "publishing %s (%s): adopted Job %s/%s",
-                backbone,
-                embedder_variant,
-                self.config.namespace,
-                name,
-            )
+        digest = get_spec(backbone).digest()
+        name = self._start(backbone, embedder_variant, digest)
         ended = self.jobs.follow(name, lambda: False)
         if terminal(ended) != "Complete":
             raise self._failure(ended)
@@ -178,6 +150,29 @@ class JobPublisher:
                 f"publish Job {name} completed but {self.store.url} holds no entry of {backbone!r}"
             )
         return published
+
+    def _start(self, backbone: str, embedder_variant: str, digest: str) -> str:
+        """The name of the Job to follow: a running or completed one is adopted, a failed or
+        terminating one is replaced, none is created."""
+        key = publish_job_key(digest, embedder_variant, self.target)
+        name = publish_job_name(key)
+        where = f"list publish Jobs of {backbone!r} ({embedder_variant})"
+        found = [
+            j for j in self.jobs.jobs_labelled(f"{LABEL_PUBLISH_KEY}={key}", where) if j.metadata.name == name
+        ]
+        job = found[0] if found else None
+        if job is not None and (job.metadata.deletion_timestamp or terminal(job) == "Failed"):
+            self.jobs.delete(name)  # an earlier attempt: replace it
+            job = None
+        what = f"publishing {backbone} ({embedder_variant})"
+        if job is not None:
+            log.info("%s: adopted Job %s/%s", what, self.config.namespace, name)
+            return name
+        body = build_publish_job(backbone, embedder_variant, digest=digest, config=self.config,
+                                 store_url=self.store.url, triton_url=self.triton_url, target=self.target)  # fmt: skip
+        self.jobs.create(body)
+        log.info("%s: created Job %s/%s", what, self.config.namespace, name)
+        return name
 
     def _published(self, backbone: str, embedder_variant: str) -> PublishedModel | None:
         from dataclasses import replace
