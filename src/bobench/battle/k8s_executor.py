@@ -52,8 +52,6 @@ from bobench.store.base import ArtifactStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KubernetesExecutor", "api_client_from_environment"]
-
 
 class KubernetesExecutor(Executor):
     """Runs each plan as a Job in `config.namespace`; `slots` (= `config.max_jobs`) Jobs at once."""
