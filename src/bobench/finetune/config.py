@@ -1,9 +1,13 @@
 """The fine-tuning recipe as one frozen, validated dataclass.
 
-Defaults follow the BoB / timm fine-tuning recipe where it makes sense at small scale (AdamW, weight
-decay 0.05, layer-wise lr decay 0.75, cosine schedule with linear warm-up, label smoothing 0.1), with
-fewer epochs and a smaller batch. Mixup/cutmix/RandAugment are not implemented; the augmentation is a
-seeded random horizontal flip.
+Defaults (recipe "bobench") follow the BoB / timm fine-tuning recipe where it makes sense at small
+scale (AdamW, weight decay 0.05, layer-wise lr decay 0.75, cosine schedule with linear warm-up, label
+smoothing 0.1), with fewer epochs, a smaller batch and a seeded horizontal flip as the only
+augmentation. `recipe: bob` starts from the BoB paper's recipe instead (timm's: lr 1e-3 at effective
+batch 1024, scaled linearly to the batch used, 100 epochs, 5 warm-up epochs, RandAugment m9, mixup
+0.8, cutmix 1.0, drop-path 0.1); keys given beside `recipe` override it. RandAugment, mixup/cutmix
+and drop-path are timm's own (`timm.data.rand_augment_transform`, `timm.data.Mixup`, `DropPath`).
+`lr_grid`, when given, trains one run per lr and keeps the one with the best validation top-1.
 """
 
 from __future__ import annotations
@@ -17,14 +21,33 @@ from typing import Any
 from bobench.errors import InvalidArgument
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LR_SCALINGS = ("none", "linear", "sqrt")
+RECIPES: dict[str, dict[str, Any]] = {
+    "bobench": {},
+    "bob": {
+        "epochs": 100,
+        "lr": 1e-3,
+        "lr_scaling": "linear",
+        "lr_base_batch_size": 1024,
+        "weight_decay": 0.05,
+        "layer_decay": 0.75,
+        "warmup_epochs": 5.0,
+        "label_smoothing": 0.1,
+        "randaugment": "rand-m9-mstd0.5-inc1",
+        "mixup": 0.8,
+        "cutmix": 1.0,
+        "drop_path": 0.1,
+    },
+}
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Hyper-parameters of one fine-tuning run; every field is part of the run's identity.
 
-    `lr` is the peak learning rate of the head; backbone depth group g of G gets
-    lr * layer_decay ** (G - g) (see `bobench.finetune.optim.param_groups`). `warmup_epochs` may be
+    `lr` is the peak learning rate of the head at `lr_base_batch_size`; the lr used is scaled to
+    `batch_size` by `lr_scaling` ("none", "linear", "sqrt"; timm's rule). Backbone layer i of L gets
+    that lr * layer_decay ** (L - i) (see `bobench.finetune.optim.param_groups`). `warmup_epochs` may be
     fractional. `precision` "auto" means bf16 autocast on a GPU that supports it, else fp16 with a
     gradient scaler, and fp32 on CPU. `device` "auto" picks CUDA when available.
     """
@@ -42,6 +65,14 @@ class FinetuneConfig:
     flip: bool = True
     precision: str = "auto"
     device: str = "auto"
+    recipe: str = "bobench"
+    lr_grid: tuple[float, ...] = ()
+    lr_scaling: str = "none"
+    lr_base_batch_size: int = 256
+    drop_path: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    randaugment: str = ""
 
     def __post_init__(self) -> None:
         self._check_int("epochs", 1)
@@ -66,10 +97,48 @@ class FinetuneConfig:
             raise InvalidArgument(
                 f"finetune config: 'device' must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}"
             )
-        if self.min_lr > self.lr:
+        if self.min_lr > min((self.lr, *self.lr_grid)):
             raise InvalidArgument(
-                f"finetune config: 'min_lr' ({self.min_lr}) must not exceed 'lr' ({self.lr})"
+                f"finetune config: 'min_lr' ({self.min_lr}) must not exceed 'lr' ({self.lr}) nor any 'lr_grid' value"
             )
+        self._check_recipe_fields()
+
+    def _check_recipe_fields(self) -> None:
+        if self.recipe not in RECIPES:
+            raise InvalidArgument(
+                f"finetune config: 'recipe' must be one of {sorted(RECIPES)}, got {self.recipe!r}"
+            )
+        if self.lr_scaling not in LR_SCALINGS:
+            raise InvalidArgument(
+                f"finetune config: 'lr_scaling' must be one of {LR_SCALINGS}, got {self.lr_scaling!r}"
+            )
+        self._check_int("lr_base_batch_size", 1)
+        for name in ("drop_path",):
+            self._check_float(name, low=0.0, high=1.0, high_open=True)
+        for name in ("mixup", "cutmix"):
+            self._check_float(name, low=0.0)
+        if not isinstance(self.lr_grid, tuple) or any(
+            isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0
+            for v in self.lr_grid
+        ):
+            raise InvalidArgument(
+                f"finetune config: 'lr_grid' must be a list of positive numbers, got {self.lr_grid!r}"
+            )
+        if not isinstance(self.randaugment, str) or (
+            self.randaugment and not self.randaugment.startswith("rand")
+        ):
+            raise InvalidArgument(
+                "finetune config: 'randaugment' must be '' or a timm RandAugment string such as "
+                f"'rand-m9-mstd0.5-inc1', got {self.randaugment!r}"
+            )
+        if (self.mixup or self.cutmix) and self.batch_size % 2:
+            raise InvalidArgument(
+                f"finetune config: mixup/cutmix need an even 'batch_size' (timm's Mixup), got {self.batch_size}"
+            )
+
+    def learning_rates(self) -> tuple[float, ...]:
+        """The peak lr values to train: `lr_grid` when given, else (`lr`,) — before batch scaling."""
+        return self.lr_grid or (self.lr,)
 
     def _check_int(self, name: str, low: int) -> None:
         value = getattr(self, name)
@@ -97,17 +166,29 @@ class FinetuneConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["lr_grid"] = list(self.lr_grid)
+        return out
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, where: str = "finetune config") -> FinetuneConfig:
-        """Build from a mapping; an unknown key is an InvalidArgument naming it and `where`."""
+        """Build from a mapping: the named `recipe`'s values, overridden by the keys given. An unknown
+        key or recipe is an InvalidArgument naming it and `where`."""
         values = dict(values or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise InvalidArgument(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-        for name in ("lr", "min_lr", "weight_decay", "warmup_epochs", "layer_decay", "label_smoothing"):
+        recipe = values.get("recipe", "bobench")
+        if recipe not in RECIPES:
+            raise InvalidArgument(f"{where}: unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
+        values = {**RECIPES[recipe], **values}
+        if isinstance(values.get("lr_grid"), list):
+            values["lr_grid"] = tuple(
+                float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in values["lr_grid"]
+            )
+        floats = ("lr", "min_lr", "weight_decay", "warmup_epochs", "layer_decay", "label_smoothing")
+        for name in (*floats, "drop_path", "mixup", "cutmix"):
             if isinstance(values.get(name), int) and not isinstance(values[name], bool):
                 values[name] = float(values[name])
         try:

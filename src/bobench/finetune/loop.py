@@ -2,20 +2,25 @@
 
 One call, `finetune(...)`, serves the `finetune` protocol, `bob finetune` and the Kubernetes Job.
 Each epoch: train on "train" (AdamW, layer-wise lr decay, warm-up + cosine per step, label smoothing,
-seeded flips, autocast on GPU), score "val", save `best.pt` when val top-1 improves (ties keep the
-earlier epoch) and then `last.pt` (model, optimiser, scheduler, grad scaler, RNG states, epoch, best
-so far, history) atomically. At the end the best-val checkpoint is scored on "test" — test is never
-looked at before. With `resume`, a run restarts after the last completed epoch of `last.pt` and, on
-CPU, ends with the same weights as an uninterrupted run.
+seeded flips, optional timm RandAugment / mixup / cutmix / drop-path, autocast on GPU), score "val",
+save `best.pt` when val top-1 improves (ties keep the earlier epoch) and then `last.pt` (model,
+optimiser, scheduler, grad scaler, RNG states, epoch, best so far, history) atomically. With an
+`lr_grid`, each lr trains in its own `lr-<i>` sub-directory and the lr with the best val top-1 (ties:
+the earlier in the grid) is kept. At the end the selected best-val checkpoint is scored on "test" —
+test is never looked at before — and test top-1 gets a bootstrap interval over the test images
+(seeded by the run seed). With `resume`, a run restarts after the last completed epoch of `last.pt`
+and, on CPU, ends with the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ from torch import nn
 from bobench.backbones.spec import BackboneSpec
 from bobench.data.base import Dataset
 from bobench.errors import InvalidArgument
+from bobench.finetune.augment import mixup, rand_augment, seed_epoch, set_drop_path
 from bobench.finetune.checkpoint import (
     BEST,
     LAST,
@@ -39,7 +45,7 @@ from bobench.finetune.checkpoint import (
 )
 from bobench.finetune.config import FinetuneConfig
 from bobench.finetune.data import SplitTensors, eval_batches, load_split, steps_per_epoch, train_batches
-from bobench.finetune.optim import param_groups, warmup_cosine
+from bobench.finetune.optim import find_timm_network, param_groups, scaled_lr, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +99,11 @@ def _autocast(device: torch.device, precision: str):
 def evaluate_split(
     model: nn.Module, data: SplitTensors, batch_size: int, device: torch.device, precision: str
 ) -> dict[str, float | None]:
-    """top1, top5 (None with fewer than 5 classes) and mean cross-entropy of `model` on `data`."""
+    """top1, top5 (None with fewer than 5 classes), mean cross-entropy and per-item top-1 `hits` (bool
+    numpy [N]) of `model` on `data`."""
     model.eval()
     correct1 = correct5 = 0
+    hits1 = []
     loss_sum = 0.0
     num_classes = 0
     with torch.no_grad():
@@ -109,9 +117,15 @@ def evaluate_split(
             ranked = logits.argsort(dim=1, descending=True, stable=True)
             hits = ranked[:, :5] == labels[:, None]
             correct1 += int(hits[:, 0].sum())
+            hits1.append(hits[:, 0].cpu().numpy())
             correct5 += int(hits.any(dim=1).sum())
     n = len(data)
-    return {"top1": correct1 / n, "top5": correct5 / n if num_classes >= 5 else None, "loss": loss_sum / n}
+    return {
+        "top1": correct1 / n,
+        "top5": correct5 / n if num_classes >= 5 else None,
+        "loss": loss_sum / n,
+        "hits": np.concatenate(hits1),
+    }
 
 
 class _Trainer:
@@ -124,34 +138,53 @@ class _Trainer:
         steps_per_epoch: int,
         device: torch.device,
         precision: str,
+        lr: float,
     ) -> None:
         self.model, self.config, self.device, self.precision = model, config, device, precision
+        self.lr = scaled_lr(lr, config.batch_size, config.lr_base_batch_size, config.lr_scaling)
         groups = param_groups(
             model.backbone,
             model.head,
-            lr=config.lr,
+            lr=self.lr,
             weight_decay=config.weight_decay,
             layer_decay=config.layer_decay,
             n_groups=config.layer_decay_groups,
         )
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=config.weight_decay)
         factor = warmup_cosine(
             config.epochs * steps_per_epoch,
             round(config.warmup_epochs * steps_per_epoch),
-            config.min_lr / config.lr,
+            min(1.0, config.min_lr / self.lr),
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.mix = (
+            mixup(config.mixup, config.cutmix, config.label_smoothing, model.head.out_features)
+            if config.mixup or config.cutmix
+            else None
+        )
 
     def train_epoch(self, data: SplitTensors, seed: int, epoch: int) -> float:
         """One pass over `data`; returns the mean training loss."""
         self.model.train()
+        seed_epoch(seed, epoch)
+        if self.config.randaugment and self.augment is None:
+            self.augment = rand_augment(self.config.randaugment, int(data.images.shape[-1]))
         total, count = 0.0, 0
         for images, labels in train_batches(data, self.config.batch_size, seed, epoch, self.config.flip):
+            if self.augment is not None:
+                images = self.augment(images)
             images, labels = images.to(self.device), labels.to(self.device)
+            targets = None
+            if self.mix is not None and len(labels) % 2 == 0:
+                images, targets = self.mix(images.float(), labels)
             with _autocast(self.device, self.precision):
                 logits = self.model(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
+            if targets is None:
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
+            else:  # mixup/cutmix: soft targets (label smoothing already folded in by timm's Mixup)
+                loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
             if not torch.isfinite(loss):
                 raise InvalidArgument(
                     f"fine-tuning diverged at epoch {epoch + 1} (loss {float(loss)}); lower 'lr'"
@@ -235,39 +268,46 @@ def finetune(
     InvalidArgument (bad config, data, divergence) or FailedPrecondition (a checkpoint in `out_dir`
     from a different run, or an unreadable one).
     """
+    from bobench.protocols.bootstrap import bootstrap_mean_ci, ci_fields  # the package imports this module
+
     cfg = config if isinstance(config, FinetuneConfig) else FinetuneConfig.from_dict(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with isolated_rng():
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
+        _seed_all(seed)
         spec, module, ds = _resolve_inputs(spec_or_name, dataset, module_factory, cache_dir)
         device, precision = _resolve_device(cfg)
         splits = {name: load_split(ds, name, spec) for name in ("train", "val", "test")}
-        model = Classifier(module, _embed_dim(module, spec), len(ds.classes), seed).to(device)
-        trainer = _Trainer(
-            model, cfg, steps_per_epoch(len(splits["train"]), cfg.batch_size), device, precision
-        )
-        identity = {
-            "backbone": spec.digest(),
-            "dataset": ds.fingerprint,
-            "config": cfg.to_dict(),
-            "seed": seed,
-        }
-        run = _start_or_resume(trainer, out, identity, resume)
-        resumed_from = run["epoch"]
+        if cfg.drop_path:
+            found = find_timm_network(module)
+            set_drop_path(found[1] if found else module, cfg.drop_path)
+        shape = (_embed_dim(module, spec), len(ds.classes))
+        initial = copy.deepcopy(module.state_dict())  # every lr of the grid starts from these weights
+        lrs, runs = cfg.learning_rates(), []
         t0 = time.perf_counter()
-        _train_epochs(trainer, splits, run, out, seed, identity, progress, spec.name)
+        for i, lr in enumerate(lrs):
+            job = _LrRun(out if len(lrs) == 1 else out / f"lr-{i}", lr, i, len(lrs))
+            runs.append(_train_lr(job, module, initial, shape, spec, ds.fingerprint, splits, cfg, seed, device,
+                                  precision, resume, progress))  # fmt: skip
         train_s = time.perf_counter() - t0
-        model.load_state_dict(load_checkpoint(out / BEST)["model"])
+        best = max(range(len(runs)), key=lambda i: (runs[i]["run"]["best_val_top1"], -i))
+        chosen = runs[best]
+        model = Classifier(module, *shape, seed).to(device)
+        model.load_state_dict(load_checkpoint(chosen["dir"] / BEST)["model"])
         test = evaluate_split(model, splits["test"], cfg.eval_batch_size, device, precision)
+    run = chosen["run"]
     return {
         "top1": test["top1"],
+        **ci_fields("top1", bootstrap_mean_ci(test["hits"].astype(np.float64), seed=seed)),
         "top5": test["top5"],
         "test_loss": test["loss"],
         "val_top1": run["best_val_top1"],
         "best_epoch": run["best_epoch"],
+        "lr": lrs[best],
+        "effective_lr": chosen["effective_lr"],
+        **(
+            {f"val_top1_lr{i}": r["run"]["best_val_top1"] for i, r in enumerate(runs)} if len(lrs) > 1 else {}
+        ),
         "epochs": cfg.epochs,
         "final_train_loss": run["history"][-1]["train_loss"] if run["history"] else None,
         "n_train": len(splits["train"]),
@@ -275,10 +315,70 @@ def finetune(
         "n_test": len(splits["test"]),
         "device": device.type,
         "precision": precision,
-        "resumed_from_epoch": resumed_from,
+        "resumed_from_epoch": chosen["resumed_from"],
         "train_time_s": train_s,
         "history": run["history"],
     }
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+@dataclass(frozen=True)
+class _LrRun:
+    """One lr of the grid: its checkpoint directory, peak lr (before batch scaling), index and grid size."""
+
+    out: Path
+    lr: float
+    index: int
+    count: int
+
+
+def _train_lr(
+    job: _LrRun,
+    module: nn.Module,
+    initial: dict[str, torch.Tensor],
+    shape: tuple[int, int],
+    spec: BackboneSpec,
+    dataset_fingerprint: str,
+    splits: dict[str, SplitTensors],
+    cfg: FinetuneConfig,
+    seed: int,
+    device: torch.device,
+    precision: str,
+    resume: bool,
+    progress: ProgressFn | None,
+) -> dict[str, Any]:
+    """Train (or resume, or find finished) the run of one lr from the initial weights; returns its run
+    state, directory, batch-scaled lr and the epoch it resumed from."""
+    _seed_all(seed)  # every lr's run is the run a grid of that lr alone would make
+    module.load_state_dict(initial)
+    model = Classifier(module, *shape, seed).to(device)
+    trainer = _Trainer(
+        model, cfg, steps_per_epoch(len(splits["train"]), cfg.batch_size), device, precision, job.lr
+    )
+    identity = {
+        "backbone": spec.digest(),
+        "dataset": dataset_fingerprint,
+        "config": cfg.to_dict(),
+        "seed": seed,
+    }
+    if job.count > 1:
+        identity["lr"] = job.lr
+    job.out.mkdir(parents=True, exist_ok=True)
+    run = _start_or_resume(trainer, job.out, identity, resume)
+    resumed_from = run["epoch"]
+    report = progress
+    if progress is not None and job.count > 1:
+
+        def report(done: int, total: int, message: str) -> None:
+            progress(job.index * total + done, job.count * total, f"lr {job.lr:g}: {message}")
+
+    _train_epochs(trainer, splits, run, job.out, seed, identity, report, spec.name)
+    return {"run": run, "dir": job.out, "effective_lr": trainer.lr, "resumed_from": resumed_from}
 
 
 def _start_or_resume(trainer: _Trainer, out: Path, identity: dict[str, Any], resume: bool) -> dict[str, Any]:

@@ -4,7 +4,9 @@ The run's backbone module (`ctx.backbone_module()`) is trained on the run datase
 the epoch with the best "val" top-1 is selected, and its test top-1 is reported (`top1`, primary).
 Checkpoints live under `<cache_dir>/finetune/<key>`, with the key hashed from (backbone digest,
 dataset fingerprint, resolved config, seed): a run interrupted mid-training resumes from its last
-completed epoch when the battle is re-run. Config keys are the fields of `FinetuneConfig`.
+completed epoch when the battle is re-run. Config keys are the fields of `FinetuneConfig`; `recipe`
+("bobench" or "bob", the BoB paper's timm recipe) supplies the values of the keys not given. Test
+top-1 carries a bootstrap interval over the test images (`top1_ci_low/_ci_high`, with `n_test`).
 """
 
 from __future__ import annotations
@@ -35,19 +37,26 @@ def checkpoint_dir(
     return Path(cache_dir) / "finetune" / hashlib.sha256(blob).hexdigest()[:20]
 
 
+def run_config(config: dict[str, Any] | None) -> FinetuneConfig:
+    """The FinetuneConfig of a protocol config: unknown keys refused, the recipe's values under the keys
+    given (the protocol's defaults are the "bobench" recipe, so they are not overlaid)."""
+    PROTOCOL.resolve_config(config)  # refuses unknown keys, naming them
+    return FinetuneConfig.from_dict(dict(config or {}), "finetune protocol config")
+
+
 def run_checkpoint_dir(
     cache_dir: str | Path, spec: Any, dataset: Any, config: dict[str, Any], seed: int
 ) -> Path:
     """The checkpoint directory `evaluate` uses for this run (the Kubernetes Job syncs it to the store).
     Raises InvalidArgument for a bad config."""
-    cfg = FinetuneConfig.from_dict(PROTOCOL.resolve_config(config), "finetune protocol config")
+    cfg = run_config(config)
     return checkpoint_dir(cache_dir, spec.digest(), dataset.fingerprint, cfg, seed)
 
 
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
     """Fine-tune and report the best-val epoch's test metrics. Raises InvalidArgument for a bad config,
     FailedPrecondition for a backbone without a torch module."""
-    cfg = FinetuneConfig.from_dict(PROTOCOL.resolve_config(config), "finetune protocol config")
+    cfg = run_config(config)
     settings = getattr(ctx, "settings", None)
     if settings is None:
         from bobench.config import load_settings
@@ -65,13 +74,14 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
 PROTOCOL = register_protocol(
     Protocol(
         name="finetune",
-        version="1",
+        version="2",
         task="finetune",
         evaluate=evaluate,
         defaults=FinetuneConfig().to_dict(),
         primary_metric="top1",
         higher_is_better={"top1": True, "top5": True, "val_top1": True, "test_loss": False},
-        description="End-to-end fine-tuning (AdamW, layer-wise lr decay, warm-up + cosine); test top-1 of the best-val epoch.",
+        description="End-to-end fine-tuning (AdamW, timm layer-wise lr decay, warm-up + cosine, optional lr grid "
+        "and timm augmentation; BoB recipe preset); test top-1 of the best-val epoch and lr, with a bootstrap CI.",
         needs_features=False,
     )
 )
