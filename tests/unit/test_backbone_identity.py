@@ -193,3 +193,15 @@ def test_package_random_and_hub_weights_are_not_hashed_at_plan_time():
 
     for name in ("open_nsfw", "toy", "resnet18-random"):
         assert with_weights_digest(get_spec(name)) == get_spec(name)
+
+
+def test_a_file_that_is_not_onnx_is_an_invalid_argument_and_plans_as_a_failing_run(tmp_path):
+    from bobench.backbones.weights import onnx_weights_digest
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00not a protobuf\xff" * 8)
+    with pytest.raises(InvalidArgument, match="junk.onnx"):
+        onnx_weights_digest(junk)
+    plan = _knn_run(_entry(junk, "tiny-junk"))
+    record = LocalExecutor(Settings(cache_dir=str(tmp_path / "cache"), threads=1)).execute(plan)
+    assert record.status == "failed" and record.error

@@ -65,10 +65,14 @@ def _onnx_tensors(graph):  # -> Iterator[onnx.TensorProto], subgraphs included
 
 
 def onnx_external_files(path: Path) -> list[str]:
-    """Locations (relative to the model's folder) of the external-data files an ONNX model loads."""
+    """Locations (relative to the model's folder) of the external-data files an ONNX model loads.
+    Raises InvalidArgument when the file is not an ONNX model."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError / RuntimeWarning-like types for junk
+        raise InvalidArgument(f"{path} is not a readable ONNX model: {type(exc).__name__}: {exc}") from None
     locations = {
         entry.value
         for tensor in _onnx_tensors(model.graph)
@@ -118,8 +122,8 @@ def weights_digest(spec: BackboneSpec) -> str | None:
 
 def with_weights_digest(spec: BackboneSpec) -> BackboneSpec:
     """`spec` with weights_sha256 filled from its weights file when it declares none, so run keys
-    and feature keys change when the file (or an ONNX model's external data) does. Weights that cannot be read leave the spec as it is
-    (the run that needs them fails with the real error)."""
+    and feature keys change when the file (or an ONNX model's external data) does. Weights that
+    cannot be read leave the spec as it is (the run that needs them fails with the real error)."""
     if spec.weights_sha256:
         return spec
     try:
