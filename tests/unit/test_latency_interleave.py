@@ -142,3 +142,16 @@ def test_a_lone_backbone_and_a_remote_executor_time_alone(tmp_path):
     from bobench.battle.plan import plan_battle
 
     assert measure_battle_latency(RemoteExecutor(), plan_battle(_spec(["toy", "resnet18-random"]))) == {}
+
+
+def test_a_failing_latency_step_leaves_the_runs_to_time_alone(tmp_path, monkeypatch):
+    import bobench.protocols.efficiency as efficiency
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a library failure inside the interleaved timing")
+
+    monkeypatch.setattr(efficiency, "measure_together", broken)
+    settings = Settings(cache_dir=str(tmp_path / "cache"), threads=1, batch_size=4)
+    outcome = run_battle(_spec(["toy", "resnet18-random"]), tmp_path / "out", settings, progress=False)
+    assert [r.status for r in outcome.records] == ["finished", "finished"]
+    assert {r.metrics["measurement"] for r in outcome.records} == {"alone"}

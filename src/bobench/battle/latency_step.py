@@ -5,7 +5,8 @@ Before the runs execute, `measure_battle_latency` groups the efficiency runs sti
 (`protocols.efficiency.measure_together`, round robin in blocks over one time window) with fresh
 embedders, which are closed again before any run starts. Each run then takes its backbone's step
 times through `protocols.efficiency.handed_latency` and measures everything else (params, FLOPs,
-memory) itself; a run the step could not measure (an embedder that fails to load) times alone.
+memory) itself; a run the step could not measure (an embedder that fails to load, any failure of
+the step, which is logged and never aborts the battle) times alone.
 
 Only in-process embedders (onnxruntime, torch) on a `LocalExecutor` are grouped: they share this
 host. Remote executors (gRPC evaluators, Kubernetes Jobs) and the Triton embedder time each run
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import traceback
 from collections import defaultdict
 from typing import Any
 
@@ -80,6 +82,9 @@ def _measure_group(executor: Any, group: list[RunPlan]) -> dict[str, Any]:
             return {}
         log.info("latency step: timing %s interleaved", ", ".join(embedders))
         measured = measure_together(embedders, first.config, first.seed)
+    except Exception:  # never abort the battle: its runs time alone and record their own errors
+        log.warning("latency step failed; these runs time alone:\n%s", traceback.format_exc())
+        return {}
     finally:
         for embedder in embedders.values():
             embedder.close()

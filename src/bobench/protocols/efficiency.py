@@ -62,6 +62,14 @@ from bobench.protocols.metrics import positive_ints
 log = logging.getLogger(__name__)
 
 FLOPS_COUNTER = "torch.utils.flop_counter.FlopCounterMode"
+BUDGET_KEYS = (
+    "warmup_steps",
+    "timed_steps",
+    "min_time_s",
+    "max_timed_steps",
+    "block_steps",
+    "block_warmup_steps",
+)
 
 
 def count_flops(module: Any, input_size: int) -> int | None:
@@ -205,14 +213,7 @@ def measure_together(
 
 
 def _budget(config: dict[str, Any]) -> Budget:
-    return Budget(
-        warmup_steps=config["warmup_steps"],
-        timed_steps=config["timed_steps"],
-        min_time_s=config["min_time_s"],
-        max_timed_steps=config["max_timed_steps"],
-        block_steps=config["block_steps"],
-        block_warmup_steps=config["block_warmup_steps"],
-    )
+    return Budget(**{k: config[k] for k in BUDGET_KEYS})
 
 
 def _latency_metrics(
@@ -256,17 +257,7 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
         "threads": _threads(ctx, described),
         "input_size": size,
         "batch_sizes": batch_sizes,
-        **{
-            k: config[k]
-            for k in (
-                "warmup_steps",
-                "timed_steps",
-                "min_time_s",
-                "max_timed_steps",
-                "block_steps",
-                "block_warmup_steps",
-            )
-        },
+        **{k: config[k] for k in BUDGET_KEYS},
     }
     images = _images(seed, batch_sizes, size)
     handed = _HANDED.get(handoff_key(ctx.spec.digest(), config, seed))
