@@ -178,3 +178,31 @@ def test_tensorrt_publish_builds_the_plan_here_and_matches_onnxruntime(tmp_path,
     check = tensorrt.verify_engine(entry / str(model.version) / "model.plan", onnx_path, images,
                                    atol=5e-2 if variant == "trt-fp16" else 1e-3)  # fmt: skip
     assert check["ok"], check
+
+
+def test_a_user_model_whose_weights_file_changed_is_published_as_a_new_version(tmp_path):
+    """The weights file's digest is part of the publish key, the PublishStep memo and the publish Job's
+    name: re-saving a user's checkpoint under the same path publishes a new version."""
+    import timm
+    import torch
+
+    from bobench.backbones import BACKBONES
+    from bobench.battle.plan import CUSTOM_BACKBONES
+
+    weights = tmp_path / "mine.pth"
+    torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), weights)
+    entry = {"name": "publish-mine", "source": "timm", "model_id": "resnet18", "weights": str(weights),
+             "input_size": 32, "crop_pct": 1}  # fmt: skip
+    from bobench.battle.spec import custom_backbone_entry
+
+    register_custom_backbones((custom_backbone_entry(entry, "test", tmp_path),))
+    try:
+        store = LocalStore(tmp_path / "models")
+        first = publish("publish-mine", store, cache_dir=tmp_path / "cache", intra_op_threads=1)
+        torch.manual_seed(1)
+        torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), weights)
+        second = publish("publish-mine", store, cache_dir=tmp_path / "cache", intra_op_threads=1)
+        assert second.uploaded and second.version != first.version
+    finally:
+        BACKBONES._items.pop("publish-mine", None)
+        CUSTOM_BACKBONES.pop("publish-mine", None)

@@ -137,8 +137,9 @@ class JobPublisher:
     def publish(self, backbone: str, embedder_variant: str) -> PublishedModel:
         """Run (or adopt) the publish Job of (backbone, variant) and return what it published."""
         from bobench.backbones import get_spec
+        from bobench.backbones.weights import with_weights_digest
 
-        digest = get_spec(backbone).digest()
+        digest = with_weights_digest(get_spec(backbone)).digest()
         name = self._start(backbone, embedder_variant, digest)
         ended = self.jobs.follow(name, lambda: False)
         if terminal(ended) != "Complete":

@@ -111,8 +111,9 @@ class PublishStep:
     def prepare(self, backbone: str, embedder_variant: str) -> PublishedModel:
         """The published model of (backbone, variant), publishing it on first use."""
         from bobench.backbones import get_spec
+        from bobench.backbones.weights import with_weights_digest
 
-        key = (get_spec(backbone).digest(), embedder_variant)
+        key = (with_weights_digest(get_spec(backbone)).digest(), embedder_variant)
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:

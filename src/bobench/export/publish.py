@@ -140,8 +140,10 @@ def publish(
     unreachable) and the export's verification error.
     """
     from bobench.backbones import get_spec
+    from bobench.backbones.weights import with_weights_digest
 
-    spec = backbone if isinstance(backbone, BackboneSpec) else get_spec(backbone)
+    # the weights file's digest is part of the key: a re-exported user model is a new version
+    spec = with_weights_digest(backbone if isinstance(backbone, BackboneSpec) else get_spec(backbone))
     layout = repository_layout(embedder_variant, target)
     key = publish_key(spec, embedder_variant, input_dtype, target)
     version = version_for(key)
@@ -204,8 +206,10 @@ def find_published(
     Unavailable / FailedPrecondition when the store cannot be read.
     """
     from bobench.backbones import get_spec
+    from bobench.backbones.weights import with_weights_digest
 
-    spec = backbone if isinstance(backbone, BackboneSpec) else get_spec(backbone)
+    # the weights file's digest is part of the key: a re-exported user model is a new version
+    spec = with_weights_digest(backbone if isinstance(backbone, BackboneSpec) else get_spec(backbone))
     key = publish_key(spec, embedder_variant, input_dtype, target)
     name = served_model_name(spec, embedder_variant)
     try:
