@@ -8,7 +8,10 @@ Features: `--features FILE.npz` (arrays x_train, y_train, x_val, y_val, x_test, 
 file exists, else a synthetic stand-in for backbone features — a Gaussian mixture in a 64-d latent
 space pushed through a random ReLU layer to 1280-d (non-negative, correlated, like pooled CNN features).
 
-    python bench/bench_linear_probe.py [--grid-size 24] [--threads 1,2] [--rounds 3] [--features FILE.npz]
+    python bench/bench_linear_probe.py [--grid default|dinov2] [--threads 1,2] [--rounds 3] [--features FILE.npz]
+
+The C grid is the protocol's own (`linear_probe.GRIDS`: the default 31 values over 1e-6..1e4, or
+DINOv2's 45 over 1e-6..1e5).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from bobench.protocols.linear_probe import fit_logistic_grid, select_C
+from bobench.protocols.linear_probe import GRIDS, fit_logistic_grid, select_C
 from bobench.protocols.metrics import l2_normalize
 
 
@@ -85,7 +88,9 @@ def bobench_sweep(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", help="npz with x_/y_ train/val/test arrays (default: synthetic)")
-    parser.add_argument("--grid-size", type=int, default=24, help="C values, log-spaced over 1e-6..1e2")
+    parser.add_argument(
+        "--grid", default="default", choices=sorted(GRIDS), help="the protocol's C grid preset"
+    )
     parser.add_argument(
         "--threads",
         default="1,2",
@@ -109,7 +114,7 @@ def main() -> None:
     )
     x_tr, x_va, x_te = (l2_normalize(data[f"x_{s}"]) for s in ("train", "val", "test"))
     y_tr, y_va, y_te = (data[f"y_{s}"] for s in ("train", "val", "test"))
-    grid = np.logspace(-6, 2, args.grid_size)
+    grid = np.asarray(GRIDS[args.grid])
     thread_counts = [int(t) for t in str(args.threads).split(",")]
     split_args = (x_tr, y_tr, x_va, y_va, x_te, y_te, grid, args.max_iter, args.tol)
     print(

@@ -289,3 +289,21 @@ def test_the_callers_global_rng_is_left_as_it_was(tmp_path):
     finetune("toy", "toy", tmp_path, {**TINY, "epochs": 1}, seed=9)
     assert torch.equal(torch.rand(3), expected[0])
     np.testing.assert_array_equal(np.random.rand(3), expected[1])
+
+
+def test_parameters_outside_the_timm_network_train_at_the_heads_lr():
+    import timm
+
+    class TrunkAndProjection(nn.Module):  # like open_clip's TimmModel: a timm trunk, then a projection
+        def __init__(self) -> None:
+            super().__init__()
+            self.trunk = timm.create_model("resnet18", num_classes=0)
+            self.proj = nn.Linear(512, 8)
+
+    backbone, head = TrunkAndProjection(), nn.Linear(8, 2)
+    groups = param_groups(backbone, head, lr=1.0, weight_decay=0.05, layer_decay=0.5, n_groups=12)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    assert lr_of[id(backbone.proj.weight)] == (1.0, 0.05) and lr_of[id(backbone.proj.bias)] == (1.0, 0.0)
+    assert lr_of[id(backbone.trunk.conv1.weight)][0] < 0.1  # the stem is deep in the decay
+    assert len(lr_of) == len(list(backbone.parameters())) + 2
+    assert all(p is not head.weight for g in groups[:-2] for p in g["params"])  # the head's groups last

@@ -6,7 +6,8 @@ with a `group_matcher` (the timm model, usually inside `PreprocessingWrapper`) i
 `group_matcher(coarse=False)` and gives layer i of L the scale decay^(L - 1 - i); the classification
 head is the last layer (scale 1), as in timm, so the head bobench adds gets the full lr. Weight decay
 then follows timm too: none on 1-D parameters (biases, norm weights) nor on the names the model lists
-in `no_weight_decay()` (ViT's `pos_embed`, `cls_token`, ...).
+in `no_weight_decay()` (ViT's `pos_embed`, `cls_token`, ...). Trainable parameters of the backbone
+outside the timm network (a pooler or projection after a trunk) train at the head's full lr.
 
 Backbones without a timm network (torchvision, hub, user modules) fall back to a rule that needs no
 per-architecture table: the *parameter-owning modules*, in registration order, are split into G
@@ -83,7 +84,8 @@ def _timm_groups(
     backbone: nn.Module, network: nn.Module, head: nn.Module, *, weight_decay: float, layer_decay: float
 ) -> list[dict[str, Any]]:
     """timm's own groups (`lr_scale`, `weight_decay`) for `network` + `head`, plus any trainable
-    parameters of `backbone` outside the network, put on the input side (the smallest scale)."""
+    parameters of `backbone` outside the network (poolers, projections after a timm trunk) at the
+    head's scale 1."""
     from timm.optim import param_groups_layer_decay
 
     no_decay = getattr(network, "no_weight_decay", None)
@@ -94,16 +96,15 @@ def _timm_groups(
         layer_decay=layer_decay,
     )
     head_ids = {id(p) for p in head.parameters()}
-    groups.sort(key=lambda g: any(id(p) in head_ids for p in g["params"]))  # the head's groups last
     inside = {id(p) for p in network.parameters()}
-    smallest = min((g["lr_scale"] for g in groups), default=1.0)
     outside = [(n, p) for n, p in backbone.named_parameters() if p.requires_grad and id(p) not in inside]
     for decays in (True, False):
         params = [p for n, p in outside if (p.ndim > 1 and not _no_decay_name(n)) == decays]
         if params:
-            groups.insert(
-                0, {"params": params, "lr_scale": smallest, "weight_decay": weight_decay if decays else 0.0}
+            groups.append(
+                {"params": params, "lr_scale": 1.0, "weight_decay": weight_decay if decays else 0.0}
             )
+    groups.sort(key=lambda g: any(id(p) in head_ids for p in g["params"]))  # the head's groups last
     return groups
 
 
