@@ -169,15 +169,7 @@ def observations_from_records(
             continue
         if metric not in rec.higher_is_better:
             raise InvalidArgument(f"{where}: higher_is_better has no entry for primary metric {metric!r}")
-        key = SettingKey(
-            task_of(rec.protocol, rec.task, task_map),
-            rec.dataset,
-            rec.protocol,
-            metric,
-            str(rec.protocol_version or ""),
-            config_digest(rec.config or {}),
-            rec.dataset_fingerprint or "",
-        )
+        key = setting_key(rec, task_map)
         hib = bool(rec.higher_is_better[metric])
         out.append(
             Observation(
@@ -191,6 +183,19 @@ def observations_from_records(
             )
         )
     return out
+
+
+def setting_key(rec: RunRecord, task_map: str = DEFAULT_TASK_MAP) -> SettingKey:
+    """The setting a record's primary metric counts in (its task under `task_map`)."""
+    return SettingKey(
+        task_of(rec.protocol, rec.task, task_map),
+        rec.dataset,
+        rec.protocol,
+        rec.primary_metric or "",
+        str(rec.protocol_version or ""),
+        config_digest(rec.config or {}),
+        rec.dataset_fingerprint or "",
+    )
 
 
 def _ci(metrics: Mapping[str, object], metric: str) -> tuple[float, float] | None:

@@ -12,6 +12,9 @@ diagonal. With fewer than MIN_CORRELATION_BACKBONES common backbones a rho is to
 (with 4 backbones, rho = 0.8 is one swapped pair away from 0.4): the heatmap is not drawn and the
 report flags the cells.
 
+OOD corruption error: `Analysis.ood_mce` holds mCE and relative mCE per OOD setting against a
+reference backbone, beside (not in) the ranking (`bobench.analysis.corruption`).
+
 Uncertainty: every overall and per-task entry carries `rank_low`/`rank_high` (its 95 % rank
 interval) and `tied_with` (backbones whose scores it cannot be told apart from at 95 %), from a
 seeded bootstrap of the whole aggregation (`bobench.analysis.uncertainty`).
@@ -27,6 +30,7 @@ from typing import Any
 
 from bobench.analysis import aggregate as agg
 from bobench.analysis import uncertainty as unc
+from bobench.analysis.corruption import MceTable, ood_mce
 from bobench.analysis.costs import BackboneCosts, CostBasis, collect_costs
 from bobench.analysis.external import ExternalScore
 from bobench.battle.records import STATUS_FAILED, RunRecord
@@ -79,6 +83,7 @@ class Analysis:
     cost_basis: dict[str, CostBasis] = field(default_factory=dict)
     task_map: str = agg.DEFAULT_TASK_MAP
     resamples: int = unc.DEFAULT_RESAMPLES
+    ood_mce: list[MceTable] = field(default_factory=list)  # per OOD setting (analysis.corruption)
 
     @property
     def correlation_meaningful(self) -> bool:
@@ -150,6 +155,7 @@ class Analysis:
                 "environments": self.environments,
                 "failed_runs": self.failed_runs,
                 "run_counts": self.run_counts,
+                "ood_mce": {t.label: t.to_json() for t in self.ood_mce},
             }
         )
 
@@ -231,6 +237,7 @@ def analyze(
         cost_basis=basis,
         task_map=task_map,
         resamples=resamples,
+        ood_mce=ood_mce(records, {s.key: s.label() for s in settings}, task_map),
     )
 
 

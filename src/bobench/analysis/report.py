@@ -164,6 +164,7 @@ def build_blocks(
     )
     for task in analysis.tasks:
         blocks += [Heading(task, 3), Table(*lb.task_table(analysis, task))]
+    blocks += sec.mce(analysis)
     blocks += sec.correlation(analysis, images)
     blocks += sec.groups(analysis)
     blocks += sec.efficiency(analysis, images)

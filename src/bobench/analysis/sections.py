@@ -1,9 +1,13 @@
-"""The report's sections after the leaderboards: coverage, correlation, groups, costs, advice, settings,
-environment, failures. Each function returns the blocks of one section (see `bobench.analysis.render`).
+"""The report's sections after the leaderboards: coverage, OOD mCE, correlation, groups, costs, advice,
+settings, environment, failures. Each function returns the blocks of one section (see `bobench.analysis.render`).
 """
 
 from __future__ import annotations
 
+import statistics
+from collections import defaultdict
+
+from bobench.analysis import corruption as cor
 from bobench.analysis import leaderboard as lb
 from bobench.analysis.advice import recommend
 from bobench.analysis.core import MIN_CORRELATION_BACKBONES, Analysis, settings_rows
@@ -245,3 +249,56 @@ def failures(analysis: Analysis) -> list[Block]:
             )
         )
     return blocks
+
+
+MCE_INTRO = (
+    "ImageNet-C's corruption error: CE_c is a backbone's error under corruption c (mean over the "
+    "severities) divided by the reference backbone's; relative CE_c divides the drop from clean error "
+    "instead. mCE and relative mCE are their means over the corruptions; lower is better and the "
+    "reference scores 1.000 on both. The reference is the setting's mce_reference, or, when that is "
+    "null, the battle's first backbone in plan order. Rankings stay on each setting's primary metric "
+    "({metrics}, accuracy as Battle of the Backbones ranks OOD); mCE is shown beside them and is not "
+    "part of the z-scores. Values are means over split seeds."
+)
+
+
+def mce(analysis: Analysis) -> list[Block]:
+    """The report section: one table per OOD setting (backbone, seeds, mCA, mCE, relative mCE)."""
+    if not analysis.ood_mce:
+        return []
+    metrics = ", ".join(dict.fromkeys(t.key.metric for t in analysis.ood_mce))
+    blocks: list[Block] = [Heading("OOD corruption error (mCE)"), Para(MCE_INTRO.format(metrics=metrics))]
+    for t in analysis.ood_mce:
+        blocks.append(Heading(t.label + ("" if t.complete else f" ({cor.PARTIAL})"), 3))
+        text = f"Reference: {t.reference} ({t.reference_source})."
+        if not t.complete:
+            text += (
+                " Partial grid: not ImageNet-C's 15 corruptions x 5 severities, so these are mCE-style "
+                "figures over the corruptions run, not comparable with published mCE."
+            )
+        blocks.append(Para(text, muted=True))
+        blocks.append(Table(*_mce_rows(t), empty="No mCE in this setting (see the notes below)."))
+        blocks += [Para(note, muted=True) for note in t.notes]
+    return blocks
+
+
+def _mce_rows(t: cor.MceTable) -> tuple[list[str], list[list[str]], list[bool]]:
+    per_backbone: dict[str, list[cor.MceRow]] = defaultdict(list)
+    for r in t.rows:
+        per_backbone[r.backbone].append(r)
+    means = {
+        b: (_mean([r.mca for r in rs]), _mean([r.mce for r in rs]), _mean([r.relative_mce for r in rs]))
+        for b, rs in per_backbone.items()
+    }
+    order = sorted(means, key=lambda b: (means[b][1], b))
+    rows = [
+        [b + (" (reference)" if b == t.reference else ""), str(len(per_backbone[b]))]
+        + [lb.fmt_num(v) for v in means[b]]
+        for b in order
+    ]
+    return ["backbone", "seeds", "mCA", "mCE", "relative mCE"], rows, [False, True, True, True, True]
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """The mean, or None when any value is missing."""
+    return None if any(v is None for v in values) else statistics.fmean(values)  # type: ignore[arg-type]

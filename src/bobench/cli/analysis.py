@@ -32,7 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="CSV",
         help="long CSV: backbone,task,dataset,protocol,metric,value,higher_is_better",
     )
-    an.add_argument("--json", action="store_true", help="print JSON: {overall: [...], per_task: {...}}")
+    an.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON: {overall: [...], per_task: {...}, ood_mce: {setting: {...}}, ...}",
+    )
     an.add_argument("--min-coverage", type=float, default=None, help="share of settings a backbone needs")
     add_selection_flags(an)
     an.set_defaults(func=cmd_analyze)
