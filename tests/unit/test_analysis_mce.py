@@ -196,3 +196,13 @@ def test_written_report_has_the_mce_table_and_analysis_json(tmp_path):
     saved = json.loads(paths["analysis.json"].read_text())
     (entry,) = saved["ood_mce"].values()
     assert entry["grid"] == "partial grid"
+
+
+def test_relative_mce_is_missing_when_the_reference_loses_nothing():
+    # the reference's motion-blur error equals its clean error: relative CE divides by zero
+    records = [ood_record("a", (0.30, 0.40, 0.30)), ood_record("b", ERRORS["b"])]
+    table, rows = rows_by_backbone(analyze(records))
+    assert rows["b"].mce == pytest.approx((0.50 / 0.40 + 0.25 / 0.30) / 2)
+    assert rows["b"].relative_mce is None and rows["a"].relative_mce is None
+    (shown,) = [b for b in mce(analyze(records)) if isinstance(b, Table)]
+    assert {row[0]: row[4] for row in shown.rows} == {"a (reference)": "-", "b": "-"}

@@ -12,7 +12,8 @@ version, config digest and dataset fingerprint, as in `bobench.analysis.aggregat
 - A seed whose reference has no finished record is skipped with a note; so is a backbone whose record
   and the reference's cannot be compared (no shared corruption, zero reference error:
   `bobench.protocols.corruption_error.corruption_errors` raises InvalidArgument).
-- mCE and relative mCE are lower-is-better and the reference scores 1.0 on both. A setting is
+- mCE and relative mCE are lower-is-better and the reference scores 1.0 on both; relative mCE is
+  None when the reference's error does not rise under some corruption (its drop is the divisor). A setting is
   "complete" only when every record in it ran the full ImageNet-C grid (`corruption_grid_complete`
   1.0); otherwise it is labelled "partial grid": the same arithmetic over fewer corruptions or
   severities, not comparable with published mCE.

@@ -1,5 +1,6 @@
 """The report's sections after the leaderboards: coverage, OOD mCE, correlation, groups, costs, advice,
-settings, environment, failures. Each function returns the blocks of one section (see `bobench.analysis.render`).
+settings, environment, failures. Each function returns the blocks of one section
+(see `bobench.analysis.render`).
 """
 
 from __future__ import annotations
@@ -255,7 +256,8 @@ MCE_INTRO = (
     "ImageNet-C's corruption error: CE_c is a backbone's error under corruption c (mean over the "
     "severities) divided by the reference backbone's; relative CE_c divides the drop from clean error "
     "instead. mCE and relative mCE are their means over the corruptions; lower is better and the "
-    "reference scores 1.000 on both. The reference is the setting's mce_reference, or, when that is "
+    "reference scores 1.000 on both (relative mCE is '-' when the reference loses nothing under some "
+    "corruption: its drop is the divisor). The reference is the setting's mce_reference, or, when that is "
     "null, the battle's first backbone in plan order. Rankings stay on each setting's primary metric "
     "({metrics}, accuracy as Battle of the Backbones ranks OOD); mCE is shown beside them and is not "
     "part of the z-scores. Values are means over split seeds."
