@@ -308,3 +308,33 @@ def test_the_scheduler_service_with_a_job_config_runs_finetune_as_jobs(s3_settin
         assert env_vars["BOBENCH_STORE"] == url and env_vars["BOBENCH_S3_ENDPOINT"] == s3_settings.s3_endpoint
     finally:
         stop_pid(svc.pid)
+
+
+def test_a_user_defined_backbone_fine_tunes_as_a_job(cluster, standin):
+    """A battle's own backbone (a mapping in the spec) is unknown to the Job's process, which starts
+    from the image's registry: the executor hands its definition over (BOBENCH_JOB_BACKBONE)."""
+    from bobench.backbones import BACKBONES
+    from bobench.battle.plan import CUSTOM_BACKBONES
+
+    custom = {"name": "job-custom-resnet", "source": "timm", "model_id": "resnet18", "weights": "random",
+              "input_size": 32, "crop_pct": 1}  # fmt: skip
+    spec = parse_spec(
+        {
+            "name": "k8s-custom",
+            "backbones": [custom],
+            "datasets": ["toy"],
+            "protocols": [{"name": "finetune", "config": {**RECIPE, "epochs": 1}}],
+            "seeds": [0],
+        }
+    )
+    store, config, make_scheduler = cluster
+    sched, _ = make_scheduler()
+    try:
+        bid = sched.submit(spec)
+        status = sched.wait(bid, timeout_s=180)
+        (record,) = sched.results(bid)
+        assert status.state == "finished", record.error
+        assert record.backbone == "job-custom-resnet" and record.metrics["top1"] >= 0
+    finally:
+        BACKBONES._items.pop("job-custom-resnet", None)
+        CUSTOM_BACKBONES.pop("job-custom-resnet", None)

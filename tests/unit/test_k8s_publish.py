@@ -182,3 +182,35 @@ def test_bob_publish_exits_2_for_a_config_error_and_1_for_an_unreachable_store(t
     assert main(["publish", "toy", "--store", str(tmp_path / "not-s3")]) == CONFIG_ERROR_EXIT_CODE
     assert main(["publish", "toy", "--store", "s3://bobench/models"]) == 1
     assert "127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_a_user_defined_backbone_travels_to_its_publish_job_and_registers_there():
+    """The Job's process knows only the image's registry: the definition goes along in
+    BOBENCH_JOB_BACKBONE, and `register_job_backbone` (what `bob publish`/`bob job run` call) registers it."""
+    import json
+
+    from bobench.backbones import BACKBONES
+    from bobench.battle.k8s_jobs import BACKBONE_ENV, register_job_backbone
+    from bobench.battle.plan import CUSTOM_BACKBONES, register_custom_backbones
+    from bobench.battle.spec import custom_backbone_entry
+
+    entry = custom_backbone_entry(
+        {"name": "pub-custom", "source": "timm", "model_id": "resnet18", "weights": "random"}, "t", None
+    )
+    register_custom_backbones((entry,))
+    try:
+        manifest = build_publish_job("pub-custom", "onnx", digest=DIGEST, config=CPU,
+                                     store_url="s3://b/m", triton_url="embedder:8001", target="cluster-cpu")  # fmt: skip
+        env = {e["name"]: e for e in container_of(manifest)["env"]}
+        assert json.loads(env[BACKBONE_ENV]["value"]) == entry
+        assert BACKBONE_ENV not in {e["name"] for e in container_of(job())["env"]}  # a registered one
+        BACKBONES._items.pop("pub-custom")  # a fresh process
+        CUSTOM_BACKBONES.pop("pub-custom")
+        register_job_backbone(env[BACKBONE_ENV]["value"])
+        assert get_spec("pub-custom").model_id == "resnet18"
+        for bad in ("{not json", '["a list"]'):
+            with pytest.raises(InvalidArgument, match=BACKBONE_ENV):
+                register_job_backbone(bad)
+    finally:
+        BACKBONES._items.pop("pub-custom", None)
+        CUSTOM_BACKBONES.pop("pub-custom", None)

@@ -28,6 +28,9 @@ LABEL_PART_OF = "app.kubernetes.io/part-of"
 LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
 CONTAINER = "run"
 PLAN_ENV = "BOBENCH_JOB_PLAN"
+# A user-defined backbone's BackboneSpec fields (JSON): a Job's process registers it before it runs,
+# since it lives only in the battle spec, not in the image's registry.
+BACKBONE_ENV = "BOBENCH_JOB_BACKBONE"
 CONFIG_ERROR_EXIT_CODE = 2  # a bobench config error: retrying cannot help, the Job fails at once
 CACHE_MOUNT = "/cache"
 PUBLISH_GPU_CHOICES = ("tensorrt", "always", "never")
@@ -193,10 +196,35 @@ def store_env(config: JobConfig) -> list[dict[str, Any]]:
     ]
 
 
+def custom_backbone_env(backbone: str) -> list[dict[str, Any]]:
+    """`BOBENCH_JOB_BACKBONE` for a user-defined backbone registered in this process, else nothing."""
+    from bobench.battle.plan import CUSTOM_BACKBONES
+
+    entry = CUSTOM_BACKBONES.get(backbone)
+    return [{"name": BACKBONE_ENV, "value": json.dumps(entry, sort_keys=True)}] if entry else []
+
+
+def register_job_backbone(value: str | None) -> None:
+    """Register the user-defined backbone a Job was given in `BOBENCH_JOB_BACKBONE` (None: none).
+    Raises InvalidArgument naming the variable when it is not a backbone definition."""
+    from bobench.battle.plan import register_custom_backbones
+
+    if not value:
+        return
+    try:
+        entry = json.loads(value)
+    except ValueError as exc:
+        raise InvalidArgument(f"{BACKBONE_ENV}: not JSON ({exc})") from None
+    if not isinstance(entry, dict) or not entry.get("name"):
+        raise InvalidArgument(f"{BACKBONE_ENV}: expected a backbone definition with a 'name'")
+    register_custom_backbones((entry,))
+
+
 def _env(plan: RunPlan, config: JobConfig) -> list[dict[str, Any]]:
     env = [
         {"name": PLAN_ENV, "value": json.dumps(plan.to_dict(), sort_keys=True)},
         {"name": "BOBENCH_STORE", "value": config.store},
+        *custom_backbone_env(plan.backbone),
         *store_env(config),
     ]
     return env + [{"name": k, "value": v} for k, v in sorted(config.env.items())]

@@ -36,6 +36,7 @@ from bobench.battle.k8s_jobs import (
     LABEL_PART_OF,
     JobConfig,
     container,
+    custom_backbone_env,
     job_manifest,
     secret_env,
     store_env,
@@ -89,6 +90,7 @@ def build_publish_job(
     )
     env = [
         *store_env(config),
+        *custom_backbone_env(backbone),
         secret_env(config, "BOBENCH_TRITON_ADMIN_KEY", config.triton_admin_key_key),
         *({"name": k, "value": v} for k, v in sorted(config.env.items())),
     ]

@@ -28,12 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bobench.battle.job_entry import main_job
-    from bobench.battle.k8s_jobs import PLAN_ENV
+    from bobench.battle.k8s_jobs import BACKBONE_ENV, PLAN_ENV, register_job_backbone
     from bobench.config import load_settings
     from bobench.data import configure
 
     settings = load_settings(getattr(args, "config", None))
     configure(settings)  # the run's dataset may be an s3:// ref
+    register_job_backbone(os.environ.get(BACKBONE_ENV))  # a user-defined backbone of the battle
     return main_job(args.plan or os.environ.get(PLAN_ENV), settings, args.termination_log)
 
 

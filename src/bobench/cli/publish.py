@@ -9,6 +9,7 @@ its error (exit 1) after the ones before it were published.
 from __future__ import annotations
 
 import argparse
+import os
 
 from bobench.cli.common import print_json
 
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    from bobench.battle.k8s_jobs import BACKBONE_ENV, register_job_backbone
     from bobench.config import load_settings
     from bobench.errors import InvalidArgument
     from bobench.export.publish import publish
@@ -52,6 +54,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             f"--store: Triton reads its models from S3; expected s3://bucket/prefix, got {args.store!r}"
         )
     settings = load_settings(args.config, cache_dir=args.cache_dir)
+    register_job_backbone(os.environ.get(BACKBONE_ENV))  # in a publish Job: a battle's own backbone
     store = open_store(args.store, settings, create_bucket=True)
     published = []
     for name in args.backbones:
