@@ -510,3 +510,18 @@ def test_restarted_scheduler_registers_the_stored_battles_custom_backbones_again
         second.close()
         BACKBONES._items.pop("restart-custom-toy", None)
         CUSTOM_BACKBONES.pop("restart-custom-toy", None)
+
+
+def test_close_releases_the_preparer(store):
+    class ClosablePreparer:
+        closed = False
+
+        def __call__(self, plan, battle_id):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    preparer = ClosablePreparer()
+    start(store, [ScriptedExecutor()], preparer=preparer).close()
+    assert preparer.closed

@@ -103,6 +103,12 @@ class PublishStep:
         self._failed: dict[tuple[str, str], BobenchError] = {}
         self.publishes = 0  # publisher calls made (for tests and logs)
 
+    def close(self) -> None:
+        """Release the publisher (a Job-backed one stops following its Jobs; they go on)."""
+        close = getattr(self.publisher, "close", None)
+        if close is not None:
+            close()
+
     def __call__(self, plan: RunPlan, battle_id: str) -> None:
         if plan.error or not _embeds(plan):
             return

@@ -149,6 +149,9 @@ class Scheduler:
             self._ready.notify_all()
         if self.job_executor is not None:
             self.job_executor.close()
+        close_preparer = getattr(self.preparer, "close", None)
+        if close_preparer is not None:  # e.g. stop following publish Jobs (the next scheduler adopts them)
+            close_preparer()
         deadline = time.monotonic() + timeout_s
         for t in self._workers:
             t.join(max(0.0, deadline - time.monotonic()))
