@@ -28,6 +28,7 @@ from bobench.battle.plan import RunPlan
 from bobench.battle.records import STATUS_CANCELLED, RunRecord
 from bobench.battle.single import plan_single_run
 from bobench.config import Settings, load_settings
+from bobench.data import configure as configure_data
 from bobench.errors import Cancelled, DeadlineExceeded, FailedPrecondition, InvalidArgument
 from bobench.rpc import convert
 from bobench.rpc.evaluator_pool import ExecutorPool, PooledExecutor
@@ -327,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
     )
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    configure_data(settings)  # runs may read s3:// datasets
     if settings.threads:
         import torch
 

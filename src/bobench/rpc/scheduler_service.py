@@ -289,9 +289,11 @@ def build_scheduler(args: argparse.Namespace):
     from bobench.battle.executor import LocalExecutor
     from bobench.battle.grpc_executor import GrpcExecutor
     from bobench.config import load_settings
+    from bobench.data import configure as configure_data
     from bobench.store import open_store
 
     settings = load_settings(args.config, cache_dir=args.cache_dir, store=args.store)
+    configure_data(settings)  # planning fingerprints s3:// datasets from their listings
     store = open_store(settings, create_bucket=True)
     if args.evaluators.strip():
         executors = [
