@@ -2,7 +2,7 @@
 
 Reference values are computed here with plain arithmetic from ImageNet-C's definitions
 (CE_c = E_c / E_c^ref, relative CE_c = (E_c - E_clean) / (E_c^ref - E_clean^ref), mCE and relative mCE
-the means over corruptions), independently of `bobench.protocols.corruption_error`.
+the means over corruptions), independently of `bobench.analysis.corruption_error`.
 """
 
 from __future__ import annotations

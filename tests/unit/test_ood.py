@@ -296,7 +296,7 @@ def test_target_accuracy_carries_an_interval_over_target_images(toy_ctx):
 
 def test_mce_and_relative_mce_follow_imagenet_c_against_a_reference_record():
     """Reference: Hendrycks & Dietterich's formulas over per-severity errors, summed over severities."""
-    from bobench.protocols.corruption_error import corruption_errors
+    from bobench.analysis.corruption_error import corruption_errors
 
     severities = [1, 2, 3, 4, 5]
     ctx_model = _grid_context(["fog", "contrast", "pixelate"], severities, seed=1)
@@ -321,7 +321,7 @@ def test_mce_and_relative_mce_follow_imagenet_c_against_a_reference_record():
 
 
 def test_mce_rejects_records_without_shared_corruptions():
-    from bobench.protocols.corruption_error import corruption_errors
+    from bobench.analysis.corruption_error import corruption_errors
 
     with pytest.raises(InvalidArgument, match="share no"):
         corruption_errors({"err_fog": 0.5, "id_err": 0.1}, {"err_snow": 0.5, "id_err": 0.1})

@@ -11,7 +11,7 @@ version, config digest and dataset fingerprint, as in `bobench.analysis.aggregat
   plan order in results.jsonl and every selection keeps that order.
 - A seed whose reference has no finished record is skipped with a note; so is a backbone whose record
   and the reference's cannot be compared (no shared corruption, zero reference error:
-  `bobench.protocols.corruption_error.corruption_errors` raises InvalidArgument).
+  `bobench.analysis.corruption_error.corruption_errors` raises InvalidArgument).
 - mCE and relative mCE are lower-is-better and the reference scores 1.0 on both; relative mCE is
   None when the reference's error does not rise under some corruption (its drop is the divisor). A setting is
   "complete" only when every record in it ran the full ImageNet-C grid (`corruption_grid_complete`
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bobench.analysis import aggregate as agg
+from bobench.analysis.corruption_error import corruption_errors
 from bobench.battle.records import RunRecord
 from bobench.errors import InvalidArgument
 
@@ -150,9 +151,6 @@ def _table(
 
 
 def _add_row(table: MceTable, rec: RunRecord, ref: RunRecord) -> None:
-    # imported here: `bobench.protocols` imports every protocol (and torch); analysis must stay light
-    from bobench.protocols.corruption_error import corruption_errors
-
     try:
         ce = corruption_errors(rec.metrics, ref.metrics)
     except InvalidArgument as exc:

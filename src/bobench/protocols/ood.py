@@ -18,7 +18,7 @@ least one is required):
   ones are opt-in, by name or with `all+extra`. The default is one corruption per ImageNet-C family
   (noise, blur, weather, digital) at severity 3, a partial grid that keeps a demo fast.
 * **mCE.** ImageNet-C's corruption error needs a reference model's errors, so it is computed where
-  every backbone's record is known (`bobench.protocols.corruption_error.corruption_errors`, from the
+  every backbone's record is known (`bobench.analysis.corruption_error.corruption_errors`, from the
   `err_<name>` and `id_err` of a backbone's record and of the reference's): `mce_reference` names the
   reference backbone (null: the analysis' default, see that module). This protocol only records the
   per-corruption errors it needs.
