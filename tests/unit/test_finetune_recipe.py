@@ -82,7 +82,8 @@ def test_test_top1_carries_a_bootstrap_interval_over_test_images(tmp_path):
     from bobench.backbones import create_backbone
     from bobench.data import load_dataset
     from bobench.finetune.data import load_split
-    from bobench.finetune.loop import Classifier, evaluate_split
+    from bobench.finetune.evaluation import evaluate_split
+    from bobench.finetune.loop import Classifier
 
     m = finetune("toy", "toy", tmp_path, TINY, seed=2)
     loaded, dataset = create_backbone("toy", cache_dir=str(tmp_path)), load_dataset("toy")

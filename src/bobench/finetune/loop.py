@@ -19,7 +19,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,8 @@ from bobench.finetune.checkpoint import (
     set_rng_state,
 )
 from bobench.finetune.config import FinetuneConfig
-from bobench.finetune.data import SplitTensors, eval_batches, load_split, steps_per_epoch, train_batches
+from bobench.finetune.data import SplitTensors, load_split, steps_per_epoch, train_batches
+from bobench.finetune.evaluation import autocast, evaluate_split, resolve_device
 from bobench.finetune.optim import find_timm_network, param_groups, scaled_lr, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -66,66 +66,6 @@ class Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))
-
-
-def _resolve_device(config: FinetuneConfig) -> tuple[torch.device, str]:
-    """(device, precision) from the config: CUDA when asked/available; fp32 on CPU unless bf16 asked."""
-    if config.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(config.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InvalidArgument(
-                f"finetune config: device {config.device!r} asked for, but CUDA is not available"
-            )
-    precision = config.precision
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "fp32"
-    if device.type == "cpu" and precision == "fp16":
-        raise InvalidArgument("finetune config: precision 'fp16' needs a GPU; use 'fp32' or 'bf16' on CPU")
-    return device, precision
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def evaluate_split(
-    model: nn.Module, data: SplitTensors, batch_size: int, device: torch.device, precision: str
-) -> dict[str, float | None]:
-    """top1, top5 (None with fewer than 5 classes), mean cross-entropy and per-item top-1 `hits` (bool
-    numpy [N]) of `model` on `data`."""
-    model.eval()
-    correct1 = correct5 = 0
-    hits1 = []
-    loss_sum = 0.0
-    num_classes = 0
-    with torch.no_grad():
-        for images, labels in eval_batches(data, batch_size):
-            images, labels = images.to(device), labels.to(device)
-            with _autocast(device, precision):
-                logits = model(images)
-            logits = logits.float()
-            num_classes = logits.shape[1]
-            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-            ranked = logits.argsort(dim=1, descending=True, stable=True)
-            hits = ranked[:, :5] == labels[:, None]
-            correct1 += int(hits[:, 0].sum())
-            hits1.append(hits[:, 0].cpu().numpy())
-            correct5 += int(hits.any(dim=1).sum())
-    n = len(data)
-    return {
-        "top1": correct1 / n,
-        "top5": correct5 / n if num_classes >= 5 else None,
-        "loss": loss_sum / n,
-        "hits": np.concatenate(hits1),
-    }
 
 
 class _Trainer:
@@ -179,7 +119,7 @@ class _Trainer:
             targets = None
             if self.mix is not None and len(labels) % 2 == 0:
                 images, targets = self.mix(images.float(), labels)
-            with _autocast(self.device, self.precision):
+            with autocast(self.device, self.precision):
                 logits = self.model(images)
             if targets is None:
                 loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
@@ -276,7 +216,7 @@ def finetune(
     with isolated_rng():
         _seed_all(seed)
         spec, module, ds = _resolve_inputs(spec_or_name, dataset, module_factory, cache_dir)
-        device, precision = _resolve_device(cfg)
+        device, precision = resolve_device(cfg)
         splits = {name: load_split(ds, name, spec) for name in ("train", "val", "test")}
         if cfg.drop_path:
             found = find_timm_network(module)
