@@ -192,9 +192,9 @@ def test_pretrained_lite0_beats_its_random_twin_beyond_the_intervals_on_the_emoj
             "datasets": [
                 {
                     "name": "emoji_google",
-                    "ref": {"name": "emoji_google", "min_per_class": 30, "max_per_class": 16},
+                    "ref": {"name": "emoji_google", "min_per_class": 30, "max_per_class": 24},
                 },
-                {"name": "emoji_styles", "ref": {"name": "emoji_styles", "size": 100}},
+                {"name": "emoji_styles", "ref": {"name": "emoji_styles", "size": 200}},
             ],
             "protocols": [
                 {"name": "retrieval", "datasets": ["emoji_styles"]},
@@ -202,7 +202,7 @@ def test_pretrained_lite0_beats_its_random_twin_beyond_the_intervals_on_the_emoj
                     "name": "ood",
                     "datasets": ["emoji_google"],
                     "config": {
-                        "target": {"name": "emoji_twitter", "min_per_class": 30, "max_per_class": 16},
+                        "target": {"name": "emoji_twitter", "min_per_class": 30, "max_per_class": 24},
                         "corruptions": [],
                     },
                 },
