@@ -230,6 +230,46 @@ def test_weak_penalty_objective_is_as_close_to_optimum_as_sklearn():
     assert ours <= max(theirs, 0.0) + 1e-5 * len(y), (ours, theirs)
 
 
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_warm_started_path_equals_cold_start_for_every_C(n_classes):
+    # The default grid in shuffled order: several warm-start blocks, each started from the secant through
+    # earlier solutions, must land on the same optimum as one cold batch from W = 0, in the caller's order.
+    x, y = synthetic_relu_features(400, 64, n_classes, seed=5)
+    grid = np.random.default_rng(0).permutation(np.asarray(DEFAULT_GRID))
+    warm = fit_logistic_grid(x, y, grid, tol=1e-6)
+    cold = fit_logistic_grid(x, y, grid, tol=1e-6, warm_start=False)
+    assert warm.converged.all() and cold.converged.all()
+    np.testing.assert_array_equal(warm.Cs, grid)
+    warm_pred, cold_pred = warm.predict(x), cold.predict(x)
+    for g, C in enumerate(grid):
+        ours = sklearn_objective(x, y, C, warm.weights[g].numpy(), warm.bias[g].numpy())
+        reference = sklearn_objective(x, y, C, cold.weights[g].numpy(), cold.bias[g].numpy())
+        assert abs(ours - reference) <= 1e-5 * reference + 1e-6, (C, ours, reference)
+        assert (warm_pred[g] == cold_pred[g]).mean() >= 0.99, C
+        if C <= 10:  # well-conditioned enough that the weights themselves are pinned down
+            gap = float((warm.weights[g] - cold.weights[g]).norm())
+            assert gap <= 1e-2 * float(cold.weights[g].norm()) + 1e-6, (C, gap)
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_warm_started_path_takes_fewer_iterations_at_the_protocol_tolerance(n_classes):
+    # The point of warm starts. (Not guaranteed everywhere: on this 4-class problem at tol=1e-6 the
+    # near-separable weak-penalty fits take more iterations from a warm start than from W = 0.)
+    x, y = synthetic_relu_features(400, 64, n_classes, seed=5)
+    warm = fit_logistic_grid(x, y, DEFAULT_GRID, tol=1e-4)
+    cold = fit_logistic_grid(x, y, DEFAULT_GRID, tol=1e-4, warm_start=False)
+    assert warm.n_iter.sum() < cold.n_iter.sum()
+
+
+def test_repeated_C_values_start_from_the_last_solution():
+    x, y = synthetic_relu_features(200, 32, 3, seed=6)
+    grid = [1e-2] * 9 + [1.0] * 9  # two blocks of equal C: no secant to extend
+    fit = fit_logistic_grid(x, y, grid, tol=1e-6)
+    assert fit.converged.all()
+    np.testing.assert_allclose(fit.weights[9:].numpy(), fit.weights[17:].expand(9, -1, -1).numpy(), atol=1e-4)
+    np.testing.assert_allclose(fit.weights[:9].numpy(), fit.weights[:1].expand(9, -1, -1).numpy(), atol=1e-4)
+
+
 def well_separated_splits(seed: int = 11):
     """Pretrained-like features: classes far apart relative to the noise, so the best validation log-loss
     needs a weak penalty (C above the old grid's 1e2 edge)."""
