@@ -20,7 +20,7 @@ DOCKERFILE_finetune-gpu := services/evaluator/finetune-gpu.Dockerfile
 comma := ,
 space := $(subst ,, )
 
-.PHONY: help setup system-deps run test test-fast bench protos up down lint format freeze clean
+.PHONY: help setup system-deps data-deps run test test-fast bench protos up down lint format freeze clean
 .PHONY: images push container-engine push-registry
 
 help:
@@ -37,7 +37,12 @@ help:
 	@echo "             pin them into deploy/ and deploy/overlays/cpu: kustomize images: and the Job configs'"
 	@echo "             image (scripts/set_images.py, like 'kustomize edit set image')"
 
-setup: $(STAMP) system-deps
+setup: $(STAMP) system-deps data-deps
+
+# The demo's emoji sets come from npm tarballs, fetched once into the cache (about 136 MB); offline,
+# the datasets that need them say how to get them and their tests skip with that reason.
+data-deps: $(STAMP)
+	@$(BIN)/bob -q datasets fetch || echo "note: could not fetch the emoji npm tarballs (see above); the emoji datasets will try again at first use"
 
 # Re-installs only when the dependency files change; a second `make setup` takes seconds.
 # Dependencies are declared once, as extras in pyproject.toml; constraints.txt holds the versions.

