@@ -334,7 +334,7 @@ def test_summary_uses_last_windows_and_stat_deltas():
     from bobench.protocols.serving_latency import SettingResult, _converged, summarize
 
     rng = np.random.default_rng(0)
-    lat = [list(rng.uniform(4, 6, 20)) for _ in range(4)]
+    lat = [list(rng.uniform(4.8, 5.2, 20)) for _ in range(4)]  # p50s within 10 % of each other
     windows = [
         _window(i, i + 1.0, lat[i], 2, _stats(20 * (i + 1), 5 * (i + 1), 1e6 * (i + 1))) for i in range(4)
     ]
