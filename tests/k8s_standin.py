@@ -215,15 +215,14 @@ class StandInKubeAPI:
         env = {"PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
         for item in container.get("env", []):
             env[item["name"]] = _map_paths(self._env_value(item, pod), paths)
+        # the container's paths map to the pod's volumes; the local program itself never does (this
+        # checkout may itself live under a mounted path such as /tmp)
         argv = [
             self._executable(container["command"][0]),
-            *container["command"][1:],
-            *container.get("args", []),
+            *(_map_paths(a, paths) for a in [*container["command"][1:], *container.get("args", [])]),
         ]
         log = (poddir / "log").open("wb")
-        proc = subprocess.Popen(
-            [_map_paths(a, paths) for a in argv], env=env, cwd=poddir, stdout=log, stderr=subprocess.STDOUT
-        )
+        proc = subprocess.Popen(argv, env=env, cwd=poddir, stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
         pod["status"]["containerStatuses"] = [
             {
