@@ -34,3 +34,17 @@ class DeadlineExceeded(BobenchError):
 
 class Cancelled(BobenchError):
     """The operation was cancelled by the caller."""
+
+
+class Unauthenticated(BobenchError):
+    """The caller presented no credentials, or credentials that are not valid (expired, unknown)."""
+
+
+class PermissionDenied(BobenchError):
+    """The caller is known but may not do this (a role it lacks, someone else's battle, a path outside
+    the configured data roots)."""
+
+
+class ResourceExhausted(BobenchError):
+    """A configured limit was reached (message size, runs per battle, battles per identity, ...); the
+    message names the limit and the setting that raises it."""

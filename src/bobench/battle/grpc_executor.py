@@ -44,6 +44,8 @@ _ERROR_NAMES = {
     grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
     grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
     grpc.StatusCode.CANCELLED: "Cancelled",
+    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
+    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
 }
 
 

@@ -30,6 +30,9 @@ STATUS_OF_ERROR: tuple[tuple[type[errors.BobenchError], grpc.StatusCode], ...] =
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.Cancelled, grpc.StatusCode.CANCELLED),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"
