@@ -36,11 +36,23 @@ class Settings:
     publish_to: str = ""
     publish_target: str = "local"  # "local" | "cluster-gpu" | "cluster-cpu"
     triton_admin_key: str = ""
+    # Fault tolerance (bobench.battle.scheduler, grpc_executor, the evaluator service): finished results
+    # in the store are signed with `result_signing_key` (HMAC-SHA256, "" = unsigned, never logged);
+    # transient run failures are retried for `retry_window_s` with backoff capped at
+    # `retry_max_backoff_s`; an evaluator that failed `breaker_failures` calls in a row is skipped for
+    # `breaker_cooldown_s`; one protocol run may take at most `max_run_s` on an evaluator.
+    result_signing_key: str = ""
+    retry_window_s: int = 120
+    retry_max_backoff_s: int = 15
+    breaker_failures: int = 3
+    breaker_cooldown_s: int = 10
+    max_run_s: int = 3600
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("s3_secret_key", None)
         d.pop("triton_admin_key", None)
+        d.pop("result_signing_key", None)
         return d
 
 
