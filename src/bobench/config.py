@@ -31,6 +31,12 @@ class Settings:
     s3_access_key: str = ""
     s3_secret_key: str = ""
     s3_secure: bool = False
+    # Data roots (bobench.data.roots): local folders that client-supplied paths (datasets, weights) may
+    # point into besides cache_dir; env BOBENCH_DATA_ROOTS is os.pathsep-separated. Services without
+    # them read only cache_dir; the local CLI without them is unrestricted. allow_torchhub: let
+    # `torchhub` backbones run their hub repository's code.
+    data_roots: tuple[str, ...] = ()
+    allow_torchhub: bool = False
     # Model publishing (bobench.export.publish): the S3 Triton model repository runs are published
     # to before dispatch ("" = off), the layout target, and the key that unlocks Triton model control.
     publish_to: str = ""
@@ -65,9 +71,19 @@ def _coerce(field: dataclasses.Field, raw: Any, origin: str) -> Any:
             if isinstance(raw, bool):
                 return raw
             return str(raw).strip().lower() in ("1", "true", "yes", "on")
+        if typ.startswith("tuple"):
+            return _string_list(raw)
         return str(raw)
     except (TypeError, ValueError):
         raise InvalidArgument(f"{origin}: {field.name} must be {typ}, got {raw!r}") from None
+
+
+def _string_list(raw: Any) -> tuple[str, ...]:
+    """A list setting: a YAML list of strings, or one string split at os.pathsep (env)."""
+    items = raw.split(os.pathsep) if isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise TypeError("not a list of strings")
+    return tuple(i.strip() for i in items if i.strip())
 
 
 def load_settings(config_file: str | os.PathLike | None = None, **cli: Any) -> Settings:

@@ -2,7 +2,9 @@
 
 Library functions never read environment variables; a process that may load s3:// datasets (the
 CLI, the evaluator service, the scheduler, a Job entrypoint) calls `configure(settings)` once at
-start-up with the `Settings` it resolved. Local and bundled datasets need no context.
+start-up with the `Settings` it resolved. Local and bundled datasets need no context; the same call
+sets where client-supplied local paths may point (`bobench.data.roots`: `data_roots`, and stricter
+defaults for services).
 """
 
 from __future__ import annotations
@@ -10,19 +12,26 @@ from __future__ import annotations
 import threading
 
 from bobench.config import Settings
+from bobench.data import roots
 from bobench.errors import FailedPrecondition
 
 _lock = threading.Lock()
 _settings: Settings | None = None
 
 
-def configure(settings: Settings) -> None:
-    """Use `settings` (s3_endpoint, s3_access_key, s3_secret_key, s3_secure, cache_dir) for s3:// datasets."""
+def configure(settings: Settings, *, service: bool = False) -> None:
+    """Use `settings` (s3_endpoint, s3_access_key, s3_secret_key, s3_secure, cache_dir) for s3:// datasets,
+    and its data_roots / allow_torchhub for client paths; `service` (the evaluator, the scheduler)
+    restricts paths to the cache without data_roots (`bobench.data.roots`)."""
     global _settings
     if not isinstance(settings, Settings):
         raise TypeError(f"configure() takes a bobench.config.Settings, got {type(settings).__name__}")
+    policy = roots.policy_for(
+        settings.data_roots, settings.cache_dir, service=service, allow_torchhub=settings.allow_torchhub
+    )
     with _lock:
         _settings = settings
+    roots.set_policy(policy)
 
 
 def data_settings(where: str) -> Settings:
@@ -38,7 +47,8 @@ def data_settings(where: str) -> Settings:
 
 
 def reset() -> None:
-    """Forget the configured settings (tests)."""
+    """Forget the configured settings and path policy (tests)."""
     global _settings
     with _lock:
         _settings = None
+    roots.reset()
