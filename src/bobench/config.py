@@ -53,6 +53,19 @@ class Settings:
     breaker_failures: int = 3
     breaker_cooldown_s: int = 10
     max_run_s: int = 3600
+    # Input bounds and limits (bobench.safe_parse, battle.spec, the services): a document beyond a
+    # parse bound is INVALID_ARGUMENT; a request beyond a quota is RESOURCE_EXHAUSTED; both messages
+    # name the limit and its setting. Battles in flight are counted per caller identity.
+    max_json_bytes: int = 1 << 20  # one config_json / ref_json / spec_json field
+    max_json_depth: int = 64  # nesting of JSON, YAML and Struct values
+    max_spec_bytes: int = 1 << 20  # one YAML battle spec
+    max_yaml_alias_expansions: int = 10_000  # nodes aliases may add to a YAML document
+    max_name_length: int = 256  # battle, spec, backbone and dataset names; battle ids are <= 128
+    max_batch_size: int = 4096  # embedding batch size a request or spec may ask for
+    max_runs_per_battle: int = 10_000
+    max_battles_in_flight: int = 100  # queued or running battles per identity
+    max_images_per_dataset: int = 5_000_000
+    max_list_page_bytes: int = 4 << 20  # ListBattles answers at most this much per page
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
