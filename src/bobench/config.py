@@ -66,12 +66,29 @@ class Settings:
     max_battles_in_flight: int = 100  # queued or running battles per identity
     max_images_per_dataset: int = 5_000_000
     max_list_page_bytes: int = 4 << 20  # ListBattles answers at most this much per page
+    # Authentication (bobench.rpc.auth). Servers: auth is on when a tokens file, a JWKS file or a TLS
+    # certificate is set; tls_ca makes them require client certificates (mTLS). Clients: the token
+    # (or a file holding it) and, for TLS, tls_ca plus their own certificate and key.
+    auth_tokens_file: str = ""  # JSON lines {identity, roles, sha256}; `bob auth token` appends
+    auth_jwks_file: str = ""  # OIDC/JWT: public keys; needs auth_jwt_issuer and auth_jwt_audience
+    auth_jwt_issuer: str = ""
+    auth_jwt_audience: str = ""
+    auth_roles_claim: str = "roles"
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    auth_token: str = ""  # secret: never in to_dict
+    auth_token_file: str = ""
+    tls_client_cert: str = ""
+    tls_client_key: str = ""
+    tls_server_name: str = ""  # name checked in the server certificate instead of the address's host
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("s3_secret_key", None)
         d.pop("triton_admin_key", None)
         d.pop("result_signing_key", None)
+        d.pop("auth_token", None)
         return d
 
 
