@@ -159,8 +159,9 @@ class Scheduler:
             e.close()
 
     # -- API -------------------------------------------------------------------------------------
-    def submit(self, spec: BattleSpec, battle_id: str | None = None) -> str:
-        """Plan `spec`, persist the battle and queue its runs; returns the battle id.
+    def submit(self, spec: BattleSpec, battle_id: str | None = None, owner: str = "") -> str:
+        """Plan `spec`, persist the battle (owned by `owner`, the submitting identity) and queue its
+        runs; returns the battle id.
 
         Resubmitting an existing id with the same spec returns it; with another spec raises
         AlreadyExists. Raises InvalidArgument for a spec that cannot be planned.
@@ -181,7 +182,9 @@ class Scheduler:
         for p in plans:
             reused = result_key(p.run_key) in finished
             runs[p.run_key] = RunState(p, FINISHED if reused else PENDING, reused=reused)
-        battle = Battle(id=battle_id, name=spec.name, spec=spec_doc, created_at=utc_now(), runs=runs)
+        battle = Battle(
+            id=battle_id, name=spec.name, spec=spec_doc, created_at=utc_now(), runs=runs, owner=owner
+        )
         self.store.put_json(plan_key(battle_id), [p.to_dict() for p in plans])
         with self._lock:
             battle.changed = self._ready
@@ -350,6 +353,7 @@ class Scheduler:
                 state=doc["state"],
                 error=doc.get("error"),
                 updated_at=doc.get("updated_at", ""),
+                owner=doc.get("owner", ""),
             )
             with self._lock:
                 battle.changed = self._ready

@@ -3,7 +3,7 @@
 Store layout (every object is a whole JSON document, rewritten atomically):
 
     results/<run_key>.json                 finished RunRecord, shared by all battles (reuse by key)
-    battles/<id>/battle.json               id, name, spec, state, error, timestamps
+    battles/<id>/battle.json               id, name, spec, state, error, timestamps, owner
     battles/<id>/plan.json                 the planned runs, in order
     battles/<id>/runs/<run_key>.json       the run's last state in this battle: running / failed /
                                            cancelled (+ attempts, error, failed record)
@@ -93,6 +93,7 @@ class BattleStatus:
     spec: dict[str, Any]
     error: str | None = None
     reused: int = 0
+    owner: str = ""  # the identity that submitted it ("" = submitted without auth)
 
 
 @dataclass
@@ -112,6 +113,7 @@ class Battle:
     next_seq: int = 1
     started: bool = False  # a run was dispatched to an executor
     changed: threading.Condition | None = None
+    owner: str = ""  # the submitting identity: only it (or an admin) may cancel the battle
 
     def __post_init__(self) -> None:
         self.updated_at = self.updated_at or self.created_at
@@ -144,6 +146,7 @@ class Battle:
             spec=self.spec if with_spec else {},
             error=self.error,
             reused=sum(1 for r in self.runs.values() if r.reused),
+            owner=self.owner,
         )
 
     def to_doc(self) -> dict[str, Any]:
@@ -156,6 +159,7 @@ class Battle:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "total": len(self.runs),
+            "owner": self.owner,
         }
 
     def emit(self, run: RunState | None, error: str | None = None) -> BattleEvent:
