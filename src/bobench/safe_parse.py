@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from typing import Any
 
 import yaml
@@ -33,27 +34,29 @@ def _path(parent: str, key: Any) -> str:
 
 
 def check_plain(value: Any, field: str, limits: Settings | None = None) -> Any:
-    """`value` if it is plain JSON data: dicts with string keys, lists, strings, bools, None, ints and
-    finite floats, nested at most `max_json_depth` deep. Walks iteratively (no recursion limit).
+    """`value` if it is plain JSON data: dicts with string keys, lists (or tuples), strings, bools,
+    None, ints and finite floats, nested at most `max_json_depth` deep. Walks iteratively (no recursion limit).
     Raises InvalidArgument naming the offending path (e.g. "spec.protocols[0].config.temperature")."""
     max_depth = (limits or DEFAULT_LIMITS).max_json_depth
     stack = [(value, field, 0)]
     while stack:
         item, where, depth = stack.pop()
-        if isinstance(item, dict | list):
+        if isinstance(item, dict | list | tuple):
             if depth >= max_depth:
-                raise InvalidArgument(f"{where}: nested deeper than {limit_hint('max_json_depth', limits)}")
+                raise InvalidArgument(f"{field}: nested deeper than {limit_hint('max_json_depth', limits)}")
             if isinstance(item, dict):
                 for key, child in item.items():
                     if not isinstance(key, str):
-                        raise InvalidArgument(f"{where}: keys must be strings, got {type(key).__name__} {key!r}")
+                        raise InvalidArgument(
+                            f"{where}: keys must be strings, got {type(key).__name__} {key!r}"
+                        )
                     stack.append((child, _path(where, key), depth + 1))
             else:
                 stack.extend((child, _path(where, i), depth + 1) for i, child in enumerate(item))
-        elif isinstance(item, float):
+        elif isinstance(item, numbers.Real) and not isinstance(item, int):  # floats, numpy scalars
             if not math.isfinite(item):
                 raise InvalidArgument(f"{where}: finite numbers only, got {item!r}")
-        elif item is not None and not isinstance(item, str | int | bool):
+        elif item is not None and not isinstance(item, str | int):
             raise InvalidArgument(f"{where}: must be plain data (text, number, list, mapping), got "
                                   f"{type(item).__name__}")  # fmt: skip
     return value
@@ -127,7 +130,9 @@ class BoundedSafeLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         if self._depth > self.limits.max_json_depth:
-            raise InvalidArgument(f"{self.field}: nested deeper than {limit_hint('max_json_depth', self.limits)}")
+            raise InvalidArgument(
+                f"{self.field}: nested deeper than {limit_hint('max_json_depth', self.limits)}"
+            )
         is_alias = self.check_event(yaml.AliasEvent)
         self._depth += 1
         try:

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from bobench.config import Settings
 from bobench.errors import InvalidArgument
+from bobench.safe_parse import DEFAULT_LIMITS, check_plain, limit_hint, load_yaml
 
 _TOP_LEVEL = {
     "name",
@@ -27,6 +27,7 @@ _TOP_LEVEL = {
 # the report's recommendation limits a spec may set (`bobench.analysis.recommend` keyword arguments)
 _RECOMMEND = {"max_latency_ms", "max_params", "max_served_latency_ms", "max_flops"}
 _SETTINGS = {"batch_size", "threads", "cache_dir", "triton_url", "device"}
+MAX_SEED = 2**63 - 1  # seeds travel as int64 (RunRequest.seed, RunResult.seed)
 
 
 @dataclass(frozen=True)
@@ -202,10 +203,47 @@ def custom_backbone_entry(item: dict, where: str, base_dir: Path | None) -> dict
     return entry
 
 
-def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "battle") -> BattleSpec:
-    """Validate a spec mapping; every error names the offending field."""
+def _check_length(value: Any, where: str, limits: Settings) -> None:
+    """A name longer than `max_name_length` is refused (quoting only its start)."""
+    if isinstance(value, str) and len(value) > limits.max_name_length:
+        raise _fail(
+            where,
+            f"{value[:40]!r}... is {len(value)} characters, over {limit_hint('max_name_length', limits)}",
+        )
+
+
+def _check_names(data: dict, limits: Settings) -> None:
+    """Battle, backbone, dataset and protocol names bounded before anything quotes or stores them."""
+    _check_length(data.get("name"), "name", limits)
+    for key in ("backbones", "datasets", "protocols"):
+        items = data.get(key)
+        for i, item in enumerate(items if isinstance(items, list) else [items]):
+            _check_length(item, f"{key}[{i}]", limits)
+            if isinstance(item, dict):
+                _check_length(item.get("name"), f"{key}[{i}].name", limits)
+                for sub in ("datasets", "backbones"):
+                    values = item.get(sub)
+                    for j, v in enumerate(values if isinstance(values, list) else [values]):
+                        _check_length(v, f"{key}[{i}].{sub}[{j}]", limits)
+    description = data.get("description")
+    if isinstance(description, str) and len(description) > limits.max_spec_bytes:
+        raise _fail(
+            "description", f"is {len(description)} characters, over {limit_hint('max_spec_bytes', limits)}"
+        )
+
+
+def parse_spec(
+    data: Any, base_dir: Path | None = None, default_name: str = "battle", limits: Settings | None = None
+) -> BattleSpec:
+    """Validate a spec mapping; every error names the offending field. The spec must be plain data
+    (string keys, finite numbers, nested at most `max_json_depth`); names are bounded by
+    `max_name_length`, seeds by int64, `settings.batch_size` by `max_batch_size` (`limits`: the
+    settings holding them, default their defaults)."""
+    limits = limits or DEFAULT_LIMITS
     if not isinstance(data, dict):
         raise _fail("top level", f"must be a mapping, got {type(data).__name__}")
+    check_plain(data, "battle spec", limits)
+    _check_names(data, limits)
     unknown = set(data) - _TOP_LEVEL
     if unknown:
         raise _fail("top level", f"unknown key(s) {sorted(unknown)} (allowed: {sorted(_TOP_LEVEL)})")
@@ -235,9 +273,9 @@ def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "bat
     if (
         not isinstance(seeds, list)
         or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds)
     ):
-        raise _fail("seeds", "must be a non-empty list of non-negative integers")
+        raise _fail("seeds", f"must be a non-empty list of integers 0 <= seed < 2**63, got {str(seeds)[:80]}")
     settings = data.get("settings") or {}
     if not isinstance(settings, dict):
         raise _fail("settings", f"must be a mapping with keys among {sorted(_SETTINGS)}")
@@ -247,8 +285,18 @@ def parse_spec(data: Any, base_dir: Path | None = None, default_name: str = "bat
             f"unknown key(s) {sorted(set(settings) - _SETTINGS)}; a spec may set {sorted(_SETTINGS)}",
         )
     bs = settings.get("batch_size")
-    if bs is not None and (not isinstance(bs, int) or isinstance(bs, bool) or bs <= 0):
-        raise _fail("settings.batch_size", f"must be a positive integer, got {bs!r}")
+    if bs is not None and (
+        not isinstance(bs, int) or isinstance(bs, bool) or not 0 < bs <= limits.max_batch_size
+    ):
+        raise _fail(
+            "settings.batch_size",
+            f"must be an integer 1..{limits.max_batch_size} ({limit_hint('max_batch_size', limits)}), got {bs!r}",
+        )
+    threads = settings.get("threads")
+    if threads is not None and (
+        not isinstance(threads, int) or isinstance(threads, bool) or not 0 <= threads <= 1024
+    ):
+        raise _fail("settings.threads", f"must be an integer 0..1024 (0 = library default), got {threads!r}")
     embedder = data.get("embedder")
     if embedder is not None and embedder not in ("onnxruntime", "torch", "triton"):
         raise _fail("embedder", f"must be onnxruntime, torch or triton, got {embedder!r}")
@@ -290,14 +338,26 @@ def _embedder_variant(value: Any) -> str:
     return value
 
 
+def load_spec_yaml(
+    text: str | bytes,
+    field: str = "spec_yaml",
+    *,
+    base_dir: Path | None = None,
+    default_name: str = "battle",
+    limits: Settings | None = None,
+) -> BattleSpec:
+    """Parse and validate a YAML battle spec given as text, through the bounded safe loader
+    (`bobench.safe_parse.load_yaml`: size, depth and alias-expansion limits). Raises InvalidArgument
+    naming `field` and, for a bound, the limit and its setting."""
+    data = load_yaml(text, field, limits)
+    return parse_spec(data, base_dir=base_dir, default_name=default_name, limits=limits)
+
+
 def load_spec(path: str | Path) -> BattleSpec:
     """Read and validate a YAML battle spec; relative dataset paths resolve against its folder."""
     p = Path(path)
     if not p.is_file():
         raise InvalidArgument(f"battle spec {p} does not exist")
-    try:
-        with p.open() as fh:  # a stream, so YAML errors name the file and line
-            data = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        raise InvalidArgument(f"battle spec {p}: not valid YAML: {exc}") from None
-    return parse_spec(data, base_dir=p.parent.resolve(), default_name=p.stem)
+    return load_spec_yaml(
+        p.read_bytes(), f"battle spec {p}", base_dir=p.parent.resolve(), default_name=p.stem
+    )

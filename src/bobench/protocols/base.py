@@ -77,14 +77,22 @@ class Protocol:
     seeded: bool = True
 
     def resolve_config(self, config: dict[str, Any] | None) -> dict[str, Any]:
-        """Defaults overlaid with `config`; an unknown key is an InvalidArgument naming it."""
+        """Defaults overlaid with `config`, range-checked (`bobench.protocols.config_checks`) so a bad
+        value is refused when the run is planned. An unknown key, a value that is not plain finite
+        data or one out of range is an InvalidArgument naming it."""
+        from bobench.protocols.config_checks import check_config
+        from bobench.safe_parse import check_plain
+
         config = dict(config or {})
         unknown = sorted(set(config) - set(self.defaults))
         if unknown:
             raise InvalidArgument(
-                f"protocol {self.name!r}: unknown config key(s) {unknown}; known: {sorted(self.defaults)}"
+                f"protocol {self.name!r}: unknown config key(s) {str(unknown)[:200]}; known: {sorted(self.defaults)}"
             )
-        return {**self.defaults, **config}
+        check_plain(config, f"protocol {self.name!r} config")
+        resolved = {**self.defaults, **config}
+        check_config(self.name, resolved, config)
+        return resolved
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol", "bob protocols list")

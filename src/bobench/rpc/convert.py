@@ -10,6 +10,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
+from bobench import safe_parse
 from bobench.battle.plan import RunPlan
 from bobench.battle.records import (
     STATUS_CANCELLED,
@@ -21,7 +22,9 @@ from bobench.battle.records import (
     _json_default,
 )
 from bobench.battle.spec import BattleSpec, parse_spec
+from bobench.config import Settings
 from bobench.errors import InvalidArgument
+from bobench.safe_parse import check_plain, limit_hint
 from bobench.v1 import common_pb2
 
 STATUS_TO_PROTO = {
@@ -56,22 +59,27 @@ def _ints_back(value: Any, like: Any = None) -> Any:
     return value
 
 
-def from_struct(s: struct_pb2.Struct, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The dict in `s`; integral numbers are read back as ints except where `defaults` holds a float."""
-    data = json_format.MessageToDict(s)
+def from_struct(
+    s: struct_pb2.Struct, defaults: dict[str, Any] | None = None, field: str = "struct"
+) -> dict[str, Any]:
+    """The dict in `s`; integral numbers are read back as ints except where `defaults` holds a float.
+    Raises InvalidArgument naming `field` for NaN or infinite numbers and for nesting beyond
+    `max_json_depth` (a Struct cannot hold them as JSON)."""
+    try:
+        data = json_format.MessageToDict(s)
+    except ValueError:  # json_format refuses NaN/Infinity in a Value
+        raise InvalidArgument(f"{field}: finite numbers only (NaN or Infinity found)") from None
+    except RecursionError:
+        raise InvalidArgument(f"{field}: nested deeper than {limit_hint('max_json_depth')}") from None
+    check_plain(data, field)
     defaults = defaults or {}
     return {k: _ints_back(v, defaults.get(k)) for k, v in data.items()}
 
 
-def parse_json_object(text: str, field: str) -> dict[str, Any]:
-    """`text` parsed as a JSON object; InvalidArgument naming `field` otherwise."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument(f"{field}: not valid JSON ({exc.msg} at position {exc.pos})") from None
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"{field}: must be a JSON object, got {type(value).__name__}")
-    return value
+def parse_json_object(text: str, field: str, limits: Settings | None = None) -> dict[str, Any]:
+    """`text` parsed as a JSON object within the size, depth and finite-number bounds of
+    `bobench.safe_parse` (`limits`: the settings holding them); InvalidArgument naming `field` otherwise."""
+    return safe_parse.parse_json_object(text, field, limits)
 
 
 def _timestamp(iso: str | None) -> timestamp_pb2.Timestamp | None:
@@ -137,7 +145,11 @@ def record_to_result(record: RunRecord) -> common_pb2.RunResult:
 def result_to_record(result: common_pb2.RunResult) -> RunRecord:
     """RunResult -> RunRecord: exact from `record_json` when present, else rebuilt from typed fields."""
     if result.record_json:
-        return RunRecord.from_dict(parse_json_object(result.record_json, "result.record_json"))
+        # a server's own record (may hold NaN metrics and be large): read as written, not bounded
+        try:
+            return RunRecord.from_dict(json.loads(result.record_json))
+        except ValueError as exc:
+            raise InvalidArgument(f"result.record_json: not valid JSON ({exc})") from None
     metrics: dict[str, Any] = dict(result.metrics)
     metrics.update(json_format.MessageToDict(result.other_metrics))
     return RunRecord(
@@ -189,7 +201,7 @@ def dataset_ref_from_proto(msg: common_pb2.DatasetRef, field: str) -> tuple[str 
     elif which == "ref_json":
         ref = parse_json_object(msg.ref_json, f"{field}.ref_json")
     else:
-        ref = from_struct(msg.structured)
+        ref = from_struct(msg.structured, field=f"{field}.structured")
     if isinstance(ref, dict) and not isinstance(ref.get("type", ref.get("name")), str):
         raise InvalidArgument(
             f"{field}.{which}: a structured reference needs a 'type' (source) or 'name' (registered dataset) "
@@ -208,7 +220,7 @@ def protocol_config_from_proto(msg: common_pb2.ProtocolConfig, field: str) -> di
         from bobench.protocols import PROTOCOLS, get_protocol
 
         defaults = get_protocol(msg.name).defaults if msg.name in PROTOCOLS else {}
-        return from_struct(msg.config, defaults)
+        return from_struct(msg.config, defaults, f"{field}.config")
     return {}
 
 
@@ -240,6 +252,17 @@ def run_request(
         rerun=rerun,
         embedder_variant="" if embedder_variant == "onnx" else embedder_variant,
     )
+
+
+def check_batch_size(value: int, field: str, limits: Settings | None = None) -> int:
+    """A request's batch size: 0 (the server's default) up to `max_batch_size`; InvalidArgument naming
+    `field` otherwise."""
+    limit = (limits or safe_parse.DEFAULT_LIMITS).max_batch_size
+    if not 0 <= value <= limit:
+        raise InvalidArgument(
+            f"{field}: must be 0 (server default) to {limit} ({limit_hint('max_batch_size', limits)}), got {value}"
+        )
+    return value
 
 
 def embedder_variant_from_proto(value: str, field: str) -> str:
@@ -307,7 +330,7 @@ def _backbone_entries(msg: common_pb2.BattleSpec) -> list[str | dict[str, Any]]:
     """Backbone names, with user-defined ones replaced by their BackboneSpec field mappings."""
     custom = {}
     for i, c in enumerate(msg.custom_backbones):
-        entry = from_struct(c)
+        entry = from_struct(c, field=f"spec.custom_backbones[{i}]")
         name = entry.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidArgument(f"spec.custom_backbones[{i}]: needs a 'name'")
@@ -327,9 +350,10 @@ def battle_spec_from_proto(msg: common_pb2.BattleSpec) -> BattleSpec:
         ref, name = dataset_ref_from_proto(d, f"spec.datasets[{i}]")
         datasets.append({"ref": ref, **({"name": name} if name else {})})
     protocols = []
-    for p in msg.protocols:
+    for i, p in enumerate(msg.protocols):
         defaults = get_protocol(p.name).defaults if p.name in PROTOCOLS else {}
-        entry: dict[str, Any] = {"name": p.name, "config": from_struct(p.config, defaults)}
+        config = from_struct(p.config, defaults, f"spec.protocols[{i}].config")
+        entry: dict[str, Any] = {"name": p.name, "config": config}
         if p.datasets:
             entry["datasets"] = list(p.datasets)
         if p.backbones:
@@ -342,7 +366,7 @@ def battle_spec_from_proto(msg: common_pb2.BattleSpec) -> BattleSpec:
         "datasets": datasets,
         "protocols": protocols,
         "seeds": [int(s) for s in msg.seeds] or [0],
-        "settings": from_struct(msg.settings),
+        "settings": from_struct(msg.settings, field="spec.settings"),
         "report": msg.report if msg.HasField("report") else True,
     }
     if msg.embedder:

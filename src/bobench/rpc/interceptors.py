@@ -36,6 +36,7 @@ STATUS_OF_ERROR: tuple[tuple[type[errors.BobenchError], grpc.StatusCode], ...] =
 )
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"
+MAX_DETAILS_CHARS = 2000
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
@@ -113,8 +114,11 @@ async def _abort_for(exc: Exception, context: aio.ServicerContext, method: str) 
     if code is grpc.StatusCode.INTERNAL:
         log.exception("unexpected error in %s", method)
         await context.abort(code, INTERNAL_MESSAGE)
-    log.info("%s -> %s: %s", method, code.name, exc)
-    await context.abort(code, str(exc) or type(exc).__name__)
+    message = str(exc) or type(exc).__name__
+    if len(message) > MAX_DETAILS_CHARS:  # status details travel as a header: keep them small
+        message = message[:MAX_DETAILS_CHARS] + " ... (message truncated)"
+    log.info("%s -> %s: %s", method, code.name, message)
+    await context.abort(code, message)
 
 
 async def _reject_undecodable(request: Any, context: aio.ServicerContext, method: str) -> None:
