@@ -143,7 +143,7 @@ def test_default_selection_uses_a_kshot_validation_draw_not_the_full_val_split()
         )
         assert metrics[f"chosen_C_3shot_r{r}"] == ref.C
         assert abs(metrics[f"top1_3shot_r{r}"] - ref.score(*n["test"])) <= 0.01
-    assert get_protocol("fewshot").version == "2"
+    assert get_protocol("fewshot").version == "3"
 
 
 def test_cross_validation_on_the_shots_matches_a_sklearn_loop_over_the_same_folds():
@@ -189,3 +189,49 @@ def test_elevater_shot_counts_and_per_draw_bootstrap_intervals():
     assert metrics["top1_20shot_r0_ci_low"] == pytest.approx(low, abs=1e-12)
     assert metrics["top1_20shot_r0_ci_high"] == pytest.approx(high, abs=1e-12)
     assert metrics["n_test"] == 200
+
+
+def test_the_means_carry_intervals_over_the_test_images():
+    """A mean over draws has its own bootstrap interval (resampling the test images): with one draw it
+    is the draw's interval; with several it brackets the mean and is recomputed here from the draws'
+    per-image hits with a plain loop over resamples (independent of the vectorised bootstrap)."""
+    data = make_splits(8, per_class_train=12)
+    one = get_protocol("fewshot").evaluate(ArrayContext(data, 5), {"shots": [2], "seeds": 1, "grid": GRID}, 3)
+    for side in ("low", "high"):
+        assert one[f"top1_2shot_mean_ci_{side}"] == one[f"top1_2shot_r0_ci_{side}"]
+        assert one[f"top1_fewshot_mean_ci_{side}"] == one[f"top1_2shot_r0_ci_{side}"]
+
+    many = get_protocol("fewshot").evaluate(
+        ArrayContext(data, 5), {"shots": [1, 3], "seeds": 3, "grid": GRID}, 3
+    )
+    assert many["top1_fewshot_mean_ci_low"] <= many["top1_fewshot_mean"] <= many["top1_fewshot_mean_ci_high"]
+    for k in (1, 3):
+        assert (
+            many[f"top1_{k}shot_mean_ci_low"]
+            <= many[f"top1_{k}shot_mean"]
+            <= many[f"top1_{k}shot_mean_ci_high"]
+        )
+    assert many["top1_fewshot_mean_ci_high"] - many["top1_fewshot_mean_ci_low"] > 0
+
+    # Reference: the per-image hit rates over the 6 draws, resampled with the same generator.
+    n = normalised(data)
+    rates = np.zeros(len(n["test"][1]))
+    for k in (1, 3):
+        for r in range(3):
+            hits, _, _ = fewshot_draw(
+                n,
+                k,
+                np.random.default_rng([3, k, r]),
+                np.array(GRID),
+                "kshot_val",
+                5,
+                max_iter=1000,
+                tol=1e-4,
+            )
+            rates += hits / 6
+    assert abs(rates.mean() - many["top1_fewshot_mean"]) < 1e-9
+    rng = np.random.default_rng(3)
+    boot = [rates[rng.integers(0, rates.size, rates.size)].mean() for _ in range(2000)]
+    low, high = np.quantile(boot, [0.025, 0.975])
+    assert abs(low - many["top1_fewshot_mean_ci_low"]) < 0.02
+    assert abs(high - many["top1_fewshot_mean_ci_high"]) < 0.02

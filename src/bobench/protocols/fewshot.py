@@ -18,7 +18,10 @@ the chosen C is scored on test — no refit, so the classifier only ever sees k�
 Metrics, per k: `top1_{k}shot_mean`, `top1_{k}shot_std` (sample std over draws; None for a single
 draw), and per draw r `top1_{k}shot_r{r}` with its bootstrap interval over the test images
 (`top1_{k}shot_r{r}_ci_low/_ci_high`) and `chosen_C_{k}shot_r{r}`. `top1_fewshot_mean` — the mean of
-the per-k means — is the primary figure. `shots` is a list or "elevater" (ELEVATER's 5, 20, 50). A k
+the per-k means — is the primary figure. The means carry intervals too (`top1_{k}shot_mean_ci_low/_high`,
+`top1_fewshot_mean_ci_low/_high`): every draw is scored on the same test images, so a mean over draws
+is the mean over test images of each image's hit rate, and its bootstrap resamples the test images
+(uncertainty from the test set; the spread of the draws is the std). `shots` is a list or "elevater" (ELEVATER's 5, 20, 50). A k
 larger than the smallest class's train count cannot be sampled: its figures are None and k is listed
 in `skipped_shots` (with `min_train_per_class`), rather than failing. Draw r of shot count k uses the
 random generator seeded by (run seed, k, r), so runs reproduce.
@@ -177,7 +180,7 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
         "n_classes_train": int(labels.size),
         "n_test": len(splits["test"][1]),
     }
-    skipped, means = [], []
+    skipped, means, item_means = [], [], []  # item_means[j][i]: test image i's hit rate over k's draws
     total, done = len(shot_counts) * n_repeats, 0
     for k in shot_counts:
         if k > smallest:
@@ -189,23 +192,34 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
             )
             skipped.append(k)
             metrics.update({f"top1_{k}shot_mean": None, f"top1_{k}shot_std": None})
+            metrics.update(accuracy_ci_fields(f"top1_{k}shot_mean", None, seed=seed))
             continue
-        top1s = []
+        top1s, draw_hits = [], []
         for r in range(n_repeats):
             ctx.progress(done, total, f"few-shot: {k}-shot, draw {r + 1}/{n_repeats}")
             rng = np.random.default_rng([seed, k, r])
             hits, chosen_C, used = fewshot_draw(splits, k, rng, grid, selection, cv_folds, **solver)
             top1s.append(float(hits.mean()))
+            draw_hits.append(np.asarray(hits, dtype=np.float64))
             metrics[f"top1_{k}shot_r{r}"] = top1s[-1]
             metrics.update(accuracy_ci_fields(f"top1_{k}shot_r{r}", hits, seed=seed))
             metrics[f"chosen_C_{k}shot_r{r}"] = chosen_C
             done += 1
         metrics[f"selection_{k}shot"] = used
         means.append(float(np.mean(top1s)))
+        item_means.append(np.mean(draw_hits, axis=0))
         metrics[f"top1_{k}shot_mean"] = means[-1]
+        # Every draw is tested on the same images, so the mean over draws is the mean over images of
+        # each image's hit rate: its interval resamples the test images (the draws' spread is the std).
+        metrics.update(accuracy_ci_fields(f"top1_{k}shot_mean", item_means[-1], seed=seed))
         metrics[f"top1_{k}shot_std"] = float(np.std(top1s, ddof=1)) if n_repeats > 1 else None
     ctx.progress(total, total, "few-shot: done")
     metrics["top1_fewshot_mean"] = float(np.mean(means)) if means else None
+    metrics.update(
+        accuracy_ci_fields(
+            "top1_fewshot_mean", np.mean(item_means, axis=0) if item_means else None, seed=seed
+        )
+    )
     metrics["skipped_shots"] = skipped
     return metrics
 
@@ -213,7 +227,7 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
 PROTOCOL = register_protocol(
     Protocol(
         name="fewshot",
-        version="2",
+        version="3",
         task="fewshot",
         evaluate=evaluate,
         defaults={
