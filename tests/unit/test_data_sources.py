@@ -146,9 +146,9 @@ def test_manifest_without_split_column_is_split_by_class(tmp_path):
     "header, rows, ref_extra, message",
     [
         (("path", "class"), [["a.png", "x"]], {}, r"row 1 \(header\): missing column 'label'"),
-        (("path", "label"), [["a.png", "x"], ["nope.png", "x"]], {}, r"row 3: field 'path': file .*nope.png does not exist"),
-        (("path", "label"), [["a.png", "x"], ["a.png", "zebra"]], {"classes": ["x"]}, r"row 3: field 'label': 'zebra' is not one of"),
-        (("path", "label", "split"), [["a.png", "x", "train"], ["a.png", "x", "tset"]], {}, r"row 3: field 'split': unknown split 'tset'"),
+        (("path", "label"), [["a.png", "x"], ["nope.png", "x"]], {}, r"row 3: field 'path': the file it names does not exist"),
+        (("path", "label"), [["a.png", "x"], ["a.png", "zebra"]], {"classes": ["x"]}, r"row 3: field 'label': not one of the ref's classes"),
+        (("path", "label", "split"), [["a.png", "x", "train"], ["a.png", "x", "tset"]], {}, r"row 3: field 'split': not a known split"),
         (("path", "label", "split"), [["a.png", "x", "train"], ["a.png", "x", ""]], {}, r"row 3: field 'split' is empty"),
         (("path", "label"), [["a.png", ""]], {}, r"row 2: field 'label' is empty"),
         (("path", "label"), [], {}, "no data rows"),

@@ -7,6 +7,7 @@ without them); `create_backbone` imports what the requested source needs.
 from bobench.backbones._registry import (
     BACKBONES,
     backbone_table,
+    check_user_backbone,
     get_spec,
     list_specs,
     register_backbone,
@@ -22,6 +23,7 @@ __all__ = [
     "BackboneSpec",
     "LoadedBackbone",
     "backbone_table",
+    "check_user_backbone",
     "create_backbone",
     "get_spec",
     "list_specs",

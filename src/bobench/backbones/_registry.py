@@ -38,6 +38,15 @@ def register_spec(spec: BackboneSpec) -> BackboneSpec:
     return BACKBONES.add(spec.name, spec)
 
 
+def check_user_backbone(spec: BackboneSpec) -> None:
+    """A user-defined backbone (battle spec, gRPC `spec_json`) may not run remote code: a `torchhub`
+    source is PermissionDenied unless the allow_torchhub setting is on (`bobench.data.roots`)."""
+    if spec.source == "torchhub":
+        from bobench.data.roots import check_torchhub
+
+        check_torchhub(spec.name)
+
+
 def validate_spec(spec: BackboneSpec) -> None:
     """Raise InvalidArgument naming the backbone and field when a spec is malformed."""
     where = f"backbone {spec.name!r}"

@@ -36,7 +36,10 @@ from bobench.backbones.weights import (
     resolve_weights_file,
     sha256_file,
     state_dict_digest,
+    verify_declared_digest,
+    weights_file_digest,
 )
+from bobench.data.roots import check_path
 from bobench.errors import InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
@@ -87,7 +90,12 @@ def hub_checkpoint_path(spec: BackboneSpec) -> Path:
 
 
 def _checkpoint_path(spec: BackboneSpec) -> Path:
-    return hub_checkpoint_path(spec) if spec.weights == "hub" else resolve_weights_file(spec)
+    """The checkpoint file; a local one is checked against a declared weights_sha256 before it is read."""
+    if spec.weights == "hub":
+        return hub_checkpoint_path(spec)
+    path = resolve_weights_file(spec)
+    verify_declared_digest(spec, weights_file_digest(path))
+    return path
 
 
 def moco_v3_backbone_state(
@@ -297,10 +305,13 @@ def _sd_root(spec: BackboneSpec, cache_dir: Path) -> tuple[str, str | None]:
     if spec.weights == "hub":
         return spec.model_id, None
     local = Path(spec.weights).expanduser()
-    if not spec.weights.startswith(("s3://", "package:")) and local.is_dir():
-        return str(local), None
+    if not spec.weights.startswith(("s3://", "package:")):
+        check_path(local, f"backbone {spec.name!r}: weights {local}")
+        if local.is_dir():
+            return str(local), None
     archive = resolve_weights_file(spec)
     digest = sha256_file(archive)
+    verify_declared_digest(spec, digest)
     return str(_extracted_archive(archive, digest, cache_dir, spec)), digest
 
 

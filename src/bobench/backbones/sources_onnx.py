@@ -18,7 +18,7 @@ from onnx import TensorProto, compose, helper, numpy_helper
 
 from bobench.backbones.factory import LoadedBackbone
 from bobench.backbones.spec import BackboneSpec
-from bobench.backbones.weights import resolve_weights_file, weights_file_digest
+from bobench.backbones.weights import resolve_weights_file, verify_declared_digest, weights_file_digest
 from bobench.embed.base import INPUT_NAME, OUTPUT_NAME
 from bobench.errors import InvalidArgument
 
@@ -168,6 +168,7 @@ def load_onnx(spec: BackboneSpec, cache_dir: Path | None = None) -> LoadedBackbo
     """LoadedBackbone with onnx_path (composed, uint8 input) and raw_onnx_path; params counted from initializers."""
     raw_path = raw_onnx_file(spec)
     raw_sha = weights_file_digest(raw_path)
+    verify_declared_digest(spec, raw_sha)  # before it is composed or onnxruntime loads it
     path = composed_path(spec, raw_path, Path(cache_dir or tempfile.gettempdir()))
     model = onnx.load(str(path), load_external_data=False)
     num_params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if not t.name.startswith("pre_"))

@@ -23,8 +23,10 @@ from bobench.backbones.weights import (
     resolve_weights_file,
     sha256_file,
     state_dict_digest,
+    verify_declared_digest,
 )
 from bobench.backbones.wrapper import PreprocessingWrapper
+from bobench.data.roots import check_torchhub
 from bobench.errors import InvalidArgument, Unavailable
 
 
@@ -38,8 +40,10 @@ def _hub_failure(spec: BackboneSpec, exc: Exception) -> Unavailable:
 def _load_file_weights(model: nn.Module, spec: BackboneSpec) -> str:
     """Strictly load package/file/s3 weights into `model`; return the file's sha256."""
     path = resolve_weights_file(spec)
+    digest = sha256_file(path)
+    verify_declared_digest(spec, digest)
     load_state_dict_strict(model, read_state_dict(path, spec), spec, origin=str(path))
-    return sha256_file(path)
+    return digest
 
 
 def _finish(spec: BackboneSpec, network: nn.Module, digest: str, head: nn.Module | None) -> LoadedBackbone:
@@ -124,6 +128,7 @@ def load_torchhub(spec: BackboneSpec, cache_dir: Path | None = None) -> LoadedBa
         raise InvalidArgument(f"backbone {spec.name!r}: torchhub model_id must be 'owner/repo:ref/entry'")
     if spec.weights != "hub":
         raise InvalidArgument(f"backbone {spec.name!r}: torchhub backbones only support weights='hub'")
+    check_torchhub(spec.name)  # trust_repo=True runs the repository's hubconf.py: an explicit opt-in
     try:
         model = torch.hub.load(repo, entry, trust_repo=True)
     except Exception as exc:

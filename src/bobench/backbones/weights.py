@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from bobench.backbones._registry import package_module
 from bobench.backbones.spec import BackboneSpec
+from bobench.data.roots import check_path
 from bobench.errors import InvalidArgument, NotFound, Unavailable
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def onnx_external_files(path: Path) -> list[str]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError / RuntimeWarning-like types for junk
-        raise InvalidArgument(f"{path} is not a readable ONNX model: {type(exc).__name__}: {exc}") from None
+        raise InvalidArgument(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
     locations = {
         entry.value
         for tensor in _onnx_tensors(model.graph)
@@ -96,8 +97,9 @@ def onnx_weights_digest(path: Path) -> str:
     if not external:
         return _sha256_memo(path)
     files = {path.name: _sha256_memo(path)}
-    for location in external:
+    for number, location in enumerate(external, start=1):
         data = path.parent / location
+        check_path(data, f"ONNX model {path}: external data file {number} of {len(external)}")
         if not data.is_file():
             raise NotFound(f"ONNX model {path}: external data file {location} ({data}) does not exist")
         files[location] = _sha256_memo(data)
@@ -123,7 +125,8 @@ def weights_digest(spec: BackboneSpec) -> str | None:
 def with_weights_digest(spec: BackboneSpec) -> BackboneSpec:
     """`spec` with weights_sha256 filled from its weights file when it declares none, so run keys
     and feature keys change when the file (or an ONNX model's external data) does. Weights that
-    cannot be read leave the spec as it is (the run that needs them fails with the real error)."""
+    cannot be read leave the spec as it is (the run that needs them fails with the real error); a
+    file outside the data roots raises PermissionDenied, so a service refuses the request."""
     if spec.weights_sha256:
         return spec
     try:
@@ -186,9 +189,21 @@ def resolve_weights_file(spec: BackboneSpec) -> Path:
     if w in ("random", "hub"):
         raise InvalidArgument(f"backbone {spec.name!r}: weights {w!r} have no file")
     path = Path(w).expanduser()
+    check_path(path, f"backbone {spec.name!r}: weights {path}")
     if not path.is_file():
         raise NotFound(f"backbone {spec.name!r}: weights file {path} does not exist")
     return path
+
+
+def verify_declared_digest(spec: BackboneSpec, digest: str) -> None:
+    """Before any byte of the weights is parsed: a spec that declares weights_sha256 must name exactly
+    the file's `digest`, else InvalidArgument (the file is never loaded)."""
+    expected = (spec.weights_sha256 or "").lower()
+    if expected and spec.weights not in ("random", "hub") and digest.lower() != expected:
+        raise InvalidArgument(
+            f"backbone {spec.name!r}: weights {spec.weights} have sha256 {digest}, but the spec declares "
+            f"weights_sha256 {expected}; not loaded"
+        )
 
 
 def read_state_dict(path: Path, spec: BackboneSpec) -> dict[str, torch.Tensor]:
@@ -202,7 +217,11 @@ def read_state_dict(path: Path, spec: BackboneSpec) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt / pickled-code files
-        raise InvalidArgument(f"backbone {spec.name!r}: cannot read checkpoint {path}: {exc}") from exc
+        # torch's message quotes the file (a pickle opcode, a class name): name the type only
+        raise InvalidArgument(
+            f"backbone {spec.name!r}: cannot read checkpoint {path} ({type(exc).__name__}; expected a "
+            "state dict that torch.load(weights_only=True) accepts)"
+        ) from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

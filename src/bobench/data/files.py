@@ -27,6 +27,7 @@ from bobench.data.base import Dataset
 from bobench.data.catalog import check_ref_keys, register_source
 from bobench.data.fingerprint import LazyFingerprintDataset, file_fingerprint_fn
 from bobench.data.relevance import manifest_relevance
+from bobench.data.roots import check_path, is_restricted
 from bobench.data.splits import KNOWN_SPLITS, RETRIEVAL_SPLITS, check_fractions, stratified_split
 from bobench.errors import InvalidArgument
 
@@ -77,7 +78,27 @@ def _class_images(class_dir: Path) -> list[str]:
     images = sorted(str(p) for p in class_dir.iterdir() if _is_image(p))
     if not images:
         raise InvalidArgument(f"imagefolder: empty class {class_dir.name!r}: no images in {class_dir}")
+    if is_restricted():  # a symlink (file or class folder) inside a data root may point out of it
+        for image in images:
+            check_path(image, f"imagefolder: file {image}")
     return images
+
+
+def _tree_groups(root: Path) -> tuple[bool, dict[str | None, dict[str, list[str]]]]:
+    """(pre-split?, split -> class -> sorted images) of an ImageFolder tree; an unreadable folder
+    (`/proc`, no permission) is an InvalidArgument naming it."""
+    try:
+        top = _subdirs(root)
+        pre_split = bool(top) and all(d.name in KNOWN_SPLITS for d in top)
+        groups: dict[str | None, dict[str, list[str]]] = {}
+        for split, base in [(d.name, d) for d in top] if pre_split else [(None, root)]:
+            class_dirs = _subdirs(base)
+            if not class_dirs:
+                raise InvalidArgument(f"imagefolder: no class directories in {base}")
+            groups[split] = {d.name: _class_images(d) for d in class_dirs}
+    except OSError as exc:
+        raise InvalidArgument(f"imagefolder {root}: cannot list a folder in it ({exc.strerror})") from None
+    return pre_split, groups
 
 
 def _file_dataset(
@@ -136,16 +157,10 @@ def imagefolder(ref: dict, *, seed: int = 0) -> Dataset:
 
         return s3_imagefolder(ref, seed=seed)
     root = Path(os.path.expanduser(str(ref["path"])))
+    check_path(root, f"imagefolder {root}")
     if not root.is_dir():
         raise InvalidArgument(f"imagefolder: directory {root} does not exist")
-    top = _subdirs(root)
-    pre_split = bool(top) and all(d.name in KNOWN_SPLITS for d in top)
-    groups: dict[str | None, dict[str, list[str]]] = {}
-    for split, base in [(d.name, d) for d in top] if pre_split else [(None, root)]:
-        class_dirs = _subdirs(base)
-        if not class_dirs:
-            raise InvalidArgument(f"imagefolder: no class directories in {base}")
-        groups[split] = {d.name: _class_images(d) for d in class_dirs}
+    pre_split, groups = _tree_groups(root)
     paths, label_arr, classes, splits = tree_layout(groups, ref, seed, where=f"imagefolder {root}")
     return _file_dataset(
         name=str(ref.get("name") or root.resolve().name),
@@ -203,7 +218,8 @@ def _read_manifest(csv_path: Path, where: str) -> tuple[list[dict[str, str]], li
             for column in ("path", "label"):
                 if column not in header:
                     raise InvalidArgument(
-                        f"{where}: row 1 (header): missing column {column!r} (header: {header})"
+                        f"{where}: row 1 (header): missing column {column!r} "
+                        "(expected a header row naming the columns path,label[,split])"
                     )
             reader.fieldnames = header
             rows, lines = [], []
@@ -213,7 +229,7 @@ def _read_manifest(csv_path: Path, where: str) -> tuple[list[dict[str, str]], li
                 rows.append({k: (v or "").strip() for k, v in row.items() if isinstance(k, str)})
                 lines.append(reader.line_num)
     except UnicodeDecodeError as exc:
-        raise InvalidArgument(f"{where}: not UTF-8 text ({exc})") from None
+        raise InvalidArgument(f"{where}: not UTF-8 text (an invalid byte at offset {exc.start})") from None
     except csv.Error as exc:
         raise InvalidArgument(f"{where}: malformed CSV: {exc}") from None
     if not rows:
@@ -251,16 +267,18 @@ def manifest(ref: dict, *, seed: int = 0) -> Dataset:
 
         return s3_manifest(ref, seed=seed)
     csv_path = Path(os.path.expanduser(str(ref["path"])))
+    check_path(csv_path, f"manifest {csv_path}")
     if not csv_path.is_file():
         raise InvalidArgument(f"manifest: file {csv_path} does not exist")
 
-    def resolve(value: str, line: int) -> str:
+    def resolve(value: str, line: int) -> str:  # messages never quote the row: it is file content
         path = Path(value)
         if not path.is_absolute():
             path = csv_path.parent / path
+        check_path(path, f"manifest {csv_path}: row {line}: field 'path'")
         if not path.is_file():
             raise InvalidArgument(
-                f"manifest {csv_path}: row {line}: field 'path': file {path} does not exist"
+                f"manifest {csv_path}: row {line}: field 'path': the file it names does not exist"
             )
         return str(path)
 
@@ -302,7 +320,7 @@ def manifest_layout(
     for row, line in zip(rows, lines, strict=True):
         if row["label"] not in index:
             raise InvalidArgument(
-                f"{where}: row {line}: field 'label': {row['label']!r} is not one of classes {classes}"
+                f"{where}: row {line}: field 'label': not one of the ref's classes {classes}"
             )
         items.append(resolve(row["path"], line))
         labels.append(index[row["label"]])
@@ -324,8 +342,7 @@ def _manifest_splits(where: str, rows: list[dict[str, str]], lines: list[int]) -
             )
         if value not in KNOWN_SPLITS:
             raise InvalidArgument(
-                f"{where}: row {line}: field 'split': unknown split {value!r} "
-                f"(known: {', '.join(KNOWN_SPLITS)})"
+                f"{where}: row {line}: field 'split': not a known split (known: {', '.join(KNOWN_SPLITS)})"
             )
     names = np.asarray(values)
     order = [s for s in KNOWN_SPLITS if s in set(values)]

@@ -22,6 +22,7 @@ import numpy as np
 from bobench.data.base import Dataset
 from bobench.data.catalog import check_ref_keys, register_source
 from bobench.data.fingerprint import LazyFingerprintDataset, arrays_digest, cached_digest, combine_fingerprint
+from bobench.data.roots import check_path
 from bobench.data.splits import stratified_split
 from bobench.errors import InvalidArgument, Unavailable
 
@@ -105,6 +106,8 @@ def torchvision_dataset(ref: dict, *, seed: int = 0) -> Dataset:
     if not isinstance(cls, type):
         raise InvalidArgument(f"torchvision: no dataset class {ref['name']!r} in torchvision.datasets")
     root = os.path.expanduser(str(ref.get("root", "~/.cache/bobench/torchvision")))
+    if "root" in ref:  # a client-chosen folder torchvision reads and downloads into
+        check_path(root, f"torchvision {ref['name']}: root {root}")
     parts = _official_parts(cls, root, bool(ref.get("download", True)))
     names = list(parts)
     offsets = np.cumsum([0] + [len(parts[n]) for n in names]).tolist()

@@ -73,29 +73,30 @@ def manifest_relevance(
             if filled:
                 raise InvalidArgument(f"{where}: row {line}: field {filled[0]!r} is set on a non-query row")
             continue
-        resolved = {c: _resolve(v, ids, split_of, where, line, c) for c, v in lists.items()}
+        resolved = {c: _resolve(v, ids, split_of, lines, where, line, c) for c, v in lists.items()}
         both = sorted(set(resolved["positives"]) & set(resolved["junk"]))
         if both:
             raise InvalidArgument(
-                f"{where}: row {line}: gallery row(s) {[rows[j].get('id') or rows[j]['path'] for j in both[:3]]} "
+                f"{where}: row {line}: the gallery row(s) on line(s) {[lines[j] for j in both[:3]]} "
                 "are both positive and junk"
             )
         relevance["queries"].append(items[i])
         relevance["positives"].append([items[j] for j in resolved["positives"]])
         relevance["junk"].append([items[j] for j in resolved["junk"]])
-    _check_distinct(relevance, items, where)
+    _check_distinct(relevance, items, lines, where)
     return relevance
 
 
-def _check_distinct(relevance: dict[str, list], items: list[str], where: str) -> None:
+def _check_distinct(relevance: dict[str, list], items: list[str], lines: list[int], where: str) -> None:
     counts = Counter(items)
     named = set(relevance["queries"]) | {
         s for key in RELEVANCE_COLUMNS for group in relevance[key] for s in group
     }
     repeated = sorted(s for s in named if counts[s] > 1)
     if repeated:
+        on = [line for item, line in zip(items, lines, strict=True) if item == repeated[0]]
         raise InvalidArgument(
-            f"{where}: file {repeated[0]} is on more than one row; the rows per-query ground truth names "
+            f"{where}: rows {on[:3]} name the same file; the rows per-query ground truth names "
             "must be distinct files"
         )
 
@@ -112,19 +113,31 @@ def _row_ids(rows: list[dict[str, str]], lines: list[int], where: str) -> dict[s
         if not value:
             raise InvalidArgument(f"{where}: row {line}: field {column!r} is empty")
         if value in ids:
-            raise InvalidArgument(f"{where}: row {line}: field {column!r}: {value!r} is not unique")
+            raise InvalidArgument(
+                f"{where}: row {line}: field {column!r}: the same value as row {lines[ids[value]]} (must be unique)"
+            )
         ids[value] = i
     return ids
 
 
 def _resolve(
-    names: list[str], ids: dict[str, int], split_of: np.ndarray, where: str, line: int, field: str
+    names: list[str],
+    ids: dict[str, int],
+    split_of: np.ndarray,
+    lines: list[int],
+    where: str,
+    line: int,
+    field: str,
 ) -> list[int]:
+    """Row indices of a relevance list; messages give list positions and line numbers, never the ids."""
     out = []
-    for name in names:
+    for position, name in enumerate(names, start=1):
         if name not in ids:
-            raise InvalidArgument(f"{where}: row {line}: field {field!r}: no row has id {name!r}")
+            raise InvalidArgument(f"{where}: row {line}: field {field!r}: entry {position} names no row")
         if split_of[ids[name]] != "gallery":
-            raise InvalidArgument(f"{where}: row {line}: field {field!r}: {name!r} is not a gallery row")
+            raise InvalidArgument(
+                f"{where}: row {line}: field {field!r}: entry {position} names row {lines[ids[name]]}, "
+                "which is not a gallery row"
+            )
         out.append(ids[name])
     return sorted(set(out))

@@ -49,7 +49,9 @@ def _resolve(path: str | os.PathLike) -> Path:
     return Path(os.path.expanduser(os.fspath(path))).resolve()
 
 
-def policy_for(data_roots: tuple[str, ...], cache_dir: str, *, service: bool, allow_torchhub: bool) -> PathPolicy:
+def policy_for(
+    data_roots: tuple[str, ...], cache_dir: str, *, service: bool, allow_torchhub: bool
+) -> PathPolicy:
     """The policy of the module docstring for these settings values."""
     if not data_roots and not service:
         return PathPolicy(None, allow_torchhub)

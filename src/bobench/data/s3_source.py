@@ -325,20 +325,20 @@ def s3_manifest(ref: dict, *, seed: int = 0) -> Dataset:
     if manifest_obj is None:
         raise InvalidArgument(f"manifest: object {url} does not exist")
 
-    def resolve(value: str, line: int) -> str:
+    def resolve(value: str, line: int) -> str:  # messages never quote the row: it is file content
         row = f"{where}: row {line}: field 'path'"
         if value.startswith("s3://"):
             item_bucket, item_key = parse_s3_url(value)
         elif value.startswith("/"):
-            raise InvalidArgument(f"{row}: {value!r} is a local absolute path; use a relative path or s3://")
+            raise InvalidArgument(f"{row}: a local absolute path; use a relative path or s3://")
         else:
             item_bucket, item_key = bucket, posixpath.normpath(posixpath.join(parent, value))
         try:
             obj = index.get(item_bucket, item_key)
-        except InvalidArgument as exc:
-            raise InvalidArgument(f"{row}: {exc}") from None
+        except InvalidArgument:
+            raise InvalidArgument(f"{row}: not a valid s3:// object name") from None
         if obj is None:
-            raise InvalidArgument(f"{row}: object s3://{item_bucket}/{item_key} does not exist")
+            raise InvalidArgument(f"{row}: the object it names does not exist")
         return obj.url
 
     csv_path = fetch_object(manifest_obj, settings)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bobench.config import Settings
+from bobench.data.roots import check_path, is_restricted
 from bobench.data.splits import KNOWN_SPLITS
 from bobench.errors import InvalidArgument
 
@@ -66,25 +67,36 @@ def shard_split(name: str) -> str | None:
 
 
 def local_shards(path: str) -> tuple[list[Shard], Path | None]:
+    """Local shards and their classes file; every file is checked against the data roots
+    (`bobench.data.roots`) before it is read, symlinks included."""
     if "{" in path:
         root = Path(posixpath.dirname(path.split("{", 1)[0]) or ".")
         files = [Path(p) for p in expand_braces(path)]
+        for file in files:
+            check_path(file, f"webdataset {path}: shard {file}")
         missing = [str(p) for p in files if not p.is_file()]
         if missing:
             raise InvalidArgument(f"webdataset {path}: shard(s) {missing[:5]} do not exist")
-    elif Path(path).is_file():
-        root, files = Path(path).parent, [Path(path)]
-    elif Path(path).is_dir():
-        root = Path(path)
-        files = sorted(
-            p for p in root.rglob("*.tar") if p.is_file() and not _hidden(p.relative_to(root).as_posix())
-        )
     else:
-        raise InvalidArgument(f"webdataset: {path} does not exist")
+        check_path(path, f"webdataset {path}")
+        if Path(path).is_file():
+            root, files = Path(path).parent, [Path(path)]
+        elif Path(path).is_dir():
+            root = Path(path)
+            files = sorted(
+                p for p in root.rglob("*.tar") if p.is_file() and not _hidden(p.relative_to(root).as_posix())
+            )
+            if is_restricted():  # a symlinked shard inside a data root may point out of it
+                for file in files:
+                    check_path(file, f"webdataset {path}: shard {file}")
+        else:
+            raise InvalidArgument(f"webdataset: {path} does not exist")
     shards = [Shard(p.relative_to(root).as_posix(), str(p), local=str(p)) for p in files]
     found = [
         Path(d) / CLASSES_FILE for d in _classes_dirs(root.as_posix()) if (Path(d) / CLASSES_FILE).is_file()
     ]
+    if found:
+        check_path(found[0], f"webdataset {path}: {found[0]}")
     return shards, Path(found[0]) if found else None
 
 

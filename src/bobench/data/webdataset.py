@@ -152,8 +152,8 @@ class ShardIndex:
             if not 0 <= label < len(classes):
                 raise InvalidArgument(f"{where}: class index {label} out of range ({len(classes)} classes)")
             return label
-        if label not in classes:
-            raise InvalidArgument(f"{where}: label {label!r} is not one of classes {classes[:20]}")
+        if label not in classes:  # the label is file content: never quoted
+            raise InvalidArgument(f"{where}: its label names none of the {len(classes)} classes")
         return classes.index(label)
 
     def _splits(self, names: list[str], labels: np.ndarray, classes: list[str]) -> dict[str, np.ndarray]:
@@ -203,7 +203,15 @@ def _read_shard(path: Path, where: str) -> list[tuple[str, tarfile.TarInfo, int 
     return out
 
 
+_LABEL_EXPECTED = {
+    "cls": "a class index as decimal text",
+    "txt": "a class name as UTF-8 text",
+    "json": 'a JSON object {"label": name or index}',
+}
+
+
 def _parse_label(members: dict[str, bytes], where: str) -> int | str:
+    """The sample's label; errors say what was expected, never what the member holds."""
     ext = next(e for e in LABEL_EXTENSIONS if e in members)
     try:
         text = members[ext].decode("utf-8").strip()
@@ -214,10 +222,12 @@ def _parse_label(members: dict[str, bytes], where: str) -> int | str:
                 raise ValueError("empty class name")
             return text
         value = json.loads(text).get("label")
-    except (UnicodeDecodeError, ValueError, AttributeError) as exc:
-        raise InvalidArgument(f"{where}: bad .{ext} label: {exc}") from None
+    except (UnicodeDecodeError, ValueError, AttributeError):
+        raise InvalidArgument(f"{where}: bad .{ext} label (expected {_LABEL_EXPECTED[ext]})") from None
     if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
-        raise InvalidArgument(f"{where}: .json label needs 'label' (a class name or index), got {value!r}")
+        raise InvalidArgument(
+            f"{where}: .json label needs 'label' (a class name or index), got a {type(value).__name__}"
+        )
     return value
 
 
