@@ -3,7 +3,7 @@
 A submitted spec is planned (deterministic run keys) and persisted; keys with a stored finished result
 are reused; the rest go to a delay queue served by `concurrency` worker threads, each taking an
 executor slot. Transient failures (Unavailable / DeadlineExceeded, raised or recorded) are retried with
-exponential backoff up to `max_retries`; any other failure marks the run failed and the battle goes
+exponential backoff within a retry window (below); any other failure marks the run failed and the battle goes
 on. A restarted scheduler (`start()`) reloads every battle from the store and re-queues runs that were
 pending or running, first checking for a stored result, so a finished run is never executed twice.
 
@@ -12,6 +12,15 @@ Kubernetes executor: one Job per run) with its own slot pool; at most that many 
 Jobs, so Jobs never starve the other runs. Without a job executor every run goes to `executors`.
 `cancel` also asks the executor of each executing run to stop it (`Executor.cancel`); a run whose
 executor returns a "cancelled" record ends cancelled, never finished.
+
+Faults: a transient failure is retried while its run is within `retry_window_s` of its first
+transient failure (and, when given, `max_retries`), so an evaluator restart loses no run. The store
+may go away: state writes wait in a `StateWriter` and are written back when it answers, a worker
+whose store call fails puts its run back in the queue (not counted as an attempt) with backoff, and
+a finished result is written (retried until the store answers) before the run counts as finished;
+workers never die of an error. `healthy()` is False while a worker is dead or the store is down (the
+service's readiness). Finished results are signed (`ResultSigner`); a stored result whose signature
+does not verify is not finished: it is logged and its run executed again.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from typing import Any
 from bobench.battle.executor import Executor
 from bobench.battle.plan import RunPlan, plan_battle
 from bobench.battle.records import STATUS_CANCELLED, RunRecord
+from bobench.battle.result_signing import ResultSigner
 from bobench.battle.scheduler_state import (
     CANCELLED,
     FAILED,
@@ -46,6 +56,7 @@ from bobench.battle.scheduler_state import (
     utc_now,
 )
 from bobench.battle.spec import BattleSpec
+from bobench.battle.state_writer import StateWriter
 from bobench.errors import (
     AlreadyExists,
     BobenchError,
@@ -80,6 +91,10 @@ class Scheduler:
     """Runs battles on `executors`. Call `start()` once (it also resumes stored battles), `close()` at
     the end. Thread-safe; the gRPC service calls it from its event loop through worker threads.
 
+    Retries (module docstring): `retry_window_s` after a run's first transient failure, each delay
+    `backoff_s` doubled per attempt up to `max_backoff_s`; `max_retries` (None = no count limit)
+    bounds them further. `signer` signs and verifies finished results (default: unsigned).
+
     Hooks for metrics (all optional, called from worker threads): `on_dispatch(queue_wait_s)` when a
     run reaches an executor, `on_run_done(state, duration_s)`, `on_retry()`.
     """
@@ -90,9 +105,11 @@ class Scheduler:
         executors: list[Executor],
         *,
         concurrency: int = 1,
-        max_retries: int = 3,
+        max_retries: int | None = None,
         backoff_s: float = 1.0,
-        max_backoff_s: float = 60.0,
+        max_backoff_s: float = 15.0,
+        retry_window_s: float = 120.0,
+        signer: ResultSigner | None = None,
         planner: Planner = default_planner,
         preparer: Preparer | None = None,
         job_executor: Executor | None = None,
@@ -100,15 +117,24 @@ class Scheduler:
     ) -> None:
         if not executors:
             raise InvalidArgument("scheduler needs at least one executor")
-        if concurrency < 1 or max_retries < 0 or backoff_s < 0:
+        if concurrency < 1 or (max_retries is not None and max_retries < 0) or backoff_s < 0:
             raise InvalidArgument(
                 f"concurrency must be >= 1, max_retries and backoff_s >= 0; got "
                 f"{concurrency}, {max_retries}, {backoff_s}"
+            )
+        if retry_window_s < 0 or max_backoff_s < 0:
+            raise InvalidArgument(
+                f"retry_window_s and max_backoff_s must be >= 0; got {retry_window_s}, {max_backoff_s}"
             )
         self.store, self.executors, self.planner = store, list(executors), planner
         self.preparer = preparer
         self.concurrency, self.max_retries = concurrency, max_retries
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.retry_window_s = retry_window_s
+        self.signer = signer or ResultSigner()
+        self.state = StateWriter(store, backoff_s=max(backoff_s, 0.1), max_backoff_s=max(max_backoff_s, 0.1))
+        self._first_transient: dict[tuple[str, str], float] = {}  # (battle, run key) -> monotonic time
+        self._submit_locks: dict[str, threading.Lock] = {}  # battle id -> held while it is submitted
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._queue: list[tuple[float, int, str, str]] = []  # (ready_at monotonic, seq, battle id, run key)
@@ -123,6 +149,7 @@ class Scheduler:
         self._executing: dict[str, Executor] = {}  # run key -> the executor running it now
         self._workers: list[threading.Thread] = []
         self._closing = False
+        self._stopped = threading.Event()  # set by close(): result writes stop retrying
         self.retries_total = 0
         self.on_dispatch: Callable[[float], None] | None = None
         self.on_run_done: Callable[[str, float], None] | None = None
@@ -131,7 +158,10 @@ class Scheduler:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> Scheduler:
         """Resume stored battles and start the worker threads. Returns self."""
+        if not self.signer.enabled:
+            log.warning("finished results are not signed (no result signing key): the store is trusted")
         self._recover()
+        self.state.start()
         job_workers = self._job_pool.size if self._job_pool is not None else 0
         for i in range(self.concurrency + job_workers):
             t = threading.Thread(target=self._work, name=f"scheduler-worker-{i}", daemon=True)
@@ -147,6 +177,7 @@ class Scheduler:
         with self._lock:
             self._closing = True
             self._ready.notify_all()
+        self._stopped.set()
         if self.job_executor is not None:
             self.job_executor.close()
         close_preparer = getattr(self.preparer, "close", None)
@@ -157,6 +188,12 @@ class Scheduler:
             t.join(max(0.0, deadline - time.monotonic()))
         for e in self.executors:
             e.close()
+        self.state.close(max(1.0, deadline - time.monotonic()))
+
+    def healthy(self) -> bool:
+        """True while every worker thread and the state writer run and the store answers."""
+        workers_alive = all(t.is_alive() for t in self._workers) and self.state.alive
+        return bool(self._workers) and workers_alive and not self._closing and self.state.healthy
 
     # -- API -------------------------------------------------------------------------------------
     def submit(self, spec: BattleSpec, battle_id: str | None = None, owner: str = "") -> str:
@@ -167,29 +204,35 @@ class Scheduler:
         AlreadyExists. Raises InvalidArgument for a spec that cannot be planned.
         """
         spec_doc = spec.to_dict()
-        if battle_id:
-            check_key(battle_id)
+        if not battle_id:
+            return self._submit(spec, spec_doc, f"{_slug(spec.name)}-{uuid.uuid4().hex[:10]}", owner)
+        check_key(battle_id)
+        with self._lock:  # one submission of an id at a time: the rest see its outcome
+            id_lock = self._submit_locks.setdefault(battle_id, threading.Lock())
+        with id_lock:
             with self._lock:
                 existing = self._battles.get(battle_id)
             if existing is not None:
                 if existing.spec != spec_doc:
                     raise AlreadyExists(f"battle {battle_id!r} exists with a different spec")
                 return battle_id
-        battle_id = battle_id or f"{_slug(spec.name)}-{uuid.uuid4().hex[:10]}"
+            return self._submit(spec, spec_doc, battle_id, owner)
+
+    def _submit(self, spec: BattleSpec, spec_doc: dict[str, Any], battle_id: str, owner: str) -> str:
         plans = self.planner(spec, battle_id)
-        finished = set(self.store.list("results/"))
+        finished = self._verified_results(plans)
         runs = {}
         for p in plans:
-            reused = result_key(p.run_key) in finished
+            reused = p.run_key in finished
             runs[p.run_key] = RunState(p, FINISHED if reused else PENDING, reused=reused)
         battle = Battle(
             id=battle_id, name=spec.name, spec=spec_doc, created_at=utc_now(), runs=runs, owner=owner
         )
+        battle.state = battle.derive_state()
         self.store.put_json(plan_key(battle_id), [p.to_dict() for p in plans])
+        self.store.put_json(battle_key(battle_id), battle.to_doc())  # a store outage fails the submit
         with self._lock:
             battle.changed = self._ready
-            battle.state = battle.derive_state()
-            self.store.put_json(battle_key(battle_id), battle.to_doc())
             self._battles[battle_id] = battle
             self._enqueue_pending(battle)
             battle.emit(None)
@@ -210,14 +253,21 @@ class Scheduler:
             return [b.status(with_spec=False) for b in battles]
 
     def results(self, battle_id: str, finished_only: bool = False) -> list[RunRecord]:
-        """One record per run in plan order: finished ones from the store, others with their state."""
+        """One record per run in plan order: finished ones from the store, others with their state.
+
+        A finished run whose stored result no longer verifies goes back to the queue (and is
+        listed as pending). Raises Unavailable when the store does not answer."""
         with self._lock:
             runs = list(self._battle(battle_id).runs.values())
         out = []
         for run in runs:
             if run.state == FINISHED:
-                out.append(RunRecord.from_dict(self.store.get_json(result_key(run.plan.run_key))))
-            elif not finished_only:
+                record = self._stored_result(run.plan.run_key)
+                if record is not None:
+                    out.append(record)
+                    continue
+                self._reopen(battle_id, run)
+            if run.state != FINISHED and not finished_only:
                 record = RunRecord.from_dict(run.record) if run.record else run.plan.new_record()
                 record.status, record.error = run.state, run.error
                 out.append(record)
@@ -233,7 +283,7 @@ class Scheduler:
                 for run in battle.runs.values():
                     if run.state == PENDING:
                         battle.set_run_state(run, CANCELLED)
-                self.store.put_json(battle_key(battle_id), battle.to_doc())
+                self.state.put(battle_key(battle_id), battle.to_doc())
                 battle.emit(None)
             stoppable = [
                 (key, self._executing[key])
@@ -314,9 +364,62 @@ class Scheduler:
                 heapq.heappush(self._queue, (now + delay_s, next(self._seq), battle.id, key))
         self._ready.notify_all()
 
+    def _verified_results(self, plans: Iterable[RunPlan]) -> set[str]:
+        """The run keys of `plans` with a stored finished result whose signature verifies."""
+        stored = set(self.store.list("results/"))
+        return {
+            p.run_key
+            for p in plans
+            if result_key(p.run_key) in stored and self._stored_result(p.run_key) is not None
+        }
+
+    def _stored_result(self, run_key: str) -> RunRecord | None:
+        """The stored finished record of `run_key` when its signature verifies, else None (logged).
+        Raises Unavailable when the store does not answer."""
+        try:
+            doc = self.store.get_json(result_key(run_key))
+        except NotFound:
+            return None
+        except InvalidArgument:  # not JSON
+            doc = None
+        if not self.signer.verify(doc):
+            log.error(
+                "stored result of run %s does not verify: not finished, the run executes again", run_key
+            )
+            return None
+        record = RunRecord.from_dict(doc)
+        return record if record.finished else None
+
+    def _write_result(self, run_key: str, record: RunRecord) -> bool:
+        """Store the signed finished record, retrying with backoff while the store is down; False when
+        the scheduler closes first (the run stays pending for the next scheduler)."""
+        doc = self.signer.sign(_record_doc(record))
+        while True:
+            try:
+                self.store.put_json(result_key(run_key), doc)
+            except Exception as exc:
+                self.state.failed(exc)
+                log.warning("result of run %s not written yet (%s); retrying", run_key, exc)
+                if self._stopped.wait(self.state.backoff_delay_s()):
+                    return False
+                continue
+            self.state.succeeded()
+            return True
+
+    def _reopen(self, battle_id: str, run: RunState) -> None:
+        """A finished run whose result no longer verifies: queue it again."""
+        with self._lock:
+            battle = self._battles[battle_id]
+            if run.state != FINISHED:
+                return
+            battle.set_run_state(run, PENDING)
+            run.reused = False
+            self._update_battle_state(battle)
+            battle.emit(run)
+            self._enqueue_pending(battle)
+
     def _recover(self) -> None:
-        """Load every stored battle; runs pending or running (no result yet) are queued again."""
-        finished = set(self.store.list("results/"))
+        """Load every stored battle; runs pending or running (no verified result yet) are queued again."""
         for key in self.store.list("battles/"):
             if not key.endswith("/battle.json"):
                 continue
@@ -324,13 +427,14 @@ class Scheduler:
             bid = doc["id"]
             _register_stored_custom_backbones(bid, doc["spec"])
             plans = [RunPlan.from_dict(d) for d in self.store.get_json(plan_key(bid))]
+            finished = self._verified_results(plans)
             states = {
                 k.rsplit("/", 1)[1].removesuffix(".json"): k for k in self.store.list(f"battles/{bid}/runs/")
             }
             runs, interrupted = {}, 0
             for p in plans:
                 run = RunState(p)
-                if result_key(p.run_key) in finished:
+                if p.run_key in finished:
                     run.state = FINISHED
                 elif p.run_key in states:
                     saved = self.store.get_json(states[p.run_key])
@@ -375,7 +479,7 @@ class Scheduler:
         if state == battle.state:
             return False
         battle.state = state
-        self.store.put_json(battle_key(battle.id), battle.to_doc())
+        self.state.put(battle_key(battle.id), battle.to_doc())
         return True
 
     def _next_item(self) -> tuple[str, str, float] | None:
@@ -430,38 +534,65 @@ class Scheduler:
         self._ready.notify_all()
 
     def _work(self) -> None:
-        while (item := self._next_item()) is not None:
-            bid, key, ready_at = item
-            with self._lock:
-                is_job = self._is_job(self._battles[bid].runs[key].plan)
+        """A worker: take runs and dispatch them until the scheduler closes. Never dies of an error."""
+        while True:
             try:
-                self._dispatch(bid, key, ready_at)
-            except Exception:  # a store failure must not kill the worker; the run is retried
-                log.exception("dispatch of run %s (battle %s) failed", key, bid)
-                self._finish(key, None, "Unavailable: scheduler could not record the run")
-            finally:
-                if is_job:
-                    with self._lock:
-                        self._end_job_turn()
+                item = self._next_item()
+            except Exception:  # a bug; the worker goes on after a pause
+                log.exception("scheduler worker could not take the next run")
+                time.sleep(max(self.backoff_s, 0.1))
+                continue
+            if item is None:
+                return
+            bid, key, ready_at = item
+            try:
+                with self._lock:
+                    is_job = self._is_job(self._battles[bid].runs[key].plan)
+                try:
+                    self._dispatch(bid, key, ready_at)
+                except Exception as exc:  # the store did not answer: the run waits for it, not lost
+                    self.state.failed(exc)
+                    log.warning("run %s (battle %s) put back: %s", key, bid, exc)
+                    self._put_back(key)
+                finally:
+                    if is_job:
+                        with self._lock:
+                            self._end_job_turn()
+            except Exception:
+                log.exception("scheduler worker failed on run %s (battle %s)", key, bid)
+
+    def _put_back(self, key: str) -> None:
+        """Re-queue `key` for every battle waiting on it after a store failure, not counting the
+        attempt, after the store's backoff delay."""
+        delay = max(self.state.backoff_delay_s(), self.backoff_s)
+        with self._lock:
+            for bid in sorted(self._inflight.pop(key, set())):
+                battle = self._battles[bid]
+                run = battle.runs[key]
+                if run.state != RUNNING:
+                    continue
+                battle.set_run_state(run, PENDING)
+                run.attempts = max(0, run.attempts - 1)
+                heapq.heappush(self._queue, (time.monotonic() + delay, next(self._seq), bid, key))
+                battle.emit(run)
+            self._ready.notify_all()
 
     def _dispatch(self, bid: str, key: str, ready_at: float) -> None:
         with self._lock:
             run = self._battles[bid].runs[key]
             plan, attempts = run.plan, run.attempts
-        if self.store.exists(result_key(key)):  # finished elsewhere (e.g. before a crash): never rerun
-            record = RunRecord.from_dict(self.store.get_json(result_key(key)))
-            self._finish(key, record, None)
+        stored = self._stored_result(key)
+        if stored is not None:  # finished elsewhere (e.g. before a crash): never rerun
+            self._finish(key, stored, None)
             return
-        self.store.put_json(
-            run_state_key(bid, key), {"state": RUNNING, "attempts": attempts, "at": utc_now()}
-        )
+        self.state.put(run_state_key(bid, key), {"state": RUNNING, "attempts": attempts, "at": utc_now()})
         if self.preparer is not None:
             try:
                 self.preparer(plan, bid)
             except TRANSIENT_ERRORS as exc:
                 self._finish(key, None, f"{type(exc).__name__}: {exc}")
                 return
-            except BobenchError as exc:
+            except Exception as exc:  # a BobenchError, or a bug: the run fails with it
                 self._finish(key, _failed_record(plan, exc), None)
                 return
         pool = self._job_pool if self._is_job(plan) else self._pool
@@ -481,14 +612,18 @@ class Scheduler:
             record, error = executor.execute(plan), None
         except TRANSIENT_ERRORS as exc:
             record, error = None, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # an executor must not raise for a run's failure; fail it, go on
+            log.exception("executor %s raised on run %s", type(executor).__name__, key)
+            record, error = _failed_record(plan, exc), None
         finally:
             with self._lock:
                 self._executing.pop(key, None)
             pool.release(executor, self._lock)
         if self.on_run_done is not None:
             self.on_run_done(record.status if record is not None else "transient", time.monotonic() - t0)
-        if record is not None and record.finished:
-            self.store.put_json(result_key(key), _record_doc(record))
+        if record is not None and record.finished and not self._write_result(key, record):
+            self._finish(key, None, "Unavailable: the store did not answer before the scheduler stopped")
+            return
         self._finish(key, record, error)
 
     def _finish(self, key: str, record: RunRecord | None, error: str | None) -> None:
@@ -503,29 +638,32 @@ class Scheduler:
                 if record is not None and record.finished:
                     battle.set_run_state(run, FINISHED)
                     run.error = None
+                    self._first_transient.pop((bid, key), None)
                 elif record is not None and record.status == STATUS_CANCELLED:
                     battle.set_run_state(run, CANCELLED)
                     run.error = record.error
-                    self.store.put_json(
+                    self._first_transient.pop((bid, key), None)
+                    self.state.put(
                         run_state_key(bid, key),
                         {"state": CANCELLED, "attempts": run.attempts, "error": run.error, "at": utc_now()},
                     )
-                elif transient and run.attempts <= self.max_retries and not self._closing:
+                elif transient and self._closing:
+                    battle.set_run_state(run, PENDING)  # resumed by the next scheduler
+                elif transient and self._may_retry(bid, key, run.attempts):
                     battle.set_run_state(run, PENDING)
                     run.error = error
                     self.retries_total += 1
                     if self.on_retry is not None:
                         self.on_retry()
-                    delay = min(self.max_backoff_s, self.backoff_s * 2 ** (run.attempts - 1))
+                    delay = min(self.max_backoff_s, self.backoff_s * 2 ** min(run.attempts - 1, 16))
                     heapq.heappush(self._queue, (time.monotonic() + delay, next(self._seq), bid, key))
                     log.warning("run %s attempt %d: %s; retrying in %.2f s", key, run.attempts, error, delay)
-                elif transient and self._closing:
-                    battle.set_run_state(run, PENDING)  # resumed by the next scheduler
                 else:
                     battle.set_run_state(run, FAILED)
                     run.error = error
                     run.record = _record_doc(record) if record is not None else None
-                    self.store.put_json(
+                    self._first_transient.pop((bid, key), None)
+                    self.state.put(
                         run_state_key(bid, key),
                         {
                             "state": FAILED,
@@ -540,6 +678,13 @@ class Scheduler:
                 if ended:
                     battle.emit(None)
             self._ready.notify_all()
+
+    def _may_retry(self, bid: str, key: str, attempts: int) -> bool:
+        """Whether a transient failure of this run is retried (class docstring; lock held)."""
+        if self.max_retries is not None and attempts > self.max_retries:
+            return False
+        first = self._first_transient.setdefault((bid, key), time.monotonic())
+        return time.monotonic() - first <= self.retry_window_s
 
 
 class _Pool:
