@@ -7,6 +7,11 @@
         battle_id = sch.submit(spec_yaml=Path("battle.yaml").read_text()).battle_id
         for event in sch.watch(battle_id): ...
 
+Credentials: `auth=ClientAuth(token=..., ca=..., cert=..., key=...)` (bobench.rpc.auth_client), e.g.
+`ClientAuth.from_settings(settings)`; without it a client presents what the environment names
+(BOBENCH_AUTH_TOKEN or BOBENCH_AUTH_TOKEN_FILE, BOBENCH_TLS_CA, BOBENCH_TLS_CLIENT_CERT/_KEY), like
+the S3 credentials a process gets from its environment.
+
 gRPC failures are raised as bobench errors (INVALID_ARGUMENT -> InvalidArgument, NOT_FOUND ->
 NotFound, UNAVAILABLE -> Unavailable, ...), so callers handle one family of exceptions.
 """
@@ -23,6 +28,7 @@ from bobench import errors
 from bobench.battle.records import RunRecord
 from bobench.battle.spec import BattleSpec
 from bobench.rpc import convert
+from bobench.rpc.auth_client import ClientAuth
 from bobench.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 DEFAULT_TIMEOUT_S = 30.0  # unary calls
@@ -63,14 +69,20 @@ class EvaluateOutcome:
 
 class _Client:
     def __init__(
-        self, address: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, max_message_mb: int = 64
+        self,
+        address: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_message_mb: int = 64,
+        auth: ClientAuth | None = None,
     ) -> None:
         self.address = address
         self.timeout_s = timeout_s
         limit = max_message_mb * 1024 * 1024
-        self._channel = grpc.insecure_channel(
+        auth = auth if auth is not None else ClientAuth.from_env()
+        self._channel = auth.channel(
             address,
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+            [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
         )
 
     def _call(self, method: str, fn, request, timeout_s: float | None = None):

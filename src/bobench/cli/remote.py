@@ -1,5 +1,9 @@
 """`bob evaluate` (one run, remote or embedded) and the remote battle commands
-(`bob battle submit|watch|results|get|list|cancel --server HOST:PORT`)."""
+(`bob battle submit|watch|results|get|list|cancel --server HOST:PORT`).
+
+Credentials come from the settings (auth_token / auth_token_file, tls_ca, tls_client_cert/_key: env
+BOBENCH_* or the config file); a battle command that finds the local stack's scheduler itself uses
+the stack's token (its secrets file) unless one is configured."""
 
 from __future__ import annotations
 
@@ -86,26 +90,42 @@ def _battle_actions(sub: argparse._SubParsersAction) -> argparse._SubParsersActi
     return parser.add_subparsers(dest="battle_command", metavar="ACTION", required=True)
 
 
-def _need_server(args: argparse.Namespace, env: str) -> str:
-    """--server, else the env variable, else the local stack's scheduler from .bobench/stack.json."""
+def _client_auth(args: argparse.Namespace, stack_dir=None):
+    """The ClientAuth of the settings; with `stack_dir` and no token configured, the stack's token."""
+    import dataclasses
+
+    from bobench.config import load_settings
+    from bobench.rpc.auth_client import ClientAuth
+
+    auth = ClientAuth.from_settings(load_settings(getattr(args, "config", None)))
+    if stack_dir is not None and not auth.bearer_token():
+        from bobench.stack import stack_env
+
+        auth = dataclasses.replace(auth, token=stack_env(stack_dir).get("BOBENCH_AUTH_TOKEN", ""))
+    return auth
+
+
+def _scheduler_client(args: argparse.Namespace):
+    """A SchedulerClient of --server, else $BOBENCH_SCHEDULER, else the local stack's scheduler from
+    the nearest .bobench/stack.json from here upwards (make up writes it in the repository root)."""
+    from bobench.client import SchedulerClient
+
     if args.server:
-        return args.server
-    if env == SCHEDULER_ENV:
-        from pathlib import Path
+        return SchedulerClient(args.server, auth=_client_auth(args))
+    from pathlib import Path
 
-        from bobench.stack import read_state
+    from bobench.stack import read_state
 
-        # the nearest .bobench/stack.json from here upwards (make up writes it in the repository root)
-        here = Path.cwd().resolve()
-        state_dir = next(
-            (d / ".bobench" for d in (here, *here.parents) if (d / ".bobench" / "stack.json").is_file()), None
-        )
-        state = (read_state(state_dir) if state_dir else None) or {}
-        for service in state.get("services", []):
-            if service.get("name") == "scheduler":
-                return service["address"]
+    here = Path.cwd().resolve()
+    state_dir = next(
+        (d / ".bobench" for d in (here, *here.parents) if (d / ".bobench" / "stack.json").is_file()), None
+    )
+    state = (read_state(state_dir) if state_dir else None) or {}
+    for service in state.get("services", []):
+        if service.get("name") == "scheduler":
+            return SchedulerClient(service["address"], auth=_client_auth(args, state_dir))
     raise InvalidArgument(
-        f"--server HOST:PORT is required (or set {env}, or start the local stack with `make up`)"
+        f"--server HOST:PORT is required (or set {SCHEDULER_ENV}, or start the local stack with `make up`)"
     )
 
 
@@ -127,7 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.server:
         from bobench.client import EvaluatorClient
 
-        with EvaluatorClient(args.server) as client:
+        with EvaluatorClient(args.server, auth=_client_auth(args)) as client:
             record = client.evaluate(
                 args.backbone,
                 dataset,
@@ -201,19 +221,16 @@ def _follow(client, battle_id: str) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from bobench.battle.spec import load_spec
-    from bobench.client import SchedulerClient
 
     spec = load_spec(args.spec)  # validated here first: a bad spec fails before any network call
-    with SchedulerClient(_need_server(args, SCHEDULER_ENV)) as client:
+    with _scheduler_client(args) as client:
         response = client.submit(spec, battle_id=args.battle_id)
         print(f"battle {response.battle_id}: {response.total_runs} runs ({response.reused_runs} reused)")
         return _follow(client, response.battle_id) if args.wait else 0
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from bobench.client import SchedulerClient
-
-    with SchedulerClient(_need_server(args, SCHEDULER_ENV)) as client:
+    with _scheduler_client(args) as client:
         return _follow(client, args.battle_id)
 
 
@@ -238,9 +255,7 @@ def _write_results_dir(records: list, out: str) -> None:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from bobench.client import SchedulerClient
-
-    with SchedulerClient(_need_server(args, SCHEDULER_ENV)) as client:
+    with _scheduler_client(args) as client:
         records = client.results(args.battle_id)
     if args.out:
         _write_results_dir(records, args.out)
@@ -278,27 +293,21 @@ def _battle_row(b) -> dict[str, Any]:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from bobench.client import SchedulerClient
-
-    with SchedulerClient(_need_server(args, SCHEDULER_ENV)) as client:
+    with _scheduler_client(args) as client:
         battle = client.get(args.battle_id)
     print_json({**_battle_row(battle), "error": battle.error or None, "counts": _counts(battle.counts)})
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bobench.client import SchedulerClient
-
-    with SchedulerClient(_need_server(args, SCHEDULER_ENV)) as client:
+    with _scheduler_client(args) as client:
         rows = [_battle_row(b) for b in client.list()]
     print(table(rows, ["id", "name", "state", "total", "finished", "failed", "created"]))
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from bobench.client import SchedulerClient
-
-    with SchedulerClient(_need_server(args, SCHEDULER_ENV)) as client:
+    with _scheduler_client(args) as client:
         battle = client.cancel(args.battle_id, args.reason)
     print(f"battle {battle.id}: {_state_name(battle.state).removeprefix('BATTLE_STATE_').lower()}")
     return 0

@@ -32,6 +32,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from bobench.errors import InvalidArgument
+from bobench.rpc.auth import Authenticator, AuthInterceptor, ServerAuth, server_credentials
 from bobench.rpc.interceptors import ErrorMappingInterceptor, MetricsInterceptor
 from bobench.rpc.metrics import start_metrics_http
 
@@ -87,6 +88,8 @@ class RunningServer:
     health: health_aio.HealthServicer
     metrics_port: int | None = None
     grace_s: float = DEFAULT_GRACE_S
+    auth: bool = False  # calls need credentials (bobench.rpc.auth)
+    tls: bool = False
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _watches: list[asyncio.Task] = field(default_factory=list, repr=False)
 
@@ -106,6 +109,8 @@ class RunningServer:
             "host": self.host,
             "port": self.port,
             "metrics_port": self.metrics_port,
+            "auth": self.auth,
+            "tls": self.tls,
             "pid": os.getpid(),
         }
 
@@ -145,6 +150,7 @@ async def start_server(
     grace_s: float = DEFAULT_GRACE_S,
     extra_interceptors: Sequence[aio.ServerInterceptor] = (),
     max_connection_age_s: float | None = None,
+    auth: ServerAuth | None = None,
 ) -> RunningServer:
     """Start a grpc.aio server with `services` plus health and reflection on `host:port`.
 
@@ -152,15 +158,25 @@ async def start_server(
     HTTP endpoint; None leaves it off. Messages above `max_message_mb` are refused with
     RESOURCE_EXHAUSTED. `max_connection_age_s` (None = never) closes each client connection (GOAWAY)
     after that age, calls in flight continuing to their end: a `dns:///` round-robin client then
-    reconnects and re-resolves, so replicas added behind a headless Service get calls. Raises
-    Unavailable when the address cannot be bound.
+    reconnects and re-resolves, so replicas added behind a headless Service get calls. `auth`
+    (bobench.rpc.auth) turns on authentication and, with a certificate, TLS (mTLS with a CA); without
+    it every caller may do everything, which is logged as a warning. Raises Unavailable when the
+    address cannot be bound, InvalidArgument for unusable auth files.
     """
     from bobench.errors import Unavailable
 
     bindings = _bindings(services)
     limit = int(max_message_mb * 1024 * 1024)
+    auth = auth or ServerAuth()
+    auth_interceptors = [AuthInterceptor(Authenticator(auth))] if auth.enabled else []
+    credentials = server_credentials(auth) if auth.tls or auth.tls_ca else None
     server = aio.server(
-        interceptors=[MetricsInterceptor(), ErrorMappingInterceptor(), *extra_interceptors],
+        interceptors=[
+            MetricsInterceptor(),
+            *auth_interceptors,
+            ErrorMappingInterceptor(),
+            *extra_interceptors,
+        ],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -181,7 +197,10 @@ async def start_server(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        bound = (
+            server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        )
     except RuntimeError as exc:
         raise Unavailable(f"cannot bind gRPC server to {host}:{port}: {exc}") from None
     if bound == 0:
@@ -194,7 +213,17 @@ async def start_server(
             await health.set(b.name, health_pb2.HealthCheckResponse.NOT_SERVING)
     bound_metrics = start_metrics_http(metrics_port, host) if metrics_port is not None else None
     log.info("serving %s on %s:%d", ", ".join(names), host, bound)
-    running = RunningServer(server, bound, host, names, health, bound_metrics, grace_s)
+    if not auth.enabled:
+        log.warning(
+            "%s on %s:%d runs WITHOUT AUTHENTICATION: anyone who can reach the port may submit, cancel "
+            "and read everything (set auth_tokens_file, auth_jwks_file or tls_cert/tls_key/tls_ca)",
+            ", ".join(names),
+            host,
+            bound,
+        )
+    running = RunningServer(
+        server, bound, host, names, health, bound_metrics, grace_s, auth.enabled, auth.tls
+    )
     running._watches = [asyncio.create_task(_watch_readiness(health, b)) for b in bindings if b.readiness]
     return running
 
@@ -232,6 +261,7 @@ async def serve_forever(
     grace_s: float = DEFAULT_GRACE_S,
     on_stop: Callable[[], Any] | None = None,
     max_connection_age_s: float | None = None,
+    auth: ServerAuth | None = None,
 ) -> None:
     """Start the server, print ONE JSON line (see `RunningServer.ready_info`) to stdout, and serve
     until SIGTERM or SIGINT; then drain calls in flight for `grace_s` and call (or await) `on_stop`."""
@@ -243,6 +273,7 @@ async def serve_forever(
         metrics_port=metrics_port,
         grace_s=grace_s,
         max_connection_age_s=max_connection_age_s,
+        auth=auth,
     )
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
