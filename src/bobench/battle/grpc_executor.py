@@ -1,7 +1,8 @@
 """GrpcExecutor: runs a plan on remote evaluators through the Evaluator `Evaluate` RPC.
 
 Status codes map back to the executor contract: UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED
-and ABORTED raise the transient bobench errors (the scheduler retries them, with backoff, on the next
+(unless its message says a configured limit was reached, `bobench.rpc.limits`) and ABORTED raise
+the transient bobench errors (the scheduler retries them, with backoff, on the next
 evaluator in turn); a run the evaluator reports as cancelled (it was draining) is transient too; any
 other code is the run's own failure and becomes a failed record carrying the evaluator's message.
 
@@ -28,6 +29,7 @@ from bobench.battle.executor import Executor, utc_now
 from bobench.battle.plan import RunPlan
 from bobench.battle.records import STATUS_CANCELLED, STATUS_FAILED, RunRecord
 from bobench.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from bobench.rpc.limits import is_limit_message
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ _ERROR_NAMES = {
     grpc.StatusCode.CANCELLED: "Cancelled",
     grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
     grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",  # a limit (`bobench.rpc.limits`)
 }
 
 
@@ -136,6 +139,8 @@ class GrpcExecutor(Executor):
         except grpc.RpcError as exc:
             code, details = exc.code(), exc.details() or ""
             transient = _TRANSIENT_CODES.get(code)
+            if code is grpc.StatusCode.RESOURCE_EXHAUSTED and is_limit_message(details):
+                transient = None  # a configured limit, not an overload: a retry cannot pass it
             if transient is not None:
                 raise transient(f"evaluator {address}: {code.name}: {details}") from None
             record = plan.new_record()

@@ -61,8 +61,7 @@ def validate_run_request(run: Any) -> dict[str, Any]:
         raise InvalidArgument("run.protocol.name: is required")
     if run.seed < 0:
         raise InvalidArgument(f"run.seed: must be >= 0, got {run.seed}")
-    if run.batch_size < 0:
-        raise InvalidArgument(f"run.batch_size: must be >= 0 (0 = server default), got {run.batch_size}")
+    convert.check_batch_size(run.batch_size, "run.batch_size")
     if run.backbone.spec_json:
         from bobench.battle.plan import register_custom_backbones
 

@@ -15,16 +15,15 @@ import os
 import threading
 from pathlib import Path
 
-import yaml
 from google.protobuf import timestamp_pb2
 from prometheus_client import Counter, Gauge, Histogram
 
 from bobench.battle.scheduler import Scheduler
 from bobench.battle.scheduler_state import RUN_STATES, BattleEvent, BattleStatus
-from bobench.battle.spec import parse_spec
+from bobench.battle.spec import load_spec_yaml, parse_spec
 from bobench.config import Settings
-from bobench.errors import InvalidArgument
-from bobench.rpc import convert
+from bobench.errors import InvalidArgument, NotFound
+from bobench.rpc import convert, limits
 from bobench.store.base import ArtifactStore
 from bobench.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
@@ -117,23 +116,33 @@ def _required(value: str, field: str) -> str:
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     """Validates requests, converts proto <-> domain and calls the Scheduler in worker threads."""
 
-    def __init__(self, scheduler: Scheduler, base_dir: Path | None = None) -> None:
+    def __init__(
+        self, scheduler: Scheduler, base_dir: Path | None = None, settings: Settings | None = None
+    ) -> None:
         self.scheduler = scheduler
         self.base_dir = base_dir or Path.cwd()
+        self.limits = settings or Settings()
+        self.quota = limits.BattleQuota(self.limits, self._state_of)
+
+    def _state_of(self, battle_id: str) -> str | None:
+        try:
+            return self.scheduler.get(battle_id).state
+        except NotFound:
+            return None
 
     async def SubmitBattle(self, request, context):
         which = request.WhichOneof("spec_source")
         if which == "spec":
             spec = convert.battle_spec_from_proto(request.spec)
         elif which == "spec_yaml":
-            try:
-                data = yaml.safe_load(request.spec_yaml)
-            except yaml.YAMLError as exc:
-                raise InvalidArgument(f"spec_yaml: not valid YAML: {exc}") from None
-            spec = parse_spec(data, base_dir=self.base_dir)
+            spec = load_spec_yaml(request.spec_yaml, "spec_yaml", base_dir=self.base_dir, limits=self.limits)
         else:
             raise InvalidArgument("spec or spec_yaml: one is required")
-        bid = await asyncio.to_thread(self.scheduler.submit, spec, request.battle_id or None)
+        battle_id = limits.check_battle_id(request.battle_id) if request.battle_id else None
+        limits.check_runs_per_battle(spec, self.limits)
+        with self.quota.reserve(limits.caller_identity()) as bind:
+            bid = await asyncio.to_thread(self.scheduler.submit, spec, battle_id)
+            bind(bid)
         status = self.scheduler.get(bid)
         return scheduler_pb2.SubmitBattleResponse(
             battle_id=bid, total_runs=status.counts["total"], reused_runs=status.reused
@@ -146,16 +155,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         if request.page_size < 0:
             raise InvalidArgument(f"page_size: must be >= 0, got {request.page_size}")
         size = request.page_size or DEFAULT_PAGE_SIZE
-        token = request.page_token or "0"
-        if not token.isdigit():
-            raise InvalidArgument(f"page_token: {request.page_token!r} is not a token this server issued")
-        start = int(token)
+        start = limits.check_page_token(request.page_token)
         battles = self.scheduler.list()
-        page = battles[start : start + size]
-        nxt = str(start + size) if start + size < len(battles) else ""
-        return scheduler_pb2.ListBattlesResponse(
-            battles=[battle_to_proto(b) for b in page], next_page_token=nxt
-        )
+        page = [battle_to_proto(b) for b in battles[start : start + size]]
+        page = page[: limits.page_by_bytes(page, lambda m: m.ByteSize(), self.limits.max_list_page_bytes)]
+        nxt = str(start + len(page)) if start + len(page) < len(battles) else ""
+        return scheduler_pb2.ListBattlesResponse(battles=page, next_page_token=nxt)
 
     async def CancelBattle(self, request, context):
         bid = _required(request.battle_id, "battle_id")
@@ -334,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     if scheduler.job_executor is not None:
         log.info("protocols %s run as Kubernetes Jobs", sorted(scheduler.job_protocols))
     binding = ServiceBinding.of(
-        scheduler_pb2_grpc.add_SchedulerServicer_to_server, SchedulerServicer(scheduler)
+        scheduler_pb2_grpc.add_SchedulerServicer_to_server, SchedulerServicer(scheduler, settings=settings)
     )
     asyncio.run(
         serve_forever(
