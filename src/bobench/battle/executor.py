@@ -1,10 +1,16 @@
 """Executors run one planned run and return its record. The in-process executor lives here; the gRPC
-and Kubernetes executors implement the same `Executor` interface elsewhere."""
+and Kubernetes executors implement the same `Executor` interface elsewhere.
+
+LocalExecutor stops a run at its next progress call (protocols call it at every step of their loops)
+when `cancel(run_key)` asked for it (record status "cancelled") or when the run has taken longer
+than `settings.max_run_s` (a failed record with a DeadlineExceeded error), so no run holds an
+executor for good."""
 
 from __future__ import annotations
 
 import abc
 import logging
+import threading
 import time
 import traceback
 from datetime import UTC, datetime
@@ -14,11 +20,11 @@ from typing import Any
 from bobench.battle.backbone_facts import BackboneFacts
 from bobench.battle.context import LocalContext, ProgressFn
 from bobench.battle.plan import RunPlan
-from bobench.battle.records import STATUS_FAILED, STATUS_FINISHED, RunRecord
+from bobench.battle.records import STATUS_CANCELLED, STATUS_FAILED, STATUS_FINISHED, RunRecord
 from bobench.config import Settings
 from bobench.embed.cache import FeatureCache, feature_runtime
 from bobench.environment import environment
-from bobench.errors import BobenchError
+from bobench.errors import BobenchError, Cancelled, DeadlineExceeded
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,31 @@ class LocalExecutor(Executor):
         self._embedder_key: str | None = None
         self._embedder = None
         self.executions = 0  # runs actually executed (not skipped), for tests and metrics
+        self._cancel_lock = threading.Lock()
+        self._cancel_requested: set[str] = set()
+
+    def cancel(self, run_key: str) -> None:
+        """Stop `run_key` at its next progress call; it ends with a "cancelled" record."""
+        with self._cancel_lock:
+            self._cancel_requested.add(run_key)
+
+    def checked_progress(self, plan: RunPlan, progress: ProgressFn | None) -> ProgressFn:
+        """`progress` behind this run's stop checks: raises Cancelled once `cancel` was asked for,
+        DeadlineExceeded once the run passed `settings.max_run_s`; else forwards the call."""
+        limit_s = self.settings.max_run_s
+        deadline = time.monotonic() + limit_s if limit_s > 0 else None
+
+        def check(done: int, total: int, message: str = "") -> None:
+            with self._cancel_lock:
+                cancelled = plan.run_key in self._cancel_requested
+            if cancelled:
+                raise Cancelled(f"run {plan.run_key} cancelled")
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded(f"run {plan.run_key} passed the time limit of {limit_s} s per run")
+            if progress is not None:
+                progress(done, total, message)
+
+        return check
 
     def dataset(self, ref: str | dict) -> Any:
         """Load and fully validate a dataset once per executor (a corrupt image fails before any run)."""
@@ -174,6 +205,7 @@ class LocalExecutor(Executor):
         record = plan.new_record()
         record.started_at = utc_now()
         t0 = time.perf_counter()
+        progress = self.checked_progress(plan, progress)
         runtime_info: dict[str, Any] = {"runtime": self.settings.embedder, "device": self.settings.device}
         try:
             if plan.error:
@@ -203,7 +235,9 @@ class LocalExecutor(Executor):
             record.metrics = dict(metrics)
             record.status = STATUS_FINISHED
         except BobenchError as exc:
-            record.status, record.error = STATUS_FAILED, f"{type(exc).__name__}: {exc}"
+            stopped = isinstance(exc, Cancelled)
+            record.status = STATUS_CANCELLED if stopped else STATUS_FAILED
+            record.error = f"{type(exc).__name__}: {exc}"
             log.info(  # the run's own failure (bad data, unavailable weights): recorded, not a crash
                 "run %s (%s/%s/%s) failed: %s",
                 plan.run_key,
@@ -215,6 +249,9 @@ class LocalExecutor(Executor):
         except Exception as exc:  # a bug or a library failure: keep the battle going, keep the traceback
             record.status, record.error = STATUS_FAILED, f"internal error: {type(exc).__name__}: {exc}"
             log.error("run %s crashed:\n%s", plan.run_key, traceback.format_exc())
+        finally:
+            with self._cancel_lock:
+                self._cancel_requested.discard(plan.run_key)
         record.finished_at = utc_now()
         record.duration_s = round(time.perf_counter() - t0, 3)
         record.environment = environment(

@@ -49,7 +49,14 @@ import numpy as np
 from bobench.embed.base import unwrap
 from bobench.errors import FailedPrecondition
 from bobench.protocols.base import Protocol, RunContext, register_protocol
-from bobench.protocols.latency import Budget, latency_summary, measure_alone, measure_interleaved, whole_batch
+from bobench.protocols.latency import (
+    Budget,
+    StepCheck,
+    latency_summary,
+    measure_alone,
+    measure_interleaved,
+    whole_batch,
+)
 from bobench.protocols.memory import (
     MEMORY_STEMS,
     batch_memory,
@@ -141,11 +148,14 @@ def _images(seed: int, batch_sizes: list[int], size: int) -> dict[int, np.ndarra
     return {b: rng.integers(0, 256, size=(b, 3, size, size), dtype=np.uint8) for b in batch_sizes}
 
 
-def _time_alone(embedder: Any, images: np.ndarray, budget: Budget) -> list[float] | None:
-    """Step times of one backbone at one batch size; None when the batch runs out of memory."""
+def _time_alone(
+    embedder: Any, images: np.ndarray, budget: Budget, on_step: StepCheck | None = None
+) -> list[float] | None:
+    """Step times of one backbone at one batch size; None when the batch runs out of memory.
+    `on_step` is the run's progress/cancel check, called after every call."""
     with whole_batch([embedder], images.shape[0]):
         try:
-            return measure_alone(lambda: embedder.embed(images), budget)
+            return measure_alone(lambda: embedder.embed(images), budget, on_step=on_step)
         except (RuntimeError, MemoryError) as exc:
             if not _is_out_of_memory(exc):
                 raise
@@ -217,14 +227,18 @@ def _budget(config: dict[str, Any]) -> Budget:
 
 
 def _latency_metrics(
-    embedder: Any, images: dict[int, np.ndarray], budget: Budget, handed: HandedLatency | None
+    embedder: Any,
+    images: dict[int, np.ndarray],
+    budget: Budget,
+    handed: HandedLatency | None,
+    on_step: StepCheck | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "measurement": "interleaved" if handed else "alone",
         "interleaved_with": ",".join(handed.interleaved_with) if handed else None,
     }
     for b, batch in images.items():
-        times = handed.times_ms.get(b) if handed else _time_alone(embedder, batch, budget)
+        times = handed.times_ms.get(b) if handed else _time_alone(embedder, batch, budget, on_step)
         out.update(latency_summary(times, b, budget.block_steps) if times else _null_latency(b))
     return out
 
@@ -261,11 +275,13 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
     }
     images = _images(seed, batch_sizes, size)
     handed = _HANDED.get(handoff_key(ctx.spec.digest(), config, seed))
-    ctx.progress(0, 2, "efficiency: latency" + (" (interleaved)" if handed else ""))
-    metrics.update(_latency_metrics(embedder, images, budget, handed))
+    phase = "efficiency: latency" + (" (interleaved)" if handed else "")
+    ctx.progress(0, 2, phase)
+    metrics.update(_latency_metrics(embedder, images, budget, handed, lambda: ctx.progress(0, 2, phase)))
     ctx.progress(1, 2, "efficiency: memory")
     metrics["peak_rss_reset"] = reset_peak_rss()
     for b in batch_sizes:
+        ctx.progress(1, 2, "efficiency: memory")  # a cancelled run stops before the next forward pass
         if metrics[f"latency_ms_mean_b{b}"] is None:  # ran out of memory while timing
             metrics.update(dict.fromkeys(batch_memory_keys(b)))
             continue

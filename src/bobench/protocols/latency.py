@@ -13,6 +13,10 @@ back-to-back measurement attributes a load burst to whichever backbone was runni
 the caches hold the other model, so each block starts with `block_warmup_steps` untimed calls
 (1 by default; timing alone needs none).
 
+Every call, untimed or timed, is followed by `on_step()` when given: the run's progress/cancel
+check (`RunContext.progress`), so a cancelled run, a passed deadline or the evaluator's time limit
+stops a long measurement at its next call instead of holding the evaluator's slot.
+
 A percentile is reported only when enough samples back it: p`q` needs n >= 1 / (1 - q/100)
 samples (p50: 2, p90: 10, p99: 100), so at least one sample lies at or beyond it; otherwise null.
 `latency_block_spread_bN` = (slowest - fastest block median) / overall median: how much the
@@ -34,6 +38,11 @@ from bobench.errors import InvalidArgument
 
 PERCENTILES = (50, 90, 99)
 Clock = Callable[[], float]
+StepCheck = Callable[[], None]
+
+
+def _no_check() -> None:
+    """`on_step` when none is given: nothing to check."""
 
 
 def min_samples_for(q: float) -> int:
@@ -113,42 +122,62 @@ def time_steps(
     warmup_steps: int,
     timed_steps: int,
     clock: Clock = time.perf_counter,
+    on_step: StepCheck | None = None,
 ) -> list[float]:
     """Run `step` `warmup_steps` times untimed, then `timed_steps` times; each timed call's ms."""
-    for _ in range(warmup_steps):
+    _untimed(step, warmup_steps, on_step)
+    return _timed_block(step, timed_steps, clock, on_step)
+
+
+def _untimed(step: Callable[[], Any], n: int, on_step: StepCheck | None) -> None:
+    on_step = on_step or _no_check
+    for _ in range(n):
         step()
-    return _timed_block(step, timed_steps, clock)
+        on_step()
 
 
-def _timed_block(step: Callable[[], Any], n: int, clock: Clock) -> list[float]:
+def _timed_block(
+    step: Callable[[], Any], n: int, clock: Clock, on_step: StepCheck | None = None
+) -> list[float]:
+    on_step = on_step or _no_check
     times_ms = []
     for _ in range(n):
         start = clock()
         step()
         times_ms.append((clock() - start) * 1000.0)
+        on_step()  # outside the timed span
     return times_ms
 
 
-def measure_alone(step: Callable[[], Any], budget: Budget, clock: Clock = time.perf_counter) -> list[float]:
+def measure_alone(
+    step: Callable[[], Any],
+    budget: Budget,
+    clock: Clock = time.perf_counter,
+    on_step: StepCheck | None = None,
+) -> list[float]:
     """Time one backbone's `step` by `budget` (warm-up, then blocks until `budget.done`)."""
-    return measure_interleaved({"alone": step}, budget, clock)["alone"]
+    return measure_interleaved({"alone": step}, budget, clock, on_step)["alone"]
 
 
 def measure_interleaved(
-    steps: Mapping[str, Callable[[], Any]], budget: Budget, clock: Clock = time.perf_counter
+    steps: Mapping[str, Callable[[], Any]],
+    budget: Budget,
+    clock: Clock = time.perf_counter,
+    on_step: StepCheck | None = None,
 ) -> dict[str, list[float]]:
     """Time several backbones' `steps` in round robin (module docstring); each one's ms per call.
 
     Every backbone is warmed up first; then each round runs one block of every backbone not yet
     done, starting one further along the list each round; with more than one backbone each block
-    starts with `budget.block_warmup_steps` untimed calls. Raises InvalidArgument for no steps.
+    starts with `budget.block_warmup_steps` untimed calls. `on_step()` follows every call (module
+    docstring); what it raises (Cancelled, DeadlineExceeded) ends the measurement. Raises
+    InvalidArgument for no steps.
     """
     if not steps:
         raise InvalidArgument("efficiency: nothing to measure")
     names = list(steps)
     for name in names:
-        for _ in range(budget.warmup_steps):
-            steps[name]()
+        _untimed(steps[name], budget.warmup_steps, on_step)
     times: dict[str, list[float]] = {name: [] for name in names}
     spent_s = dict.fromkeys(names, 0.0)
     rewarm = budget.block_warmup_steps if len(names) > 1 else 0
@@ -159,9 +188,8 @@ def measure_interleaved(
         shift = round_index % len(pending)
         for name in pending[shift:] + pending[:shift]:
             block = budget.next_block(len(times[name]))
-            for _ in range(rewarm):
-                steps[name]()
-            block_ms = _timed_block(steps[name], block, clock)
+            _untimed(steps[name], rewarm, on_step)
+            block_ms = _timed_block(steps[name], block, clock, on_step)
             times[name].extend(block_ms)
             spent_s[name] += sum(block_ms) / 1000.0
     return times

@@ -8,6 +8,10 @@ values within the percentage of their mean, i.e. max/min up to 1.22) — or `max
 reached (then `stable_*` is False and the last windows are still reported). Over those windows: throughput (images/s), client latency p50/p90/p95/p99 (ms), and the
 server-side breakdown per request (queue, compute input/infer/output, ms) from the deltas of
 Triton's statistics API, plus the average executed batch (dynamic batching at work).
+
+The run's progress/cancel check (`RunContext.progress`) is called at every poll of a window (at
+least every `window_s / 10`), so a cancelled run, a passed deadline or the evaluator's time limit
+stops the load at once instead of after the whole sweep.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,10 +99,13 @@ def measure_setting(
     stable_windows: int = 3,
     stability_pct: float = 10.0,
     timeout_s: float = 30.0,
+    on_step: Callable[[], None] | None = None,
 ) -> SettingResult:
     """Closed-loop load with `concurrency` clients sending `images` (one request each time).
 
-    Raises the bobench error of the first failed request (NotFound, InvalidArgument, Unavailable, ...).
+    `on_step()` (the run's progress/cancel check) is called at every window poll; what it raises
+    stops the load and propagates. Raises the bobench error of the first failed request (NotFound,
+    InvalidArgument, Unavailable, ...).
     """
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import np_to_triton_dtype
@@ -131,7 +139,9 @@ def measure_setting(
         t.start()
     try:
         while len(result.windows) < max_windows and not errors:
-            window = _next_window(finished, start, window_s, min_requests, errors, int(images.shape[0]))
+            window = _next_window(
+                finished, start, window_s, min_requests, errors, int(images.shape[0]), on_step
+            )
             window.stats_end = server_stats(client, model)
             result.windows.append(window)
             start = window.end_s
@@ -210,6 +220,7 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> Metrics:
                     stable_windows=config["stable_windows"],
                     stability_pct=config["stability_pct"],
                     timeout_s=config["timeout_s"],
+                    on_step=lambda tag=f"b{batch}_c{concurrency}": ctx.progress(0, 1, f"serving {tag}"),
                 )
                 tag = f"b{batch}_c{concurrency}"
                 metrics.update(summarize(result, config["stable_windows"]))
@@ -257,12 +268,16 @@ def _check_config(config: dict[str, Any]) -> None:
         raise InvalidArgument("serving_latency config window_s and stability_pct must be positive")
 
 
-def _next_window(finished, start_s, window_s, min_requests, errors, batch) -> Window:
-    """Sleep through one window (extended, up to 10×, until `min_requests` finished) and slice it."""
+def _next_window(finished, start_s, window_s, min_requests, errors, batch, on_step=None) -> Window:
+    """Sleep through one window (extended, up to 10×, until `min_requests` finished) and slice it,
+    calling `on_step()` every `window_s / 10`."""
     end_s = start_s + window_s
     hard_end_s = start_s + 10 * window_s
     while True:
-        time.sleep(max(0.0, end_s - time.perf_counter()))
+        while (left_s := end_s - time.perf_counter()) > 0:
+            time.sleep(min(left_s, window_s / 10))
+            if on_step is not None:
+                on_step()
         now = time.perf_counter()
         done = [lat for t, lat in list(finished) if start_s <= t < now]
         if len(done) >= min_requests or now >= hard_end_s or errors:
