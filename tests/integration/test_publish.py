@@ -194,6 +194,7 @@ def test_scheduler_publishes_a_never_served_backbone_before_dispatch(s3_triton, 
             "BOBENCH_S3_SECRET_KEY": settings.s3_secret_key,
             "BOBENCH_PUBLISH_TO": f"s3://bobench/{PREFIX}",
             "BOBENCH_TRITON_ADMIN_KEY": ADMIN_KEY,
+            "BOBENCH_DATA_ROOTS": "/nonexistent/bobench",  # the unpublishable file may be named, not found
         })  # fmt: skip
         with SchedulerClient(scheduler.address) as client:
             client.wait_ready()

@@ -24,7 +24,7 @@ from typing import Any
 
 from bobench.battle.records import RunRecord
 from bobench.battle.spec import BattleSpec, DatasetEntry
-from bobench.errors import BobenchError
+from bobench.errors import BobenchError, PermissionDenied
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,12 @@ def run_key(
 
 
 def dataset_identity(entry: DatasetEntry, loader: Callable[[Any], Any]) -> tuple[str | None, str | None]:
-    """(fingerprint, error). A dataset that fails to load yields its error instead of aborting the plan."""
+    """(fingerprint, error). A dataset that fails to load yields its error instead of aborting the plan;
+    a path outside the data roots (PermissionDenied) refuses the whole request instead."""
     try:
         return loader(entry.ref).fingerprint, None
+    except PermissionDenied:
+        raise
     except BobenchError as exc:
         return None, f"dataset {entry.name!r}: {exc}"
 
@@ -128,12 +131,13 @@ def register_custom_backbones(entries: tuple[dict[str, Any], ...]) -> None:
     """Register a spec's user-defined backbones; re-registering the identical spec is a no-op.
 
     Raises InvalidArgument when the name is taken by a different definition or a field is invalid."""
-    from bobench.backbones import BACKBONES, register_spec
+    from bobench.backbones import BACKBONES, check_user_backbone, register_spec
     from bobench.backbones.spec import BackboneSpec
     from bobench.errors import InvalidArgument
 
     for entry in entries:
         new = BackboneSpec.from_dict(entry)
+        check_user_backbone(new)  # PermissionDenied: torchhub runs remote code
         if entry["name"] in BACKBONES:
             if BACKBONES.get(entry["name"]).identity() != new.identity():
                 raise InvalidArgument(
