@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
     )
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    configure_data(settings)  # runs may read s3:// datasets
+    configure_data(settings, service=True)  # s3:// datasets; client paths only under data_roots
     if settings.threads:
         import torch
 

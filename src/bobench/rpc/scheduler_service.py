@@ -18,6 +18,7 @@ from pathlib import Path
 from google.protobuf import timestamp_pb2
 from prometheus_client import Counter, Gauge, Histogram
 
+from bobench.battle.client_settings import check_client_settings
 from bobench.battle.scheduler import Scheduler
 from bobench.battle.scheduler_state import RUN_STATES, BattleEvent, BattleStatus
 from bobench.battle.spec import load_spec_yaml, parse_spec
@@ -138,6 +139,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             spec = load_spec_yaml(request.spec_yaml, "spec_yaml", base_dir=self.base_dir, limits=self.limits)
         else:
             raise InvalidArgument("spec or spec_yaml: one is required")
+        check_client_settings(spec.settings)  # cache_dir, triton_url, device: the operator's
         battle_id = limits.check_battle_id(request.battle_id) if request.battle_id else None
         limits.check_runs_per_battle(spec, self.limits)
         with self.quota.reserve(limits.caller_identity()) as bind:
@@ -298,7 +300,7 @@ def build_scheduler(args: argparse.Namespace):
     from bobench.store import open_store
 
     settings = load_settings(args.config, cache_dir=args.cache_dir, store=args.store)
-    configure_data(settings)  # planning fingerprints s3:// datasets from their listings
+    configure_data(settings, service=True)  # s3:// listings; client paths only under data_roots
     store = open_store(settings, create_bucket=True)
     if args.evaluators.strip():
         executors = [
