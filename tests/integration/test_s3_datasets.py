@@ -203,7 +203,9 @@ def test_errors_name_what_and_where(settings, seaweedfs, bucket, tree, tmp_path)
     write_manifest(tmp_path / "m.csv", [("zero/00.png", "zero"), ("zero/gone.png", "zero")])
     store = S3Store(settings.s3_endpoint, bucket, "d", S3_ADMIN.access_key, S3_ADMIN.secret_key)
     store.put_file("m.csv", tmp_path / "m.csv")
-    with pytest.raises(InvalidArgument, match=r"m\.csv: row 3: field 'path': the object it names does not exist"):
+    with pytest.raises(
+        InvalidArgument, match=r"m\.csv: row 3: field 'path': the object it names does not exist"
+    ):
         load_dataset({"type": "manifest", "path": f"s3://{bucket}/d/m.csv"})
     with pytest.raises(InvalidArgument, match=r"manifest: object .*/nope\.csv does not exist"):
         load_dataset({"type": "manifest", "path": f"s3://{bucket}/d/nope.csv"})
