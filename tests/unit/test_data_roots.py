@@ -334,3 +334,9 @@ def test_submitted_specs_may_set_only_harmless_settings():
     for key in ("cache_dir", "triton_url", "device"):
         with pytest.raises(PermissionDenied, match=key):
             check_client_settings({key: "/", "batch_size": 8})
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_imagefolder_at_proc_is_invalid_argument_when_unrestricted():
+    with pytest.raises(InvalidArgument, match="/proc"):
+        load_dataset({"type": "imagefolder", "path": "/proc"})
