@@ -8,6 +8,7 @@ ago and the caller retries the start when the bind races another process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,11 @@ class Service:
     metrics_address: str = ""  # host:port of its Prometheus /metrics endpoint ("" = none)
     log_path: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    start_ticks: int = 0  # its start time (/proc/PID/stat, clock ticks after boot): tells a reused PID
+
+    def __post_init__(self) -> None:
+        if not self.start_ticks:
+            self.start_ticks = process_start_ticks(self.pid) or 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,6 +51,21 @@ def probe_free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def probe_free_ports(host: str, count: int) -> list[int]:
+    """`count` distinct ports that were free when probed (all held open until every one is chosen,
+    so no port is handed out twice; the caller retries if a bind then fails)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            sockets.append(s)
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def log_tail(path: str | Path, lines: int = 30) -> str:
@@ -129,6 +150,69 @@ def pid_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return True
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (index 0 = state), or None when gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When `pid` started (clock ticks after boot), or None when there is no such process."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is `pgid`."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields and fields[0] != "Z" and int(fields[2]) == pgid:
+                members.append(int(entry.name))
+    return members
+
+
+def stop_group(pid: int, start_ticks: int = 0, timeout_s: float = 10.0) -> bool:
+    """Stop a service started in its own session (`spawn`) and everything left in its process
+    group: SIGTERM to the leader and up to `timeout_s` for it to stop its children, then SIGTERM to
+    the members still there (the leader may be long gone: its children keep the group) and up to
+    `timeout_s` more, then SIGKILL.
+
+    `start_ticks` (from `Service`) guards against a reused PID: when a live `pid` started at
+    another time, or a member started before the leader did, it is not ours and is left alone.
+    Returns True when something was running."""
+    leader_ticks = process_start_ticks(pid)
+    if start_ticks and leader_ticks is not None and leader_ticks != start_ticks:
+        log.warning("pid %d is another process now (started at another time); leaving it", pid)
+        return False
+    if leader_ticks is not None:
+        stop_pid(pid, timeout_s)
+
+    def ours() -> list[int]:
+        return [m for m in group_members(pid) if (process_start_ticks(m) or 0) >= start_ticks]
+
+    left = ours()
+    had_members = bool(left)
+    if left:
+        log.info("stopping pids %s left in the process group of pid %d", left, pid)
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        for member in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, sig)
+        deadline = time.monotonic() + wait_s
+        while (left := ours()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not left:
+            break
+    if left:
+        log.warning("pids %s of group %d did not stop after SIGKILL", left, pid)
+    return leader_ticks is not None or had_members
 
 
 def stop_pid(pid: int, timeout_s: float = 10.0, proc: subprocess.Popen | None = None) -> bool:

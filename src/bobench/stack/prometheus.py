@@ -2,7 +2,8 @@
 
 Prometheus cannot listen on port 0 (it needs a concrete --web.listen-address and does not report a
 bound port), so the port is chosen by bind-probe and the start is retried if another process takes
-it first.
+it first. Its lifecycle API (`/-/quit`, `/-/reload`) and admin API (TSDB delete/snapshot) stay off:
+any local process can reach the port, so neither may stop it or erase what it scraped.
 """
 
 from __future__ import annotations
@@ -94,8 +95,7 @@ def start_prometheus(
                 f"--config.file={config}",
                 f"--storage.tsdb.path={work / 'tsdb'}",
                 f"--web.listen-address={host}:{port}",
-                "--web.enable-lifecycle",
-            ],
+            ],  # no --web.enable-lifecycle / --web.enable-admin-api: nobody may quit, reload or wipe it
             log_path,
         )
         url = f"http://{host}:{port}"
