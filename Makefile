@@ -21,7 +21,8 @@ comma := ,
 space := $(subst ,, )
 
 .PHONY: help setup system-deps data-deps run test test-fast bench protos up down lint format freeze clean
-.PHONY: images push container-engine push-registry
+.PHONY: images push container-engine push-registry audit sbom
+SBOM_DIR ?= bobench-out/sbom
 
 help:
 	@echo "make setup   create .venv with pinned dependencies (+ prometheus/chromium when root)"
@@ -33,6 +34,9 @@ help:
 	@echo "make down    stop exactly the processes 'make up' started"
 	@echo "make images  build the images the manifests use: bobench/{$(subst $(space),$(comma),$(IMAGES))}:TAG"
 	@echo "             (TAG defaults to the package version, $(VERSION); needs a running container engine)"
+	@echo "             and writes their CycloneDX SBOMs first (make sbom)"
+	@echo "make sbom    write $(SBOM_DIR)/NAME.cdx.json per image: its base image and the pinned packages of its extra"
+	@echo "make audit   pip-audit every pin of constraints.txt (exit 1: findings, 3: vulnerability service unreachable)"
 	@echo "make push REGISTRY=host[:port][/path] TAG=...  build, tag REGISTRY/bobench/NAME:TAG, push, and"
 	@echo "             pin them into deploy/ and deploy/overlays/cpu: kustomize images: and the Job configs'"
 	@echo "             image (scripts/set_images.py, like 'kustomize edit set image')"
@@ -98,9 +102,18 @@ container-engine:
 	@$(DOCKER) info >/dev/null 2>&1 || { echo "make $(MAKECMDGOALS): no container engine answers ('$(DOCKER) info' failed)." \
 	  "Start the Docker daemon (or pass DOCKER=podman) and retry." >&2; exit 1; }
 
-images: container-engine
+images: container-engine sbom
 	@set -e; $(foreach i,$(IMAGES),echo "== bobench/$(i):$(TAG) ($(DOCKERFILE_$(i)))"; \
 	  $(DOCKER) build -f $(DOCKERFILE_$(i)) -t bobench/$(i):$(TAG) .;)
+
+# SBOMs (scripts/image_sbom.py): what each image's build installs, resolved offline from the lock; the
+# base image with its digest from services/base-images.lock (scripts/pin_base_images.py pins them).
+sbom: $(STAMP)
+	$(BIN)/python scripts/image_sbom.py --tag $(TAG) --out $(SBOM_DIR) $(foreach i,$(IMAGES),--image $(i)=$(DOCKERFILE_$(i)))
+
+# Known vulnerabilities of the pinned versions (scripts/audit_lock.py; accepted ones: pip-audit-ignore.txt).
+audit: $(STAMP)
+	$(BIN)/python scripts/audit_lock.py $(if $(AUDIT_SERVICE),--service $(AUDIT_SERVICE))
 
 push-registry:
 	@test -n "$(REGISTRY)" || { echo "make push: set REGISTRY=host[:port][/path], e.g. make push REGISTRY=registry.example.com TAG=$(TAG)" >&2; exit 2; }

@@ -5,8 +5,9 @@
 # Installs bobench with its `finetune-gpu` extra only: CUDA torch (the default PyPI wheel, CUDA
 # libraries as pip packages; the node's NVIDIA runtime provides the driver) and tensorrt-cu12 pinned in
 # constraints.txt to the TensorRT of the Triton image that serves the plans.
-# The base is pinned by exact tag; its digest could not be looked up where this file was written
-# (no registry access): append `@sha256:...` when you build from a trusted registry.
+# The base is pinned by digest with `python scripts/pin_base_images.py` (it rewrites this FROM line to
+# image:tag@sha256:... and records it in services/base-images.lock). Where no registry answered, the
+# lock lists the tag as `unresolved` with the reason, and the FROM line keeps the exact tag.
 FROM python:3.11.9-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

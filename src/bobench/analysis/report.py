@@ -25,6 +25,7 @@ from bobench.analysis.plots import write_plots
 from bobench.analysis.render import Block, Heading, Image, Para, Table, render_html, render_markdown
 from bobench.analysis.selection import Selection, select_all
 from bobench.battle.records import RunRecord, read_records
+from bobench.environment import used_licences
 from bobench.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,9 @@ def write_report(
     images = {
         p.name.removesuffix(".png"): Image(f"plots/{p.name}", p.path, p.title, p.caption) for p in plots
     }
-    blocks = build_blocks(analysis, images, selection.scope, rows, dict(limits or {}))
+    blocks = build_blocks(
+        analysis, images, selection.scope, rows, dict(limits or {}), licences=used_licences(records)
+    )
     written["report.html"] = _write(out / "report.html", render_html(TITLE, blocks))
     written["report.md"] = _write(out / "report.md", render_markdown(TITLE, blocks))
     written["analysis.json"] = _write(
@@ -138,8 +141,10 @@ def build_blocks(
     scope: str,
     external: Sequence[ExternalScore],
     limits: dict[str, float | None] | None = None,
+    licences: Sequence[dict[str, Any]] = (),
 ) -> list[Block]:
-    """The report's content, in reading order, shared by the HTML and Markdown renderers."""
+    """The report's content, in reading order, shared by the HTML and Markdown renderers.
+    `licences`: the data sets and backbones the runs used (`bobench.environment.used_licences`)."""
     counts = ", ".join(f"{n} {status}" for status, n in analysis.run_counts.items())
     ext = f" plus {len(external)} external score(s)" if external else ""
     blocks: list[Block] = [
@@ -170,7 +175,7 @@ def build_blocks(
     blocks += sec.efficiency(analysis, images)
     blocks += sec.recommendations(analysis, limits or {})
     blocks += sec.settings(analysis)
-    blocks += sec.environment(analysis)
+    blocks += sec.environment(analysis, licences)
     blocks += sec.failures(analysis)
     blocks += [Heading("Method")] + [Para(rule) for rule in aggregation_rules()]
     blocks.append(Para(" ".join((unc.__doc__ or "").split())))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 
 from bobench.analysis import corruption as cor
 from bobench.analysis import leaderboard as lb
@@ -196,7 +197,9 @@ def _variant(row: dict) -> str:
     return f"v{row['protocol_version']} cfg {row['config_digest']}{data}"
 
 
-def environment(analysis: Analysis) -> list[Block]:
+def environment(analysis: Analysis, licences: Sequence[dict] = ()) -> list[Block]:
+    """Where the figures were measured, and the licences of the data and weights the runs used
+    (`bobench.environment.used_licences` rows)."""
     blocks: list[Block] = [Heading("Environment")]
     blocks.append(
         Para("Where the figures were measured: every distinct environment of the finished runs.", muted=True)
@@ -220,6 +223,23 @@ def environment(analysis: Analysis) -> list[Block]:
     blocks.append(
         Table(
             headers, rows, [False, False, True, False, False, False, True], empty="No environment recorded."
+        )
+    )
+    blocks.append(Heading("Licences of the data and weights used", 3))
+    blocks.append(
+        Para(
+            "As each data set and backbone declares them (`bob datasets list`, the backbone's spec); "
+            "check them before publishing results or redistributing features.",
+            muted=True,
+        )
+    )
+    rows = [[r["kind"], r["name"], r["licence"], r["source"], str(r["runs"])] for r in licences]
+    blocks.append(
+        Table(
+            ["kind", "name", "licence", "source", "runs"],
+            rows,
+            [False, False, False, False, True],
+            empty="No data set or backbone recorded.",
         )
     )
     return blocks
