@@ -161,13 +161,15 @@ def load_yaml(text: str | bytes, field: str, limits: Settings | None = None) -> 
     limits = limits or DEFAULT_LIMITS
     _check_size(text, field, "max_spec_bytes", limits)
     loader_class = type("Loader", (BoundedSafeLoader,), {"limits": limits, "field": field})
-    loader = loader_class(text)
+    loader = None
     try:
+        loader = loader_class(text)  # the reader already refuses non-printable characters
         data = loader.get_single_data()
     except yaml.YAMLError as exc:
         raise InvalidArgument(f"{field}: not valid YAML: {exc}") from None
     except RecursionError:
         raise InvalidArgument(f"{field}: nested deeper than {limit_hint('max_json_depth', limits)}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return check_plain(data, field, limits)

@@ -30,9 +30,11 @@ IN_FLIGHT_STATES = ("queued", "running")
 
 
 def caller_identity() -> str:
-    """Who battles in flight are counted for: the authenticated caller once the servers authenticate
-    (`bobench.rpc.auth`), "anonymous" until then (one shared quota)."""
-    return ANONYMOUS
+    """Who battles in flight are counted for: the authenticated caller (`bobench.rpc.auth`), or
+    "anonymous" on a server without auth (one shared quota)."""
+    from bobench.rpc import auth
+
+    return auth.caller_name() or ANONYMOUS
 
 
 def limit_error(what: str, name: str, limits: Settings) -> ResourceExhausted:
