@@ -1,9 +1,15 @@
 """TritonEmbedder: the same tensor contract as the in-process embedders, served by Triton over gRPC.
 
 Batches are sent with bounded concurrency (a thread pool; one blocking gRPC call per batch), each
-with a deadline; UNAVAILABLE is retried with exponential backoff, nothing else is (a bad request does
-not get better by repeating it). With `shared_memory=True` (client and server on one host) the
-images and features travel through POSIX shared-memory regions instead of the gRPC payload.
+with a deadline. A transport failure (UNAVAILABLE, or a call on a channel that was closed) makes a
+fresh client and channel (a gRPC channel to a server that died backs its reconnects off for up to
+two minutes, a closed one never works again) and is retried with exponential backoff for at least
+`retries` attempts and `retry_window_s` seconds (`make_embedder("triton")`: SERVICE_RETRY_WINDOW_S,
+long enough for a supervised Triton to come back, `bobench.serving.embedder`); right after such a
+reconnect an "unknown model" is retried too (the restarted server may still be loading it). Then it
+raises Unavailable, a transient error the scheduler retries. Nothing else is retried (a bad request does not get better by repeating it).
+With `shared_memory=True` (client and server on one host) the images and features travel through
+POSIX shared-memory regions instead of the gRPC payload; they are registered again after a reconnect.
 """
 
 from __future__ import annotations
@@ -22,13 +28,18 @@ import numpy as np
 from bobench.backbones.spec import BackboneSpec
 from bobench.embed import EMBEDDERS
 from bobench.embed.base import INPUT_NAME, OUTPUT_NAME, Embedder
-from bobench.errors import BobenchError, InvalidArgument, Unavailable
+from bobench.errors import BobenchError, InvalidArgument, NotFound, Unavailable
 from bobench.serving.errors import to_bobench_error
 
 log = logging.getLogger(__name__)
 
 _TRITON_DTYPES = {"uint8": ("TYPE_UINT8", np.uint8), "float32": ("TYPE_FP32", np.float32)}
 _region_ids = itertools.count()
+_CLOSED_CHANNEL = "closed channel"  # grpc's ValueError for a call on a closed channel
+MAX_BACKOFF_S = 2.0
+# What `make_embedder("triton", ...)` (the evaluators' path) waits for an unreachable Triton: a
+# supervised one is back within seconds; longer outages fail the run as transient (scheduler retry).
+SERVICE_RETRY_WINDOW_S = 15.0
 
 
 class TritonEmbedder(Embedder):
@@ -57,26 +68,29 @@ class TritonEmbedder(Embedder):
         input_dtype: str = "uint8",
         backoff_s: float = 0.1,
         embedder_variant: str = "onnx",
+        retry_window_s: float = 0.0,
     ) -> None:
-        import tritonclient.grpc as grpcclient
-
         from bobench.export.tensorrt import precision_of_variant
         from bobench.export.triton_repo import SPEC_PARAMETER, served_model_name
 
         if input_dtype not in _TRITON_DTYPES:
             raise InvalidArgument(f"input_dtype must be one of {sorted(_TRITON_DTYPES)}, got {input_dtype!r}")
-        if concurrency < 1 or batch_size < 1 or retries < 0:
+        if concurrency < 1 or batch_size < 1 or retries < 0 or retry_window_s < 0:
             raise InvalidArgument(
-                f"need concurrency >= 1, batch_size >= 1, retries >= 0; got {concurrency}, "
-                f"{batch_size}, {retries}"
+                f"need concurrency >= 1, batch_size >= 1, retries >= 0, retry_window_s >= 0; got "
+                f"{concurrency}, {batch_size}, {retries}, {retry_window_s}"
             )
         self.url = url
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.retry_window_s = retry_window_s
         self.concurrency = concurrency
         self.input_dtype = input_dtype
-        self.client = grpcclient.InferenceServerClient(url)
+        self._client_lock = threading.Lock()
+        self._generation = 0  # bumped by every reconnect
+        self.reconnects = 0
+        self.client = self._new_client()
         spec = backbone if isinstance(backbone, BackboneSpec) else None
         self.model_name = model_name or served_model_name(spec or str(backbone), embedder_variant)
         self.embedder_variant = embedder_variant
@@ -155,25 +169,62 @@ class TritonEmbedder(Embedder):
         self.client.close()
 
     # -- requests ----------------------------------------------------------------------------------
+    def _new_client(self):
+        import tritonclient.grpc as grpcclient
+
+        return grpcclient.InferenceServerClient(self.url)
+
+    def _reconnect(self, generation: int) -> None:
+        """Replace the client of `generation` by a fresh one (once, however many threads saw it fail)."""
+        with self._client_lock:
+            if generation != self._generation:
+                return
+            old, self.client = self.client, self._new_client()
+            self._generation += 1
+            self.reconnects += 1
+        try:
+            old.close()
+        except Exception as exc:  # a broken channel may fail to close; it is dropped either way
+            log.debug("closing the old client of %s failed: %s", self.where, exc)
+
     def _call(self, fn):
-        """Run `fn`, retrying UNAVAILABLE with exponential backoff; map every failure to a bobench error."""
-        for attempt in range(self.retries + 1):
+        """Run `fn` (which reads `self.client`), reconnecting and retrying transport failures (see
+        the module docstring); every failure becomes a bobench error."""
+        t0 = time.monotonic()
+        reconnected = False
+        for attempt in itertools.count():
+            generation = self._generation
             try:
                 return fn()
             except BobenchError:
                 raise
             except Exception as exc:
                 error = to_bobench_error(exc, self.where)
-                if not isinstance(error, Unavailable) or attempt == self.retries:
+                transport = isinstance(error, Unavailable) or (
+                    isinstance(exc, ValueError) and _CLOSED_CHANNEL in str(exc)
+                )
+                if not transport and not (reconnected and isinstance(error, NotFound)):
                     raise error from None
-                delay_s = self.backoff_s * (2**attempt)
+                elapsed_s = time.monotonic() - t0
+                if attempt >= self.retries and elapsed_s >= self.retry_window_s:
+                    if not transport:  # the model is still unknown after the server came back
+                        raise error from None
+                    raise Unavailable(
+                        f"{self.where}: unreachable for {elapsed_s:.1f} s ({attempt + 1} attempts, "
+                        f"{self.reconnects} reconnects): {error}"
+                    ) from None
+                delay_s = min(MAX_BACKOFF_S, self.backoff_s * (2**attempt))
                 log.warning(
-                    "%s unavailable (attempt %d/%d); retrying in %.2f s",
+                    "%s unavailable (attempt %d, %.1f s so far); new channel, retrying in %.2f s: %s",
                     self.where,
                     attempt + 1,
-                    self.retries + 1,
+                    elapsed_s,
                     delay_s,
+                    str(error).splitlines()[0][:200],
                 )
+                if transport:
+                    self._reconnect(generation)
+                    reconnected = True
                 time.sleep(delay_s)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -209,6 +260,8 @@ class TritonEmbedder(Embedder):
     def _thread_regions(self):
         """This thread's (input, output) shared-memory regions, created and registered on first use."""
         regions = getattr(self._local, "regions", None)
+        if regions is not None and getattr(self._local, "generation", 0) != self._generation:
+            self._register_again(regions)  # a new client: the server may have restarted without them
         if regions is None:
             import tritonclient.utils.shared_memory as shm
 
@@ -230,7 +283,20 @@ class TritonEmbedder(Embedder):
                 handles.append((name, handle))
             regions = (handles[0][0], handles[0][1], handles[1][0], handles[1][1], (in_bytes, out_bytes))
             self._local.regions = regions
+            self._local.generation = self._generation
         return regions
+
+    def _register_again(self, regions) -> None:
+        """Register this thread's regions with the current client's server (unregistering first, in
+        case it is the same server and still has them)."""
+        in_name, _, out_name, _, (in_bytes, out_bytes) = regions
+        self._local.generation = self._generation
+        for name, nbytes in ((in_name, in_bytes), (out_name, out_bytes)):
+            try:
+                self.client.unregister_system_shared_memory(name, client_timeout=self.timeout_s)
+            except Exception as exc:  # a restarted server does not know it
+                log.debug("could not unregister %s: %s", name, exc)
+            self.client.register_system_shared_memory(name, f"/{name}", nbytes, client_timeout=self.timeout_s)
 
     def _release_regions(self) -> None:
         import tritonclient.utils.shared_memory as shm
@@ -325,6 +391,7 @@ def _factory(
     shared_memory: bool = False,
     input_dtype: str = "uint8",
     embedder_variant: str = "onnx",
+    retry_window_s: float = SERVICE_RETRY_WINDOW_S,
     **_: Any,
 ) -> TritonEmbedder:
     return TritonEmbedder(
@@ -338,6 +405,7 @@ def _factory(
         shared_memory=shared_memory,
         input_dtype=input_dtype,
         embedder_variant=embedder_variant,
+        retry_window_s=retry_window_s,
     )
 
 

@@ -11,6 +11,12 @@ only callers sending that key may load/unload models or register shared memory.
 ready it writes ONE line of JSON to `out` (stdout by default) with the ports actually bound, e.g.
 `{"grpc": 40123, "http": 40124, "metrics": 40125, "host": "127.0.0.1", "pid": 4242}`, so a parent
 process started with port 0 can find it.
+
+The service supervises tritonserver: when it dies (a crash, `kill -9`), it is started again on the
+same ports with exponential backoff (`restart_backoff_s` doubling up to `max_restart_backoff_s`, back
+to the first delay once a server stayed up `stable_s`), and loads its models again (an S3 repository:
+every published model). tritonserver and its python-backend stubs stay in this service's process
+group, so `stack down` can stop every one of them by group even after this process was killed.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,6 +36,10 @@ from typing import Any, TextIO
 from bobench.serving.triton import TritonServer
 
 log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_S = 1.0
+MAX_RESTART_BACKOFF_S = 30.0
+STABLE_S = 60.0
 
 
 def build_repository_for(
@@ -81,13 +92,17 @@ def serve_embedder(
     out: TextIO | None = None,
     stop_event: threading.Event | None = None,
     settings: Any = None,
+    restart: bool = True,
+    restart_backoff_s: float = RESTART_BACKOFF_S,
+    max_restart_backoff_s: float = MAX_RESTART_BACKOFF_S,
 ) -> int:
     """Serve `repo` with tritonserver until SIGTERM/SIGINT (or `stop_event`); return an exit code.
 
-    0 after a clean stop; 1 when tritonserver died on its own. Start failures raise the bobench
-    error from `TritonServer.start` (Unavailable / DeadlineExceeded) with the server's log tail.
-    Signal handlers are installed only when called from the main thread. `settings` supplies the
-    S3 endpoint/credentials of an s3:// repository and the `triton_admin_key`.
+    0 after a clean stop; 1 when tritonserver died on its own and `restart` is False (with
+    `restart`, it is started again, see the module docstring). Failures of the first start raise
+    the bobench error from `TritonServer.start` (Unavailable / DeadlineExceeded) with the server's
+    log tail. Signal handlers are installed only when called from the main thread. `settings`
+    supplies the S3 endpoint/credentials of an s3:// repository and the `triton_admin_key`.
     """
     stop = stop_event or threading.Event()
     previous = {}
@@ -104,22 +119,86 @@ def serve_embedder(
         models=models,
         settings=settings,
         admin_key=getattr(settings, "triton_admin_key", ""),
+        new_session=False,  # one process group with this service: stopped together, see above
     )
     try:
         server.start(timeout_s=ready_timeout_s)
         stream = out or sys.stdout
         stream.write(json.dumps(server.info(), sort_keys=True) + "\n")
         stream.flush()
-        while not stop.wait(0.5):
-            if not server.alive():
-                log.error("tritonserver exited unexpectedly; log tail:\n%s", server.log_tail())
-                return 1
+        if not restart:
+            while not stop.wait(0.5):
+                if not server.alive():
+                    log.error("tritonserver exited unexpectedly; log tail:\n%s", server.log_tail())
+                    return 1
+        else:
+            supervise(
+                server,
+                stop,
+                ready_timeout_s=ready_timeout_s,
+                backoff_s=restart_backoff_s,
+                max_backoff_s=max_restart_backoff_s,
+            )
         log.info("stopping tritonserver pid %s", server.pid)
         return 0
     finally:
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def supervise(
+    server: TritonServer,
+    stop: threading.Event,
+    *,
+    ready_timeout_s: float = 180.0,
+    backoff_s: float = RESTART_BACKOFF_S,
+    max_backoff_s: float = MAX_RESTART_BACKOFF_S,
+    stable_s: float = STABLE_S,
+    poll_s: float = 0.5,
+) -> int:
+    """Keep `server` running until `stop` is set: a dead server is restarted on its ports after a
+    delay that doubles per restart (capped at `max_backoff_s`, reset once a server lived
+    `stable_s`); a failed restart is retried the same way. Returns the number of restarts."""
+    from bobench.errors import BobenchError
+
+    delay_s, restarts = backoff_s, 0
+    up_since = time.monotonic()
+    while not stop.wait(poll_s):
+        if server.alive():
+            if time.monotonic() - up_since >= stable_s:
+                delay_s = backoff_s
+            continue
+        code = server.process.poll() if server.process is not None else None
+        log.error(
+            "tritonserver pid %s exited with code %s; restarting it on ports %s in %.1f s; log tail:\n%s",
+            server.pid,
+            code,
+            server.ports,
+            delay_s,
+            server.log_tail(),
+        )
+        died_at = time.monotonic()
+        while not stop.wait(delay_s):
+            delay_s = min(max_backoff_s, delay_s * 2)
+            try:
+                server.restart(timeout_s=ready_timeout_s)
+            except BobenchError as exc:
+                log.error(
+                    "tritonserver restart failed; next try in %.1f s: %s", delay_s, str(exc).splitlines()[0]
+                )
+                continue
+            restarts += 1
+            up_since = time.monotonic()
+            log.warning(
+                "tritonserver restarted (restart %d): pid %d on ports %s, %.1f s after it died",
+                restarts,
+                server.pid,
+                server.ports,
+                up_since - died_at,
+            )
+            break
+    return restarts
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -143,6 +222,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log-dir", default=None, help="keep tritonserver.log here (default: temporary)")
     p.add_argument("--ready-timeout-s", type=float, default=180.0)
+    p.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="exit (code 1) when tritonserver dies instead of restarting it",
+    )
+    p.add_argument(
+        "--restart-backoff-s", type=float, default=RESTART_BACKOFF_S, help="first restart delay; doubles"
+    )
     p.add_argument("--build", default=None, help="comma-separated backbones to export into --repo first")
     p.add_argument("--cache-dir", default=None, help="ONNX export cache for --build")
     p.add_argument("--variant", choices=("local", "cluster"), default="local", help="for --build")
@@ -192,6 +279,8 @@ def run(args: argparse.Namespace) -> int:
             log_dir=args.log_dir,
             ready_timeout_s=args.ready_timeout_s,
             settings=settings,
+            restart=not args.no_restart,
+            restart_backoff_s=args.restart_backoff_s,
         )
     except BobenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

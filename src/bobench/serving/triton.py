@@ -20,7 +20,11 @@ python-backend `model.py`. Measured facts this module encodes (see shared notes,
 - `--metrics-config=summary_latencies=true` adds latency quantiles to the Prometheus metrics;
 - with an `admin_key`, model control and shared memory are restricted to requests carrying the
   header `bobench-admin-key: <key>` (gRPC `--grpc-restricted-protocol`, HTTP `--http-restricted-api`);
-  inference, metadata, health and statistics stay open.
+  inference, metadata, health and statistics stay open;
+- `restart()` brings a dead server back on the ports it had (clients keep their address) and loads
+  the start models again; `new_session=False` keeps tritonserver and its python-backend stubs in the
+  caller's process group, so whoever started the caller can stop all of them with one `killpg`, even
+  after the caller itself is gone.
 """
 
 from __future__ import annotations
@@ -141,6 +145,7 @@ class TritonServer:
         extra_args: Iterable[str] = (),
         settings=None,
         admin_key: str = "",
+        new_session: bool = True,
     ) -> None:
         from bobench.export.triton_repo import list_models
 
@@ -162,6 +167,7 @@ class TritonServer:
         if ALL_MODELS in self.models and len(self.models) > 1:
             raise InvalidArgument(f"models: '*' (load all) cannot be combined with names, got {self.models}")
         self.admin_key = admin_key
+        self.new_session = new_session
         self.host = host
         self._requested = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
         for name, port in self._requested.items():
@@ -206,6 +212,17 @@ class TritonServer:
                 self._terminate()
                 raise
         raise Unavailable("tritonserver could not bind its ports")  # pragma: no cover - loop returns/raises
+
+    def restart(self, timeout_s: float = 120.0) -> TritonServer:
+        """Start a server that died again, on the same ports, loading the start models again (for
+        an S3 repository: every model it holds). The dead server's log is kept as
+        `tritonserver.log.1`. Raises what `start` raises (Unavailable when a port was taken)."""
+        self._terminate(5.0)
+        if self.ports:
+            self._requested = dict(self.ports)
+        if self.log_path.is_file():
+            self.log_path.replace(self.log_path.with_name(self.log_path.name + ".1"))
+        return self.start(timeout_s)
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
         """SIGTERM the server, wait up to `timeout_s`, then SIGKILL; returns its exit code."""
@@ -374,7 +391,7 @@ class TritonServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**server_environment(), **self.s3_env},
-                start_new_session=True,  # our caller's Ctrl-C is forwarded by us, not delivered twice
+                start_new_session=self.new_session,  # default: our caller forwards Ctrl-C, not the tty
             )
         log.debug(
             "started tritonserver pid %d: ports %s, log %s", self.process.pid, self.ports, self.log_path
