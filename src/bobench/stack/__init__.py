@@ -6,8 +6,10 @@ loopback. `up()` records every PID and address in `<state_dir>/stack.json` and l
 Models take the cluster's path: Triton reads `s3://bobench/triton-models` (a prefix of the stack's
 bucket) straight from SeaweedFS, the demo backbones are published there at `up`, and the scheduler
 publishes any other backbone a battle needs before dispatching its runs (in process). Secrets (the S3
-secret key and the Triton admin key) live only in `<state_dir>/secrets.env` (mode 0600);
-`stack.json` names that file and `stack_env()` merges both for clients.
+secret key, the Triton admin key and the local user's admin token) live only in
+`<state_dir>/secrets.env` (mode 0600); `stack.json` names that file and `stack_env()` merges both for
+clients. The services run with auth on: `<state_dir>/auth-tokens.jsonl` holds the hashes of the
+user's token and of the scheduler's service token (which only the scheduler's environment holds).
 
     python -m bobench.stack up [--evaluators 2] [--no-embedder]
     python -m bobench.stack down
@@ -22,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from bobench.errors import BobenchError, FailedPrecondition, Unavailable
-from bobench.stack.procs import Service, pid_alive, start_bobench_service, stop_pid
+from bobench.rpc.auth_tokens import fresh_tokens_file
+from bobench.stack.procs import Service, pid_alive, start_bobench_service
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,8 @@ DEFAULT_STATE_DIR = ".bobench"
 BUCKET = "bobench"
 MODEL_REPOSITORY = f"s3://{BUCKET}/triton-models"
 SECRETS_FILE = "secrets.env"
-_SECRET_VARS = ("BOBENCH_S3_SECRET_KEY", "BOBENCH_TRITON_ADMIN_KEY")
+_SECRET_VARS = ("BOBENCH_S3_SECRET_KEY", "BOBENCH_TRITON_ADMIN_KEY", "BOBENCH_AUTH_TOKEN")
+TOKENS_FILE = "auth-tokens.jsonl"  # hashes only: the local user's admin token and the scheduler's
 
 
 def _state_path(state_dir: Path) -> Path:
@@ -93,7 +97,8 @@ def _start_embedder(state_dir: Path, env: dict[str, str]) -> Service:
     try:
         wait_until(ready, proc, "embedder (Triton)", log_path, timeout_s=300)
     except Unavailable:
-        stop_pid(proc.pid, 10, proc)
+        _stop_service({"pid": proc.pid})
+        proc.wait(5)
         raise
     host = info.get("host", "127.0.0.1")
     return Service(
@@ -172,10 +177,12 @@ def up(
 
     admin = S3Identity("admin", "bobench", secrets.token_hex(16))
     env: dict[str, str] = {}
+    tokens = fresh_tokens_file(state_dir / TOKENS_FILE, {"stack-user": "admin", "scheduler": "service"})
     secrets_path = _write_secrets(
         state_dir,
-        {"BOBENCH_S3_SECRET_KEY": admin.secret_key, "BOBENCH_TRITON_ADMIN_KEY": secrets.token_hex(16)},
-    )
+        {"BOBENCH_S3_SECRET_KEY": admin.secret_key, "BOBENCH_TRITON_ADMIN_KEY": secrets.token_hex(16),
+         "BOBENCH_AUTH_TOKEN": tokens["stack-user"]},  # what `bob` against the stack presents
+    )  # fmt: skip
     try:
         s3 = start_seaweedfs(state_dir / "seaweedfs", [admin])
         started.append(s3)
@@ -185,6 +192,8 @@ def up(
             "BOBENCH_STORE": f"s3://{BUCKET}/artifacts",
             **read_secrets(state_dir),
         }
+        env.pop("BOBENCH_AUTH_TOKEN")  # services authenticate callers with the tokens file instead
+        env["BOBENCH_AUTH_TOKENS_FILE"] = str(state_dir / TOKENS_FILE)
         record()
         if embedder:
             try:
@@ -238,7 +247,7 @@ def up(
                     str(state_dir / "cache"),
                 ],
                 logs,
-                env=env,
+                env={**env, "BOBENCH_AUTH_TOKEN": tokens["scheduler"]},  # its identity towards evaluators
             )
         )
         record()
@@ -254,22 +263,54 @@ def up(
         return record()
     except BaseException:
         for s in reversed(started):
-            stop_pid(s.pid)
+            _stop_service(s.to_dict())
         _state_path(state_dir).unlink(missing_ok=True)
         secrets_path.unlink(missing_ok=True)
         raise
 
 
+def _stop_service(service: dict[str, Any]) -> bool:
+    """Stop a recorded service and whatever is left in its process group (the embedder's
+    tritonserver and python stubs, also when the embedder itself was killed). True if it ran."""
+    from bobench.stack.procs import stop_group
+
+    return stop_group(service["pid"], service.get("start_ticks", 0), timeout_s=15)
+
+
+def secret_files(state_dir: str | Path = DEFAULT_STATE_DIR) -> list[Path]:
+    """Every file of the stack that holds a credential (each 0600): `secrets.env` and SeaweedFS's
+    S3 identities, JWT keys and TLS keys. No other file under `state_dir` may hold one."""
+    from bobench.stack.seaweedfs import secret_files as seaweedfs_secret_files
+
+    state_dir = Path(state_dir)
+    return [state_dir / SECRETS_FILE, *seaweedfs_secret_files(state_dir / "seaweedfs")]
+
+
+def public_state(state_dir: str | Path = DEFAULT_STATE_DIR) -> dict[str, Any] | None:
+    """`read_state` with every value that equals or contains a secret of the stack replaced by
+    "<redacted>" (what `status` prints; stack.json should hold none, this makes sure)."""
+    state = read_state(state_dir)
+    values = [v for v in read_secrets(state_dir).values() if len(v) >= 8]
+
+    def scrub(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: scrub(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [scrub(v) for v in obj]
+        if isinstance(obj, str) and any(v in obj for v in values):
+            return "<redacted>"
+        return obj
+
+    return None if state is None else scrub(state)
+
+
 def down(state_dir: str | Path = DEFAULT_STATE_DIR) -> list[str]:
-    """Stop the PIDs recorded by `up()` (reverse start order); returns the names stopped."""
+    """Stop the PIDs recorded by `up()` (reverse start order) and what they left in their process
+    groups; returns the names of those that were running."""
     state = read_state(state_dir)
     if state is None:
         return []
-    stopped = []
-    for s in reversed(state["services"]):
-        if pid_alive(s["pid"]):
-            stop_pid(s["pid"], timeout_s=15)
-            stopped.append(s["name"])
+    stopped = [s["name"] for s in reversed(state["services"]) if _stop_service(s)]
     _state_path(Path(state_dir)).unlink(missing_ok=True)
     (Path(state_dir) / SECRETS_FILE).unlink(missing_ok=True)
     return stopped

@@ -26,7 +26,7 @@ def _served_backbones(flag: str | None) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bobench.stack import DEFAULT_STATE_DIR, down, read_state, up
+    from bobench.stack import DEFAULT_STATE_DIR, down, public_state, up
 
     p = argparse.ArgumentParser(prog="python -m bobench.stack", description="local bobench stack on loopback")
     p.add_argument("action", choices=("up", "down", "status"))
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "down":
             print("stopped: " + (", ".join(down(args.state_dir)) or "nothing was running"))
         else:
-            print(json.dumps(read_state(args.state_dir), indent=2))
+            print(json.dumps(public_state(args.state_dir), indent=2))  # never a secret
     except BobenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
