@@ -14,24 +14,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from bobench.battle.executor import utc_now
 from bobench.battle.plan import RunPlan
-from bobench.battle.records import STATUS_CANCELLED, RunRecord
+from bobench.battle.records import STATUS_CANCELLED, STATUS_FAILED, RunRecord
 from bobench.battle.single import plan_single_run
 from bobench.config import Settings, load_settings
 from bobench.data import configure as configure_data
 from bobench.errors import Cancelled, DeadlineExceeded, FailedPrecondition, InvalidArgument
 from bobench.rpc import convert
-from bobench.rpc.evaluator_pool import ExecutorPool, PooledExecutor
+from bobench.rpc.evaluator_pool import ExecutorPool
 from bobench.rpc.result_log import ResultLog
 from bobench.v1 import evaluator_pb2, evaluator_pb2_grpc
 
@@ -84,17 +86,62 @@ def validate_run_request(run: Any) -> dict[str, Any]:
     }
 
 
-class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
-    """Evaluate and GetResult over an ExecutorPool and a ResultLog."""
+class _Flight:
+    """One execution of a run key and the Evaluate calls waiting for it (single-flight).
 
-    def __init__(self, settings: Settings, results_dir: str | Path, max_concurrent_runs: int = 1) -> None:
+    Created, joined and left on the event loop; the worker thread only reads `stop` and `deadline`.
+    The run stops at its next progress call once every caller has left (`stop`).
+    """
+
+    def __init__(self, plan: RunPlan, loop: asyncio.AbstractEventLoop) -> None:
+        self.plan = plan
+        self.stop = threading.Event()
+        self.listeners: dict[asyncio.Queue, float | None] = {}  # a caller's queue -> its deadline
+        self.deadline: float | None = None  # the latest caller deadline (None: some caller has none)
+        self.done: asyncio.Future = loop.create_future()  # the stored RunRecord
+        self.task: asyncio.Task | None = None
+
+    def join(self, queue: asyncio.Queue, deadline: float | None) -> None:
+        self.listeners[queue] = deadline
+        self._update_deadline()
+
+    def leave(self, queue: asyncio.Queue) -> None:
+        if self.listeners.pop(queue, _DONE) is not _DONE and not self.listeners and not self.done.done():
+            self.stop.set()  # nobody waits for this run any more
+        self._update_deadline()
+
+    def _update_deadline(self) -> None:
+        values = list(self.listeners.values())
+        self.deadline = None if not values or None in values else max(values)
+
+    def broadcast(self, item: Any) -> None:
+        for queue in self.listeners:
+            queue.put_nowait(item)
+
+
+class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
+    """Evaluate and GetResult over an ExecutorPool and a ResultLog.
+
+    Single-flight: concurrent Evaluate calls for one run key share one execution and all receive
+    its record. Runs execute in daemon threads, so a run stuck in native code cannot keep the
+    process from exiting; `aclose` waits at most `stop_timeout_s` for runs in flight.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        results_dir: str | Path,
+        max_concurrent_runs: int = 1,
+        *,
+        stop_timeout_s: float = 5.0,
+    ) -> None:
         self.settings = settings
         self.pool = ExecutorPool(settings, max_concurrent_runs)
         self.results = ResultLog(results_dir)
-        self._threads = ThreadPoolExecutor(max_workers=max_concurrent_runs, thread_name_prefix="evaluate")
+        self.stop_timeout_s = stop_timeout_s
         self._closing = threading.Event()  # set on shutdown: runs in flight stop at their next progress tick
-        self._background: set[asyncio.Task] = set()
-        self._inflight: dict[asyncio.Future, PooledExecutor] = {}  # runs whose record is not stored yet
+        self._flights: dict[str, _Flight] = {}  # run key -> its execution in progress
+        self.executions_started = 0  # flights started (tests: single-flight)
 
     async def GetResult(self, request, context):
         if not request.run_key.strip():
@@ -120,76 +167,88 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             RUNS.labels("reused").inc()
             yield evaluator_pb2.EvaluateEvent(result=convert.record_to_result(stored))
             return
-        async for event in self._execute(plan, request.run.batch_size, context):
+        async for event in self._follow(plan, request.run.batch_size, context):
             yield event
 
-    async def _execute(self, plan: RunPlan, batch_size: int, context):
-        """Run `plan` on a pooled executor; yield Progress events, then the RunResult."""
+    async def _follow(self, plan: RunPlan, batch_size: int, context):
+        """Join (or start) the execution of `plan`; yield Progress events, then the RunResult."""
+        loop = asyncio.get_running_loop()
+        flight = self._flights.get(plan.run_key)
+        if flight is None:
+            flight = self._flights[plan.run_key] = _Flight(plan, loop)
+            flight.task = asyncio.ensure_future(self._run(flight, batch_size))
+        queue: asyncio.Queue = asyncio.Queue()
+        remaining_s = context.time_remaining()
+        flight.join(queue, None if remaining_s is None else loop.time() + remaining_s)
+        try:
+            while (event := await queue.get()) is not _DONE:
+                yield evaluator_pb2.EvaluateEvent(progress=event)
+            record = flight.done.result()
+            yield evaluator_pb2.EvaluateEvent(result=convert.record_to_result(record))
+        finally:
+            # The caller went away or its deadline passed: when it was the last one, the run stops at
+            # its next progress call and is recorded cancelled once it has returned.
+            flight.leave(queue)
+
+    async def _run(self, flight: _Flight, batch_size: int) -> None:
+        """Execute the flight's run on a pooled executor and settle it (store, answer every caller)."""
+        plan = flight.plan
         RUNS_WAITING.inc()
         try:
             executor = await self.pool.acquire()
         finally:
             RUNS_WAITING.dec()
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        stop = threading.Event()
-        remaining_s = context.time_remaining()
-        deadline = None if remaining_s is None else loop.time() + remaining_s
-
-        def progress(done: int, total: int, message: str = "") -> None:  # runs in the worker thread
-            if stop.is_set():
-                raise Cancelled(f"run {plan.run_key} cancelled by the caller")
-            if self._closing.is_set():
-                raise Cancelled(f"run {plan.run_key} stopped: the evaluator is shutting down")
-            if deadline is not None and loop.time() > deadline:
-                raise DeadlineExceeded(f"run {plan.run_key} passed its deadline")
-            event = evaluator_pb2.Progress(done=int(done), total=int(total), message=str(message))
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
+        if flight.stop.is_set() or self._closing.is_set():  # every caller left, or shutting down
+            self.pool.release(executor)
+            self._settle(flight, _stopped_record(plan, "Cancelled: stopped before it started"))
+            return
         executor.batch_size_override = batch_size or None
         RUNS_IN_FLIGHT.inc()
-        future = loop.run_in_executor(self._threads, executor.execute, plan, progress)
-        self._inflight[future] = executor
-        future.add_done_callback(lambda _f: events.put_nowait(_DONE))
+        self.executions_started += 1
         try:
-            while (event := await events.get()) is not _DONE:
-                yield evaluator_pb2.EvaluateEvent(progress=event)
-            if future.exception() is not None:  # execute() records a run's own failure; this is a bug
-                self._inflight.pop(future, None)
-                RUNS_IN_FLIGHT.dec()
-                self.pool.release(executor)
-                raise future.exception()
-            record = self._finish(future, executor, cancelled=stop.is_set())
-            yield evaluator_pb2.EvaluateEvent(result=convert.record_to_result(record))
-        except (asyncio.CancelledError, GeneratorExit):
-            # The caller went away or the deadline passed: stop the worker at its next progress call,
-            # and record the run as cancelled once it has returned.
-            stop.set()
-            task = asyncio.ensure_future(self._finish_later(future, executor))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-            raise
-
-    async def _finish_later(self, future: asyncio.Future, executor: PooledExecutor) -> None:
-        try:
-            await asyncio.shield(future)
-        except Exception:  # execute() never raises for a run's own failure; this is a bug
-            log.exception("worker of a cancelled run crashed")
-            self._inflight.pop(future, None)
+            record = await _in_daemon_thread(executor.execute, plan, self._progress_for(flight))
+        except Exception as exc:  # execute() records a run's own failure; this is a bug
+            log.exception("worker of run %s crashed", plan.run_key)
+            record = _stopped_record(plan, f"internal error: {type(exc).__name__}", status=STATUS_FAILED)
+        finally:
             RUNS_IN_FLIGHT.dec()
             self.pool.release(executor)
-            return
-        self._finish(future, executor, cancelled=True)
+        self._settle(flight, record)
 
-    def _finish(self, future: asyncio.Future, executor: PooledExecutor, *, cancelled: bool) -> RunRecord:
-        """Store the record (as cancelled when the caller left before it ended) and free the executor.
-        Once per run: whichever of the stream, the cancel path or shutdown gets there first."""
-        record = future.result()
-        if self._inflight.pop(future, None) is None:
-            return record
-        RUNS_IN_FLIGHT.dec()
-        self.pool.release(executor)
-        if cancelled:
+    def _progress_for(self, flight: _Flight) -> Callable[[int, int, str], None]:
+        """The run's progress callback (worker thread): raises to stop the run, forwards changes to
+        every caller (a repeated message at most every `_PROGRESS_EVERY_S`)."""
+        loop = asyncio.get_running_loop()
+        last: list[Any] = [None, 0.0]
+
+        def progress(done: int, total: int, message: str = "") -> None:
+            key = flight.plan.run_key
+            if flight.stop.is_set():
+                raise Cancelled(f"run {key} cancelled by the caller")
+            if self._closing.is_set():
+                raise Cancelled(f"run {key} stopped: the evaluator is shutting down")
+            deadline = flight.deadline
+            if deadline is not None and loop.time() > deadline:
+                flight.stop.set()  # every caller's deadline passed: recorded cancelled
+                raise DeadlineExceeded(f"run {key} passed its deadline")
+            now, tick = time.monotonic(), (int(done), int(total), str(message))
+            if tick == last[0] and now - last[1] < _PROGRESS_EVERY_S:
+                return
+            last[0], last[1] = tick, now
+            event = evaluator_pb2.Progress(done=tick[0], total=tick[1], message=tick[2])
+            with contextlib.suppress(RuntimeError):  # the loop closed: the process is exiting
+                loop.call_soon_threadsafe(flight.broadcast, event)
+
+        return progress
+
+    def _settle(self, flight: _Flight, record: RunRecord) -> None:
+        """Store the flight's record (cancelled when every caller left before it finished) and answer
+        its callers. Once per flight: whichever of the run or a bounded shutdown gets there first."""
+        if flight.done.done():
+            return
+        if self._flights.get(flight.plan.run_key) is flight:
+            del self._flights[flight.plan.run_key]
+        if (flight.stop.is_set() or self._closing.is_set()) and not record.finished:
             record.status = STATUS_CANCELLED
             record.metrics = {}
             if not (record.error or "").startswith(("Cancelled", "DeadlineExceeded")):
@@ -205,28 +264,70 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             record.status,
             record.duration_s or 0.0,
         )
-        return record
+        flight.done.set_result(record)
+        flight.broadcast(_DONE)
 
     async def aclose(self) -> None:
-        """After the grace period: stop runs still in flight at their next progress tick and wait until
-        they are recorded as cancelled (never finished), then release everything."""
+        """After the grace period: stop runs still in flight at their next progress call and wait up
+        to `stop_timeout_s` for them to be recorded (a run that still finished keeps its result, the
+        rest are cancelled); a run that does not stop in time is recorded cancelled and left to its
+        daemon thread. Then release everything."""
         self._closing.set()
-        for future in list(self._inflight):
-            try:
-                await asyncio.shield(future)
-            except Exception:
-                log.exception("a run in flight crashed during shutdown")
-                continue
-            if future in self._inflight:  # a run that still finished keeps its result; the rest cancelled
-                self._finish(future, self._inflight[future], cancelled=not future.result().finished)
-        if self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        tasks = [f.task for f in self._flights.values() if f.task is not None]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.stop_timeout_s)
+            for flight in list(self._flights.values()):
+                log.warning(
+                    "run %s did not stop within %.1f s of shutdown", flight.plan.run_key, self.stop_timeout_s
+                )
+                self._settle(
+                    flight,
+                    _stopped_record(
+                        flight.plan,
+                        f"Cancelled: the evaluator shut down; the run did not stop within {self.stop_timeout_s:g} s",
+                    ),
+                )
+            for task in late:
+                task.cancel()
         self.close()
 
     def close(self) -> None:
         self._closing.set()
-        self._threads.shutdown(wait=True, cancel_futures=True)
         self.pool.close()
+
+
+_PROGRESS_EVERY_S = 0.5
+
+
+def _stopped_record(plan: RunPlan, error: str, status: str = STATUS_CANCELLED) -> RunRecord:
+    """The record of a run that ended without running to its end."""
+    record = plan.new_record()
+    record.status, record.error = status, error
+    record.started_at = record.finished_at = utc_now()
+    return record
+
+
+def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+    """`fn(*args)` in a new daemon thread; a future of its result on the running loop."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def deliver(setter: Callable[[Any], None], value: Any) -> None:
+        if not future.done():
+            setter(value)
+
+    def target() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed to the awaiting coroutine
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(deliver, future.set_exception, exc)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(deliver, future.set_result, result)
+
+    threading.Thread(target=target, name="evaluate", daemon=True).start()
+    return future
 
 
 def triton_liveness(url: str, timeout_s: float = 2.0) -> Callable[[], Awaitable[bool]]:
@@ -286,6 +387,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-message-mb", type=int, default=64, help="largest gRPC message accepted")
     p.add_argument("--grace-s", type=float, default=10.0, help="drain time on SIGTERM")
+    p.add_argument(
+        "--stop-timeout-s",
+        type=float,
+        default=5.0,
+        help="after the drain, how long runs in flight get to stop before they are recorded cancelled "
+        "and the process exits",
+    )
+    p.add_argument(
+        "--max-run-s",
+        type=int,
+        default=None,
+        help="hard time limit of one protocol run (setting max_run_s, env BOBENCH_MAX_RUN_S; "
+        "default 3600; 0 = none): a run past it fails with DeadlineExceeded at its next step",
+    )
     p.add_argument("--config", help="settings file (YAML); env BOBENCH_CONFIG")
     p.add_argument("--cache-dir", help="feature/model cache (env BOBENCH_CACHE_DIR)")
     p.add_argument("--embedder", choices=("onnxruntime", "torch", "triton"), help="embedding runtime")
@@ -325,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         triton_url=args.triton_url,
         batch_size=args.batch_size,
         threads=args.threads,
+        max_run_s=args.max_run_s,
     )
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     configure_data(settings, service=True)  # s3:// datasets; client paths only under data_roots
@@ -333,7 +449,9 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(settings.threads)
     results_dir = Path(args.results_dir or Path(settings.cache_dir) / "evaluator-results")
-    servicer = EvaluatorServicer(settings, results_dir, args.max_concurrent_runs)
+    servicer = EvaluatorServicer(
+        settings, results_dir, args.max_concurrent_runs, stop_timeout_s=args.stop_timeout_s
+    )
     readiness = triton_liveness(settings.triton_url) if settings.embedder == "triton" else None
     binding = ServiceBinding.of(
         evaluator_pb2_grpc.add_EvaluatorServicer_to_server,
