@@ -366,3 +366,43 @@ def test_an_evaluator_process_from_the_test_services_runs_with_auth_on(tmp_path)
     finally:
         stop_pid(proc.pid)
     assert TEST_TOKEN not in (tmp_path / "auth-tokens.jsonl").read_text()
+
+
+# --- the local stack -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_local_stack_runs_with_auth_and_bob_presents_the_stacks_token(tmp_path, monkeypatch, capsys):
+    from bobench.cli import main
+    from bobench.client import SchedulerClient
+    from bobench.errors import Unauthenticated
+    from bobench.stack import TOKENS_FILE, down, read_secrets, up
+
+    for name, value in {"OMP_NUM_THREADS": "1", "BOBENCH_THREADS": "1", "BOBENCH_EMBEDDER": "torch"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(
+        "BOBENCH_AUTH_TOKEN", raising=False
+    )  # the test services' token: bob must find the stack's own
+    state_dir = tmp_path / ".bobench"
+    state = up(state_dir, evaluators=1, embedder=False, scrape_interval_s=1)
+    try:
+        address = next(s["address"] for s in state["services"] if s["name"] == "scheduler")
+        token = read_secrets(state_dir)["BOBENCH_AUTH_TOKEN"]
+        assert token not in (state_dir / TOKENS_FILE).read_text()
+        assert token not in (state_dir / "stack.json").read_text()
+        with SchedulerClient(address, auth=ClientAuth()) as anonymous, pytest.raises(Unauthenticated):
+            anonymous.list()
+        monkeypatch.chdir(tmp_path)
+        assert main(["battle", "list"]) == 0  # the scheduler and the token from .bobench/
+        assert main(["battle", "submit", "--wait", str(_spec_file(tmp_path))]) == 0
+        assert "finished" in capsys.readouterr().out
+    finally:
+        down(state_dir)
+    logs = "".join(p.read_text(errors="replace") for p in (state_dir / "logs").glob("*.*") if p.is_file())
+    assert token not in logs
+
+
+def _spec_file(tmp_path):
+    path = tmp_path / "battle.yaml"
+    path.write_text("name: stack-auth\nbackbones: [toy]\ndatasets: [toy]\nprotocols: [knn]\n")
+    return path
