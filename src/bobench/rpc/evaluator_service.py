@@ -32,7 +32,7 @@ from bobench.battle.single import plan_single_run
 from bobench.config import Settings, load_settings
 from bobench.data import configure as configure_data
 from bobench.errors import Cancelled, DeadlineExceeded, FailedPrecondition, InvalidArgument
-from bobench.rpc import convert
+from bobench.rpc import auth, convert
 from bobench.rpc.evaluator_pool import ExecutorPool
 from bobench.rpc.result_log import ResultLog
 from bobench.v1 import evaluator_pb2, evaluator_pb2_grpc
@@ -151,6 +151,8 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
     async def Evaluate(self, request, context):
         if not request.HasField("run"):
             raise InvalidArgument("run: is required")
+        if request.run.rerun:  # re-running over a stored result is for admins and the scheduler
+            auth.require_any_role((auth.ADMIN, auth.SERVICE), "run.rerun=true")
         kwargs = validate_run_request(request.run)
         plan = await asyncio.to_thread(plan_single_run, dataset_loader=self.pool.datasets.load, **kwargs)
         expected = request.run.expected_run_key
@@ -469,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             grace_s=args.grace_s,
             on_stop=servicer.aclose,
             max_connection_age_s=args.max_connection_age_s or None,
+            auth=auth.ServerAuth.from_settings(settings),
         )
     )
     return 0
