@@ -13,6 +13,12 @@ gRPC resolves it (DNS re-resolved as pods come and go) and spreads the calls ove
 address with its `round_robin` policy, skipping addresses that are not connected. Then
 `runs_per_address` bounds the runs in flight on the whole target: set it to replicas x each
 evaluator's `--max-concurrent-runs` (an evaluator that gets more than it runs at once queues them).
+
+Circuit breaker per address: after `breaker_failures` transient failures in a row an address is
+skipped for `breaker_cooldown_s` (its runs go to the others); then it gets calls again, and one more
+failure opens it again. When every address is open a run fails fast with Unavailable, which the
+scheduler retries after its backoff. `cancel(run_key)` cancels the run's streaming call: the
+evaluator stops the run at its next step and the run ends with a "cancelled" record.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import itertools
 import json
 import logging
 import threading
+import time
 
 import grpc
 
@@ -84,6 +91,30 @@ def parse_addresses(addresses: str | list[str]) -> list[str]:
     return out
 
 
+class CircuitBreaker:
+    """Consecutive transient failures of one address; open (skip it) for a cool-down after too many.
+    Not thread-safe: the executor calls it under its lock."""
+
+    def __init__(self, failures: int, cooldown_s: float) -> None:
+        self.threshold, self.cooldown_s = max(1, failures), cooldown_s
+        self.failures = 0
+        self.open_until = 0.0
+
+    def allows(self, now: float) -> bool:
+        return now >= self.open_until
+
+    def failed(self, now: float) -> bool:
+        """Count a transient failure; True when it (re)opens the breaker."""
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.open_until = now + self.cooldown_s
+            return True
+        return False
+
+    def succeeded(self) -> None:
+        self.failures, self.open_until = 0, 0.0
+
+
 class GrpcExecutor(Executor):
     """Sends each run to one of `addresses` (round robin) or through one load-balanced target URI
     (module docstring). `runs_per_address` bounds what the scheduler sends each address (or the whole
@@ -97,6 +128,8 @@ class GrpcExecutor(Executor):
         runs_per_address: int = 1,
         timeout_s: float | None = 3600.0,
         max_message_mb: int = 64,
+        breaker_failures: int = 3,
+        breaker_cooldown_s: float = 10.0,
     ) -> None:
         from bobench.v1 import evaluator_pb2_grpc
 
@@ -113,21 +146,61 @@ class GrpcExecutor(Executor):
         self._stubs = [evaluator_pb2_grpc.EvaluatorStub(c) for c in self._channels]
         self._next = itertools.count()
         self._lock = threading.Lock()
+        self._breakers = [CircuitBreaker(breaker_failures, breaker_cooldown_s) for _ in self.addresses]
+        self._calls: dict[str, grpc.Future] = {}  # run key -> its Evaluate call in flight
+        self._cancelled: set[str] = set()  # run keys whose call `cancel` stopped
         self.reused = 0  # runs an evaluator answered from its stored results
+
+    def _pick(self) -> int:
+        """The next address in turn whose breaker allows a call; Unavailable when all are open."""
+        now = time.monotonic()
+        with self._lock:
+            start = next(self._next)
+            for step in range(len(self.addresses)):
+                i = (start + step) % len(self.addresses)
+                if self._breakers[i].allows(now):
+                    return i
+        raise Unavailable(
+            f"every evaluator failed {self._breakers[0].threshold} calls in a row; retrying after "
+            f"their cool-down ({', '.join(self.addresses)})"
+        )
+
+    def _outcome(self, i: int, transient: bool) -> None:
+        with self._lock:
+            if not transient:
+                self._breakers[i].succeeded()
+            elif self._breakers[i].failed(time.monotonic()):
+                log.warning(
+                    "evaluator %s failed %d calls in a row: skipped for %.1f s",
+                    self.addresses[i],
+                    self._breakers[i].failures,
+                    self._breakers[i].cooldown_s,
+                )
+
+    def cancel(self, run_key: str) -> None:
+        """Cancel the run's Evaluate call (if in flight): the evaluator stops it at its next step."""
+        with self._lock:
+            call = self._calls.get(run_key)
+            if call is not None:
+                self._cancelled.add(run_key)
+        if call is not None:
+            call.cancel()
 
     def execute(self, plan: RunPlan, progress: ProgressFn | None = None) -> RunRecord:
         """Run `plan` remotely. Raises Unavailable / DeadlineExceeded for transient failures."""
         from bobench.rpc import convert
         from bobench.v1 import evaluator_pb2
 
-        with self._lock:
-            i = next(self._next) % len(self._stubs)
+        i = self._pick()
         address, stub = self.addresses[i], self._stubs[i]
         request = evaluator_pb2.EvaluateRequest(run=convert.plan_to_request(plan))
         started_at = utc_now()
         record = None
+        call = stub.Evaluate(request, timeout=self.timeout_s)
+        with self._lock:
+            self._calls[plan.run_key] = call
         try:
-            for event in stub.Evaluate(request, timeout=self.timeout_s):
+            for event in call:
                 kind = event.WhichOneof("event")
                 if kind == "started" and event.started.reused:
                     with self._lock:
@@ -138,9 +211,17 @@ class GrpcExecutor(Executor):
                     record = convert.result_to_record(event.result)
         except grpc.RpcError as exc:
             code, details = exc.code(), exc.details() or ""
+            with self._lock:
+                stopped = plan.run_key in self._cancelled
+            if stopped and code == grpc.StatusCode.CANCELLED:
+                record = plan.new_record()
+                record.status, record.started_at, record.finished_at = STATUS_CANCELLED, started_at, utc_now()
+                record.error = f"Cancelled: the run's battle was cancelled (evaluator {address})"
+                return record
             transient = _TRANSIENT_CODES.get(code)
             if code is grpc.StatusCode.RESOURCE_EXHAUSTED and is_limit_message(details):
                 transient = None  # a configured limit, not an overload: a retry cannot pass it
+            self._outcome(i, transient is not None)
             if transient is not None:
                 raise transient(f"evaluator {address}: {code.name}: {details}") from None
             record = plan.new_record()
@@ -150,6 +231,11 @@ class GrpcExecutor(Executor):
             )
             log.error("run %s failed on %s: %s", plan.run_key, address, record.error)
             return record
+        finally:
+            with self._lock:
+                self._calls.pop(plan.run_key, None)
+                self._cancelled.discard(plan.run_key)
+        self._outcome(i, record is None)
         if record is None:
             raise Unavailable(
                 f"evaluator {address}: Evaluate stream for run {plan.run_key} ended without a result"
