@@ -135,12 +135,15 @@ def test_every_method_checks_roles_and_admin_may_call_it(channel, tokens, method
     assert call(channel, method, allowed) not in (UNAUTHENTICATED, DENIED)
 
 
-def test_health_stays_open_and_the_ready_info_says_auth(server, channel):
+def test_health_and_reflection_stay_open_and_the_ready_info_says_auth(server, channel):
     stub = health_pb2_grpc.HealthStub(channel)
     for service in ("", "bobench.v1.Scheduler", "bobench.v1.Evaluator"):
         reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     assert server.ready_info()["auth"] is True and server.ready_info()["tls"] is False
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    assert "bobench.v1.Scheduler" in set(ProtoReflectionDescriptorDatabase(channel).get_services())
 
 
 @pytest.mark.parametrize("method", METHODS)
