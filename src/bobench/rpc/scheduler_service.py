@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -183,20 +184,22 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         active.set()
         done = object()
 
-        def pump() -> None:  # a worker thread follows the scheduler's events
+        def pump() -> None:  # a thread of its own follows the scheduler's events
             try:
                 for event in self.scheduler.watch(bid, is_active=active.is_set):
                     loop.call_soon_threadsafe(queue.put_nowait, event)
             finally:
-                loop.call_soon_threadsafe(queue.put_nowait, done)
+                with contextlib.suppress(RuntimeError):  # the loop closed: the server is gone
+                    loop.call_soon_threadsafe(queue.put_nowait, done)
 
-        worker = loop.run_in_executor(None, pump)
+        # Not the default executor: open watches would take every thread SubmitBattle, CancelBattle
+        # and ListResults run on (asyncio.to_thread). The thread ends within 0.5 s of `active` clearing.
+        threading.Thread(target=pump, name=f"watch-{bid[:32]}", daemon=True).start()
         try:
             while (event := await queue.get()) is not done:
                 yield event_to_proto(event)
         finally:
             active.clear()
-            await asyncio.shield(worker)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,8 +241,44 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(env("BOBENCH_SCHEDULER_CONCURRENCY", "4")),
         help="runs in flight",
     )
-    p.add_argument("--max-retries", type=int, default=3, help="retries of a transient run failure")
+    p.add_argument(
+        "--max-retries",
+        type=int,
+        default=None,
+        help="most retries of a transient run failure (default: as many as the retry window allows)",
+    )
     p.add_argument("--backoff-s", type=float, default=1.0, help="first retry delay; doubles each retry")
+    p.add_argument(
+        "--retry-window-s",
+        type=int,
+        default=None,
+        help="retry a transient failure for this long after the run's first one (setting "
+        "retry_window_s, env BOBENCH_RETRY_WINDOW_S; default 120)",
+    )
+    p.add_argument(
+        "--max-backoff-s",
+        type=int,
+        default=None,
+        help="longest retry delay (setting retry_max_backoff_s; default 15)",
+    )
+    p.add_argument(
+        "--breaker-failures",
+        type=int,
+        default=None,
+        help="an evaluator failing this many calls in a row is skipped for the cool-down (default 3)",
+    )
+    p.add_argument(
+        "--breaker-cooldown-s",
+        type=int,
+        default=None,
+        help="how long an evaluator whose circuit opened is skipped (default 10)",
+    )
+    p.add_argument(
+        "--readiness-interval-s",
+        type=float,
+        default=2.0,
+        help="how often health re-checks the workers and the store",
+    )
     p.add_argument("--run-timeout-s", type=float, default=3600.0, help="deadline of one remote run")
     p.add_argument("--grace-s", type=float, default=10.0, help="drain time on SIGTERM")
     p.add_argument("--config", help="settings file (YAML); env BOBENCH_CONFIG")
@@ -295,17 +334,30 @@ def build_scheduler(args: argparse.Namespace):
     """(scheduler, settings) from parsed flags: the store, the executors and the retry policy."""
     from bobench.battle.executor import LocalExecutor
     from bobench.battle.grpc_executor import GrpcExecutor
+    from bobench.battle.result_signing import ResultSigner
     from bobench.config import load_settings
     from bobench.data import configure as configure_data
     from bobench.store import open_store
 
-    settings = load_settings(args.config, cache_dir=args.cache_dir, store=args.store)
+    settings = load_settings(
+        args.config,
+        cache_dir=args.cache_dir,
+        store=args.store,
+        retry_window_s=args.retry_window_s,
+        retry_max_backoff_s=args.max_backoff_s,
+        breaker_failures=args.breaker_failures,
+        breaker_cooldown_s=args.breaker_cooldown_s,
+    )
     configure_data(settings, service=True)  # s3:// listings; client paths only under data_roots
     store = open_store(settings, create_bucket=True)
     if args.evaluators.strip():
         executors = [
             GrpcExecutor(
-                args.evaluators, runs_per_address=args.runs_per_evaluator, timeout_s=args.run_timeout_s
+                args.evaluators,
+                runs_per_address=args.runs_per_evaluator,
+                timeout_s=args.run_timeout_s,
+                breaker_failures=settings.breaker_failures,
+                breaker_cooldown_s=settings.breaker_cooldown_s,
             )
         ]
     else:
@@ -317,6 +369,9 @@ def build_scheduler(args: argparse.Namespace):
         concurrency=args.concurrency,
         max_retries=args.max_retries,
         backoff_s=args.backoff_s,
+        max_backoff_s=settings.retry_max_backoff_s,
+        retry_window_s=settings.retry_window_s,
+        signer=ResultSigner(settings.result_signing_key),
         preparer=build_publish_step(job_executor, settings),
         job_executor=job_executor,
         job_protocols=job_protocols or ("finetune",),
@@ -340,8 +395,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     if scheduler.job_executor is not None:
         log.info("protocols %s run as Kubernetes Jobs", sorted(scheduler.job_protocols))
+
+    async def ready() -> bool:  # NOT_SERVING while a worker is dead or the store does not answer
+        return scheduler.healthy()
+
     binding = ServiceBinding.of(
-        scheduler_pb2_grpc.add_SchedulerServicer_to_server, SchedulerServicer(scheduler, settings=settings)
+        scheduler_pb2_grpc.add_SchedulerServicer_to_server,
+        SchedulerServicer(scheduler, settings=settings),
+        readiness=ready,
+        readiness_interval_s=args.readiness_interval_s,
     )
     asyncio.run(
         serve_forever(
