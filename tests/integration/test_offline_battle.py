@@ -180,6 +180,7 @@ def test_demo_pits_pretrained_against_random_on_every_task_over_real_sets(emoji_
     sizes = {d.name: load_dataset(d.ref).splits for d in spec.datasets}
     assert sizes["fashion_mnist"]["test"].size >= 400  # large enough for intervals that separate
     assert sizes["emoji_styles"]["query"].size >= 200
+    assert sizes["emoji_google"]["test"].size >= 140  # 31 subcategories: random features fall behind
 
 
 def test_pretrained_lite0_beats_its_random_twin_beyond_the_intervals_on_the_emoji_style_shift(
@@ -192,7 +193,7 @@ def test_pretrained_lite0_beats_its_random_twin_beyond_the_intervals_on_the_emoj
             "datasets": [
                 {
                     "name": "emoji_google",
-                    "ref": {"name": "emoji_google", "min_per_class": 30, "max_per_class": 24},
+                    "ref": {"name": "emoji_google", "min_per_class": 20, "max_per_class": 24},
                 },
                 {"name": "emoji_styles", "ref": {"name": "emoji_styles", "size": 200}},
             ],
@@ -202,7 +203,7 @@ def test_pretrained_lite0_beats_its_random_twin_beyond_the_intervals_on_the_emoj
                     "name": "ood",
                     "datasets": ["emoji_google"],
                     "config": {
-                        "target": {"name": "emoji_twitter", "min_per_class": 30, "max_per_class": 24},
+                        "target": {"name": "emoji_twitter", "min_per_class": 20, "max_per_class": 24},
                         "corruptions": [],
                     },
                 },
