@@ -36,6 +36,7 @@ from bobench.battle.executor import Executor, utc_now
 from bobench.battle.plan import RunPlan
 from bobench.battle.records import STATUS_CANCELLED, STATUS_FAILED, RunRecord
 from bobench.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from bobench.rpc.auth_client import ClientAuth
 from bobench.rpc.limits import is_limit_message
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class GrpcExecutor(Executor):
         runs_per_address: int = 1,
         timeout_s: float | None = 3600.0,
         max_message_mb: int = 64,
+        auth: ClientAuth | None = None,  # None: the process's BOBENCH_AUTH_* / BOBENCH_TLS_* env
         breaker_failures: int = 3,
         breaker_cooldown_s: float = 10.0,
     ) -> None:
@@ -142,7 +144,8 @@ class GrpcExecutor(Executor):
         options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
         if is_target_uri(addresses):
             options.append(("grpc.service_config", _ROUND_ROBIN))
-        self._channels = [grpc.insecure_channel(a, options=options) for a in self.addresses]
+        auth = auth if auth is not None else ClientAuth.from_env()
+        self._channels = [auth.channel(a, options) for a in self.addresses]
         self._stubs = [evaluator_pb2_grpc.EvaluatorStub(c) for c in self._channels]
         self._next = itertools.count()
         self._lock = threading.Lock()

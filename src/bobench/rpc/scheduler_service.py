@@ -25,7 +25,7 @@ from bobench.battle.scheduler_state import RUN_STATES, BattleEvent, BattleStatus
 from bobench.battle.spec import load_spec_yaml, parse_spec
 from bobench.config import Settings
 from bobench.errors import InvalidArgument, NotFound
-from bobench.rpc import convert, limits
+from bobench.rpc import auth, convert, limits
 from bobench.store.base import ArtifactStore
 from bobench.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
@@ -144,7 +144,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         battle_id = limits.check_battle_id(request.battle_id) if request.battle_id else None
         limits.check_runs_per_battle(spec, self.limits)
         with self.quota.reserve(limits.caller_identity()) as bind:
-            bid = await asyncio.to_thread(self.scheduler.submit, spec, battle_id)
+            bid = await asyncio.to_thread(self.scheduler.submit, spec, battle_id, owner=auth.caller_name())
             bind(bid)
         status = self.scheduler.get(bid)
         return scheduler_pb2.SubmitBattleResponse(
@@ -167,6 +167,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     async def CancelBattle(self, request, context):
         bid = _required(request.battle_id, "battle_id")
+        auth.require_owner_or_admin(self.scheduler.get(bid).owner, f"battle {bid!r}")
         return battle_to_proto(await asyncio.to_thread(self.scheduler.cancel, bid, request.reason))
 
     async def ListResults(self, request, context):
@@ -337,6 +338,7 @@ def build_scheduler(args: argparse.Namespace):
     from bobench.battle.result_signing import ResultSigner
     from bobench.config import load_settings
     from bobench.data import configure as configure_data
+    from bobench.rpc.auth_client import ClientAuth
     from bobench.store import open_store
 
     settings = load_settings(
@@ -356,6 +358,7 @@ def build_scheduler(args: argparse.Namespace):
                 args.evaluators,
                 runs_per_address=args.runs_per_evaluator,
                 timeout_s=args.run_timeout_s,
+                auth=ClientAuth.from_settings(settings),  # the scheduler's service identity
                 breaker_failures=settings.breaker_failures,
                 breaker_cooldown_s=settings.breaker_cooldown_s,
             )
@@ -413,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics_port=args.metrics_port,
             grace_s=args.grace_s,
             on_stop=lambda: scheduler.close(args.grace_s),
+            auth=auth.ServerAuth.from_settings(settings),
         )
     )
     return 0
