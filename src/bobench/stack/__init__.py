@@ -33,7 +33,12 @@ DEFAULT_STATE_DIR = ".bobench"
 BUCKET = "bobench"
 MODEL_REPOSITORY = f"s3://{BUCKET}/triton-models"
 SECRETS_FILE = "secrets.env"
-_SECRET_VARS = ("BOBENCH_S3_SECRET_KEY", "BOBENCH_TRITON_ADMIN_KEY", "BOBENCH_AUTH_TOKEN")
+_SECRET_VARS = (
+    "BOBENCH_S3_SECRET_KEY",
+    "BOBENCH_TRITON_ADMIN_KEY",
+    "BOBENCH_AUTH_TOKEN",
+    "BOBENCH_RESULT_SIGNING_KEY",
+)
 TOKENS_FILE = "auth-tokens.jsonl"  # hashes only: the local user's admin token and the scheduler's
 
 
@@ -181,7 +186,8 @@ def up(
     secrets_path = _write_secrets(
         state_dir,
         {"BOBENCH_S3_SECRET_KEY": admin.secret_key, "BOBENCH_TRITON_ADMIN_KEY": secrets.token_hex(16),
-         "BOBENCH_AUTH_TOKEN": tokens["stack-user"]},  # what `bob` against the stack presents
+         "BOBENCH_AUTH_TOKEN": tokens["stack-user"],  # what `bob` against the stack presents
+         "BOBENCH_RESULT_SIGNING_KEY": secrets.token_hex(32)},  # the scheduler signs stored results
     )  # fmt: skip
     try:
         s3 = start_seaweedfs(state_dir / "seaweedfs", [admin])
@@ -206,7 +212,11 @@ def up(
                 notes.extend(_publish_demo(env, list(embedder_backbones), state_dir / "cache"))
             except ImportError as exc:
                 notes.append(f"embedder not started: {exc}")
-        ev_env = {k: v for k, v in env.items() if k not in ("BOBENCH_TRITON_ADMIN_KEY", "BOBENCH_PUBLISH_TO")}
+        ev_env = {
+            k: v
+            for k, v in env.items()
+            if k not in ("BOBENCH_TRITON_ADMIN_KEY", "BOBENCH_PUBLISH_TO", "BOBENCH_RESULT_SIGNING_KEY")
+        }
         if "BOBENCH_TRITON_URL" in env:  # evaluators infer; only the scheduler publishes and loads
             ev_env["BOBENCH_EMBEDDER"] = "triton"
         for i in range(evaluators):
