@@ -525,3 +525,62 @@ def test_grpc_executor_fails_a_run_on_a_limit_but_retries_an_overload(is_limit):
         finally:
             executor.close()
     assert servicer.calls == 1
+
+
+# ---- max images per dataset: the evaluator's limit reaches the battle as a failed run ----------------
+
+
+@pytest.fixture
+def small_evaluator_and_scheduler(tmp_path):
+    evaluator = start_bobench_service(
+        "small-evaluator", "bobench.rpc.evaluator_service",
+        ["--port", "0", "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")],
+        tmp_path / "logs", env={**ENV, "BOBENCH_MAX_IMAGES_PER_DATASET": "10"},
+    )  # fmt: skip
+    try:
+        scheduler = start_bobench_service(
+            "small-scheduler", "bobench.rpc.scheduler_service",
+            ["--port", "0", "--store", str(tmp_path / "store"), "--evaluators", evaluator.address,
+             "--max-retries", "3", "--backoff-s", "5"],
+            tmp_path / "logs", env=ENV,
+        )  # fmt: skip
+    except Exception:
+        stop_pid(evaluator.pid)
+        raise
+    yield evaluator, scheduler
+    stop_pid(scheduler.pid)
+    stop_pid(evaluator.pid)
+
+
+def test_a_dataset_over_max_images_is_resource_exhausted_and_fails_the_battles_run_without_retries(
+    small_evaluator_and_scheduler,
+):
+    import time
+
+    from bobench.rpc.limits import LIMIT_PREFIX
+
+    evaluator, scheduler = small_evaluator_and_scheduler
+    with _channel(evaluator.address) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            list(
+                evaluator_pb2_grpc.EvaluatorStub(channel).Evaluate(
+                    evaluator_pb2.EvaluateRequest(run=_run()), timeout=60
+                )
+            )
+    assert info.value.code() == EXHAUSTED
+    assert info.value.details().startswith(LIMIT_PREFIX)
+    assert "80 images" in info.value.details() and "max_images_per_dataset=10" in info.value.details()
+    with _channel(scheduler.address) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        stub.SubmitBattle(
+            scheduler_pb2.SubmitBattleRequest(spec_yaml=_spec_yaml(), battle_id="big"), timeout=60
+        )
+        for _ in range(600):  # a limit fails the run at once; a retried one would wait 5 s, 10 s, 20 s first
+            battle = stub.GetBattle(scheduler_pb2.GetBattleRequest(battle_id="big"), timeout=30)
+            if battle.state == scheduler_pb2.BATTLE_STATE_FAILED:
+                break
+            time.sleep(0.1)
+        (result,) = list(stub.ListResults(scheduler_pb2.ListResultsRequest(battle_id="big"), timeout=30))
+    assert battle.state == scheduler_pb2.BATTLE_STATE_FAILED
+    assert result.status == common_pb2.RUN_STATUS_FAILED
+    assert result.error.startswith("ResourceExhausted") and "max_images_per_dataset=10" in result.error

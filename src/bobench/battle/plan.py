@@ -24,7 +24,7 @@ from typing import Any
 
 from bobench.battle.records import RunRecord
 from bobench.battle.spec import BattleSpec, DatasetEntry
-from bobench.errors import BobenchError, PermissionDenied
+from bobench.errors import BobenchError, PermissionDenied, ResourceExhausted
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,11 @@ def run_key(
 
 def dataset_identity(entry: DatasetEntry, loader: Callable[[Any], Any]) -> tuple[str | None, str | None]:
     """(fingerprint, error). A dataset that fails to load yields its error instead of aborting the plan;
-    a path outside the data roots (PermissionDenied) refuses the whole request instead."""
+    a path outside the data roots (PermissionDenied) or one beyond a limit (ResourceExhausted) refuses
+    the whole request instead."""
     try:
         return loader(entry.ref).fingerprint, None
-    except PermissionDenied:
+    except (PermissionDenied, ResourceExhausted):
         raise
     except BobenchError as exc:
         return None, f"dataset {entry.name!r}: {exc}"

@@ -32,9 +32,11 @@ EXECUTIONS = Counter(
 
 
 class SharedDatasets:
-    """Load-and-validate-once dataset cache shared across threads (a lock per reference)."""
+    """Load-and-validate-once dataset cache shared across threads (a lock per reference). A dataset
+    of more than `max_images` images is refused (ResourceExhausted naming max_images_per_dataset)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_images: int | None = None) -> None:
+        self.max_images = max_images
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._datasets: dict[str, Any] = {}
@@ -42,6 +44,7 @@ class SharedDatasets:
     def load(self, ref: str | dict) -> Any:
         """The validated dataset of `ref`; raises what load_dataset/validate_dataset raise."""
         from bobench.data import load_dataset, validate_dataset
+        from bobench.rpc.limits import check_images_per_dataset
 
         key = json.dumps(ref, sort_keys=True)
         with self._lock:
@@ -49,6 +52,8 @@ class SharedDatasets:
         with lock:
             if key not in self._datasets:
                 ds = load_dataset(ref)
+                if self.max_images is not None:
+                    check_images_per_dataset(ds, self.max_images)
                 validate_dataset(ds)
                 self._datasets[key] = ds
             return self._datasets[key]
@@ -113,7 +118,7 @@ class ExecutorPool:
 
             raise InvalidArgument(f"max concurrent runs must be >= 1, got {size}")
         self.settings = settings
-        self.datasets = SharedDatasets()
+        self.datasets = SharedDatasets(settings.max_images_per_dataset)
         self.size = size
         self._all = [PooledExecutor(settings, self.datasets) for _ in range(size)]
         self._free: asyncio.Queue[PooledExecutor] | None = None
