@@ -70,7 +70,12 @@ def _json_default(o: Any) -> Any:
 
 
 def read_records(path) -> list[RunRecord]:
-    """All records in a results.jsonl; the last line for a run key wins."""
+    """All records in a results.jsonl, one per run key.
+
+    The file is append-only: a finished record is the answer for its run key, and a later cancelled or
+    failed attempt of the same key does not hide it; a later finished record replaces an earlier one (a
+    deliberate rerun). A key that never finished keeps its last record.
+    """
     from pathlib import Path
 
     p = Path(path)
@@ -84,5 +89,8 @@ def read_records(path) -> list[RunRecord]:
             line = line.strip()
             if line:
                 rec = RunRecord.from_dict(json.loads(line))
+                prev = latest.get(rec.run_key)
+                if prev is not None and prev.finished and not rec.finished:
+                    continue
                 latest[rec.run_key] = rec
     return list(latest.values())
