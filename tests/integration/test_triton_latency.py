@@ -29,6 +29,9 @@ class TritonContext:
     def embedder(self):
         return self._embedder
 
+    def progress(self, done: int, total: int, message: str = "") -> None:  # RunContext's stop check
+        pass
+
 
 def test_serving_latency_through_the_context_embedder_is_stable_with_breakdown(triton_toy):
     proto = get_protocol("serving_latency")
