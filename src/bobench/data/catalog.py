@@ -57,6 +57,9 @@ _BUILTIN_MODULES = (
     "bobench.data.bundled",
     "bobench.data.synthetic",
     "bobench.data.online",
+    "bobench.data.coco",
+    "bobench.data.voc",
+    "bobench.data.detection_bundled",
 )
 
 
