@@ -15,6 +15,9 @@ BUILTIN = (
     "efficiency",
     "finetune",
     "serving_latency",
+    "detection",
+    "instance_segmentation",
+    "ood_detection",
 )
 
 for _name in BUILTIN:

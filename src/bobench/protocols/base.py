@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 Metrics = dict[str, float | None | list | dict]
 
-TASKS = ("classification", "retrieval", "ood", "efficiency", "fewshot", "finetune", "serving")
+TASKS = ("classification", "retrieval", "ood", "efficiency", "fewshot", "finetune", "serving", "detection")
 
 
 class RunContext(TypingProtocol):

@@ -1,0 +1,48 @@
+"""Instance segmentation protocol: the backbone under torchvision Mask R-CNN + FPN, BoB's three regimes.
+
+Like `detection` (same recipe, regimes, splits and checkpoints) with Mask R-CNN's mask head; the
+dataset needs instance masks (COCO polygons/RLE, e.g. `labelme_coco`). Reports COCO mask AP (primary,
+`mask_AP`, with AP50/AP75/APs/m/l/AR100 as `mask_*`) and the box metrics, each AP and AP50 with a
+bootstrap interval over test images. torchvision's Mask R-CNN, not BoB's Cascade Mask R-CNN: see
+`bobench.protocols.detection`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bobench.data.detection import require_detection
+from bobench.detection.run import DEFAULTS, run_detection
+from bobench.errors import InvalidArgument
+from bobench.protocols.base import Protocol, RunContext, register_protocol
+from bobench.protocols.detection import HIGHER_IS_BETTER
+
+
+def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Train and score Mask R-CNN; InvalidArgument for a dataset without masks or a bad config."""
+    ds = require_detection(ctx.dataset, "instance_segmentation")
+    config = PROTOCOL.resolve_config(config)
+    if config["head"] != "mask_rcnn":
+        raise InvalidArgument("protocol 'instance_segmentation': head must be mask_rcnn")
+    if not ds.has_masks:
+        raise InvalidArgument(f"protocol 'instance_segmentation': dataset {ds.name!r} has no instance masks")
+    return run_detection(
+        ctx, ds, config, seed, protocol="instance_segmentation", train=ds.split("train").tolist(),
+        val=ds.split("val").tolist(), tests={"": (ds, ds.split("test").tolist())}, iou_types=("bbox", "segm"),
+    )  # fmt: skip
+
+
+PROTOCOL = register_protocol(
+    Protocol(
+        name="instance_segmentation",
+        version="1",
+        task="detection",
+        evaluate=evaluate,
+        defaults={**DEFAULTS, "head": "mask_rcnn"},
+        primary_metric="mask_AP",
+        higher_is_better={**HIGHER_IS_BETTER, **{f"mask_{k}": v for k, v in HIGHER_IS_BETTER.items()}},
+        description="Instance segmentation: the backbone under torchvision Mask R-CNN + FPN, regime "
+        "finetune/frozen/random; test COCO mask AP (and box AP) of the best-val epoch with bootstrap CIs.",
+        needs_features=False,
+    )
+)
