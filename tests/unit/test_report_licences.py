@@ -62,7 +62,7 @@ def test_every_builtin_backbone_declares_its_licence_and_weights_source():
     fresh = json.loads(
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     )
-    assert {name for name, _, _ in fresh} >= {s.name for s in offline}
+    assert {"efficientnet_lite0", "open_nsfw", "resnet18-random", "toy"} <= {name for name, _, _ in fresh}
     for name, licence, weights in fresh:
         assert licence and licence != "unknown", name
         assert weights, name
