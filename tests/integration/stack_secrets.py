@@ -37,3 +37,19 @@ def files_holding(state_dir: Path, values: dict[str, str]) -> dict[str, list[str
         if hits:
             found[str(path.relative_to(state_dir))] = hits
     return found
+
+
+def stack_cli(state_dir: Path, *args: str, timeout_s: float = 600) -> str:
+    """`python -m bobench.stack ACTION --state-dir ...`: its stdout+stderr; fails the test on exit != 0."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bobench.stack", *args, "--state-dir", str(state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr

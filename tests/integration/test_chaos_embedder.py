@@ -15,8 +15,6 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -49,12 +47,9 @@ def _ready(url: str) -> bool:
 
 
 def _stack(state_dir: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "bobench.stack", *args, "--state-dir", str(state_dir)],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout + done.stderr
+    from stack_secrets import stack_cli
+
+    return stack_cli(state_dir, *args)
 
 
 def test_sigkill_of_tritonserver_mid_battle_every_run_finishes_exactly_once(tmp_path, monkeypatch):

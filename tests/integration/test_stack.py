@@ -113,19 +113,9 @@ def test_stack_serves_from_s3_and_publishes_a_never_served_backbone_on_submit(tm
 
 
 def _stack_cli(state_dir, *args: str, timeout_s: float = 600) -> str:
-    """`python -m bobench.stack ACTION --state-dir ...`: its stdout+stderr; fails the test on exit != 0."""
-    import subprocess
-    import sys
+    from stack_secrets import stack_cli
 
-    done = subprocess.run(
-        [sys.executable, "-m", "bobench.stack", *args, "--state-dir", str(state_dir)],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout + done.stderr
+    return stack_cli(state_dir, *args, timeout_s=timeout_s)
 
 
 def test_stack_cli_leaks_no_secret_in_stack_json_logs_stored_objects_or_output(tmp_path, monkeypatch):
