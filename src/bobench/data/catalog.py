@@ -192,8 +192,12 @@ def list_datasets() -> list[dict[str, Any]]:
     ]
 
 
-def check_ref_keys(ref: dict, allowed: set[str], where: str) -> None:
-    """Reject unknown keys in a source ref, naming them (a typo must not be silently ignored)."""
+def check_ref_keys(ref: dict, allowed: set[str], where: str, required: tuple[str, ...] = ()) -> None:
+    """Reject unknown keys in a source ref, naming them (a typo must not be silently ignored), and
+    the first of `required` that is missing."""
     unknown = sorted(set(ref) - allowed - {"type"})
     if unknown:
         raise InvalidArgument(f"{where}: unknown key(s) {unknown}; accepted: {sorted(allowed)}")
+    for key in required:
+        if key not in ref:
+            raise InvalidArgument(f"{where}: missing '{key}'")

@@ -225,10 +225,9 @@ def load_coco(
 @register_source("coco")
 def coco(ref: dict, *, seed: int = 0) -> DetectionDataset:
     """`{type: coco, images: DIR, annotations: FILE, name?, splits?: {train: .6, ...}, split?: NAME}`."""
-    check_ref_keys(ref, {"images", "annotations", "name", "splits", "split"}, "coco")
-    for key in ("images", "annotations"):
-        if key not in ref:
-            raise InvalidArgument(f"coco: missing '{key}'")
+    check_ref_keys(
+        ref, {"images", "annotations", "name", "splits", "split"}, "coco", required=("images", "annotations")
+    )
     if ref.get("splits") is not None and ref.get("split") is not None:
         raise InvalidArgument("coco: give 'splits' (fractions) or 'split' (one name), not both")
     return load_coco(

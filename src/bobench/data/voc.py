@@ -137,10 +137,9 @@ def load_voc(
 @register_source("voc")
 def voc(ref: dict, *, seed: int = 0) -> DetectionDataset:
     """`{type: voc, images: DIR, annotations: DIR, classes?: [...], name?, splits?: {...}}`."""
-    check_ref_keys(ref, {"images", "annotations", "classes", "name", "splits"}, "voc")
-    for key in ("images", "annotations"):
-        if key not in ref:
-            raise InvalidArgument(f"voc: missing '{key}'")
+    check_ref_keys(
+        ref, {"images", "annotations", "classes", "name", "splits"}, "voc", required=("images", "annotations")
+    )
     classes = ref.get("classes")
     if classes is not None and (
         not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
