@@ -46,3 +46,13 @@ def test_variant_travels_in_battle_specs_and_run_requests():
     request.embedder_variant = "fp8"
     with pytest.raises(InvalidArgument, match="run.embedder_variant"):
         validate_run_request(request)
+
+
+def test_the_batch_size_bound_is_this_servers_setting_not_the_default():
+    from bobench.config import Settings
+    from bobench.rpc.evaluator_service import validate_run_request
+
+    request = convert.plan_to_request(_keys()["knn"], batch_size=100)
+    validate_run_request(request)  # within the default bound
+    with pytest.raises(InvalidArgument, match=r"run.batch_size: must be 0 \(server default\) to 64"):
+        validate_run_request(request, Settings(max_batch_size=64))

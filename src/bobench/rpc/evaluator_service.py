@@ -50,8 +50,9 @@ RUNS_WAITING = Gauge("bobench_evaluator_runs_waiting", "Valid Evaluate calls wai
 _DONE = object()
 
 
-def validate_run_request(run: Any) -> dict[str, Any]:
-    """Check a RunRequest's fields and return the keyword arguments of `plan_single_run`.
+def validate_run_request(run: Any, limits: Settings | None = None) -> dict[str, Any]:
+    """Check a RunRequest's fields (bounds from `limits`, this server's settings; the defaults without)
+    and return the keyword arguments of `plan_single_run`.
 
     Raises InvalidArgument naming the field ("run.seed", "run.dataset.ref_json", ...).
     """
@@ -63,7 +64,7 @@ def validate_run_request(run: Any) -> dict[str, Any]:
         raise InvalidArgument("run.protocol.name: is required")
     if run.seed < 0:
         raise InvalidArgument(f"run.seed: must be >= 0, got {run.seed}")
-    convert.check_batch_size(run.batch_size, "run.batch_size")
+    convert.check_batch_size(run.batch_size, "run.batch_size", limits)
     if run.backbone.spec_json:
         from bobench.battle.plan import register_custom_backbones
 
@@ -153,7 +154,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             raise InvalidArgument("run: is required")
         if request.run.rerun:  # re-running over a stored result is for admins and the scheduler
             auth.require_any_role((auth.ADMIN, auth.SERVICE), "run.rerun=true")
-        kwargs = validate_run_request(request.run)
+        kwargs = validate_run_request(request.run, self.settings)
         plan = await asyncio.to_thread(plan_single_run, dataset_loader=self.pool.datasets.load, **kwargs)
         expected = request.run.expected_run_key
         if expected and expected != plan.run_key:
