@@ -124,7 +124,8 @@ push: push-registry images $(STAMP)
 	$(BIN)/python scripts/set_images.py --registry $(REGISTRY) --tag $(TAG) $(addprefix --image bobench/,$(IMAGES))
 
 # Random credentials for `kubectl apply -k deploy/` (and the CPU overlay) in the git-ignored
-# deploy/secrets/secrets.env (mode 0600); refuses to overwrite it unless FORCE=1.
+# deploy/secrets/secrets.env and the token hashes in deploy/secrets/auth-tokens.jsonl (mode 0600);
+# a re-run keeps existing values and fills missing keys, FORCE=1 draws every value anew.
 .PHONY: deploy-secrets
 deploy-secrets:
 	$(PYTHON) scripts/deploy_secrets.py $(if $(filter 1,$(FORCE)),--force)

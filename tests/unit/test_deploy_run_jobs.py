@@ -85,6 +85,19 @@ def test_the_run_job_takes_its_credentials_from_the_rendered_secret(stack, job):
     assert env["BOBENCH_S3_ENDPOINT"] == "http://minio:9000"
 
 
+def test_the_run_job_gets_no_api_token_and_no_signing_key(job):
+    """A run Job calls no bobench API and signs nothing (job_entry writes jobs/<run_key>/record.json; the
+    scheduler verifies and signs when it copies it to results/), so none of the auth credentials reach it."""
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    names = {e["name"] for e in c["env"]}
+    keys = {
+        e["valueFrom"]["secretKeyRef"]["key"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert not names & {"BOBENCH_AUTH_TOKEN", "BOBENCH_AUTH_TOKENS_FILE", "BOBENCH_RESULT_SIGNING_KEY"}
+    assert not keys & {"SCHEDULER_TOKEN", "ADMIN_TOKEN", "RESULT_SIGNING_KEY"}
+    assert not [v for v in job["spec"]["template"]["spec"].get("volumes", []) if "secret" in v]
+
+
 def test_the_network_policies_treat_the_run_job_pod_as_a_run_job(stack, job):
     labels = job["spec"]["template"]["metadata"]["labels"]
     policies = {d["metadata"]["name"]: d["spec"] for d in stack if d["kind"] == "NetworkPolicy"}

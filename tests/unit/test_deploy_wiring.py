@@ -1,6 +1,7 @@
 """The rendered deployment wired against the code: BOBENCH_* names the library reads, flags the entry
 points accept, gRPC health probes per service, Triton's flags (S3 repository, restricted admin APIs,
-ports), the in-cluster endpoints and the scheduler's publish step and evaluator target. Renders come
+ports), the in-cluster endpoints, the scheduler's publish step and evaluator target, and authentication
+(tokens file, the scheduler's service token, the result signing key, open health). Renders come
 from tests/deploy_render.py (a copy of deploy/ with generated secrets); schema and semantics of the
 objects themselves are test_k8s_manifests.py.
 """
@@ -18,6 +19,7 @@ from deploy_render import (
     containers,
     expand,
     find,
+    mounted_file,
     pod_specs,
     port,
     render_target,
@@ -100,7 +102,7 @@ def flag_values(args: list[str]) -> dict[str, str]:
 
 
 def test_triton_serves_the_minio_repository_with_restricted_admin_apis(stack):
-    from bobench.serving.triton import ADMIN_HEADER
+    from bobench.serving.triton_access import ADMIN_HEADER
 
     spec = find(stack, "Deployment", "embedder")["spec"]["template"]["spec"]
     assert "initContainers" not in spec
@@ -188,3 +190,82 @@ def test_the_scheduler_publishes_where_triton_reads_for_the_right_server(stack, 
     assert scheduler["BOBENCH_PUBLISH_TARGET"] == {"gpu": "cluster-gpu", "cpu": "cluster-cpu"}[target]
     assert "BOBENCH_TRITON_ADMIN_KEY" not in scheduler  # only its publish Jobs load models
     assert scheduler["BOBENCH_TRITON_URL"] == "embedder:8001"
+
+
+# -- authentication ----------------------------------------------------------------------------------
+def settings_of(stack: list[dict], name: str, monkeypatch):
+    """The Settings a service's container loads from its rendered env (bobench.config.load_settings,
+    with this process's BOBENCH_* variables replaced by the container's)."""
+    import os
+
+    from bobench.config import load_settings
+
+    env = resolved_env(stack, container(stack, "Deployment", name, name))
+    for key in [k for k in os.environ if k.startswith("BOBENCH_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("BOBENCH_"):
+            monkeypatch.setenv(key, value)
+    return env, load_settings()
+
+
+@pytest.mark.parametrize("name", ["evaluator", "scheduler"])
+def test_the_service_runs_with_auth_on_from_the_mounted_tokens_file(stack, name, tmp_path, monkeypatch):
+    """The tokens file the container names is the one the mounted Secret provides, the server turns auth
+    on with it, and the tokens in it are the scheduler's (role service) and the people's admin token."""
+    from bobench.rpc.auth import ServerAuth
+    from bobench.rpc.auth_tokens import SERVICE, TokenStore
+
+    _, settings = settings_of(stack, name, monkeypatch)
+    assert ServerAuth.from_settings(settings).enabled
+    spec = find(stack, "Deployment", name)["spec"]["template"]["spec"]
+    text, _, volume = mounted_file(stack, spec, container(stack, "Deployment", name, name),
+                                   settings.auth_tokens_file)  # fmt: skip
+    assert volume["secret"]["secretName"] == "bobench-auth-tokens"
+    local = tmp_path / "auth-tokens.jsonl"  # the file as the kubelet writes it
+    local.write_text(text)
+    store = TokenStore(local)
+    credentials = data_of_secret(stack)
+    scheduler = store.identity_of_token(credentials["SCHEDULER_TOKEN"])
+    assert (scheduler.name, scheduler.roles) == ("scheduler", frozenset({SERVICE}))
+    assert store.identity_of_token(credentials["ADMIN_TOKEN"]).roles == frozenset({"admin"})
+
+
+def data_of_secret(stack: list[dict]) -> dict[str, str]:
+    secret = find(stack, "Secret", "bobench-credentials")["data"]
+    return {k: base64.b64decode(v).decode() for k, v in secret.items()}
+
+
+def test_only_the_scheduler_presents_a_token_and_signs_results(stack, monkeypatch):
+    """The scheduler calls the evaluators as `scheduler` (role service; Evaluate admits it) and signs the
+    results it keeps; as in the local stack (bobench.stack), no other pod holds a token or the key."""
+    from bobench.rpc.auth import SERVICE, roles_for
+
+    credentials = data_of_secret(stack)
+    _, settings = settings_of(stack, "scheduler", monkeypatch)
+    assert settings.auth_token == credentials["SCHEDULER_TOKEN"]
+    assert settings.result_signing_key == credentials["RESULT_SIGNING_KEY"]
+    assert SERVICE in roles_for("/bobench.v1.Evaluator/Evaluate")
+    for workload, _, spec in pod_specs(stack):
+        if workload == "Deployment/scheduler":
+            continue
+        for c in containers(spec):
+            env = resolved_env(stack, c)
+            assert not {"BOBENCH_AUTH_TOKEN", "BOBENCH_RESULT_SIGNING_KEY"} & set(env), workload
+            held = set(env.values()) & {credentials[k] for k in ("SCHEDULER_TOKEN", "ADMIN_TOKEN",
+                                                                  "RESULT_SIGNING_KEY")}  # fmt: skip
+            assert not held, f"{workload} container {c['name']} holds an auth credential"
+
+
+@pytest.mark.parametrize("name", ["evaluator", "scheduler"])
+def test_the_probes_need_no_credentials_because_health_stays_open(stack, name):
+    """The kubelet's gRPC probes send no metadata: they work with auth on only because the servers leave
+    the health service open (bobench.rpc.auth.OPEN_SERVICES)."""
+    from bobench.rpc.auth import is_open
+
+    c = container(stack, "Deployment", name, name)
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert set(c[probe]) - {"initialDelaySeconds", "periodSeconds", "failureThreshold",
+                                "timeoutSeconds", "successThreshold"} == {"grpc"}, (name, probe)  # fmt: skip
+    assert is_open("/grpc.health.v1.Health/Check") and is_open("/grpc.health.v1.Health/Watch")
+    assert not is_open("/bobench.v1.Evaluator/Evaluate") and not is_open("/bobench.v1.Scheduler/ListBattles")

@@ -25,6 +25,7 @@ from deploy_render import (
     find,
     kustomization_images,
     model_problems,
+    mounted_file,
     name_of,
     pod_specs,
     render_target,
@@ -79,20 +80,61 @@ def test_schema_checks_catch_misspelled_fields_and_wrong_types(stack):
 def test_the_secret_holds_exactly_the_generated_values_and_no_placeholder(stack, secret_values):
     import base64
 
-    secrets = [d for d in stack if d["kind"] == "Secret"]
-    assert [d["metadata"]["name"] for d in secrets] == ["bobench-credentials"]
-    data = {k: base64.b64decode(v).decode() for k, v in secrets[0]["data"].items()}
+    secrets = {d["metadata"]["name"]: d for d in stack if d["kind"] == "Secret"}
+    assert sorted(secrets) == ["bobench-auth-tokens", "bobench-credentials"]
+    data = {k: base64.b64decode(v).decode() for k, v in secrets["bobench-credentials"]["data"].items()}
     assert data == secret_values
+    assert list(secrets["bobench-auth-tokens"]["data"]) == ["auth-tokens.jsonl"]
     text = json.dumps(stack)
     assert not re.search(r"change[-_ ]?me", text, re.IGNORECASE), "a placeholder credential is rendered"
 
 
 def test_no_credential_is_a_literal_env_value(stack):
+    """A credential-named variable comes from a secretKeyRef; one ending in _FILE (BOBENCH_AUTH_TOKENS_FILE)
+    may be a literal path, but only to a file a read-only Secret volume provides."""
     for workload, _, spec in pod_specs(stack):
         for c in containers(spec):
             for e in c.get("env", []):
-                if CREDENTIAL_NAME.search(e["name"]):
-                    assert "secretKeyRef" in e.get("valueFrom", {}), f"{workload} {c['name']}: {e['name']}"
+                where = f"{workload} {c['name']}: {e['name']}"
+                if not CREDENTIAL_NAME.search(e["name"]):
+                    continue
+                if e["name"].endswith("_FILE") and "value" in e:
+                    _, mount, volume = mounted_file(stack, spec, c, e["value"])
+                    assert "secret" in volume and mount.get("readOnly") is True, where
+                else:
+                    assert "secretKeyRef" in e.get("valueFrom", {}), where
+
+
+def test_no_secret_value_is_rendered_in_cleartext_outside_the_secrets(stack, secret_values):
+    """Tokens, keys and passwords appear only base64-encoded inside Secret data, and the tokens Secret
+    holds their hashes, not the tokens."""
+    import base64
+
+    from bobench.rpc.auth_tokens import token_digest
+
+    outside = json.dumps([d for d in stack if d["kind"] != "Secret"])
+    tokens = base64.b64decode(
+        find(stack, "Secret", "bobench-auth-tokens")["data"]["auth-tokens.jsonl"]
+    ).decode()
+    for key, value in secret_values.items():
+        assert value not in outside, f"{key} is rendered in cleartext outside the Secrets"
+        assert value not in tokens, f"{key} is in the tokens Secret in cleartext"
+    for key in ("SCHEDULER_TOKEN", "ADMIN_TOKEN"):
+        assert token_digest(secret_values[key]) in tokens, f"the hash of {key} is not in the tokens Secret"
+
+
+def test_the_tokens_secret_is_mounted_whole_and_read_only_by_the_evaluator_and_scheduler_only(stack):
+    holders = set()
+    for workload, _, spec in pod_specs(stack):
+        volumes = {v["name"] for v in spec.get("volumes", [])
+                   if v.get("secret", {}).get("secretName") == "bobench-auth-tokens"}  # fmt: skip
+        for c in containers(spec):
+            for m in c.get("volumeMounts", []):
+                if m["name"] in volumes:
+                    holders.add(workload)
+                    assert m["mountPath"] == "/etc/bobench-auth" and m.get("readOnly") is True, workload
+                    assert "subPath" not in m, f"{workload}: a subPath mount never sees an updated Secret"
+    assert holders == {"Deployment/evaluator", "Deployment/scheduler"}
 
 
 def test_every_secret_and_configmap_reference_resolves_to_a_rendered_key(stack):
@@ -115,6 +157,8 @@ def test_every_secret_and_configmap_reference_resolves_to_a_rendered_key(stack):
         for v in spec.get("volumes", []):
             if "configMap" in v:
                 assert ("ConfigMap", v["configMap"]["name"]) in objects, f"{workload}: volume {v}"
+            if "secret" in v:
+                assert ("Secret", v["secret"]["secretName"]) in objects, f"{workload}: volume {v}"
             if "persistentVolumeClaim" in v:
                 assert v["persistentVolumeClaim"]["claimName"] in claims, f"{workload}: volume {v}"
 
