@@ -6,12 +6,16 @@ command is its image's ENTRYPOINT/CMD (from the Dockerfile in services/) with th
 command/args and env (ConfigMaps and Secrets resolved), run from the installed package with only the
 rewrites tests/container_runner.py lists (in-cluster addresses -> loopback, listen ports, mount paths,
 image programs -> local programs). Healthy = the container's own readinessProbe passes; a Job's
-container exits 0, twice (re-apply).
+container exits 0, twice (re-apply). With the stack up, the evaluator and the scheduler run with auth
+on: calls without a token are UNAUTHENTICATED, the scheduler's token from its rendered env is admitted
+by the evaluator, and the admin token by the scheduler.
 
 Real: SeaweedFS (the S3 API MinIO gives, with the Secret's three identities), the pytriton
 `tritonserver` (reading its model repository from that S3), the evaluator and scheduler processes,
 Debian's `prometheus`/`promtool`. Stand-ins (named so): MinIO's admin API (tests/minio_admin_standin.py,
-forwarding S3 to SeaweedFS) and the Kubernetes API the scheduler talks to (tests/k8s_standin.py).
+forwarding S3 to SeaweedFS), the Kubernetes API the scheduler talks to (tests/k8s_standin.py), and
+the kubelet's part in volumes: container_runner writes each mounted ConfigMap/Secret (the tokens
+file of Secret bobench-auth-tokens included) as files into a per-container folder.
 Not run (reason in container_runner.NOT_RUNNABLE): the MinIO server and Grafana images.
 """
 
@@ -21,6 +25,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import grpc
 import pytest
 from container_runner import NOT_RUNNABLE, LocalContainer, Loopback, image_repository, localize
 from deploy_render import WORKLOAD_KINDS, containers, data_of, kubectl, name_of, render_target
@@ -149,6 +154,7 @@ def test_every_container_starts_from_its_entrypoint_and_comes_up_healthy(rendere
             ["promtool", "check", "config", config], capture_output=True, text=True, timeout=60
         )
         assert check.returncode == 0, check.stdout + check.stderr
+        assert_auth_is_on({local.pod: local for local in started}, secrets)
         for local in started:  # all still up once the whole stack runs
             local.assert_running()
     finally:
@@ -157,6 +163,47 @@ def test_every_container_starts_from_its_entrypoint_and_comes_up_healthy(rendere
         kube.stop()
         minio.stop()
         stop_pid(store.pid, timeout_s=10)
+
+
+def assert_auth_is_on(pods: dict[str, LocalContainer], secrets: dict[str, str]) -> None:
+    """Without a token both APIs answer UNAUTHENTICATED; the scheduler's own token (from its rendered
+    env) gets past the evaluator's auth (an empty request is then INVALID_ARGUMENT) but has no read role
+    on the scheduler; the admin token lists battles."""
+    from bobench.v1 import evaluator_pb2, evaluator_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+
+    evaluator, scheduler = pods["Deployment/evaluator/evaluator"], pods["Deployment/scheduler/scheduler"]
+    service_token = scheduler.env["BOBENCH_AUTH_TOKEN"]
+    assert service_token == secrets["SCHEDULER_TOKEN"] and "BOBENCH_AUTH_TOKEN" not in evaluator.env
+
+    def code(call, token: str | None) -> grpc.StatusCode:
+        metadata = None if token is None else (("authorization", f"Bearer {token}"),)
+        try:
+            call(metadata)
+        except grpc.RpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    with grpc.insecure_channel(f"127.0.0.1:{evaluator.local_port('grpc')}") as channel:
+        stub = evaluator_pb2_grpc.EvaluatorStub(channel)
+
+        def evaluate(md):
+            return list(stub.Evaluate(evaluator_pb2.EvaluateRequest(), metadata=md, timeout=30))
+
+        def get_result(md):
+            return stub.GetResult(evaluator_pb2.GetResultRequest(run_key="none"), metadata=md, timeout=30)
+
+        assert code(evaluate, None) == code(get_result, None) == grpc.StatusCode.UNAUTHENTICATED
+        assert code(evaluate, "bob_not-a-token") == grpc.StatusCode.UNAUTHENTICATED
+        assert code(evaluate, service_token) == grpc.StatusCode.INVALID_ARGUMENT
+    with grpc.insecure_channel(f"127.0.0.1:{scheduler.local_port('grpc')}") as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+
+        def list_battles(md):
+            return stub.ListBattles(scheduler_pb2.ListBattlesRequest(), metadata=md, timeout=30)
+
+        assert code(list_battles, None) == grpc.StatusCode.UNAUTHENTICATED
+        assert code(list_battles, service_token) == grpc.StatusCode.PERMISSION_DENIED
+        assert code(list_battles, secrets["ADMIN_TOKEN"]) == grpc.StatusCode.OK
 
 
 def assert_no_cluster_address(docs: list[dict], local: LocalContainer) -> None:
