@@ -42,6 +42,9 @@ class Settings:
     publish_to: str = ""
     publish_target: str = "local"  # "local" | "cluster-gpu" | "cluster-cpu"
     triton_admin_key: str = ""
+    # The key that unlocks Triton inference and metadata (evaluators; the embedder service restricts
+    # them with it when set). Secret: never in to_dict.
+    triton_service_key: str = ""
     # Fault tolerance (bobench.battle.scheduler, grpc_executor, the evaluator service): finished results
     # in the store are signed with `result_signing_key` (HMAC-SHA256, "" = unsigned, never logged);
     # transient run failures are retried for `retry_window_s` with backoff capped at
@@ -87,6 +90,7 @@ class Settings:
         d = dataclasses.asdict(self)
         d.pop("s3_secret_key", None)
         d.pop("triton_admin_key", None)
+        d.pop("triton_service_key", None)
         d.pop("result_signing_key", None)
         d.pop("auth_token", None)
         return d
@@ -164,7 +168,7 @@ def _check_not_placeholder(s: Settings) -> None:
     """Refuse known placeholder credentials (an unfilled deployment Secret) at start, naming the variable."""
     from bobench.store.setup import PLACEHOLDER  # one owner of the pattern (the minio-setup Job's check)
 
-    for name in ("s3_access_key", "s3_secret_key", "triton_admin_key"):
+    for name in ("s3_access_key", "s3_secret_key", "triton_admin_key", "triton_service_key"):
         if PLACEHOLDER.search(getattr(s, name)):
             raise InvalidArgument(
                 f"{ENV_PREFIX}{name.upper()}: looks like a placeholder credential; generate real ones "

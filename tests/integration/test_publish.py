@@ -154,7 +154,7 @@ def test_model_control_needs_the_admin_key_inference_does_not(s3_triton):
     import urllib.error
     import urllib.request
 
-    from bobench.serving.triton import ADMIN_HEADER
+    from bobench.serving.triton_access import ADMIN_HEADER
 
     index = f"http://{server.http_url}/v2/repository/index"
     with pytest.raises(urllib.error.HTTPError, match="403"):

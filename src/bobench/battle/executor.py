@@ -153,6 +153,7 @@ class LocalExecutor(Executor):
                 "batch_size": self.settings.batch_size,
                 "url": self.settings.triton_url,
                 "model_name": served_model_name(spec, embedder_variant),
+                "service_key": self.settings.triton_service_key,  # never logged
             }
         log.info("loading %s (%s) with the %s embedder", spec.name, embedder_variant, self.settings.embedder)
         return make_embedder(self.settings.embedder, spec.name, **options)

@@ -10,6 +10,9 @@ reconnect an "unknown model" is retried too (the restarted server may still be l
 raises Unavailable, a transient error the scheduler retries. Nothing else is retried (a bad request does not get better by repeating it).
 With `shared_memory=True` (client and server on one host) the images and features travel through
 POSIX shared-memory regions instead of the gRPC payload; they are registered again after a reconnect.
+With a `service_key` (setting `triton_service_key`) every call carries Triton's service header
+(`bobench.serving.triton_access`); without it a restricted Triton refuses inference and metadata with
+PermissionDenied naming that setting. The key is never logged or put in `describe()`.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class TritonEmbedder(Embedder):
         backoff_s: float = 0.1,
         embedder_variant: str = "onnx",
         retry_window_s: float = 0.0,
+        service_key: str = "",
     ) -> None:
         from bobench.export.tensorrt import precision_of_variant
         from bobench.export.triton_repo import SPEC_PARAMETER, served_model_name
@@ -87,6 +91,7 @@ class TritonEmbedder(Embedder):
         self.retry_window_s = retry_window_s
         self.concurrency = concurrency
         self.input_dtype = input_dtype
+        self._service_key = service_key
         self._client_lock = threading.Lock()
         self._generation = 0  # bumped by every reconnect
         self.reconnects = 0
@@ -170,9 +175,9 @@ class TritonEmbedder(Embedder):
 
     # -- requests ----------------------------------------------------------------------------------
     def _new_client(self):
-        import tritonclient.grpc as grpcclient
+        from bobench.serving.triton_access import service_client
 
-        return grpcclient.InferenceServerClient(self.url)
+        return service_client(self.url, self._service_key)
 
     def _reconnect(self, generation: int) -> None:
         """Replace the client of `generation` by a fresh one (once, however many threads saw it fail)."""
@@ -392,6 +397,7 @@ def _factory(
     input_dtype: str = "uint8",
     embedder_variant: str = "onnx",
     retry_window_s: float = SERVICE_RETRY_WINDOW_S,
+    service_key: str = "",
     **_: Any,
 ) -> TritonEmbedder:
     return TritonEmbedder(
@@ -406,6 +412,7 @@ def _factory(
         input_dtype=input_dtype,
         embedder_variant=embedder_variant,
         retry_window_s=retry_window_s,
+        service_key=service_key,
     )
 
 

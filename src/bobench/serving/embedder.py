@@ -4,7 +4,8 @@ The repository is a directory or `s3://bucket/prefix` (read by Triton straight f
 settings' endpoint and credentials). An S3 repository starts with every model it already holds
 (`--load-model=*`, so published models come back after a restart; a fresh store: none); new ones
 arrive through `bob publish`, which asks Triton to load them. With the setting `triton_admin_key`,
-only callers sending that key may load/unload models or register shared memory.
+only callers sending that key may load/unload models or register shared memory; with
+`triton_service_key`, only callers sending that one may infer or read model metadata.
 
 `serve_embedder(repo, ...)` is the library entry point (`bob serve embedder` and
 `python -m bobench.serving.embedder` are thin adapters over it). Once the server and every model are
@@ -119,6 +120,7 @@ def serve_embedder(
         models=models,
         settings=settings,
         admin_key=getattr(settings, "triton_admin_key", ""),
+        service_key=getattr(settings, "triton_service_key", ""),
         new_session=False,  # one process group with this service: stopped together, see above
     )
     try:

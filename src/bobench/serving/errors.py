@@ -9,8 +9,10 @@ from bobench.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     Unavailable,
 )
+from bobench.serving.triton_access import GRPC_RESTRICTED_PREFIX, KEY_SETTINGS
 
 _BY_STATUS: dict[str, type[BobenchError]] = {
     "UNAVAILABLE": Unavailable,
@@ -34,7 +36,10 @@ def to_bobench_error(exc: Exception, where: str) -> BobenchError:
     """A bobench error for a failed Triton call; `where` names the model and server for the message.
 
     Triton reports an unknown model as INVALID_ARGUMENT ("unknown model"/"is not found"); that
-    becomes NotFound so callers can tell a typo in the model name from a malformed request.
+    becomes NotFound so callers can tell a typo in the model name from a malformed request. A call
+    without the key of a restricted protocol (Triton: UNAVAILABLE "... is restricted, expecting
+    header 'H'") becomes PermissionDenied naming the setting that holds the key: it is not transient,
+    so nobody retries it.
     """
     if isinstance(exc, BobenchError):
         return exc
@@ -43,10 +48,23 @@ def to_bobench_error(exc: Exception, where: str) -> BobenchError:
     status = triton_status(exc)
     cls = _BY_STATUS.get(status, BobenchError)
     lowered = (text or "").lower()
-    if "protocol is restricted" in lowered:  # Triton answers a missing admin header UNAVAILABLE
-        cls = FailedPrecondition
-    elif "unknown model" in lowered or ("is not found" in lowered and "model" in lowered):
+    if "is restricted, expecting header" in lowered:
+        return PermissionDenied(f"{where}: refused by Triton ({status or 'error'}): {_missing_key(text)}")
+    if "unknown model" in lowered or ("is not found" in lowered and "model" in lowered):
         cls = NotFound
     elif status == "" and "deadline exceeded" in lowered:
         cls = DeadlineExceeded
     return cls(f"{where}: {status or 'error'}: {text}")
+
+
+def _missing_key(text: str) -> str:
+    """What a refused call lacked, from Triton's "expecting header 'H'" (gRPC headers carry a prefix)."""
+    header = text.split("expecting header", 1)[-1].strip(" '\"")
+    header = header.split("'", 1)[0].removeprefix(GRPC_RESTRICTED_PREFIX)
+    setting = KEY_SETTINGS.get(header)
+    if setting is None:
+        return f"the call needs the header {header!r} ({text})"
+    return (
+        f"missing or wrong key for header {header!r}: set {setting} to the key Triton was started with "
+        f"(Triton: {text})"
+    )

@@ -18,9 +18,10 @@ python-backend `model.py`. Measured facts this module encodes (see shared notes,
 - `--exit-on-error=false` always: one model that fails to load must not take the others down, and
   `--strict-readiness=false` so that model does not make the whole server report unready;
 - `--metrics-config=summary_latencies=true` adds latency quantiles to the Prometheus metrics;
-- with an `admin_key`, model control and shared memory are restricted to requests carrying the
-  header `bobench-admin-key: <key>` (gRPC `--grpc-restricted-protocol`, HTTP `--http-restricted-api`);
-  inference, metadata, health and statistics stay open;
+- with an `admin_key`, model control, shared memory, trace and log settings are restricted to
+  requests carrying the header `bobench-admin-key: <key>`; with a `service_key`, inference, metadata,
+  model config and statistics to requests carrying `bobench-service-key: <key>` (gRPC
+  `--grpc-restricted-protocol`, HTTP `--http-restricted-api`, see `triton_access`); health stays open;
 - `restart()` brings a dead server back on the ports it had (clients keep their address) and loads
   the start models again; `new_session=False` keeps tritonserver and its python-backend stubs in the
   caller's process group, so whoever started the caller can stop all of them with one `killpg`, even
@@ -47,11 +48,11 @@ from pathlib import Path
 from bobench.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from bobench.serving.errors import to_bobench_error
 from bobench.serving.triton_access import (
-    ADMIN_HEADER,
-    RESTRICTED,
     admin_headers,
     ensure_s3_repository,
+    restricted_flags,
     s3_environment,
+    service_client,
     triton_s3_repository,
 )
 
@@ -130,7 +131,8 @@ class TritonServer:
     `models` lists what to load at start (default: every model directory of a local repository;
     for an S3 repository `["*"]`, every model it holds, so published models come back after a
     restart). `settings` supplies the S3 endpoint and credentials; `admin_key` restricts model
-    control and shared memory to callers sending it (see module docstring).
+    control and shared memory to callers sending it, `service_key` inference and metadata (see
+    module docstring).
     """
 
     def __init__(
@@ -146,6 +148,7 @@ class TritonServer:
         settings=None,
         admin_key: str = "",
         new_session: bool = True,
+        service_key: str = "",
     ) -> None:
         from bobench.export.triton_repo import list_models
 
@@ -167,6 +170,7 @@ class TritonServer:
         if ALL_MODELS in self.models and len(self.models) > 1:
             raise InvalidArgument(f"models: '*' (load all) cannot be combined with names, got {self.models}")
         self.admin_key = admin_key
+        self.service_key = service_key
         self.new_session = new_session
         self.host = host
         self._requested = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
@@ -267,11 +271,10 @@ class TritonServer:
 
     # -- readiness and model control ---------------------------------------------------------------
     def client(self):
-        """A tritonclient gRPC client for this server (created once, reused)."""
+        """A tritonclient gRPC client for this server (created once, reused); it sends the service
+        key (the owner may infer), model control adds the admin headers per call."""
         if self._client is None:
-            import tritonclient.grpc as grpcclient
-
-            self._client = grpcclient.InferenceServerClient(self.grpc_url)
+            self._client = service_client(self.grpc_url, self.service_key)
         return self._client
 
     def wait_ready(self, models: Iterable[str] = (), timeout_s: float = 60.0) -> None:
@@ -374,11 +377,7 @@ class TritonServer:
             "--allow-cpu-metrics=true",
             "--metrics-config=summary_latencies=true",
         ]
-        if self.admin_key:
-            cmd += [
-                f"--grpc-restricted-protocol={RESTRICTED}:{ADMIN_HEADER}={self.admin_key}",
-                f"--http-restricted-api={RESTRICTED}:{ADMIN_HEADER}={self.admin_key}",
-            ]
+        cmd += restricted_flags(self.admin_key, self.service_key)
         cmd += [f"--load-model={m}" for m in self.models]
         return cmd + self.extra_args
 

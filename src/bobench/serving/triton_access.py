@@ -7,10 +7,23 @@
 - `ensure_s3_repository`: Triton refuses a prefix that holds no object ("repository path is not a
   valid directory"), so an empty one gets a small marker file at its root (Triton only treats
   sub-directories as models);
-- `admin_headers`: with `--grpc-restricted-protocol=model-repository,shared-memory:bobench-admin-key=K`
-  Triton 2.51 expects the gRPC header `triton-grpc-protocol-bobench-admin-key: K` (without it it
-  answers UNAVAILABLE "This protocol is restricted"); the HTTP frontend
-  (`--http-restricted-api=...`) expects `bobench-admin-key: K` itself.
+- `restricted_flags`: two keys, two groups of Triton's protocol categories. The admin key
+  (`bobench-admin-key`, held by the publisher) unlocks ADMIN_PROTOCOLS: model control, shared-memory
+  registration, trace and log settings. The service key (`bobench-service-key`, held by evaluators)
+  unlocks SERVICE_PROTOCOLS: inference, model metadata/config and statistics. `health` stays open
+  (readiness probes). With `--grpc-restricted-protocol=<protocols>:bobench-admin-key=K` Triton 2.51
+  expects the gRPC header `triton-grpc-protocol-bobench-admin-key: K` (without it, or with another
+  value, it answers UNAVAILABLE "This protocol is restricted, expecting header ..."); the HTTP
+  frontend (`--http-restricted-api=...`) expects `bobench-admin-key: K` itself. A category may be
+  in one group only; tritonserver accepts one flag per group;
+- `admin_headers` / `ServiceKey` / `service_client`: what clients send. A tritonclient plugin adds the
+  service header to every call of a client, so code handed such a client (serving_latency's
+  closed-loop load) inherits the key without knowing it. Keys are never logged or repr'd.
+
+Triton reads these flags from its command line only (no config file, no environment variable, no
+@file; checked on 2.51's option parser), so the keys are visible in /proc/<pid>/cmdline to local
+users of the host: the local stack's keys are fresh per `up`, the stack binds loopback only; on a
+cluster the container's PID namespace is its own.
 """
 
 from __future__ import annotations
@@ -25,8 +38,14 @@ log = logging.getLogger(__name__)
 _S3_SEGMENT = re.compile(r"^[0-9a-zA-Z.\-_]+$")
 REPOSITORY_MARKER = "bobench-repository.json"
 ADMIN_HEADER = "bobench-admin-key"
-RESTRICTED = "model-repository,shared-memory"
+SERVICE_HEADER = "bobench-service-key"
+ADMIN_PROTOCOLS = "model-repository,shared-memory,trace,logging"
+SERVICE_PROTOCOLS = "inference,metadata,model-config,statistics"
 GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
+KEY_SETTINGS = {  # header -> the setting (and its environment variable) that holds its key
+    ADMIN_HEADER: "triton_admin_key (BOBENCH_TRITON_ADMIN_KEY)",
+    SERVICE_HEADER: "triton_service_key (BOBENCH_TRITON_SERVICE_KEY)",
+}
 
 
 def triton_s3_repository(url: str, endpoint: str) -> str:
@@ -60,9 +79,48 @@ def s3_environment(settings) -> dict[str, str]:
     }
 
 
+def restricted_flags(admin_key: str = "", service_key: str = "") -> list[str]:
+    """tritonserver flags restricting ADMIN_PROTOCOLS to `admin_key` and SERVICE_PROTOCOLS to
+    `service_key` on gRPC and HTTP (an empty key leaves its group open)."""
+    flags = []
+    for protocols, header, key in (
+        (ADMIN_PROTOCOLS, ADMIN_HEADER, admin_key),
+        (SERVICE_PROTOCOLS, SERVICE_HEADER, service_key),
+    ):
+        if key:
+            flags += [
+                f"--grpc-restricted-protocol={protocols}:{header}={key}",
+                f"--http-restricted-api={protocols}:{header}={key}",
+            ]
+    return flags
+
+
 def admin_headers(admin_key: str) -> dict[str, str] | None:
     """gRPC headers that unlock model control on a server started with `admin_key` (None: no key)."""
     return {GRPC_RESTRICTED_PREFIX + ADMIN_HEADER: admin_key} if admin_key else None
+
+
+class ServiceKey:
+    """A tritonclient plugin: every call of the client it is registered on carries the service key."""
+
+    def __init__(self, service_key: str) -> None:
+        self._header = (GRPC_RESTRICTED_PREFIX + SERVICE_HEADER, service_key)
+
+    def __call__(self, request) -> None:
+        request.headers[self._header[0]] = self._header[1]
+
+    def __repr__(self) -> str:  # never print the key
+        return "ServiceKey(***)"
+
+
+def service_client(url: str, service_key: str = ""):
+    """A tritonclient gRPC client of `url` whose every call carries `service_key` (none when "")."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    if service_key:
+        client.register_plugin(ServiceKey(service_key))
+    return client
 
 
 def ensure_s3_repository(url: str, endpoint: str, s3_env: dict[str, str]) -> None:
