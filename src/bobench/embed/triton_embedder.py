@@ -8,6 +8,8 @@ two minutes, a closed one never works again) and is retried with exponential bac
 long enough for a supervised Triton to come back, `bobench.serving.embedder`); right after such a
 reconnect an "unknown model" is retried too (the restarted server may still be loading it). Then it
 raises Unavailable, a transient error the scheduler retries. Nothing else is retried (a bad request does not get better by repeating it).
+`embed_stream(batches)` keeps up to `concurrency` batches in flight while it reads the next ones
+from an iterator (so preparing batch i+1 overlaps inferring batch i) and yields features in order.
 With `shared_memory=True` (client and server on one host) the images and features travel through
 POSIX shared-memory regions instead of the gRPC payload; they are registered again after a reconnect.
 With a `service_key` (setting `triton_service_key`) every call carries Triton's service header
@@ -17,12 +19,14 @@ PermissionDenied naming that setting. The key is never logged or put in `describ
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -134,12 +138,41 @@ class TritonEmbedder(Embedder):
         if len(batches) == 1 or self.concurrency == 1:
             outputs = [self.infer_batch(b) for b in batches]
         else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="triton-embed")
-            outputs = list(self._pool.map(self.infer_batch, batches))
+            outputs = list(self._executor().map(self.infer_batch, batches))
         self.forward_passes += len(batches)
         self.images_embedded += images.shape[0]
         return np.concatenate(outputs, axis=0)
+
+    def embed_stream(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Features of each batch of `batches`, in order, with up to `concurrency` batches in flight.
+
+        `batches` is read lazily: the next batch is taken (prepared by the caller's generator) while
+        earlier ones are being inferred. A failed batch raises its bobench error when its turn to be
+        yielded comes; batches not yet sent are cancelled when the stream is closed or fails.
+        """
+        pending: collections.deque = collections.deque()
+        try:
+            for raw in batches:
+                batch = self._to_transport(np.asarray(raw))
+                pending.append((self._executor().submit(self.infer_batch, batch), batch.shape[0]))
+                if len(pending) > self.concurrency:  # `concurrency` stay in flight while the caller reads on
+                    yield self._finish(*pending.popleft())
+            while pending:
+                yield self._finish(*pending.popleft())
+        finally:
+            for future, _ in pending:
+                future.cancel()
+
+    def _finish(self, future, images: int) -> np.ndarray:
+        features = future.result()
+        self.forward_passes += 1
+        self.images_embedded += images
+        return features
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="triton-embed")
+        return self._pool
 
     def _embed_batch(self, batch: np.ndarray) -> np.ndarray:
         return self.infer_batch(self._to_transport(np.asarray(batch)))

@@ -131,6 +131,12 @@ def _finetune(_config: dict[str, Any], given: dict[str, Any]) -> None:
         raise InvalidArgument(f"finetune: 'lr_grid' holds more than {MAX_GRID_VALUES} values")
 
 
+def _serving_latency(config: dict[str, Any], _given: dict[str, Any]) -> None:
+    from bobench.protocols.serving_latency import _check_config
+
+    _check_config(config)  # the sweep's and the scenarios' own checks (bounds included)
+
+
 CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
     "knn": _knn,
     "linear_probe": _linear_probe,
@@ -139,6 +145,7 @@ CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
     "ood": _ood,
     "efficiency": _efficiency,
     "finetune": _finetune,
+    "serving_latency": _serving_latency,
 }
 
 

@@ -12,6 +12,11 @@ Triton's statistics API, plus the average executed batch (dynamic batching at wo
 The run's progress/cancel check (`RunContext.progress`) is called at every poll of a window (at
 least every `window_s / 10`), so a cancelled run, a passed deadline or the evaluator's time limit
 stops the load at once instead of after the whole sweep.
+
+Version 3 adds, after the sweep, MLPerf LoadGen-style scenarios (`scenarios`: SingleStream, Server
+with Poisson arrivals and a peak-QPS search under a p99 bound, Offline; see
+`bobench.protocols.serving_scenarios` and `bobench.serving.loadgen`), each with a minimum query count
+and duration recorded in the result's context (`context.scenarios`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 
 from bobench.embed.base import unwrap
 from bobench.errors import FailedPrecondition, InvalidArgument
+from bobench.protocols import serving_scenarios as scn
 from bobench.protocols.base import Metrics, Protocol, RunContext, register_protocol
 from bobench.serving.errors import to_bobench_error
 
@@ -187,7 +193,8 @@ def summarize(result: SettingResult, stable_windows: int = 3) -> dict[str, float
 
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> Metrics:
     """Run the (batch size × concurrency) sweep against the Triton model named by config or embedder."""
-    _check_config(config)
+    scenarios = _check_config(config)
+    scenario_context: dict[str, Any] = {}
     client, url, model, owned = _resolve_target(ctx, config)
     try:
         model_config = client.get_model_config(model, client_timeout=config["timeout_s"]).config
@@ -234,6 +241,18 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> Metrics:
                         model,
                         len(result.windows),
                     )
+        if scenarios["scenarios"]:
+            if model_config.max_batch_size and scenarios["batch"] > model_config.max_batch_size:
+                raise InvalidArgument(
+                    f"serving_latency: scenario_batch_size {scenarios['batch']} exceeds model {model!r} "
+                    f"max_batch_size {model_config.max_batch_size}"
+                )
+            images = rng.integers(0, 256, size=(scenarios["batch"], *dims)).astype(dtype)
+            issue = scn.triton_issuer(client, model, images, config["timeout_s"])
+            found, scenario_context = scn.run_scenarios(
+                issue, scenarios, seed, on_step=lambda: ctx.progress(0, 1, "serving scenarios")
+            )
+            metrics.update(found)
     finally:
         if owned:
             client.close()
@@ -248,11 +267,13 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> Metrics:
         "window_s": config["window_s"],
         "stability_pct": config["stability_pct"],
         "stable_windows": config["stable_windows"],
+        "scenarios": scenario_context,
     }
     return metrics
 
 
-def _check_config(config: dict[str, Any]) -> None:
+def _check_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Raise InvalidArgument for a bad sweep or scenario key; return the scenario settings."""
     for key in ("batch_sizes", "concurrencies"):
         values = config[key]
         if not values or not all(isinstance(v, int) and v >= 1 for v in values):
@@ -266,6 +287,7 @@ def _check_config(config: dict[str, Any]) -> None:
         )
     if config["window_s"] <= 0 or config["stability_pct"] <= 0:
         raise InvalidArgument("serving_latency config window_s and stability_pct must be positive")
+    return scn.scenario_settings(config)
 
 
 def _next_window(finished, start_s, window_s, min_requests, errors, batch, on_step=None) -> Window:
@@ -330,13 +352,13 @@ def _higher_is_better() -> dict[str, bool]:
                 out[f"latency_ms_p{q}_{tag}"] = False
             for phase in (*BREAKDOWN, "request"):
                 out[f"server_{phase}_ms_{tag}"] = False
-    return out
+    return {**out, **scn.higher_is_better()}
 
 
 PROTOCOL = register_protocol(
     Protocol(
         name="serving_latency",
-        version="2",
+        version="3",
         task="serving",
         evaluate=evaluate,
         seeded=False,  # deterministic: once per split seed
@@ -351,11 +373,13 @@ PROTOCOL = register_protocol(
             "stable_windows": 3,
             "stability_pct": 10.0,
             "timeout_s": 30.0,
+            **scn.DEFAULTS,
         },
         primary_metric="latency_ms_p50_b1_c1",
         higher_is_better=_higher_is_better(),
         description="Triton serving throughput and latency percentiles per batch size and concurrency "
-        "(perf_analyzer-style stable windows), with the server-side queue/compute breakdown.",
+        "(perf_analyzer-style stable windows), with the server-side queue/compute breakdown; MLPerf-style "
+        "SingleStream, Server (Poisson, peak QPS under a p99 bound) and Offline scenarios.",
         needs_features=False,
     )
 )
