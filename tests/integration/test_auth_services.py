@@ -1,7 +1,8 @@
 """Authentication and authorisation on the real gRPC servers (loopback sockets): every method without
 or with a wrong token is UNAUTHENTICATED, a missing role is PERMISSION_DENIED, battles belong to
-their submitter, `rerun` needs admin or service, JWTs are checked, mTLS refuses untrusted
-certificates, health stays open, and a server without auth config admits everyone."""
+their submitter (shown as `owner` in every answer and by `bob battle list/get`), `rerun` needs admin
+or service, JWTs are checked, mTLS refuses untrusted certificates, health stays open, and a server
+without auth config admits everyone."""
 
 from __future__ import annotations
 
@@ -172,6 +173,34 @@ def test_battles_belong_to_their_submitter_and_only_admin_cancels_others(server,
         assert bob.get(first).state == scheduler_pb2.BATTLE_STATE_QUEUED  # bob may read it
         assert admin.cancel(first).state == scheduler_pb2.BATTLE_STATE_CANCELLED
         assert alice.cancel(second).state == scheduler_pb2.BATTLE_STATE_CANCELLED
+
+
+def test_battles_show_their_owner_in_every_answer_and_in_bob_battle_list(server, tokens, monkeypatch, capsys):
+    from bobench.cli import main
+    from bobench.client import SchedulerClient
+
+    made = tokens[1]
+    with (
+        SchedulerClient(server.address, auth=ClientAuth(token=made["bob"])) as bob,
+        SchedulerClient(server.address, auth=ClientAuth(token=made["alice"])) as alice,
+    ):
+        assert bob.submit(spec_yaml=SPEC_YAML, battle_id="bob-owned").owner == "bob"
+        assert alice.submit(spec_yaml=SPEC_YAML, battle_id="alice-owned").owner == "alice"
+        assert bob.get("bob-owned").owner == "bob"
+        assert bob.get("alice-owned").owner == "alice"  # the submitter's name, not the caller's
+        owners = {b.id: b.owner for b in bob.list()}
+        assert (owners["bob-owned"], owners["alice-owned"]) == ("bob", "alice")
+        again = alice.submit(spec_yaml=SPEC_YAML, battle_id="bob-owned")  # idempotent resubmission
+        assert again.owner == "bob"
+    monkeypatch.setenv("BOBENCH_AUTH_TOKEN", made["reader"])
+    capsys.readouterr()
+    assert main(["battle", "list", "--server", server.address]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["id", "name", "owner", "state"]
+    row = next(line.split() for line in lines if line.startswith("bob-owned "))
+    assert row[1:3] == ["owned", "bob"]
+    assert main(["battle", "get", "bob-owned", "--server", server.address]) == 0
+    assert json.loads(capsys.readouterr().out)["owner"] == "bob"
 
 
 def test_rerun_needs_admin_or_service_and_submitters_evaluate(server, tokens):

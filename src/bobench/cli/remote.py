@@ -225,7 +225,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)  # validated here first: a bad spec fails before any network call
     with _scheduler_client(args) as client:
         response = client.submit(spec, battle_id=args.battle_id)
-        print(f"battle {response.battle_id}: {response.total_runs} runs ({response.reused_runs} reused)")
+        owner = f", owner {response.owner}" if response.owner else ""
+        print(
+            f"battle {response.battle_id}: {response.total_runs} runs ({response.reused_runs} reused){owner}"
+        )
         return _follow(client, response.battle_id) if args.wait else 0
 
 
@@ -284,6 +287,7 @@ def _battle_row(b) -> dict[str, Any]:
     return {
         "id": b.id,
         "name": b.name,
+        "owner": b.owner or None,
         "state": _state_name(b.state).removeprefix("BATTLE_STATE_").lower(),
         "total": b.counts.total,
         "finished": b.counts.finished,
@@ -302,7 +306,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     with _scheduler_client(args) as client:
         rows = [_battle_row(b) for b in client.list()]
-    print(table(rows, ["id", "name", "state", "total", "finished", "failed", "created"]))
+    print(table(rows, ["id", "name", "owner", "state", "total", "finished", "failed", "created"]))
     return 0
 
 

@@ -86,6 +86,7 @@ def battle_to_proto(status: BattleStatus) -> scheduler_pb2.Battle:
         created_at=_ts(status.created_at),
         updated_at=_ts(status.updated_at),
         error=status.error or "",
+        owner=status.owner,
     )
     if status.spec:
         msg.spec.CopyFrom(convert.battle_spec_to_proto(parse_spec(status.spec)))
@@ -148,7 +149,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             bind(bid)
         status = self.scheduler.get(bid)
         return scheduler_pb2.SubmitBattleResponse(
-            battle_id=bid, total_runs=status.counts["total"], reused_runs=status.reused
+            battle_id=bid, total_runs=status.counts["total"], reused_runs=status.reused, owner=status.owner
         )
 
     async def GetBattle(self, request, context):

@@ -26,37 +26,37 @@ from bobench.v1 import common_pb2 as bobench_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62obench/v1/scheduler.proto\x12\nbobench.v1\x1a\x17\x62obench/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\tRunCounts\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x0f\n\x07pending\x18\x02 \x01(\x03\x12\x0f\n\x07running\x18\x03 \x01(\x03\x12\x10\n\x08\x66inished\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x11\n\tcancelled\x18\x06 \x01(\x03\"\x86\x02\n\x06\x42\x61ttle\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.bobench.v1.BattleState\x12%\n\x06\x63ounts\x18\x04 \x01(\x0b\x32\x15.bobench.v1.RunCounts\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x04spec\x18\x07 \x01(\x0b\x32\x16.bobench.v1.BattleSpec\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"t\n\x13SubmitBattleRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x16.bobench.v1.BattleSpecH\x00\x12\x13\n\tspec_yaml\x18\x02 \x01(\tH\x00\x12\x11\n\tbattle_id\x18\x03 \x01(\tB\r\n\x0bspec_source\"R\n\x14SubmitBattleResponse\x12\x11\n\tbattle_id\x18\x01 \x01(\t\x12\x12\n\ntotal_runs\x18\x02 \x01(\x03\x12\x13\n\x0breused_runs\x18\x03 \x01(\x03\"\'\n\x12WatchBattleRequest\x12\x11\n\tbattle_id\x18\x01 \x01(\t\"\xa9\x02\n\x0b\x42\x61ttleEvent\x12\x11\n\tbattle_id\x18\x01 \x01(\t\x12\x0f\n\x07run_key\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x04 \x01(\t\x12\x10\n\x08protocol\x18\x05 \x01(\t\x12$\n\x05state\x18\x06 \x01(\x0e\x32\x15.bobench.v1.RunStatus\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12%\n\x06\x63ounts\x18\x08 \x01(\x0b\x32\x15.bobench.v1.RunCounts\x12-\n\x0c\x62\x61ttle_state\x18\t \x01(\x0e\x32\x17.bobench.v1.BattleState\x12(\n\x04time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04seed\x18\x0b \x01(\x03\"%\n\x10GetBattleRequest\x12\x11\n\tbattle_id\x18\x01 \x01(\t\";\n\x12ListBattlesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x13ListBattlesResponse\x12#\n\x07\x62\x61ttles\x18\x01 \x03(\x0b\x32\x12.bobench.v1.Battle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"8\n\x13\x43\x61ncelBattleRequest\x12\x11\n\tbattle_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\">\n\x12ListResultsRequest\x12\x11\n\tbattle_id\x18\x01 \x01(\t\x12\x15\n\rfinished_only\x18\x02 \x01(\x08*\xae\x01\n\x0b\x42\x61ttleState\x12\x1c\n\x18\x42\x41TTLE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42\x41TTLE_STATE_QUEUED\x10\x01\x12\x18\n\x14\x42\x41TTLE_STATE_RUNNING\x10\x02\x12\x19\n\x15\x42\x41TTLE_STATE_FINISHED\x10\x03\x12\x17\n\x13\x42\x41TTLE_STATE_FAILED\x10\x04\x12\x1a\n\x16\x42\x41TTLE_STATE_CANCELLED\x10\x05\x32\xc4\x03\n\tScheduler\x12Q\n\x0cSubmitBattle\x12\x1f.bobench.v1.SubmitBattleRequest\x1a .bobench.v1.SubmitBattleResponse\x12H\n\x0bWatchBattle\x12\x1e.bobench.v1.WatchBattleRequest\x1a\x17.bobench.v1.BattleEvent0\x01\x12=\n\tGetBattle\x12\x1c.bobench.v1.GetBattleRequest\x1a\x12.bobench.v1.Battle\x12N\n\x0bListBattles\x12\x1e.bobench.v1.ListBattlesRequest\x1a\x1f.bobench.v1.ListBattlesResponse\x12\x43\n\x0c\x43\x61ncelBattle\x12\x1f.bobench.v1.CancelBattleRequest\x1a\x12.bobench.v1.Battle\x12\x46\n\x0bListResults\x12\x1e.bobench.v1.ListResultsRequest\x1a\x15.bobench.v1.RunResult0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62obench/v1/scheduler.proto\x12\nbobench.v1\x1a\x17\x62obench/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\tRunCounts\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x0f\n\x07pending\x18\x02 \x01(\x03\x12\x0f\n\x07running\x18\x03 \x01(\x03\x12\x10\n\x08\x66inished\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x11\n\tcancelled\x18\x06 \x01(\x03\"\x95\x02\n\x06\x42\x61ttle\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.bobench.v1.BattleState\x12%\n\x06\x63ounts\x18\x04 \x01(\x0b\x32\x15.bobench.v1.RunCounts\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x04spec\x18\x07 \x01(\x0b\x32\x16.bobench.v1.BattleSpec\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\r\n\x05owner\x18\t \x01(\t\"t\n\x13SubmitBattleRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x16.bobench.v1.BattleSpecH\x00\x12\x13\n\tspec_yaml\x18\x02 \x01(\tH\x00\x12\x11\n\tbattle_id\x18\x03 \x01(\tB\r\n\x0bspec_source\"a\n\x14SubmitBattleResponse\x12\x11\n\tbattle_id\x18\x01 \x01(\t\x12\x12\n\ntotal_runs\x18\x02 \x01(\x03\x12\x13\n\x0breused_runs\x18\x03 \x01(\x03\x12\r\n\x05owner\x18\x04 \x01(\t\"\'\n\x12WatchBattleRequest\x12\x11\n\tbattle_id\x18\x01 \x01(\t\"\xa9\x02\n\x0b\x42\x61ttleEvent\x12\x11\n\tbattle_id\x18\x01 \x01(\t\x12\x0f\n\x07run_key\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x04 \x01(\t\x12\x10\n\x08protocol\x18\x05 \x01(\t\x12$\n\x05state\x18\x06 \x01(\x0e\x32\x15.bobench.v1.RunStatus\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12%\n\x06\x63ounts\x18\x08 \x01(\x0b\x32\x15.bobench.v1.RunCounts\x12-\n\x0c\x62\x61ttle_state\x18\t \x01(\x0e\x32\x17.bobench.v1.BattleState\x12(\n\x04time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04seed\x18\x0b \x01(\x03\"%\n\x10GetBattleRequest\x12\x11\n\tbattle_id\x18\x01 \x01(\t\";\n\x12ListBattlesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x13ListBattlesResponse\x12#\n\x07\x62\x61ttles\x18\x01 \x03(\x0b\x32\x12.bobench.v1.Battle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"8\n\x13\x43\x61ncelBattleRequest\x12\x11\n\tbattle_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\">\n\x12ListResultsRequest\x12\x11\n\tbattle_id\x18\x01 \x01(\t\x12\x15\n\rfinished_only\x18\x02 \x01(\x08*\xae\x01\n\x0b\x42\x61ttleState\x12\x1c\n\x18\x42\x41TTLE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42\x41TTLE_STATE_QUEUED\x10\x01\x12\x18\n\x14\x42\x41TTLE_STATE_RUNNING\x10\x02\x12\x19\n\x15\x42\x41TTLE_STATE_FINISHED\x10\x03\x12\x17\n\x13\x42\x41TTLE_STATE_FAILED\x10\x04\x12\x1a\n\x16\x42\x41TTLE_STATE_CANCELLED\x10\x05\x32\xc4\x03\n\tScheduler\x12Q\n\x0cSubmitBattle\x12\x1f.bobench.v1.SubmitBattleRequest\x1a .bobench.v1.SubmitBattleResponse\x12H\n\x0bWatchBattle\x12\x1e.bobench.v1.WatchBattleRequest\x1a\x17.bobench.v1.BattleEvent0\x01\x12=\n\tGetBattle\x12\x1c.bobench.v1.GetBattleRequest\x1a\x12.bobench.v1.Battle\x12N\n\x0bListBattles\x12\x1e.bobench.v1.ListBattlesRequest\x1a\x1f.bobench.v1.ListBattlesResponse\x12\x43\n\x0c\x43\x61ncelBattle\x12\x1f.bobench.v1.CancelBattleRequest\x1a\x12.bobench.v1.Battle\x12\x46\n\x0bListResults\x12\x1e.bobench.v1.ListResultsRequest\x1a\x15.bobench.v1.RunResult0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bobench.v1.scheduler_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BATTLESTATE']._serialized_start=1331
-  _globals['_BATTLESTATE']._serialized_end=1505
+  _globals['_BATTLESTATE']._serialized_start=1361
+  _globals['_BATTLESTATE']._serialized_end=1535
   _globals['_RUNCOUNTS']._serialized_start=100
   _globals['_RUNCOUNTS']._serialized_end=213
   _globals['_BATTLE']._serialized_start=216
-  _globals['_BATTLE']._serialized_end=478
-  _globals['_SUBMITBATTLEREQUEST']._serialized_start=480
-  _globals['_SUBMITBATTLEREQUEST']._serialized_end=596
-  _globals['_SUBMITBATTLERESPONSE']._serialized_start=598
-  _globals['_SUBMITBATTLERESPONSE']._serialized_end=680
-  _globals['_WATCHBATTLEREQUEST']._serialized_start=682
-  _globals['_WATCHBATTLEREQUEST']._serialized_end=721
-  _globals['_BATTLEEVENT']._serialized_start=724
-  _globals['_BATTLEEVENT']._serialized_end=1021
-  _globals['_GETBATTLEREQUEST']._serialized_start=1023
-  _globals['_GETBATTLEREQUEST']._serialized_end=1060
-  _globals['_LISTBATTLESREQUEST']._serialized_start=1062
-  _globals['_LISTBATTLESREQUEST']._serialized_end=1121
-  _globals['_LISTBATTLESRESPONSE']._serialized_start=1123
-  _globals['_LISTBATTLESRESPONSE']._serialized_end=1206
-  _globals['_CANCELBATTLEREQUEST']._serialized_start=1208
-  _globals['_CANCELBATTLEREQUEST']._serialized_end=1264
-  _globals['_LISTRESULTSREQUEST']._serialized_start=1266
-  _globals['_LISTRESULTSREQUEST']._serialized_end=1328
-  _globals['_SCHEDULER']._serialized_start=1508
-  _globals['_SCHEDULER']._serialized_end=1960
+  _globals['_BATTLE']._serialized_end=493
+  _globals['_SUBMITBATTLEREQUEST']._serialized_start=495
+  _globals['_SUBMITBATTLEREQUEST']._serialized_end=611
+  _globals['_SUBMITBATTLERESPONSE']._serialized_start=613
+  _globals['_SUBMITBATTLERESPONSE']._serialized_end=710
+  _globals['_WATCHBATTLEREQUEST']._serialized_start=712
+  _globals['_WATCHBATTLEREQUEST']._serialized_end=751
+  _globals['_BATTLEEVENT']._serialized_start=754
+  _globals['_BATTLEEVENT']._serialized_end=1051
+  _globals['_GETBATTLEREQUEST']._serialized_start=1053
+  _globals['_GETBATTLEREQUEST']._serialized_end=1090
+  _globals['_LISTBATTLESREQUEST']._serialized_start=1092
+  _globals['_LISTBATTLESREQUEST']._serialized_end=1151
+  _globals['_LISTBATTLESRESPONSE']._serialized_start=1153
+  _globals['_LISTBATTLESRESPONSE']._serialized_end=1236
+  _globals['_CANCELBATTLEREQUEST']._serialized_start=1238
+  _globals['_CANCELBATTLEREQUEST']._serialized_end=1294
+  _globals['_LISTRESULTSREQUEST']._serialized_start=1296
+  _globals['_LISTRESULTSREQUEST']._serialized_end=1358
+  _globals['_SCHEDULER']._serialized_start=1538
+  _globals['_SCHEDULER']._serialized_end=1990
 # @@protoc_insertion_point(module_scope)

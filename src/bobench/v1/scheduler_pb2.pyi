@@ -43,7 +43,7 @@ class RunCounts(_message.Message):
     def __init__(self, total: _Optional[int] = ..., pending: _Optional[int] = ..., running: _Optional[int] = ..., finished: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ...) -> None: ...
 
 class Battle(_message.Message):
-    __slots__ = ("id", "name", "state", "counts", "created_at", "updated_at", "spec", "error")
+    __slots__ = ("id", "name", "state", "counts", "created_at", "updated_at", "spec", "error", "owner")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class Battle(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     state: BattleState
@@ -60,7 +61,8 @@ class Battle(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     spec: _common_pb2.BattleSpec
     error: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[BattleState, str]] = ..., counts: _Optional[_Union[RunCounts, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spec: _Optional[_Union[_common_pb2.BattleSpec, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    owner: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[BattleState, str]] = ..., counts: _Optional[_Union[RunCounts, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spec: _Optional[_Union[_common_pb2.BattleSpec, _Mapping]] = ..., error: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class SubmitBattleRequest(_message.Message):
     __slots__ = ("spec", "spec_yaml", "battle_id")
@@ -73,14 +75,16 @@ class SubmitBattleRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[_common_pb2.BattleSpec, _Mapping]] = ..., spec_yaml: _Optional[str] = ..., battle_id: _Optional[str] = ...) -> None: ...
 
 class SubmitBattleResponse(_message.Message):
-    __slots__ = ("battle_id", "total_runs", "reused_runs")
+    __slots__ = ("battle_id", "total_runs", "reused_runs", "owner")
     BATTLE_ID_FIELD_NUMBER: _ClassVar[int]
     TOTAL_RUNS_FIELD_NUMBER: _ClassVar[int]
     REUSED_RUNS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     battle_id: str
     total_runs: int
     reused_runs: int
-    def __init__(self, battle_id: _Optional[str] = ..., total_runs: _Optional[int] = ..., reused_runs: _Optional[int] = ...) -> None: ...
+    owner: str
+    def __init__(self, battle_id: _Optional[str] = ..., total_runs: _Optional[int] = ..., reused_runs: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class WatchBattleRequest(_message.Message):
     __slots__ = ("battle_id",)
