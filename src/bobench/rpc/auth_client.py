@@ -7,13 +7,17 @@ from them (every bobench client and the scheduler's gRPC executor open their cha
 TLS is used when a CA or a client certificate is configured (the CA verifies the server; the client
 certificate and key are presented for mTLS). The token travels as `authorization: Bearer <token>`
 metadata on every call, added by a channel interceptor (so it also works on a plaintext channel to a
-server on loopback).
+server on loopback). A token on a plaintext channel to any other host travels in cleartext: that is
+logged once per process and address as a warning naming the settings that turn TLS on.
 """
 
 from __future__ import annotations
 
 import collections
+import ipaddress
+import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,8 @@ from typing import Any
 import grpc
 
 from bobench.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
 
 _ENV = {  # ClientAuth field -> the setting (env BOBENCH_<NAME>) it comes from
     "token": "auth_token",
@@ -102,7 +108,57 @@ class ClientAuth:
         else:
             channel = grpc.insecure_channel(address, options=options)
         token = self.bearer_token()
+        if token and not self.tls:
+            warn_cleartext_token(address)
         return grpc.intercept_channel(channel, _BearerToken(token)) if token else channel
+
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_cleartext_token(address: str) -> bool:
+    """Log once per process and address that a bearer token goes to `address` unencrypted, unless
+    it is a loopback address (or a unix socket). Returns True when it warned now."""
+    if is_loopback(address):
+        return False
+    with _warned_lock:
+        if address in _warned:
+            return False
+        _warned.add(address)
+    log.warning(
+        "the bearer token to %s travels in cleartext (plaintext gRPC to a non-loopback host): anyone on "
+        "the network path can read and replay it; turn TLS on: the server with tls_cert/tls_key, this "
+        "client with tls_ca (BOBENCH_TLS_CA, the CA of the server's certificate), for mTLS also "
+        "tls_client_cert/tls_client_key",
+        address,
+    )
+    return True
+
+
+def is_loopback(address: str) -> bool:
+    """True for a gRPC target on this host: 127.0.0.0/8, ::1, localhost, unix sockets. Host names
+    are not resolved (a name is not loopback unless it is `localhost`)."""
+    target = address.strip()
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    for scheme in ("dns:///", "dns:", "ipv4:", "ipv6:"):
+        if target.startswith(scheme):
+            target = target[len(scheme) :]
+            break
+    if target.startswith("["):
+        host = target[1:].split("]", 1)[0]
+    elif target.count(":") == 1:
+        host = target.rsplit(":", 1)[0]
+    else:
+        host = target  # no port, or a bare IPv6 address
+    host = host.lower().rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _CallDetails(
