@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,10 @@ class Settings:
     tls_client_cert: str = ""
     tls_client_key: str = ""
     tls_server_name: str = ""  # name checked in the server certificate instead of the address's host
+    # Host price per hour by device kind (bobench.analysis.costs): throughput becomes cost per million
+    # images in the report and the advice. File: a mapping {cpu: 0.10, nvidia-h200: 4.0}; env
+    # BOBENCH_PRICE_PER_HOUR: "cpu=0.10,nvidia-h200=4.0". Keys match a run's recorded device.
+    price_per_hour: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -107,6 +112,8 @@ def _coerce(field: dataclasses.Field, raw: Any, origin: str) -> Any:
             return str(raw).strip().lower() in ("1", "true", "yes", "on")
         if typ.startswith("tuple"):
             return _string_list(raw)
+        if typ.startswith("dict"):
+            return _price_table(raw)
         return str(raw)
     except (TypeError, ValueError):
         raise InvalidArgument(f"{origin}: {field.name} must be {typ}, got {raw!r}") from None
@@ -118,6 +125,26 @@ def _string_list(raw: Any) -> tuple[str, ...]:
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
         raise TypeError("not a list of strings")
     return tuple(i.strip() for i in items if i.strip())
+
+
+def _price_table(raw: Any) -> dict[str, float]:
+    """A price mapping: a YAML mapping, or "kind=price,kind=price" (env); prices finite and >= 0."""
+    if isinstance(raw, str):
+        pairs = [item.split("=", 1) for item in raw.split(",") if item.strip()]
+        if not all(len(p) == 2 for p in pairs):
+            raise ValueError("expected kind=price pairs separated by commas")
+        raw = {k.strip(): v.strip() for k, v in pairs}
+    if not isinstance(raw, dict):
+        raise TypeError("not a mapping")
+    table = {}
+    for kind, price in raw.items():
+        if isinstance(price, bool) or not str(kind).strip():
+            raise ValueError(f"bad entry {kind!r}: {price!r}")
+        value = float(price)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"price of {kind!r} must be a finite number >= 0, got {price!r}")
+        table[str(kind).strip().lower()] = value
+    return table
 
 
 def load_settings(config_file: str | os.PathLike | None = None, **cli: Any) -> Settings:

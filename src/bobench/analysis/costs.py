@@ -14,12 +14,24 @@ compare like with like:
   the comparison basis; among equally common pairs the smallest batch (concurrency) wins for
   latency and the largest for throughput, then the environment key in sorted order. A backbone
   measured only elsewhere has no value in that column and is named in the basis as left out.
+- `served_throughput_ips`: task "serving", metric `scenario_offline_throughput_ips` (the Offline
+  scenario: images/s with everything issued at once).
+- `server_peak_qps`: task "serving", the Server scenario's peak QPS under its latency bound, keyed
+  `scenario_server_peak_qps@p<percentile><=<bound>ms` from the run's config, so peaks found under
+  different bounds are different metrics (`server_bound(metric)` reads the bound back).
 - `params`: efficiency metric `params`, else `backbone_info["num_params"]` (external: `num_params`);
   `flops`: efficiency metric `flops` (None when the counter could not count; never 0). Neither
   depends on the environment.
 
 Several runs at the same key (seeds, repeated measurements) are averaged. `CostBasis` keeps the key
 and metric of each column; the report prints it next to the figures.
+
+**Cost per million images** (`cost_per_million_images`): the host's price per hour for the device
+kind of the throughput's environment (setting `price_per_hour`, e.g. {cpu: 0.10, nvidia-h200: 4.0};
+`price_for` matches the recorded device exactly, then the part before ':' — "cuda:0" -> "cuda"),
+divided by images per hour: price / (throughput_ips x 3600) x 1e6. It charges the whole host to one
+measurement (the efficiency protocol's threads, or the served model's instances): a lower bound on
+what one image costs when the host does nothing else. None when the price or the throughput is unknown.
 """
 
 from __future__ import annotations
@@ -39,7 +51,18 @@ from bobench.battle.records import RunRecord
 _LATENCY = re.compile(r"^latency_ms_p50_b(\d+)$")
 _SERVED = re.compile(r"^latency_ms_p50_b(\d+)_c(\d+)$")
 _THROUGHPUT = re.compile(r"^throughput_ips_b(\d+)$")
-COST_COLUMNS = ("latency_ms", "served_latency_ms", "throughput_ips", "params", "flops")
+_OFFLINE = re.compile(r"^scenario_offline_throughput_ips$")
+_PEAK = re.compile(r"^scenario_server_peak_qps@p(\d+(?:\.\d+)?)<=(\d+(?:\.\d+)?)ms$")
+PEAK_METRIC = "scenario_server_peak_qps"
+COST_COLUMNS = (
+    "latency_ms",
+    "served_latency_ms",
+    "throughput_ips",
+    "served_throughput_ips",
+    "server_peak_qps",
+    "params",
+    "flops",
+)
 
 
 @dataclass
@@ -52,6 +75,10 @@ class BackboneCosts:
     served_latency_key: str | None = None
     throughput_ips: float | None = None
     throughput_key: str | None = None
+    served_throughput_ips: float | None = None
+    served_throughput_key: str | None = None
+    server_peak_qps: float | None = None
+    server_peak_key: str | None = None
     params: float | None = None
     flops: float | None = None
     environments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # task -> distinct envs
@@ -67,6 +94,10 @@ class BackboneCosts:
             "served_latency_key": self.served_latency_key,
             "throughput_ips": self.throughput_ips,
             "throughput_key": self.throughput_key,
+            "served_throughput_ips": self.served_throughput_ips,
+            "served_throughput_key": self.served_throughput_key,
+            "server_peak_qps": self.server_peak_qps,
+            "server_peak_key": self.server_peak_key,
             "params": self.params,
             "flops": self.flops,
             "environments": self.environments,
@@ -87,6 +118,8 @@ _COLUMN_SOURCES = {  # column -> (task, metric patterns in order of preference, 
     "latency_ms": ("efficiency", (_LATENCY,), False),
     "served_latency_ms": ("serving", (_SERVED, _LATENCY), False),
     "throughput_ips": ("efficiency", (_THROUGHPUT,), True),
+    "served_throughput_ips": ("serving", (_OFFLINE,), True),
+    "server_peak_qps": ("serving", (_PEAK,), False),  # ties: the smaller (percentile, bound) first
 }
 
 
@@ -145,6 +178,7 @@ def _cost_metrics(records: Iterable[RunRecord], external: Iterable[ExternalScore
         if rec.finished and rec.task in ("efficiency", "serving"):
             for name, value in rec.metrics.items():
                 if _is_number(value):
+                    name = _peak_name(rec.config or {}) if name == PEAK_METRIC else name
                     yield _CostMetric(rec.backbone, rec.task, name, float(value), dict(rec.environment))
     for row in external:
         if row.task in ("efficiency", "serving"):
@@ -167,7 +201,7 @@ def _basis(column: str, metrics: list[_CostMetric]) -> CostBasis | None:
             match = pattern.match(m.metric) if m.task == task else None
             if match:
                 who[(_env_of(m), m.metric)].add(m.backbone)
-                suffix[m.metric] = tuple(int(g) for g in match.groups())
+                suffix[m.metric] = tuple(float(g) for g in match.groups())
         if not who:
             continue
         env, metric = _most_common(who, suffix, largest)
@@ -178,7 +212,7 @@ def _basis(column: str, metrics: list[_CostMetric]) -> CostBasis | None:
 
 
 def _most_common(
-    who: dict[tuple[str, str], set[str]], suffix: dict[str, tuple[int, ...]], largest: bool
+    who: dict[tuple[str, str], set[str]], suffix: dict[str, tuple[float, ...]], largest: bool
 ) -> tuple[str, str]:
     """The (environment, metric) measured for the most backbones; then by batch, then by key."""
     sign = -1 if largest else 1
@@ -207,6 +241,8 @@ _KEY_FIELD = {
     "latency_ms": "latency_key",
     "served_latency_ms": "served_latency_key",
     "throughput_ips": "throughput_key",
+    "served_throughput_ips": "served_throughput_key",
+    "server_peak_qps": "server_peak_key",
 }
 
 
@@ -230,3 +266,41 @@ def _distinct(envs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if env not in seen:
             seen.append(env)
     return seen
+
+
+def _peak_name(config: Mapping[str, Any]) -> str:
+    """The peak-QPS metric keyed by the bound it was found under (see the module docstring)."""
+    percentile = config.get("server_percentile", 99.0)
+    bound = config.get("server_latency_bound_ms")
+    return f"{PEAK_METRIC}@p{float(percentile):g}<={float(bound):g}ms" if _is_number(bound) else PEAK_METRIC
+
+
+def server_bound(metric: str | None) -> tuple[float, float] | None:
+    """(percentile, bound ms) of a keyed peak-QPS metric, None for anything else."""
+    match = _PEAK.match(metric or "")
+    return (float(match.group(1)), float(match.group(2))) if match else None
+
+
+def device_of(environment: str) -> str | None:
+    """The `device` field of an environment key (None for an external row or a missing device)."""
+    for part in environment.split():
+        if part.startswith("device="):
+            value = part.removeprefix("device=")
+            return value if value != "-" else None
+    return None
+
+
+def price_for(device: str | None, prices: Mapping[str, float]) -> float | None:
+    """The price per hour of `device`: exact key, then the part before ':' (case-insensitive)."""
+    if not device:
+        return None
+    table = {str(k).lower(): float(v) for k, v in prices.items()}
+    name = device.lower()
+    return table.get(name, table.get(name.split(":", 1)[0]))
+
+
+def cost_per_million_images(throughput_ips: float | None, price_per_hour: float | None) -> float | None:
+    """Price of a million images at `throughput_ips` on a host costing `price_per_hour` (None if unknown)."""
+    if throughput_ips is None or price_per_hour is None or not throughput_ips > 0:
+        return None
+    return price_per_hour / (throughput_ips * 3600.0) * 1e6

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bobench.analysis import aggregate as agg
+from bobench.analysis import budget
 from bobench.analysis import leaderboard as lb
 from bobench.analysis import sections as sec
 from bobench.analysis import uncertainty as unc
@@ -41,12 +42,15 @@ def write_report(
     selection: Selection | None = None,
     task_map: str = agg.DEFAULT_TASK_MAP,
     limits: Mapping[str, float | None] | None = None,
+    prices: Mapping[str, float] | None = None,
 ) -> dict[str, Path]:
     """Analyse `results_dir` (a directory holding results.jsonl, or the file) and write the report.
 
     `selection` picks the records covered (default: every record; see `bobench.analysis.selection`);
     `task_map` is a key of `aggregate.TASK_MAPS`; `limits` holds the reader's own recommendation
-    bounds (`max_latency_ms`, `max_params`, ...: keyword arguments of `recommend`). `external` holds
+    bounds (`max_latency_ms`, `max_params`, ...: keyword arguments of `recommend`); `prices` the
+    host price per hour by device kind (setting `price_per_hour`, for cost per million images).
+    `external` holds
     external-results CSV paths or already loaded ExternalScore rows. `out_dir` defaults to
     <results_dir>/report. Returns {relative name: path} for report.html, report.md, analysis.json,
     runs.csv and every plots/<name>.png. Raises NotFound when there are no records and
@@ -71,7 +75,13 @@ def write_report(
         p.name.removesuffix(".png"): Image(f"plots/{p.name}", p.path, p.title, p.caption) for p in plots
     }
     blocks = build_blocks(
-        analysis, images, selection.scope, rows, dict(limits or {}), licences=used_licences(records)
+        analysis,
+        images,
+        selection.scope,
+        rows,
+        dict(limits or {}),
+        licences=used_licences(records),
+        prices=prices,
     )
     written["report.html"] = _write(out / "report.html", render_html(TITLE, blocks))
     written["report.md"] = _write(out / "report.md", render_markdown(TITLE, blocks))
@@ -142,6 +152,7 @@ def build_blocks(
     external: Sequence[ExternalScore],
     limits: dict[str, float | None] | None = None,
     licences: Sequence[dict[str, Any]] = (),
+    prices: Mapping[str, float] | None = None,
 ) -> list[Block]:
     """The report's content, in reading order, shared by the HTML and Markdown renderers.
     `licences`: the data sets and backbones the runs used (`bobench.environment.used_licences`)."""
@@ -173,7 +184,9 @@ def build_blocks(
     blocks += sec.correlation(analysis, images)
     blocks += sec.groups(analysis)
     blocks += sec.efficiency(analysis, images)
-    blocks += sec.recommendations(analysis, limits or {})
+    others, budget_limits = budget.split_limits(limits or {})
+    blocks += sec.recommendations(analysis, others)
+    blocks += budget.section(analysis, prices or {}, budget_limits)
     blocks += sec.settings(analysis)
     blocks += sec.environment(analysis, licences)
     blocks += sec.failures(analysis)

@@ -21,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_selection_flags(rep)
     rep.add_argument("--max-latency-ms", type=float, help="your latency limit for the recommendations")
     rep.add_argument("--max-params", type=float, help="your parameter-count limit for the recommendations")
+    rep.add_argument(
+        "--max-cost-per-million", type=float, help="your budget, $ per million images (needs price_per_hour)"
+    )
+    rep.add_argument("--min-qps", type=float, help="the Server-scenario QPS a backbone must sustain")
+    rep.add_argument("--max-p99-ms", type=float, help="the p99 bound for --min-qps (default 30 ms)")
     rep.set_defaults(func=cmd_report)
 
     an = sub.add_parser("analyze", help="print overall and per-task rankings (BoB z-score aggregation)")
@@ -92,6 +97,7 @@ def _records(results_dir: str | None) -> list:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bobench.analysis.report import write_report
+    from bobench.config import load_settings
 
     chosen = _select(args, _records(args.results_dir))
     paths = write_report(
@@ -100,7 +106,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         external=args.external,
         selection=chosen,
         task_map=args.task_map,
-        limits={"max_latency_ms": args.max_latency_ms, "max_params": args.max_params},
+        limits={
+            "max_latency_ms": args.max_latency_ms,
+            "max_params": args.max_params,
+            "max_cost_per_million": args.max_cost_per_million,
+            "min_server_qps": args.min_qps,
+            "max_server_p99_ms": args.max_p99_ms,
+        },
+        prices=load_settings(args.config).price_per_hour,
     )
     for kind, path in paths.items():
         print(f"{kind}: {path}")
