@@ -35,6 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-dtype", choices=("uint8", "float32"), default="uint8")
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--instances", type=int, default=1, help="model instances (instance_group count)")
+    p.add_argument(
+        "--preferred-batch-sizes",
+        help="dynamic batching: comma-separated preferred batch sizes (default 8,16,32)",
+    )
+    p.add_argument("--max-queue-delay-us", type=int, help="dynamic batching: max queue delay (default 100)")
+    p.add_argument(
+        "--no-dynamic-batching", action="store_true", help="serve each request as sent (no batcher)"
+    )
     p.add_argument("--cache-dir", help="export cache (default: settings cache_dir)")
     p.add_argument("--json", action="store_true", help="print the published models as JSON")
     p.set_defaults(func=cmd_publish)
@@ -57,6 +65,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     register_job_backbone(os.environ.get(BACKBONE_ENV))  # in a publish Job: a battle's own backbone
     store = open_store(args.store, settings, create_bucket=True)
     published = []
+    batching = _batching_options(args)
     for name in args.backbones:
         model = publish(
             name,
@@ -69,6 +78,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             admin_key=settings.triton_admin_key,
             max_batch_size=args.max_batch_size,
             instances=args.instances,
+            **batching,
         )
         published.append(model.to_dict())
         if not args.json:
@@ -78,3 +88,22 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if args.json:
         print_json(published)
     return 0
+
+
+def _batching_options(args: argparse.Namespace) -> dict:
+    """The dynamic-batching options given on the command line (none: the repository defaults)."""
+    from bobench.errors import InvalidArgument
+
+    out: dict = {}
+    if args.no_dynamic_batching:
+        out["dynamic_batching"] = False
+    if args.preferred_batch_sizes:
+        try:
+            out["preferred_batch_sizes"] = tuple(int(v) for v in args.preferred_batch_sizes.split(","))
+        except ValueError:
+            raise InvalidArgument(
+                f"--preferred-batch-sizes: expected comma-separated integers, got {args.preferred_batch_sizes!r}"
+            ) from None
+    if args.max_queue_delay_us is not None:
+        out["max_queue_delay_us"] = args.max_queue_delay_us
+    return out

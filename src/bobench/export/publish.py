@@ -8,6 +8,9 @@ step are thin adapters. What it guarantees:
   template version. Triton versions are integers, so the version is the key's first 60 bits (+1 when
   zero); it is the version directory and is pinned with `version_policy { specific { versions: [N] } }`
   so Triton serves exactly that export.
+- **Batching is part of the version.** Dynamic-batching options given per model (`dynamic_batching`,
+  `preferred_batch_sizes`, `max_queue_delay_us` in `repo_options`) join the key, so a model published
+  again with other batching gets a new version instead of "already published".
 - **Idempotent.** When the store's `<model>/config.pbtxt` already pins N and its `bobench.json` carries
   the same key, nothing is exported or uploaded (`PublishedModel.uploaded` is False).
 - **Never half-visible.** Version files are uploaded first, then `bobench.json`, then `config.pbtxt`
@@ -68,18 +71,31 @@ class PublishedModel:
         return asdict(self)
 
 
-def publish_key(spec: BackboneSpec, embedder_variant: str, input_dtype: str, target: str) -> str:
-    """The content key of one published entry (hex sha256); equal keys mean the same served model."""
-    blob = json.dumps(
-        {
-            "digest": spec.digest(),
-            "embedder_variant": embedder_variant,
-            "input_dtype": input_dtype,
-            "target": target,
-            "template_version": TEMPLATE_VERSION if target == "local" else None,
-        },
-        sort_keys=True,
-    ).encode()
+BATCHING_OPTIONS = ("dynamic_batching", "preferred_batch_sizes", "max_queue_delay_us")
+
+
+def publish_key(
+    spec: BackboneSpec,
+    embedder_variant: str,
+    input_dtype: str,
+    target: str,
+    batching: dict[str, Any] | None = None,
+) -> str:
+    """The content key of one published entry (hex sha256); equal keys mean the same served model.
+    `batching` (the BATCHING_OPTIONS given) joins the key only when not empty, so keys of models
+    published with the default batching stay what they were."""
+    fields: dict[str, Any] = {
+        "digest": spec.digest(),
+        "embedder_variant": embedder_variant,
+        "input_dtype": input_dtype,
+        "target": target,
+        "template_version": TEMPLATE_VERSION if target == "local" else None,
+    }
+    if batching:
+        fields["batching"] = {
+            k: sorted(set(v)) if k == "preferred_batch_sizes" else v for k, v in batching.items()
+        }
+    blob = json.dumps(fields, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
@@ -145,7 +161,8 @@ def publish(
     # the weights file's digest is part of the key: a re-exported user model is a new version
     spec = with_weights_digest(backbone if isinstance(backbone, BackboneSpec) else get_spec(backbone))
     layout = repository_layout(embedder_variant, target)
-    key = publish_key(spec, embedder_variant, input_dtype, target)
+    batching = {k: repo_options[k] for k in BATCHING_OPTIONS if k in repo_options}
+    key = publish_key(spec, embedder_variant, input_dtype, target, batching)
     version = version_for(key)
     name = served_model_name(spec, embedder_variant)
     uploaded = not is_published(store, name, key, version)

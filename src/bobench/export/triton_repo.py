@@ -91,11 +91,13 @@ def build_model_config(
     intra_op_threads: int = 0,
     version: int | None = None,
     instance_kind: str | None = None,
+    dynamic_batching: bool = True,
 ):
     """The ModelConfig message for `spec`; raises InvalidArgument on an inconsistent request.
 
     `version` pins `version_policy { specific { versions: [version] } }`; `instance_kind` ("cpu" or
-    "gpu") defaults to cpu for the local variant and gpu for the cluster one.
+    "gpu") defaults to cpu for the local variant and gpu for the cluster one. `dynamic_batching`
+    False leaves the scheduler out (each request runs as sent; preferred sizes and delay unused).
     """
     from tritonclient.grpc import model_config_pb2 as mc
 
@@ -117,8 +119,11 @@ def build_model_config(
     size = spec.input_size
     config.input.add(name=INPUT_NAME, data_type=getattr(mc, INPUT_DTYPES[input_dtype]), dims=[3, size, size])
     config.output.add(name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=[int(spec.embed_dim)])
-    config.dynamic_batching.preferred_batch_size.extend(sorted(set(preferred_batch_sizes)))
-    config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
+    if not isinstance(dynamic_batching, bool):
+        raise InvalidArgument(f"dynamic_batching must be true or false, got {dynamic_batching!r}")
+    if dynamic_batching:
+        config.dynamic_batching.preferred_batch_size.extend(sorted(set(preferred_batch_sizes)))
+        config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
     kind = instance_kind or ("cpu" if variant == "local" else "gpu")
     if kind not in INSTANCE_KINDS:
         raise InvalidArgument(f"instance_kind must be one of {INSTANCE_KINDS}, got {kind!r}")
@@ -169,6 +174,7 @@ def write_model_repository(
     instance_kind: str | None = None,
     trt_precision: str = "fp16",
     extra_metadata: dict[str, Any] | None = None,
+    dynamic_batching: bool = True,
 ) -> Path:
     """Write (or replace) the repository entry of `spec` under `repo_dir`; return the model directory.
 
@@ -198,6 +204,7 @@ def write_model_repository(
         intra_op_threads=intra_op_threads,
         version=version if pin_version else None,
         instance_kind=instance_kind,
+        dynamic_batching=dynamic_batching,
     )
     check_onnx_contract(onnx_path, spec, input_dtype)
     onnx_sha256 = sha256_file(onnx_path)
