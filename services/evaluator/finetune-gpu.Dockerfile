@@ -1,9 +1,11 @@
-# bobench/finetune-gpu: fine-tune Jobs and publish Jobs on a GPU node. Publish builds TensorRT plans
-# here, on the target GPU (plans are specific to the GPU and the TensorRT version).
+# bobench/finetune-gpu: fine-tune and detection Jobs (detection, instance_segmentation, ood_detection) and
+# publish Jobs on a GPU node. Publish builds TensorRT plans here, on the target GPU (plans are specific
+# to the GPU and the TensorRT version).
 # Build from the repository root (`make images` builds every image):
 #   docker build -f services/evaluator/finetune-gpu.Dockerfile -t bobench/finetune-gpu:0.1.0 .
 # Installs bobench with its `finetune-gpu` extra only: CUDA torch (the default PyPI wheel, CUDA
-# libraries as pip packages; the node's NVIDIA runtime provides the driver) and tensorrt-cu12 pinned in
+# libraries as pip packages; the node's NVIDIA runtime provides the driver), torchvision (the detectors),
+# pycocotools (the detection metrics; a manylinux wheel, no compiler needed) and tensorrt-cu12 pinned in
 # constraints.txt to the TensorRT of the Triton image that serves the plans.
 # The base is pinned by digest with `python scripts/pin_base_images.py` (it rewrites this FROM line to
 # image:tag@sha256:... and records it in services/base-images.lock). Where no registry answered, the

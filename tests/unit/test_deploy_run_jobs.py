@@ -34,9 +34,9 @@ def stack(target, tmp_path_factory) -> list[dict[str, Any]]:
     return render_target(target, tmp_path_factory.mktemp(f"runjobs-{target}"))[0]
 
 
-@pytest.fixture(scope="module")
-def job(stack) -> dict[str, Any]:
-    """The fine-tune Job the scheduler would create, with the store/endpoint the scheduler fills in."""
+def run_job(stack: list[dict[str, Any]], protocol: str, task: str) -> dict[str, Any]:
+    """The Job the scheduler would create for a `protocol` run, from the rendered `bobench-jobs`
+    ConfigMap, with the store/endpoint the scheduler fills in."""
     import dataclasses
 
     from bobench.battle.k8s_jobs import JobConfig, build_job
@@ -57,15 +57,21 @@ def job(stack) -> dict[str, Any]:
         backbone="toy",
         dataset="toy",
         dataset_ref="toy",
-        protocol="finetune",
+        protocol=protocol,
         protocol_version="1",
-        task="finetune",
+        task=task,
         config={},
         seed=0,
         primary_metric="accuracy",
         battle="b1",
     )
     return build_job(plan, config)
+
+
+@pytest.fixture(scope="module")
+def job(stack) -> dict[str, Any]:
+    """The fine-tune Job the scheduler would create."""
+    return run_job(stack, "finetune", "finetune")
 
 
 def test_the_run_job_passes_the_strict_schema_and_pod_security(job):
@@ -121,3 +127,16 @@ def test_the_run_job_image_is_the_one_the_kustomization_pins(job, target):
     pinned = next(e for e in kustomization_images(target) if e["name"] == name)
     (c,) = job["spec"]["template"]["spec"]["containers"]
     assert c["image"] in (name, f"{pinned['newName']}:{pinned['newTag']}")
+
+
+def test_a_detection_run_job_fits_the_stack_and_trains_on_the_gpu_there(stack, target):
+    """A detection run's Job from the same rendered config: schema, Pod Security, and on the GPU stack a
+    GPU with BOBENCH_DEVICE=cuda (the detector trains there under bf16 autocast); none on the CPU stack."""
+    job = run_job(stack, "detection", "detection")
+    assert not schema_problems(job) + model_problems(job)
+    assert not restricted_pod_problems("detection Job", job["spec"]["template"]["spec"])
+    (c,) = containers(job["spec"]["template"]["spec"])
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    gpu = target == "gpu"
+    assert c["resources"].get("limits", {}).get("nvidia.com/gpu") == ("1" if gpu else None)
+    assert env.get("BOBENCH_DEVICE") == ("cuda" if gpu else None)

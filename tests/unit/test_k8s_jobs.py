@@ -244,3 +244,98 @@ def test_the_scheduler_service_refuses_jobs_without_an_s3_store(tmp_path):
     assert build_job_executor(None, Settings(), LocalStore(tmp_path / "s")) == (None, ())
     with pytest.raises(InvalidArgument, match=r"Jobs need an s3:// store"):
         build_job_executor(args.job_config, Settings(store=str(tmp_path / "s")), LocalStore(tmp_path / "s"))
+
+
+# -- detection runs as Jobs ----------------------------------------------------------------------------
+# A short CPU schedule on small inputs: the run's plumbing (Job, checkpoint sync), not its accuracy.
+DETECTION = {"epochs": 2, "batch_size": 8, "min_size": 64, "max_size": 64, "fpn_channels": 16,
+             "warmup_steps": 2, "resamples": 0}  # fmt: skip
+
+
+def test_fine_tuning_and_detection_go_to_jobs_by_default_from_one_list(tmp_path):
+    from bobench.battle.executor import LocalExecutor
+    from bobench.battle.k8s_jobs import CHECKPOINTED, JOB_PROTOCOLS
+    from bobench.battle.scheduler import Scheduler
+    from bobench.protocols import get_protocol
+
+    assert JOB_PROTOCOLS == ("finetune", "detection", "instance_segmentation", "ood_detection")
+    assert JobConfig().protocols == JOB_PROTOCOLS == tuple(CHECKPOINTED)
+    for protocol, target in CHECKPOINTED.items():  # every Job protocol resumes: its directory is known
+        import importlib
+
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), target
+        assert get_protocol(protocol).name == protocol
+    store, local = LocalStore(tmp_path / "store"), LocalExecutor(Settings(cache_dir=str(tmp_path / "c")))
+    stand_in_jobs = LocalExecutor(Settings(cache_dir=str(tmp_path / "j")))  # any executor: never started
+    with_jobs = Scheduler(store, [local], job_executor=stand_in_jobs)
+    assert with_jobs.job_protocols == frozenset(JOB_PROTOCOLS)
+    assert Scheduler(store, [local]).job_protocols == frozenset()  # no Kubernetes: all run in process
+
+
+def test_a_gpu_job_tells_the_run_to_train_on_cuda_and_a_cpu_job_does_not():
+    det = plan(protocol="detection", task="detection", primary_metric="AP")
+    gpu = build_job(det, FULL)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in gpu["env"]}
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1" and env["BOBENCH_DEVICE"] == "cuda"
+    assert job_name(det) == f"bobench-detection-{det.run_key}"
+    cpu = build_job(det, JobConfig(store="s3://b/p", gpus=0))["spec"]["template"]["spec"]["containers"][0]
+    assert "BOBENCH_DEVICE" not in {e["name"] for e in cpu["env"]}
+    own = JobConfig(store="s3://b/p", env={"BOBENCH_DEVICE": "cuda:1"})  # the config's own choice wins
+    names = [e["name"] for e in build_job(det, own)["spec"]["template"]["spec"]["containers"][0]["env"]]
+    assert names.count("BOBENCH_DEVICE") == 1
+    assert schema_problems(build_job(det, FULL), "V1Job") == []
+
+
+@pytest.fixture(scope="module")
+def deepforest_wheel_file() -> Path:
+    from bobench.data.detection_bundled import deepforest_wheel
+    from bobench.errors import Unavailable
+
+    try:
+        return deepforest_wheel(Path(Settings().cache_dir))
+    except Unavailable as exc:
+        pytest.skip(f"deepforest wheel (tree crowns) not available offline: {exc}")
+
+
+def detection_plan(protocol: str, dataset: str | dict = "tree_crowns") -> RunPlan:
+    from bobench.battle.plan import plan_battle
+    from bobench.battle.spec import parse_spec
+
+    spec = {"name": "det-job", "backbones": ["resnet18-random"], "datasets": [dataset],
+            "protocols": [{"name": protocol, "config": DETECTION}], "seeds": [0]}  # fmt: skip
+    (p,) = plan_battle(parse_spec(spec))
+    assert p.error is None, p.error
+    return p
+
+
+@pytest.mark.slow  # a real detector trained for 2 short epochs: about 10 s of CPU each
+@pytest.mark.parametrize("protocol", ["detection", "ood_detection"])
+def test_the_job_entrypoint_runs_detection_with_its_checkpoints_in_the_store(
+    tmp_path, deepforest_wheel_file, protocol
+):
+    """The run as a Job's pod runs it (a fresh cache, the store as the only state): the checkpoints
+    the detector writes every epoch land under jobs/<run_key>/checkpoints, so the directory the Job
+    syncs (`bobench.battle.job_checkpoints`) is the one the protocol trains in."""
+    import shutil
+
+    p = detection_plan(protocol)
+    cache = tmp_path / "cache"
+    (cache / "pypi").mkdir(parents=True)
+    shutil.copy(deepforest_wheel_file, cache / "pypi" / deepforest_wheel_file.name)  # no network here
+    settings = Settings(cache_dir=str(cache), store=str(tmp_path / "store"), threads=1)
+    assert main_job(json.dumps(p.to_dict()), settings, tmp_path / "term") == 0
+    store = LocalStore(tmp_path / "store")
+    record = store.get_json(record_key(p.run_key))
+    assert record["status"] == "finished", record["error"]
+    metrics = record["metrics"]
+    assert (
+        metrics["checkpoint_dir"].endswith(checkpoint_prefix(p.run_key)) and metrics["regime"] == "finetune"
+    )
+    assert metrics["AP"] is not None and 0.0 <= metrics["AP"] <= 1.0
+    if protocol == "ood_detection":
+        assert metrics["gap"] == pytest.approx(metrics["AP"] - metrics["shift_AP"])
+    stored = {k.rsplit("/", 1)[-1] for k in store.list(checkpoint_prefix(p.run_key))}
+    assert {"last.pt", "best.pt"} <= stored
+    local = list((cache / "detection").iterdir())
+    assert len(local) == 1  # the one directory the run trained in, and the one that was synced

@@ -3,9 +3,9 @@
 Contract with the Kubernetes executor (`bobench.battle.k8s_executor`):
 - the plan comes as JSON (`RunPlan.to_dict`) in env `BOBENCH_JOB_PLAN`; store and S3 settings from
   the usual `BOBENCH_*` environment (`bobench.config.load_settings`);
-- protocols that checkpoint (`CHECKPOINTED`) first download `jobs/<run_key>/checkpoints/` into their
-  checkpoint directory, so a retried pod resumes from the last completed epoch, and upload the
-  checkpoints after every epoch;
+- protocols that checkpoint (`k8s_jobs.CHECKPOINTED`: fine-tuning and the detection protocols) first
+  download `jobs/<run_key>/checkpoints/` into their checkpoint directory, so a retried pod resumes
+  from the last completed epoch, and upload the checkpoints after every epoch;
 - the RunRecord, finished or failed, is written to `jobs/<run_key>/record.json`; the scheduler (not
   this process) copies a finished one to `results/`, so only the scheduler decides what is finished;
 - on failure a short message goes to the termination log (`/dev/termination-log` by default) and
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bobench.battle.executor import LocalExecutor, utc_now
-from bobench.battle.k8s_jobs import CONFIG_ERROR_EXIT_CODE, checkpoint_prefix, record_key
+from bobench.battle.k8s_jobs import CHECKPOINTED, CONFIG_ERROR_EXIT_CODE, checkpoint_prefix, record_key
 from bobench.battle.plan import RunPlan
 from bobench.battle.records import STATUS_FAILED, RunRecord
 from bobench.config import Settings
@@ -33,8 +33,6 @@ from bobench.store.base import ArtifactStore
 log = logging.getLogger(__name__)
 
 CONFIG_ERRORS = (InvalidArgument, NotFound, FailedPrecondition)
-# protocol -> "module:function(cache_dir, spec, dataset, config, seed) -> checkpoint directory"
-CHECKPOINTED = {"finetune": "bobench.protocols.finetune:run_checkpoint_dir"}
 TERMINATION_MESSAGE_LIMIT = 4000  # the kubelet keeps at most 4096 bytes
 
 

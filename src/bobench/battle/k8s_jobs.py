@@ -6,6 +6,12 @@ The Job runs `bob job run` (`bobench.battle.job_entry`) with the serialized `Run
 come from the Secret `s3_secret` through `secretKeyRef`, never literal values). Its name is derived
 from the run key alone, so every attempt and every scheduler replica finds the same Job.
 
+`JOB_PROTOCOLS` (the protocols that train on a GPU: fine-tuning and the detection protocols) is the one
+list of what goes to Jobs by default: `JobConfig.protocols` and the scheduler's `job_protocols` both
+default to it, and `CHECKPOINTED` says, for each, where its checkpoints live (`bob job run` syncs them
+with the store, so a retried pod resumes). A GPU Job's container gets `BOBENCH_DEVICE=cuda` (unless
+`env` sets it), so the detection protocols train on the GPU, under bf16 autocast.
+
 `load_job_config(path)` reads a YAML mapping of `JobConfig` fields; bad values raise InvalidArgument
 naming the file and the key.
 """
@@ -34,6 +40,15 @@ BACKBONE_ENV = "BOBENCH_JOB_BACKBONE"
 CONFIG_ERROR_EXIT_CODE = 2  # a bobench config error: retrying cannot help, the Job fails at once
 CACHE_MOUNT = "/cache"
 PUBLISH_GPU_CHOICES = ("tensorrt", "always", "never")
+# protocol -> "module:function(cache_dir, spec, dataset, config, seed) -> its checkpoint directory"
+CHECKPOINTED: dict[str, str] = {
+    "finetune": "bobench.protocols.finetune:run_checkpoint_dir",
+    "detection": "bobench.battle.job_checkpoints:detection_checkpoint_dir",
+    "instance_segmentation": "bobench.battle.job_checkpoints:instance_segmentation_checkpoint_dir",
+    "ood_detection": "bobench.battle.job_checkpoints:ood_detection_checkpoint_dir",
+}
+JOB_PROTOCOLS: tuple[str, ...] = tuple(CHECKPOINTED)  # what runs as a Job unless the config says otherwise
+DEVICE_ENV = "BOBENCH_DEVICE"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -63,7 +78,7 @@ class JobConfig:
     backoff_limit: int = 3
     active_deadline_s: int = 86400
     ttl_s: int = 604800
-    protocols: tuple[str, ...] = ("finetune",)
+    protocols: tuple[str, ...] = JOB_PROTOCOLS
     max_jobs: int = 4
     store: str = ""
     s3_endpoint: str = ""
@@ -227,6 +242,8 @@ def _env(plan: RunPlan, config: JobConfig) -> list[dict[str, Any]]:
         *custom_backbone_env(plan.backbone),
         *store_env(config),
     ]
+    if config.gpus and DEVICE_ENV not in config.env:  # the detection protocols train where this says
+        env.append({"name": DEVICE_ENV, "value": "cuda"})
     return env + [{"name": k, "value": v} for k, v in sorted(config.env.items())]
 
 

@@ -7,9 +7,10 @@ exponential backoff within a retry window (below); any other failure marks the r
 on. A restarted scheduler (`start()`) reloads every battle from the store and re-queues runs that were
 pending or running, first checking for a stored result, so a finished run is never executed twice.
 
-Runs whose protocol is in `job_protocols` (default: finetune) go to the optional `job_executor` (the
-Kubernetes executor: one Job per run) with its own slot pool; at most that many workers ever wait on
-Jobs, so Jobs never starve the other runs. Without a job executor every run goes to `executors`.
+Runs whose protocol is in `job_protocols` (default `k8s_jobs.JOB_PROTOCOLS`: fine-tuning and the
+detection protocols) go to the optional `job_executor` (the Kubernetes executor: one Job per run) with
+its own slot pool; at most that many workers ever wait on Jobs, so Jobs never starve the other runs.
+Without a job executor every run goes to `executors`.
 `cancel` also asks the executor of each executing run to stop it (`Executor.cancel`); a run whose
 executor returns a "cancelled" record ends cancelled, never finished.
 
@@ -35,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from bobench.battle.executor import Executor
+from bobench.battle.k8s_jobs import JOB_PROTOCOLS
 from bobench.battle.plan import RunPlan, plan_battle
 from bobench.battle.records import STATUS_CANCELLED, RunRecord
 from bobench.battle.result_signing import ResultSigner
@@ -113,7 +115,7 @@ class Scheduler:
         planner: Planner = default_planner,
         preparer: Preparer | None = None,
         job_executor: Executor | None = None,
-        job_protocols: Iterable[str] = ("finetune",),
+        job_protocols: Iterable[str] = JOB_PROTOCOLS,
     ) -> None:
         if not executors:
             raise InvalidArgument("scheduler needs at least one executor")

@@ -378,7 +378,7 @@ def build_scheduler(args: argparse.Namespace):
         signer=ResultSigner(settings.result_signing_key),
         preparer=build_publish_step(job_executor, settings),
         job_executor=job_executor,
-        job_protocols=job_protocols or ("finetune",),
+        job_protocols=job_protocols,  # () without a job executor: every run stays in process
     )
     return scheduler, settings
 
