@@ -72,7 +72,8 @@ def test_stack_up_runs_a_battle_into_s3_and_down_stops_every_pid(tmp_path, monke
 
 def test_stack_serves_from_s3_and_publishes_a_never_served_backbone_on_submit(tmp_path, monkeypatch):
     """The local stack on the cluster's path: Triton reads s3://bobench/triton-models, `up` publishes
-    the demo backbone, and a battle with a backbone never served before is published, then run."""
+    the demo backbone, and a battle with a backbone never served before is published, then run
+    (the evaluator through Triton with the service key, which a client without it lacks)."""
     from bobench.battle.spec import parse_spec
     from bobench.client import SchedulerClient
     from bobench.errors import Unavailable
@@ -92,6 +93,7 @@ def test_stack_serves_from_s3_and_publishes_a_never_served_backbone_on_submit(tm
         secret = stack_env(state_dir)["BOBENCH_S3_SECRET_KEY"]
         assert secret not in (state_dir / "stack.json").read_text()
         assert any(n.startswith("served toy version") for n in state["notes"]), state["notes"]
+        _check_triton_keys(state, state_dir)
         fresh = {"name": "toy_stack_fresh", "source": "toy", "model_id": "toy-conv3", "seed": 21,
                  "input_size": 32, "embed_dim": 32}  # fmt: skip
         scheduler = next(s for s in state["services"] if s["name"] == "scheduler")
@@ -110,6 +112,32 @@ def test_stack_serves_from_s3_and_publishes_a_never_served_backbone_on_submit(tm
     finally:
         down(state_dir)
     assert not (state_dir / "secrets.env").exists()
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace")
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
+def _check_triton_keys(state, state_dir) -> None:
+    """The stack's Triton refuses inference without the service key; only the evaluators hold that
+    key and only the scheduler (the publisher) the admin key."""
+    from bobench.embed import make_embedder
+    from bobench.errors import PermissionDenied
+    from bobench.stack import read_secrets
+
+    keys = read_secrets(state_dir)
+    embedder = next(s["address"] for s in state["services"] if s["name"] == "embedder")
+    with pytest.raises(PermissionDenied, match="triton_service_key"):
+        make_embedder("triton", "toy", url=embedder, retries=0, retry_window_s=0)
+    env = {
+        s["name"]: _environ(s["pid"]) for s in state["services"] if s["name"] in ("evaluator-0", "scheduler")
+    }
+    assert env["evaluator-0"]["BOBENCH_TRITON_SERVICE_KEY"] == keys["BOBENCH_TRITON_SERVICE_KEY"]
+    assert "BOBENCH_TRITON_ADMIN_KEY" not in env["evaluator-0"]
+    assert env["scheduler"]["BOBENCH_TRITON_ADMIN_KEY"] == keys["BOBENCH_TRITON_ADMIN_KEY"]
+    assert "BOBENCH_TRITON_SERVICE_KEY" not in env["scheduler"]
+    assert keys["BOBENCH_TRITON_SERVICE_KEY"] != keys["BOBENCH_TRITON_ADMIN_KEY"]
 
 
 def _stack_cli(state_dir, *args: str, timeout_s: float = 600) -> str:

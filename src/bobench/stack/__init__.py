@@ -6,10 +6,12 @@ loopback. `up()` records every PID and address in `<state_dir>/stack.json` and l
 Models take the cluster's path: Triton reads `s3://bobench/triton-models` (a prefix of the stack's
 bucket) straight from SeaweedFS, the demo backbones are published there at `up`, and the scheduler
 publishes any other backbone a battle needs before dispatching its runs (in process). Secrets (the S3
-secret key, the Triton admin key and the local user's admin token) live only in
+secret key, the Triton admin and service keys and the local user's admin token) live only in
 `<state_dir>/secrets.env` (mode 0600); `stack.json` names that file and `stack_env()` merges both for
 clients. The services run with auth on: `<state_dir>/auth-tokens.jsonl` holds the hashes of the
 user's token and of the scheduler's service token (which only the scheduler's environment holds).
+Triton is restricted with two keys: the admin key (model control; the embedder and the scheduler,
+which publishes) and the service key (inference and metadata; the embedder and the evaluators).
 
     python -m bobench.stack up [--evaluators 2] [--no-embedder]
     python -m bobench.stack down
@@ -36,6 +38,7 @@ SECRETS_FILE = "secrets.env"
 _SECRET_VARS = (
     "BOBENCH_S3_SECRET_KEY",
     "BOBENCH_TRITON_ADMIN_KEY",
+    "BOBENCH_TRITON_SERVICE_KEY",
     "BOBENCH_AUTH_TOKEN",
     "BOBENCH_RESULT_SIGNING_KEY",
 )
@@ -186,6 +189,7 @@ def up(
     secrets_path = _write_secrets(
         state_dir,
         {"BOBENCH_S3_SECRET_KEY": admin.secret_key, "BOBENCH_TRITON_ADMIN_KEY": secrets.token_hex(16),
+         "BOBENCH_TRITON_SERVICE_KEY": secrets.token_hex(16),  # evaluators' key to Triton inference
          "BOBENCH_AUTH_TOKEN": tokens["stack-user"],  # what `bob` against the stack presents
          "BOBENCH_RESULT_SIGNING_KEY": secrets.token_hex(32)},  # the scheduler signs stored results
     )  # fmt: skip
@@ -212,11 +216,7 @@ def up(
                 notes.extend(_publish_demo(env, list(embedder_backbones), state_dir / "cache"))
             except ImportError as exc:
                 notes.append(f"embedder not started: {exc}")
-        ev_env = {
-            k: v
-            for k, v in env.items()
-            if k not in ("BOBENCH_TRITON_ADMIN_KEY", "BOBENCH_PUBLISH_TO", "BOBENCH_RESULT_SIGNING_KEY")
-        }
+        ev_env = _without(env, "BOBENCH_TRITON_ADMIN_KEY", "BOBENCH_PUBLISH_TO", "BOBENCH_RESULT_SIGNING_KEY")
         if "BOBENCH_TRITON_URL" in env:  # evaluators infer; only the scheduler publishes and loads
             ev_env["BOBENCH_EMBEDDER"] = "triton"
         for i in range(evaluators):
@@ -257,7 +257,10 @@ def up(
                     str(state_dir / "cache"),
                 ],
                 logs,
-                env={**env, "BOBENCH_AUTH_TOKEN": tokens["scheduler"]},  # its identity towards evaluators
+                env={  # it publishes and loads models, never infers; its token: identity towards evaluators
+                    **_without(env, "BOBENCH_TRITON_SERVICE_KEY"),
+                    "BOBENCH_AUTH_TOKEN": tokens["scheduler"],
+                },
             )
         )
         record()
@@ -277,6 +280,10 @@ def up(
         _state_path(state_dir).unlink(missing_ok=True)
         secrets_path.unlink(missing_ok=True)
         raise
+
+
+def _without(env: dict[str, str], *names: str) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in names}
 
 
 def _stop_service(service: dict[str, Any]) -> bool:

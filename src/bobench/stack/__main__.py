@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             for note in state["notes"]:
                 print(f"note: {note}")
             print(f"state: {args.state_dir}/stack.json; logs: {args.state_dir}/logs/")
-            print(f"secrets (S3 secret key, Triton admin key): {state['secrets']} (mode 0600)")
+            print(f"secrets (S3 secret key, Triton keys, tokens): {state['secrets']} (mode 0600)")
         elif args.action == "down":
             print("stopped: " + (", ".join(down(args.state_dir)) or "nothing was running"))
         else:
