@@ -19,9 +19,10 @@ transient failure (and, when given, `max_retries`), so an evaluator restart lose
 may go away: state writes wait in a `StateWriter` and are written back when it answers, a worker
 whose store call fails puts its run back in the queue (not counted as an attempt) with backoff, and
 a finished result is written (retried until the store answers) before the run counts as finished;
-workers never die of an error. `healthy()` is False while a worker is dead or the store is down (the
-service's readiness). Finished results are signed (`ResultSigner`); a stored result whose signature
-does not verify is not finished: it is logged and its run executed again.
+workers never die of an error. `healthy()` is False while a worker is dead or the store is down or
+hangs (the service's readiness); while it hangs, submit and results answer Unavailable at once.
+Finished results are signed (`ResultSigner`); a stored result whose signature does not verify is not
+finished: it is logged and its run executed again.
 """
 
 from __future__ import annotations
@@ -221,6 +222,7 @@ class Scheduler:
             return self._submit(spec, spec_doc, battle_id, owner)
 
     def _submit(self, spec: BattleSpec, spec_doc: dict[str, Any], battle_id: str, owner: str) -> str:
+        self._refuse_while_store_hangs(f"submit battle {battle_id!r}")
         plans = self.planner(spec, battle_id)
         finished = self._verified_results(plans)
         runs = {}
@@ -261,6 +263,7 @@ class Scheduler:
         listed as pending). Raises Unavailable when the store does not answer."""
         with self._lock:
             runs = list(self._battle(battle_id).runs.values())
+        self._refuse_while_store_hangs(f"results of battle {battle_id!r}")
         out = []
         for run in runs:
             if run.state == FINISHED:
@@ -299,6 +302,15 @@ class Scheduler:
             except BobenchError as exc:
                 log.warning("could not stop run %s of cancelled battle %s: %s", key, battle_id, exc)
         return status
+
+    def _refuse_while_store_hangs(self, what: str) -> None:
+        """Unavailable at once while the store hangs (`StateWriter.hung`): a call would wait a whole
+        client timeout for it, holding a server thread, instead of answering."""
+        if self.state.hung:
+            raise Unavailable(
+                f"{what}: the store {self.store.url} has not answered for over "
+                f"{self.state.hang_after_s:.0f} s; try again when the scheduler's health is SERVING"
+            )
 
     def _only_cancelled_wait(self, key: str) -> bool:
         """True when every battle waiting on `key` is cancelled (lock held)."""

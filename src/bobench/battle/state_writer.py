@@ -6,12 +6,18 @@ store answers; when a write fails, that document and every later one are kept in
 key) and a background thread writes them back, with exponential backoff, as soon as the store answers
 again — the scheduler's workers never block on, or die of, a store that is down. While documents wait,
 `healthy` is False; the thread also probes an idle store, so health reflects an outage nobody wrote
-through. Nothing waiting is lost unless the process dies during the outage (a restarted scheduler
-then re-queues those runs from the older state: they run again, reusing any finished result).
+through. A store that hangs (a stopped process: the kernel accepts connections, nothing answers) makes
+no call fail for a whole client timeout; so a store call of this writer (its probe, a write) that has
+not come back after `hang_after_s` counts as the store being down too (`hung`), and while it hangs
+`put` keeps documents for the flusher instead of blocking its caller. Nothing waiting is lost unless
+the process dies during the outage (a restarted scheduler then re-queues those runs from the older
+state: they run again, reusing any finished result).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -34,10 +40,14 @@ class StateWriter:
         backoff_s: float = 0.5,
         max_backoff_s: float = 10.0,
         probe_interval_s: float = 2.0,
+        hang_after_s: float = 5.0,
     ) -> None:
         self.store = store
         self.backoff_s, self.max_backoff_s = max(0.01, backoff_s), max(0.01, max_backoff_s)
         self.probe_interval_s = probe_interval_s
+        self.hang_after_s = hang_after_s
+        self._calls: dict[int, float] = {}  # token -> monotonic start of a store call in progress
+        self._call_tokens = itertools.count()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._waiting: dict[str, Any] = {}  # key -> newest unsaved document
@@ -56,7 +66,29 @@ class StateWriter:
     def healthy(self) -> bool:
         """True while the store answers and no document waits to be written."""
         with self._lock:
-            return self._failures == 0 and not self._waiting
+            return self._failures == 0 and not self._waiting and not self._hung_locked()
+
+    @property
+    def hung(self) -> bool:
+        """True while a store call of this writer has been waiting for an answer for `hang_after_s`."""
+        with self._lock:
+            return self._hung_locked()
+
+    def _hung_locked(self) -> bool:
+        limit = time.monotonic() - self.hang_after_s
+        return any(started < limit for started in self._calls.values())
+
+    @contextlib.contextmanager
+    def _store_call(self):
+        """Track one store call, so that one that does not come back shows as `hung`."""
+        with self._lock:
+            token = next(self._call_tokens)
+            self._calls[token] = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._calls[token]
 
     @property
     def alive(self) -> bool:
@@ -69,11 +101,12 @@ class StateWriter:
     def put(self, key: str, doc: Any) -> None:
         """Write `doc` under `key` now, or keep it for the flusher while the store is down. Never raises."""
         with self._lock:
-            if self._waiting or self._writing or self._failures:  # keep the order of writes per key
-                self._waiting[key] = doc
+            if self._waiting or self._writing or self._failures or self._hung_locked():
+                self._waiting[key] = doc  # keep the order of writes per key; never block on a hang
                 return
         try:
-            self.store.put_json(key, doc)
+            with self._store_call():
+                self.store.put_json(key, doc)
         except Exception as exc:
             with self._lock:
                 self._waiting.setdefault(key, doc)
@@ -115,7 +148,8 @@ class StateWriter:
         try:
             for key, doc in batch.items():
                 try:
-                    self.store.put_json(key, doc)
+                    with self._store_call():
+                        self.store.put_json(key, doc)
                 except Exception as exc:
                     self.failed(exc)
                     return False
@@ -133,7 +167,8 @@ class StateWriter:
     def probe(self) -> bool:
         """One cheap read of the store; True when it answered."""
         try:
-            self.store.exists(PROBE_KEY)
+            with self._store_call():
+                self.store.exists(PROBE_KEY)
         except Exception as exc:
             self.failed(exc)
             return False

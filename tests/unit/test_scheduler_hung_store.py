@@ -1,0 +1,122 @@
+"""A store that hangs instead of refusing (a SIGSTOPped SeaweedFS: connections accepted, no answer):
+health turns NOT ready, state writes do not block their caller, submit and results answer Unavailable
+at once, and once the store answers again every run finishes exactly once. The store is a real
+LocalStore whose calls wait while `hang` is set (found by tests/integration/test_chaos_store.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from test_scheduler import ScriptedExecutor, grid_planner, make_spec
+
+from bobench.battle.scheduler import Scheduler
+from bobench.battle.state_writer import StateWriter
+from bobench.errors import Unavailable
+from bobench.store import LocalStore
+
+
+class HangingStore(LocalStore):
+    """A LocalStore whose every call waits (up to 30 s, like a client read timeout) while `hang` is set."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root, fsync=False)
+        self.hang = threading.Event()
+        self.answered = threading.Event()  # cleared while hanging, set when it answers again
+        self.answered.set()
+        self.waiting_calls = 0
+
+    def _wait(self) -> None:
+        if self.hang.is_set():
+            self.waiting_calls += 1
+            self.answered.wait(30)
+
+    def stop(self) -> None:
+        self.answered.clear()
+        self.hang.set()
+
+    def resume(self) -> None:
+        self.hang.clear()
+        self.answered.set()
+
+    def put_bytes(self, key, data, content_type="application/octet-stream"):
+        self._wait()
+        return super().put_bytes(key, data, content_type)
+
+    def get_bytes(self, key):
+        self._wait()
+        return super().get_bytes(key)
+
+    def stat(self, key):
+        self._wait()
+        return super().stat(key)
+
+    def list(self, prefix=""):
+        self._wait()
+        return super().list(prefix)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = HangingStore(tmp_path / "store")
+    yield s
+    s.resume()  # never leave a thread waiting on it
+
+
+def wait_for(condition, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_hung_store_turns_the_writer_unhealthy_and_put_keeps_the_document(store):
+    writer = StateWriter(store, probe_interval_s=0.05, hang_after_s=0.2).start()
+    try:
+        assert wait_for(lambda: writer.healthy)
+        store.stop()
+        assert wait_for(lambda: writer.hung) and not writer.healthy  # the probe never came back
+        returned = threading.Event()
+        threading.Thread(
+            target=lambda: (writer.put("battles/b/battle.json", {"n": 1}), returned.set())
+        ).start()
+        assert returned.wait(10), "put blocked on a hung store"
+        assert writer.waiting() == 1 and not store.exists("battles/b/battle.json")
+        store.resume()
+        assert wait_for(lambda: writer.healthy)
+        assert store.get_json("battles/b/battle.json") == {"n": 1}
+    finally:
+        store.resume()
+        writer.close()
+
+
+def test_submit_and_results_answer_unavailable_while_the_store_hangs_and_runs_finish_once(store):
+    gate = threading.Event()
+    ex = ScriptedExecutor(gate=gate)
+    sched = Scheduler(store, [ex], planner=grid_planner, backoff_s=0.01, max_backoff_s=0.2)
+    sched.state.probe_interval_s, sched.state.hang_after_s = 0.05, 0.2
+    sched.start()
+    try:
+        bid = sched.submit(make_spec(seeds=[0]))  # 3 runs, the first held at the gate
+        assert wait_for(lambda: ex.active == 1) and wait_for(sched.healthy)
+        store.stop()
+        assert wait_for(lambda: not sched.healthy())
+        with pytest.raises(Unavailable, match="has not answered"):
+            sched.submit(make_spec(seeds=[1]), battle_id="during-the-hang")
+        with pytest.raises(Unavailable, match=f"results of battle '{bid}'"):
+            sched.results(bid)
+        assert sched.get(bid).counts["running"] == 1  # in memory: answers
+        gate.set()  # the run finishes while the store hangs: its result waits for the store
+        store.resume()
+        assert sched.wait(bid, timeout_s=20).state == "finished"
+        assert wait_for(sched.healthy)
+        assert sorted(ex.calls.values()) == [1, 1, 1]
+        assert [r.status for r in sched.results(bid)] == ["finished"] * 3
+        assert store.waiting_calls > 0  # the store really hung calls
+    finally:
+        gate.set()
+        store.resume()
+        sched.close()
