@@ -5,7 +5,10 @@ runs each Job's container command (`bob job run`) as a local process with the Jo
 Checked: a fine-tune battle completes with the in-process metrics; a SIGKILLed Job process is retried
 and resumes from the stored checkpoint, ending with the uninterrupted run's weights; cancel deletes
 the Job and the run ends cancelled; a restarted scheduler adopts a running Job (no second Job); a
-410 Gone watch is survived; every object the executor sent passed schema validation.
+410 Gone watch is survived; every object the executor sent passed schema validation. A detection
+battle (real tree-crown tiles, exported to a COCO folder so the Job's fresh cache needs no download)
+becomes a GPU Job (`nvidia.com/gpu` limit, `BOBENCH_DEVICE=cuda`; with no GPU here the run falls back to
+CPU) whose record and per-epoch checkpoints land in the store, with the in-process run's metrics.
 """
 
 from __future__ import annotations
@@ -338,3 +341,87 @@ def test_a_user_defined_backbone_fine_tunes_as_a_job(cluster, standin):
     finally:
         BACKBONES._items.pop("job-custom-resnet", None)
         CUSTOM_BACKBONES.pop("job-custom-resnet", None)
+
+
+DETECTION = {"epochs": 2, "batch_size": 8, "min_size": 64, "max_size": 64, "fpn_channels": 16,
+             "warmup_steps": 2, "resamples": 20}  # fmt: skip
+
+
+def export_tree_crowns_coco(root: Path) -> dict:
+    """The tree-crown tiles as a COCO folder (PNG files + annotations.json): real data a Job's pod
+    reads from disk. Returns the dataset ref."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from bobench.data import load_dataset
+    from bobench.errors import Unavailable
+
+    try:
+        ds = load_dataset("tree_crowns")
+    except Unavailable as exc:
+        pytest.skip(f"deepforest wheel (tree crowns) not available offline: {exc}")
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True)
+    images, annotations = [], []
+    for i in range(len(ds.targets)):
+        pixels = np.asarray(ds.load(i), dtype=np.uint8)
+        Image.fromarray(pixels).save(images_dir / f"tile{i:03d}.png")
+        images.append({"id": i + 1, "file_name": f"tile{i:03d}.png", "height": pixels.shape[0],
+                       "width": pixels.shape[1]})  # fmt: skip
+        for x0, y0, x1, y1 in ds.targets[i].boxes.tolist():
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1,
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
+                                "iscrowd": 0})  # fmt: skip
+    doc = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "tree"}]}
+    (root / "annotations.json").write_text(json.dumps(doc))
+    return {"type": "coco", "name": "tree_crowns_coco", "images": str(images_dir),
+            "annotations": str(root / "annotations.json")}  # fmt: skip
+
+
+def test_a_detection_battle_runs_as_a_gpu_job_and_its_result_and_checkpoints_land_in_the_store(
+    cluster, standin, tmp_path
+):
+    import dataclasses
+
+    from kubernetes import client
+
+    store, config, _ = cluster
+    ref = export_tree_crowns_coco(tmp_path / "coco")
+    spec = parse_spec(
+        {
+            "name": "k8s-detection",
+            "backbones": ["resnet18-random"],
+            "datasets": [ref],
+            "protocols": [{"name": "detection", "config": DETECTION}],
+            "seeds": [0],
+        }
+    )
+    gpu_config = dataclasses.replace(config, gpus=1)
+    executor = KubernetesExecutor(gpu_config, store, client.ApiClient(standin.configuration()))
+    sched = Scheduler(
+        store, [LocalExecutor(Settings(cache_dir=str(tmp_path / "local")))], job_executor=executor,
+        max_retries=1, backoff_s=0.1,
+    ).start()  # fmt: skip
+    try:
+        bid = sched.submit(spec)
+        status = sched.wait(bid, timeout_s=300)
+        (record,) = sched.results(bid)
+        assert status.state == "finished", record.error
+    finally:
+        sched.close(timeout_s=5)
+    plan, reference = in_process(spec, tmp_path)
+    assert reference.finished, reference.error
+    assert standin.creates == {job_name(plan): 1}  # a Job, not the in-process executor
+    (job,) = [o for o in standin.received if o.get("kind") == "Job"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {e["name"]: e.get("value") for e in container["env"]}["BOBENCH_DEVICE"] == "cuda"
+    assert record.metrics["checkpoint_dir"] == f"{config.store}/{checkpoint_prefix(plan.run_key)}"
+    assert store.exists(f"{checkpoint_prefix(plan.run_key)}/{LAST}")
+    assert store.exists(f"results/{plan.run_key}.json")
+    numbers = {k: v for k, v in reference.metrics.items() if isinstance(v, float) and k not in VOLATILE}
+    assert numbers and "AP" in numbers
+    assert {k: record.metrics[k] for k in numbers} == pytest.approx(numbers, abs=1e-6)
+    assert record.metrics["best_epoch"] == reference.metrics["best_epoch"]
