@@ -1,16 +1,22 @@
 """Shared pieces of the chaos tests (test_chaos_*.py): real scheduler and evaluator processes on fixed
 loopback ports (so a restarted evaluator is found again), runs that take a second or two, and
-exactly-once counts from the evaluator's result log."""
+exactly-once counts from the evaluator's result log.
+
+The services run the way the local stack runs them: auth on (the tokens file of `services.auth_env`;
+the scheduler presents the service token to the evaluators, this test process the admin token) and
+the scheduler signs the results it stores."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections import Counter
 from pathlib import Path
 
 from bobench.battle.spec import parse_spec
 from bobench.stack.procs import Service, start_bobench_service
+from services import SERVICE_TOKEN, auth_env
 
 THREADS_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -47,21 +53,26 @@ def start_evaluator_on(tmp_path: Path, port: int, name: str = "evaluator", *extr
         name, "bobench.rpc.evaluator_service",
         ["--port", str(port), "--results-dir", str(tmp_path / "ev-results"), "--cache-dir",
          str(tmp_path / "ev-cache"), "--grace-s", "1", "--stop-timeout-s", "2", *extra],
-        tmp_path / "logs", env=THREADS_ENV,
+        tmp_path / "logs", env={**THREADS_ENV, **auth_env(tmp_path)},
     )  # fmt: skip
+
+
+RESULT_SIGNING_KEY = secrets.token_hex(32)  # one per test session, like the stack's secrets.env
 
 
 def start_chaos_scheduler(
     tmp_path: Path, evaluator_address: str, store: str, env: dict[str, str] | None = None, name="scheduler"
 ) -> Service:
     """A scheduler with fast retries (backoff 0.2 s, capped at 1 s; breaker cool-down 1 s) and
-    readiness checked every 0.5 s."""
+    readiness checked every 0.5 s; auth on, its service token towards the evaluators, results signed."""
     return start_bobench_service(
         name, "bobench.rpc.scheduler_service",
         ["--port", "0", "--store", store, "--evaluators", evaluator_address, "--concurrency", "1",
          "--backoff-s", "0.2", "--max-backoff-s", "1", "--breaker-cooldown-s", "1",
          "--readiness-interval-s", "0.5"],
-        tmp_path / "logs", env={**THREADS_ENV, **(env or {})},
+        tmp_path / "logs",
+        env={**THREADS_ENV, **auth_env(tmp_path), "BOBENCH_AUTH_TOKEN": SERVICE_TOKEN,
+             "BOBENCH_RESULT_SIGNING_KEY": RESULT_SIGNING_KEY, **(env or {})},
     )  # fmt: skip
 
 
@@ -97,3 +108,19 @@ def health_status(address: str, service: str = "bobench.v1.Scheduler") -> str:
         except grpc.RpcError:
             return "UNREACHABLE"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def assert_auth_on(scheduler_address: str, evaluator_address: str) -> None:
+    """Both services refuse a caller without a token (UNAUTHENTICATED), so the test runs with auth on."""
+    import pytest
+
+    from bobench.client import EvaluatorClient, SchedulerClient
+    from bobench.errors import Unauthenticated
+    from bobench.rpc.auth_client import ClientAuth
+
+    with SchedulerClient(scheduler_address, auth=ClientAuth(), timeout_s=10) as anonymous:
+        with pytest.raises(Unauthenticated):
+            anonymous.get("no-such-battle")
+    with EvaluatorClient(evaluator_address, auth=ClientAuth(), timeout_s=10) as anonymous:
+        with pytest.raises(Unauthenticated):
+            anonymous.get_result("no-such-run")

@@ -1,7 +1,8 @@
 """Chaos with real processes: an evaluator SIGKILLed mid-run, restarted after ~7 s, and SIGTERMed
 mid-run. After each fault every run of the battle finishes exactly once (finished records per run key
 in the evaluator's log and result objects in the store), and a SIGTERMed evaluator exits within its
-grace period with its run recorded cancelled. Each test prints how long recovery took."""
+grace period with its run recorded cancelled. Each test prints how long recovery took. Auth is on
+(chaos_helpers: tokens file, the scheduler's service token, signed results), as in the local stack."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 
 import pytest
 from chaos_helpers import (
+    assert_auth_on,
     efficiency_spec,
     evaluator_lines,
     finished_per_key,
@@ -53,6 +55,7 @@ def test_evaluator_sigkilled_mid_run_is_restarted_and_every_run_finishes_once(tm
     evaluator = start_evaluator_on(tmp_path, port)
     sched = start_chaos_scheduler(tmp_path, f"127.0.0.1:{port}", str(tmp_path / "store"))
     try:
+        assert_auth_on(sched.address, evaluator.address)
         with SchedulerClient(sched.address, timeout_s=30) as client:
             battle_id = client.submit(efficiency_spec(range(RUNS)), battle_id="chaos-kill").battle_id
             wait_until(lambda: len(_results(tmp_path)) >= 2, 120, "two runs finished")
