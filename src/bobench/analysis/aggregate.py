@@ -20,8 +20,10 @@ The rules (they are also printed in the report):
   so it neither lifts nor drags that backbone towards 0.
 - The sign is flipped when lower is better, so a higher z is always better.
 - Tasks come from the task map: "records" (default) uses each run's own task (linear probe and kNN
-  are "classification", fine-tuning is "finetune"); "bob" follows Battle of the Backbones, where
-  fine-tuning and linear probing are both classification settings. The report names the map used.
+  are "classification", fine-tuning is "finetune", detection and instance segmentation are
+  "detection", OOD detection is "ood"); "bob" follows Battle of the Backbones, where fine-tuning and
+  linear probing are both classification settings and detection, instance segmentation and OOD
+  detection are grouped as above. The report names the map used.
 - A backbone's task score is the mean of its z over the settings of that task it has; its overall
   score is the mean of its task scores (every task weighs the same, however many settings it has).
 - Missing data: a backbone is averaged over the settings it has. Its coverage is

@@ -15,6 +15,10 @@ report flags the cells.
 OOD corruption error: `Analysis.ood_mce` holds mCE and relative mCE per OOD setting against a
 reference backbone, beside (not in) the ranking (`bobench.analysis.corruption`).
 
+Detection: `Analysis.detection` holds AP per regime and backbone, the fine-tuned-minus-frozen gap per
+architecture family and the OOD-detection figures (`bobench.analysis.detection`); the detection runs
+also rank, as the "detection" task (and "ood" for ood_detection), like any other protocol.
+
 Uncertainty: every overall and per-task entry carries `rank_low`/`rank_high` (its 95 % rank
 interval) and `tied_with` (backbones whose scores it cannot be told apart from at 95 %), from a
 seeded bootstrap of the whole aggregation (`bobench.analysis.uncertainty`).
@@ -32,6 +36,7 @@ from bobench.analysis import aggregate as agg
 from bobench.analysis import uncertainty as unc
 from bobench.analysis.corruption import MceTable, ood_mce
 from bobench.analysis.costs import BackboneCosts, CostBasis, collect_costs
+from bobench.analysis.detection import DetectionSummary, summarize_detection
 from bobench.analysis.external import ExternalScore
 from bobench.battle.records import STATUS_FAILED, RunRecord
 from bobench.errors import InvalidArgument
@@ -84,6 +89,7 @@ class Analysis:
     task_map: str = agg.DEFAULT_TASK_MAP
     resamples: int = unc.DEFAULT_RESAMPLES
     ood_mce: list[MceTable] = field(default_factory=list)  # per OOD setting (analysis.corruption)
+    detection: DetectionSummary = field(default_factory=DetectionSummary)  # (analysis.detection)
 
     @property
     def correlation_meaningful(self) -> bool:
@@ -156,6 +162,7 @@ class Analysis:
                 "failed_runs": self.failed_runs,
                 "run_counts": self.run_counts,
                 "ood_mce": {t.label: t.to_json() for t in self.ood_mce},
+                "detection": self.detection.to_json(),
             }
         )
 
@@ -238,6 +245,7 @@ def analyze(
         task_map=task_map,
         resamples=resamples,
         ood_mce=ood_mce(records, {s.key: s.label() for s in settings}, task_map),
+        detection=summarize_detection(records),
     )
 
 

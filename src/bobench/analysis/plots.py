@@ -44,6 +44,7 @@ def write_plots(analysis: Analysis, plots_dir: Path) -> list[Plot]:
         ("task_correlation", "Task correlation", "Spearman rho between task scores over common backbones; n/a = fewer than 3.", plot_task_correlation),
         ("pareto_latency", "Score vs latency", "Overall score vs p50 latency (in-process; served next to it when measured); line = Pareto front.", plot_pareto_latency),
         ("pareto_params", "Score vs parameters", "Overall score vs parameter count; line = Pareto front.", plot_pareto_params),
+        ("detection_regimes", "Detection by regime", "Test AP per backbone and regime with 95% bootstrap CIs; last panel: fine-tuned minus frozen AP per architecture family.", plot_detection_regimes),
     ]  # fmt: skip
     written = []
     for name, title, caption, draw in specs:
@@ -206,4 +207,51 @@ def plot_pareto_params(analysis: Analysis, path: Path) -> Path | None:
     ax = fig.add_subplot()
     _scatter_front(ax, analysis, "params", 1e6, "parameters (millions)")
     ax.set_title("Score vs parameters")
+    return _save(fig, path)
+
+
+REGIME_COLOURS = {"finetune": "#1f77b4", "frozen": "#ff7f0e", "random": "#7f7f7f"}
+MAX_DETECTION_PANELS = 4
+
+
+def plot_detection_regimes(analysis: Analysis, path: Path) -> Path | None:
+    """Grouped bars (backbone x regime, CI whiskers) per detection setting, then the gap per family."""
+    summary = analysis.detection
+    groups = summary.groups()[:MAX_DETECTION_PANELS]
+    if not groups:
+        return None
+    panels = len(groups) + (1 if summary.families else 0)
+    fig = Figure(figsize=(6.0 * panels, 4.8), layout="constrained")
+    for i, group in enumerate(groups, start=1):
+        ax = fig.add_subplot(1, panels, i)
+        rows = [r for r in summary.regimes if (r.protocol, r.dataset, r.variant) == group]
+        backbones = list(dict.fromkeys(r.backbone for r in rows))
+        regimes = [g for g in REGIME_COLOURS if any(r.regime == g for r in rows)]
+        regimes += sorted({r.regime for r in rows} - set(regimes))
+        width = 0.8 / len(regimes)
+        for j, regime in enumerate(regimes):
+            cells = {r.backbone: r for r in rows if r.regime == regime}
+            xs = [k + (j - (len(regimes) - 1) / 2) * width for k, b in enumerate(backbones) if b in cells]
+            shown = [cells[b] for b in backbones if b in cells]
+            errors = np.array(
+                [[r.mean - r.ci[0], r.ci[1] - r.mean] if r.ci else [0.0, 0.0] for r in shown]
+            ).T.clip(min=0)
+            ax.bar(xs, [r.mean for r in shown], width, yerr=errors, capsize=3, label=regime,
+                   color=REGIME_COLOURS.get(regime, "#2ca02c"), edgecolor="black", linewidth=0.5)  # fmt: skip
+        ax.set_xticks(range(len(backbones)), backbones, rotation=30, ha="right")
+        ax.set_ylabel(rows[0].metric)
+        ax.set_title(f"{group[0]} / {group[1]}")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(title="regime", fontsize="small")
+    if summary.families:
+        ax = fig.add_subplot(1, panels, panels)
+        labels = [f"{f.family}\n{f.protocol}/{f.dataset}" for f in summary.families]
+        gaps = [f.mean_gap for f in summary.families]
+        ax.bar(range(len(gaps)), gaps, color=["#2ca02c" if g >= 0 else "#d62728" for g in gaps],
+               edgecolor="black", linewidth=0.5)  # fmt: skip
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(gaps)), labels, fontsize=8)
+        ax.set_ylabel("fine-tuned - frozen (AP)")
+        ax.set_title("Gain from end-to-end fine-tuning, by family")
+        ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)

@@ -181,6 +181,7 @@ def build_blocks(
     for task in analysis.tasks:
         blocks += [Heading(task, 3), Table(*lb.task_table(analysis, task))]
     blocks += sec.mce(analysis)
+    blocks += sec.detection(analysis, images)
     blocks += sec.correlation(analysis, images)
     blocks += sec.groups(analysis)
     blocks += sec.efficiency(analysis, images)
@@ -196,8 +197,10 @@ def build_blocks(
 
 
 TASK_MAP_TEXT = {
-    "records": "each run's own task: linear probe and kNN are classification, fine-tuning is its own task",
-    "bob": "Battle of the Backbones' grouping: linear probe and fine-tuning are both classification settings",
+    "records": "each run's own task: linear probe and kNN are classification, fine-tuning is its own task, "
+    "detection and instance segmentation are detection, OOD detection is ood",
+    "bob": "Battle of the Backbones' grouping: linear probe and fine-tuning are both classification settings; "
+    "detection and instance segmentation are detection, OOD detection is ood",
 }
 
 

@@ -324,3 +324,88 @@ def _mce_rows(t: cor.MceTable) -> tuple[list[str], list[list[str]], list[bool]]:
 def _mean(values: list[float | None]) -> float | None:
     """The mean, or None when any value is missing."""
     return None if any(v is None for v in values) else statistics.fmean(values)  # type: ignore[arg-type]
+
+
+DETECTION_INTRO = (
+    "Test {metrics} of the best-validation epoch per backbone and regime (BoB's three: the backbone "
+    "fine-tuned end to end, frozen with only the neck and heads trained, and random init of the same "
+    "architecture), mean over seeds, [95% bootstrap CI over test images]. 'fine-tuned - frozen' is how "
+    "much the backbone gains from being trained end to end; the family table averages it per "
+    "architecture family (the paper's ViT-vs-CNN question). These figures also rank in the "
+    "leaderboards, each regime as its own setting."
+)
+
+
+def detection(analysis: Analysis, images: dict[str, Image]) -> list[Block]:
+    """AP per regime and backbone, the fine-tuned-minus-frozen gap by family, OOD detection."""
+    summary = analysis.detection
+    if summary.empty:
+        return []
+    metrics = " / ".join(dict.fromkeys(_metric_name(r.metric) for r in summary.regimes)) or "box AP"
+    blocks: list[Block] = [
+        Heading("Detection and segmentation"),
+        Para(DETECTION_INTRO.format(metrics=metrics)),
+    ]
+    groups = summary.groups()
+    several = {(p, d) for p, d, _ in groups if sum(1 for g in groups if g[:2] == (p, d)) > 1}
+    for protocol, dataset, variant in groups:
+        title = f"{protocol} / {dataset}" + (f" [{variant}]" if (protocol, dataset) in several else "")
+        blocks += [Heading(title, 3), Table(*_regime_table(summary, (protocol, dataset, variant)))]
+    if summary.families:
+        rows = [
+            [f"{f.protocol} / {f.dataset}", f.family, f"{f.mean_gap:+.3f}", str(len(f.backbones)),
+             ", ".join(f.backbones)]
+            for f in summary.families
+        ]  # fmt: skip
+        blocks += [
+            Heading("Fine-tuned minus frozen, by architecture family", 3),
+            Table(["setting", "family", "mean gap", "backbones", "which"], rows,
+                  [False, False, True, True, False]),
+        ]  # fmt: skip
+    if "detection_regimes" in images:
+        blocks.append(images["detection_regimes"])
+    if summary.ood:
+        blocks += [
+            Heading("OOD detection", 3),
+            Para("Trained on the source domain: box AP there (in-domain), on the shifted domain, and the "
+                 "gap (in-domain - shifted; lower is more robust). Mean over seeds [95% CI].", muted=True),
+            Table(*_ood_table(summary)),
+        ]  # fmt: skip
+    return blocks
+
+
+def _metric_name(metric: str) -> str:
+    return {"AP": "box AP", "mask_AP": "mask AP"}.get(metric, metric)
+
+
+def _ci_cell(value: float | None, ci: tuple[float, float] | None) -> str:
+    if value is None:
+        return lb.MISSING
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci is not None else "")
+
+
+def _regime_table(summary, group: tuple[str, str, str]) -> tuple[list[str], list[list[str]], list[bool]]:
+    rows_of = [r for r in summary.regimes if (r.protocol, r.dataset, r.variant) == group]
+    regimes = [g for g in ("finetune", "frozen", "random") if any(r.regime == g for r in rows_of)]
+    regimes += sorted({r.regime for r in rows_of} - set(regimes))
+    gaps = {g.backbone: g.gap for g in summary.gaps if (g.protocol, g.dataset, g.variant) == group}
+    rows = []
+    for backbone in dict.fromkeys(r.backbone for r in rows_of):
+        cells = {r.regime: r for r in rows_of if r.backbone == backbone}
+        seeds = sorted({r.n_seeds for r in cells.values()})
+        row = [backbone, next(iter(cells.values())).family]
+        row += [_ci_cell(cells[g].mean, cells[g].ci) if g in cells else lb.MISSING for g in regimes]
+        row += [lb.MISSING if backbone not in gaps else f"{gaps[backbone]:+.3f}", "/".join(map(str, seeds))]
+        rows.append(row)
+    headers = ["backbone", "family", *regimes, "fine-tuned - frozen", "seeds"]
+    return headers, rows, [False, False, *[True] * (len(regimes) + 2)]
+
+
+def _ood_table(summary) -> tuple[list[str], list[list[str]], list[bool]]:
+    rows = [
+        [o.dataset, o.backbone, o.family, o.regime, _ci_cell(o.ap, o.ap_ci), _ci_cell(o.shift_ap, o.shift_ci),
+         lb.MISSING if o.gap is None else f"{o.gap:+.3f}", str(o.n_seeds)]
+        for o in summary.ood
+    ]  # fmt: skip
+    headers = ["dataset", "backbone", "family", "regime", "in-domain AP", "shifted AP", "gap", "seeds"]
+    return headers, rows, [False, False, False, False, True, True, True, True]
