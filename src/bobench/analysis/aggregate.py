@@ -55,8 +55,14 @@ ITEM_COUNT_KEYS = ("n_test", "n_queries")  # the metric fields that say how many
 # task map name -> {protocol name: task}; protocols not listed keep the task their records carry
 TASK_MAPS: dict[str, dict[str, str]] = {
     "records": {},
-    "bob": {"linear_probe": "classification", "finetune": "classification", "knn": "classification",
-            "detection": "detection", "instance_segmentation": "detection", "ood_detection": "ood"},
+    "bob": {
+        "linear_probe": "classification",
+        "finetune": "classification",
+        "knn": "classification",
+        "detection": "detection",
+        "instance_segmentation": "detection",
+        "ood_detection": "ood",
+    },
 }
 DEFAULT_TASK_MAP = "records"
 _FLAT_STD_REL = 1e-12
