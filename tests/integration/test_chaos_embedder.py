@@ -6,7 +6,8 @@ run embeds through Triton), and tritonserver killed with SIGKILL once the first 
 embedder service restarts it on its port; the evaluator's Triton client reconnects (or the run fails
 as transient and the scheduler retries it). At the end every run is finished exactly once: one record
 per run key in ListResults and one `results/<key>.json` per finished run in the store, none that
-did not finish. Then the embedder service itself is SIGKILLed and `stack down` still stops
+did not finish. The services run with auth on, as `stack up` starts them (an anonymous caller is
+refused). Then the embedder service itself is SIGKILLed and `stack down` still stops
 tritonserver and its python stubs. The recovery time (kill to the model ready again) is printed.
 """
 
@@ -53,6 +54,7 @@ def _stack(state_dir: Path, *args: str) -> str:
 
 
 def test_sigkill_of_tritonserver_mid_battle_every_run_finishes_exactly_once(tmp_path, monkeypatch):
+    from chaos_helpers import assert_auth_on
     from stack_secrets import files_holding, stack_secret_values
 
     from bobench.backbones import get_spec
@@ -87,6 +89,8 @@ def test_sigkill_of_tritonserver_mid_battle_every_run_finishes_exactly_once(tmp_
         datasets = [{"name": f"toy-p{n}", "ref": {"name": "toy", "per_class": n}} for n in range(60, 72)]
         spec = parse_spec({"backbones": ["toy"], "datasets": datasets, "protocols": ["knn"]})
         scheduler = next(s for s in state["services"] if s["name"] == "scheduler")
+        evaluator = next(s for s in state["services"] if s["name"] == "evaluator-0")
+        assert_auth_on(scheduler["address"], evaluator["address"])  # the stack runs with auth on
         recovered_s = None
         with SchedulerClient(scheduler["address"]) as client:
             bid = client.submit(spec).battle_id
