@@ -28,7 +28,6 @@ import numpy as np
 
 from bobench.data.detection import DetectionDataset
 from bobench.errors import InvalidArgument
-from bobench.protocols.bootstrap import ci_fields
 
 DEFAULT_RESAMPLES = 200
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
@@ -228,6 +227,9 @@ def coco_metrics(
 ) -> dict[str, float | None]:
     """COCO metrics of `detections` on images `indices` of `dataset`, with bootstrap intervals of AP and
     AP50 (`<prefix>AP_ci_low` ...) and `n_test` (images). `resamples=0` skips the intervals."""
+    # imported here: bobench.protocols registers the detection protocols, which import this module
+    from bobench.protocols.bootstrap import ci_fields
+
     if len(indices) != len(detections):
         raise InvalidArgument(f"coco metrics: {len(indices)} images but {len(detections)} detection lists")
     if iou_type not in ("bbox", "segm"):

@@ -14,7 +14,10 @@ their strides/channels from its `feature_info`; nothing is hard-coded per family
   weights) so any padded input size works.
 
 Heads (`head`): "faster_rcnn" (default), "mask_rcnn", "retinanet", "fcos" from torchvision. Anchors
-are `anchor_scale` x stride per level, three aspect ratios. Regimes: "finetune" (everything trains;
+are `anchor_scale` x stride per level, three aspect ratios; FCOS's anchor points are one stride wide
+whatever `anchor_scale` (torchvision's FCOS assigns an object to the level whose anchor size x 4..8
+spans it and samples centres within 1.5 anchor sizes, so a wider "anchor" would move every object to
+the wrong level). Regimes: "finetune" (everything trains;
 the backbone's BatchNorm statistics are frozen, as in torchvision's and Detectron's detectors: small
 detection batches make batch statistics noise), "frozen" (backbone parameters `requires_grad=False`,
 run under no_grad and kept in eval mode: only neck and heads change), "random" (same architecture,
@@ -227,7 +230,10 @@ def build_detector(
             mask_pool = MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2)
             return MaskRCNN(backbone, num_classes=n, mask_roi_pool=mask_pool, **kwargs)
         return FasterRCNN(backbone, num_classes=n, **kwargs)
-    anchors = _anchors(backbone.strides, config.anchor_scale, one_size=config.head == "fcos")
+    if config.head == "fcos":  # FCOS's anchor is a point one stride wide: its scale ranges are 4-8 x that
+        anchors = _anchors(backbone.strides, 1.0, one_size=True)
+    else:
+        anchors = _anchors(backbone.strides, config.anchor_scale, one_size=False)
     head_cls = RetinaNet if config.head == "retinanet" else FCOS
     return head_cls(backbone, num_classes=n, anchor_generator=anchors,
                     detections_per_img=config.detections_per_image, **common)  # fmt: skip

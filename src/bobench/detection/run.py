@@ -33,7 +33,12 @@ _INT_RANGES = {
     "fpn_channels": (8, 1024), "min_size": (32, 4096), "max_size": (32, 8192), "detections_per_image": (1, 1000),
     "epochs": (1, 1000), "batch_size": (1, 256), "warmup_steps": (0, 1_000_000), "resamples": (0, 10_000),
 }  # fmt: skip
-_FLOAT_RANGES = {"lr": (0.0, 1.0), "weight_decay": (0.0, 10.0), "anchor_scale": (0.5, 64.0)}
+# (low, high, low allowed): lr and anchor_scale must be > low; no weight decay (0) is a valid recipe
+_FLOAT_RANGES = {
+    "lr": (0.0, 1.0, False),
+    "weight_decay": (0.0, 10.0, True),
+    "anchor_scale": (0.5, 64.0, False),
+}
 _CHOICES = {"head": HEADS, "regime": REGIMES, "schedule": ("cosine", "step")}
 
 
@@ -45,11 +50,13 @@ def parse_config(config: dict[str, Any], protocol: str) -> tuple[DetectorConfig,
             raise InvalidArgument(
                 f"protocol {protocol!r}: {key} must be an integer in {low}..{high}, got {value!r}"
             )
-    for key, (low, high) in _FLOAT_RANGES.items():
+    for key, (low, high, closed) in _FLOAT_RANGES.items():
         value = config[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+        number = not isinstance(value, bool) and isinstance(value, (int, float))
+        if not number or not (low <= value if closed else low < value) or not value <= high:
+            interval = f"{'[' if closed else '('}{low}, {high}]"
             raise InvalidArgument(
-                f"protocol {protocol!r}: {key} must be a number in ({low}, {high}], got {value!r}"
+                f"protocol {protocol!r}: {key} must be a number in {interval}, got {value!r}"
             )
     for key, choices in _CHOICES.items():
         if config[key] not in choices:
@@ -58,9 +65,11 @@ def parse_config(config: dict[str, Any], protocol: str) -> tuple[DetectorConfig,
             )
     for key in ("hflip", "vflip"):
         if not isinstance(config[key], bool):
-            raise InvalidArgument(f"protocol {protocol!r}: {key} must be true or false")
+            raise InvalidArgument(f"protocol {protocol!r}: {key} must be true or false, got {config[key]!r}")
     if config["min_size"] > config["max_size"]:
-        raise InvalidArgument(f"protocol {protocol!r}: min_size must be <= max_size")
+        raise InvalidArgument(
+            f"protocol {protocol!r}: min_size must be <= max_size, got {config['min_size']} > {config['max_size']}"
+        )
     detector = DetectorConfig(**{f.name: config[f.name] for f in fields(DetectorConfig)})
     train = TrainConfig(**{k: config[k] for k in _TRAIN_KEYS})
     return detector, train, int(config["resamples"])
