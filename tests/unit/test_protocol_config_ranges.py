@@ -40,12 +40,21 @@ BAD = [
     ("finetune", {"epochs": 10**7}, "'epochs'"),
     ("finetune", {"batch_size": 2**31 - 1}, "max_batch_size"),
     ("finetune", {"lr": 0.0}, "'lr'"),
+    ("detection", {"epochs": 10**7}, "epochs must be an integer in 1..1000"),
+    ("detection", {"lr": 0.0}, "lr must be a number in (0.0, 1.0]"),
+    ("detection", {"head": "yolo"}, "head must be one of"),
+    ("detection", {"min_size": 1000, "max_size": 500}, "min_size must be <= max_size"),
+    ("instance_segmentation", {"head": "faster_rcnn"}, "head must be mask_rcnn"),
+    ("instance_segmentation", {"batch_size": 0}, "batch_size must be an integer"),
+    ("ood_detection", {"source_sites": []}, "source_sites must be a non-empty list"),
+    ("ood_detection", {"fpn_channels": 2}, "fpn_channels must be an integer"),
 ]
 
 
 def test_the_range_checked_protocols_are_listed():
     assert sorted(CHECKS) == [
-        "efficiency", "fewshot", "finetune", "knn", "linear_probe", "ood", "retrieval", "serving_latency"
+        "detection", "efficiency", "fewshot", "finetune", "instance_segmentation", "knn", "linear_probe",
+        "ood", "ood_detection", "retrieval", "serving_latency",
     ]  # fmt: skip
 
 

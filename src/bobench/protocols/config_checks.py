@@ -131,6 +131,28 @@ def _finetune(_config: dict[str, Any], given: dict[str, Any]) -> None:
         raise InvalidArgument(f"finetune: 'lr_grid' holds more than {MAX_GRID_VALUES} values")
 
 
+def _detection(config: dict[str, Any], _given: dict[str, Any]) -> None:
+    from bobench.detection.run import parse_config
+
+    parse_config(config, "detection")  # the run's own checks: every range, choice and flag
+
+
+def _instance_segmentation(config: dict[str, Any], _given: dict[str, Any]) -> None:
+    from bobench.detection.run import parse_config
+    from bobench.protocols.instance_segmentation import check_head
+
+    check_head(config)
+    parse_config(config, "instance_segmentation")
+
+
+def _ood_detection(config: dict[str, Any], _given: dict[str, Any]) -> None:
+    from bobench.detection.run import parse_config
+    from bobench.protocols.ood_detection import check_domains
+
+    check_domains(config)
+    parse_config(config, "ood_detection")
+
+
 def _serving_latency(config: dict[str, Any], _given: dict[str, Any]) -> None:
     from bobench.protocols.serving_latency import _check_config
 
@@ -145,6 +167,9 @@ CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
     "ood": _ood,
     "efficiency": _efficiency,
     "finetune": _finetune,
+    "detection": _detection,
+    "instance_segmentation": _instance_segmentation,
+    "ood_detection": _ood_detection,
     "serving_latency": _serving_latency,
 }
 

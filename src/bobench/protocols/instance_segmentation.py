@@ -18,12 +18,19 @@ from bobench.protocols.base import Protocol, RunContext, register_protocol
 from bobench.protocols.detection import HIGHER_IS_BETTER
 
 
+def check_head(config: dict[str, Any]) -> None:
+    """Masks need Mask R-CNN: any other head is an InvalidArgument naming `head` (checked at plan time
+    by `bobench.protocols.config_checks`)."""
+    if config["head"] != "mask_rcnn":
+        raise InvalidArgument(
+            f"protocol 'instance_segmentation': head must be mask_rcnn, got {config['head']!r}"
+        )
+
+
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train and score Mask R-CNN; InvalidArgument for a dataset without masks or a bad config."""
     ds = require_detection(ctx.dataset, "instance_segmentation")
-    config = PROTOCOL.resolve_config(config)
-    if config["head"] != "mask_rcnn":
-        raise InvalidArgument("protocol 'instance_segmentation': head must be mask_rcnn")
+    config = PROTOCOL.resolve_config(config)  # includes check_head
     if not ds.has_masks:
         raise InvalidArgument(f"protocol 'instance_segmentation': dataset {ds.name!r} has no instance masks")
     return run_detection(

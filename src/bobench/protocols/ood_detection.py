@@ -21,9 +21,23 @@ from bobench.protocols.base import Protocol, RunContext, register_protocol
 from bobench.protocols.detection import HIGHER_IS_BETTER
 
 
-def _site_sets(ds, sites: Any) -> tuple[list[int], list[int], list[int], list[int]]:
-    if not isinstance(sites, list) or not sites or not all(isinstance(s, str) for s in sites):
-        raise InvalidArgument("protocol 'ood_detection': source_sites must be a non-empty list of site names")
+def check_domains(config: dict[str, Any]) -> None:
+    """`source_sites` a non-empty list of site names, `target` null or a dataset ref (a name or a
+    mapping); InvalidArgument naming the key otherwise (checked at plan time by config_checks)."""
+    sites = config["source_sites"]
+    if not isinstance(sites, list) or not sites or not all(isinstance(s, str) and s for s in sites):
+        raise InvalidArgument(
+            f"protocol 'ood_detection': source_sites must be a non-empty list of site names, got {sites!r}"
+        )
+    target = config["target"]
+    if target is not None and not (isinstance(target, str) and target or isinstance(target, dict)):
+        raise InvalidArgument(
+            "protocol 'ood_detection': target must be null or a dataset ref (a name or a mapping), "
+            f"got {type(target).__name__}"
+        )
+
+
+def _site_sets(ds, sites: list[str]) -> tuple[list[int], list[int], list[int], list[int]]:
     if not ds.sites:
         raise InvalidArgument(
             f"protocol 'ood_detection': dataset {ds.name!r} has no sites; give a target dataset"
@@ -42,7 +56,7 @@ def _site_sets(ds, sites: Any) -> tuple[list[int], list[int], list[int], list[in
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
     """In-domain AP, shifted AP and their gap; InvalidArgument when the shift cannot be formed."""
     ds = require_detection(ctx.dataset, "ood_detection")
-    config = PROTOCOL.resolve_config(config)
+    config = PROTOCOL.resolve_config(config)  # includes check_domains and the model's checks
     model_config = {k: v for k, v in config.items() if k not in ("source_sites", "target")}
     if config["target"] is not None:
         target = require_detection(ctx.dataset_by_ref(config["target"]), "ood_detection")
