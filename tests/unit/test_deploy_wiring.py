@@ -102,7 +102,7 @@ def flag_values(args: list[str]) -> dict[str, str]:
 
 
 def test_triton_serves_the_minio_repository_with_restricted_admin_apis(stack):
-    from bobench.serving.triton_access import ADMIN_HEADER
+    from bobench.serving.triton_access import ADMIN_HEADER, restricted_flags
 
     spec = find(stack, "Deployment", "embedder")["spec"]["template"]["spec"]
     assert "initContainers" not in spec
@@ -116,8 +116,14 @@ def test_triton_serves_the_minio_repository_with_restricted_admin_apis(stack):
     assert repository == "s3://" + env_of(stack, "BOBENCH_S3_ENDPOINT") + "/bobench/triton-models"
     assert flags["model-control-mode"] == "explicit" and flags["exit-on-error"] == "false"
     assert flags["strict-readiness"] == "false" and flags["metrics-config"] == "summary_latencies=true"
-    restricted = f"model-repository,shared-memory:{ADMIN_HEADER}={env['TRITON_ADMIN_KEY']}"
-    assert flags["grpc-restricted-protocol"] == flags["http-restricted-api"] == restricted
+    # the same restrictions the local stack starts Triton with: model control etc. for the admin key,
+    # inference/metadata for the evaluators' service key (repeated flags, so compare the lists)
+    restricted = [expand(a, env) for a in c["args"] if a.startswith(("--grpc-restricted", "--http-restricted"))]
+    assert restricted == restricted_flags(env["TRITON_ADMIN_KEY"], env["TRITON_SERVICE_KEY"])
+    assert env["TRITON_ADMIN_KEY"] != env["TRITON_SERVICE_KEY"] and ADMIN_HEADER in restricted[0]
+    evaluator = resolved_env(stack, container(stack, "Deployment", "evaluator", "evaluator"))
+    assert evaluator["BOBENCH_TRITON_SERVICE_KEY"] == env["TRITON_SERVICE_KEY"]
+    assert "BOBENCH_TRITON_ADMIN_KEY" not in evaluator
     secret = find(stack, "Secret", "bobench-credentials")["data"]
     decoded = {k: base64.b64decode(v).decode() for k, v in secret.items()}
     assert env["AWS_ACCESS_KEY_ID"] == decoded["TRITON_S3_ACCESS_KEY"]  # the read-only identity
@@ -189,6 +195,7 @@ def test_the_scheduler_publishes_where_triton_reads_for_the_right_server(stack, 
     assert scheduler["BOBENCH_PUBLISH_TARGET"] in TARGETS
     assert scheduler["BOBENCH_PUBLISH_TARGET"] == {"gpu": "cluster-gpu", "cpu": "cluster-cpu"}[target]
     assert "BOBENCH_TRITON_ADMIN_KEY" not in scheduler  # only its publish Jobs load models
+    assert "BOBENCH_TRITON_SERVICE_KEY" not in scheduler  # it never infers
     assert scheduler["BOBENCH_TRITON_URL"] == "embedder:8001"
 
 
