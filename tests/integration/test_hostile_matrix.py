@@ -424,14 +424,41 @@ def test_the_scheduler_matrix_has_at_least_25_cases():
 @pytest.fixture
 def stalled_scheduler(tmp_path):
     """A scheduler whose only evaluator address refuses connections: its battles stay queued/running."""
-    svc = start_bobench_service(
-        "stalled-scheduler", "bobench.rpc.scheduler_service",
+    svc = _start_stalled(tmp_path)
+    yield svc
+    stop_pid(svc.pid)
+
+
+def _start_stalled(tmp_path, name: str = "stalled-scheduler"):
+    return start_bobench_service(
+        name, "bobench.rpc.scheduler_service",
         ["--port", "0", "--store", str(tmp_path / "store"), "--evaluators", "127.0.0.1:9", "--backoff-s", "30"],
         tmp_path / "logs",
         env={**ENV, "BOBENCH_MAX_BATTLES_IN_FLIGHT": "2", "BOBENCH_MAX_LIST_PAGE_BYTES": "400"},
     )  # fmt: skip
-    yield svc
-    stop_pid(svc.pid)
+
+
+def test_battles_resumed_after_a_restart_still_count_against_the_limit(stalled_scheduler, tmp_path):
+    with _channel(stalled_scheduler.address) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        for i in range(2):
+            stub.SubmitBattle(
+                scheduler_pb2.SubmitBattleRequest(spec_yaml=_spec_yaml(), battle_id=f"r{i}"), timeout=60
+            )
+    stop_pid(stalled_scheduler.pid)
+    restarted = _start_stalled(tmp_path, "stalled-scheduler-restarted")  # same store: both battles resume
+    try:
+        with _channel(restarted.address) as channel:
+            stub = scheduler_pb2_grpc.SchedulerStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.SubmitBattle(
+                    scheduler_pb2.SubmitBattleRequest(spec_yaml=_spec_yaml(), battle_id="r2"), timeout=60
+                )
+            assert info.value.code() == EXHAUSTED and "max_battles_in_flight=2" in info.value.details()
+            stub.CancelBattle(scheduler_pb2.CancelBattleRequest(battle_id="r0"), timeout=30)
+            stub.SubmitBattle(scheduler_pb2.SubmitBattleRequest(spec_yaml=_spec_yaml(), battle_id="r2"), timeout=60)
+    finally:
+        stop_pid(restarted.pid)
 
 
 def test_battles_in_flight_are_limited_per_identity_and_a_cancel_frees_a_slot(stalled_scheduler):

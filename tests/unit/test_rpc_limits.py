@@ -10,6 +10,7 @@ from bobench.errors import InvalidArgument, ResourceExhausted
 from bobench.rpc.limits import (
     LIMIT_PREFIX,
     BattleQuota,
+    caller_identity,
     check_battle_id,
     check_page_token,
     check_runs_per_battle,
@@ -87,3 +88,18 @@ def test_pages_by_bytes_keep_at_least_one_item():
     assert page_by_bytes([50, 5], int, 10) == 1
     assert page_by_bytes([], int, 10) == 0
     assert page_by_bytes([1, 2], int, 10) == 2
+
+
+def test_battles_resumed_after_a_restart_count_against_their_owners():
+    states = {"old-1": "running", "old-2": "finished", "anon": "queued"}
+    quota = BattleQuota(Settings(max_battles_in_flight=1), states.get)
+    quota.adopt([("alice", "old-1"), ("alice", "old-2"), ("", "anon")])
+    with pytest.raises(ResourceExhausted, match="identity 'alice' has 1 battles"):
+        with quota.reserve("alice"):
+            pass
+    with pytest.raises(ResourceExhausted, match="identity 'anonymous'"):
+        with quota.reserve(caller_identity()):  # without auth: the shared anonymous quota
+            pass
+    states["old-1"] = "cancelled"
+    with quota.reserve("alice") as bind:
+        bind("new")

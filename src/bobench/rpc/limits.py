@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -98,7 +98,8 @@ def check_page_token(token: str) -> int:
 class BattleQuota:
     """Battles in flight (queued or running) per identity, at most `max_battles_in_flight` each.
 
-    Battles are attributed to the identity that submitted them through this process; `state_of(id)`
+    Battles are attributed to the identity that submitted them (through this process, or `adopt`ed
+    from the store after a restart); `state_of(id)`
     reads a battle's current state (None once it is gone). A reservation counts while its
     submission runs, so concurrent submissions cannot overshoot.
     """
@@ -109,6 +110,14 @@ class BattleQuota:
         self._lock = threading.Lock()
         self._owned: dict[str, set[str]] = {}  # identity -> battle ids submitted
         self._reserved: dict[str, int] = {}
+
+    def adopt(self, battles: Iterable[tuple[str, str]]) -> None:
+        """Attribute existing battles, (owner, battle id) pairs, to their owners: the battles a
+        restarted scheduler resumed count against the limit like those submitted since (owner "" =
+        submitted without auth, counted as ANONYMOUS)."""
+        with self._lock:
+            for owner, battle_id in battles:
+                self._owned.setdefault(owner or ANONYMOUS, set()).add(battle_id)
 
     def in_flight(self, identity: str) -> int:
         with self._lock:

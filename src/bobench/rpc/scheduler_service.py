@@ -126,6 +126,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self.base_dir = base_dir or Path.cwd()
         self.limits = settings or Settings()
         self.quota = limits.BattleQuota(self.limits, self._state_of)
+        self.quota.adopt((b.owner, b.id) for b in scheduler.list())  # battles resumed from the store
 
     def _state_of(self, battle_id: str) -> str | None:
         try:
