@@ -339,3 +339,24 @@ def test_the_job_entrypoint_runs_detection_with_its_checkpoints_in_the_store(
     assert {"last.pt", "best.pt"} <= stored
     local = list((cache / "detection").iterdir())
     assert len(local) == 1  # the one directory the run trained in, and the one that was synced
+
+
+@pytest.mark.slow  # a real Mask R-CNN trained for 2 epochs on one image
+def test_the_job_entrypoint_runs_instance_segmentation_with_its_checkpoints_in_the_store(tmp_path):
+    """Mask R-CNN on labelme's COCO sample (Debian labelme-examples; one image per split) as a Job's
+    pod runs it: its checkpoint directory is the one `bob job run` syncs to the store."""
+    from bobench.data.detection_bundled import LABELME_DIR
+
+    if not Path(LABELME_DIR, "annotations.json").exists():
+        pytest.skip("Debian labelme-examples is not installed")
+    p = detection_plan("instance_segmentation", "labelme_coco")
+    settings = Settings(cache_dir=str(tmp_path / "cache"), store=str(tmp_path / "store"), threads=1)
+    assert main_job(json.dumps(p.to_dict()), settings, tmp_path / "term") == 0
+    store = LocalStore(tmp_path / "store")
+    record = store.get_json(record_key(p.run_key))
+    assert record["status"] == "finished", record["error"]
+    assert "mask_AP" in record["metrics"] and record["metrics"]["checkpoint_dir"].endswith(
+        checkpoint_prefix(p.run_key)
+    )
+    stored = {k.rsplit("/", 1)[-1] for k in store.list(checkpoint_prefix(p.run_key))}
+    assert {"last.pt", "best.pt"} <= stored
