@@ -166,3 +166,18 @@ def test_the_report_carries_the_budget_section_with_prices_and_the_readers_capac
     assert "### Best under $1 per million images" in md
     budget_part = md.split("## Budget and capacity", 1)[1]
     assert "$0.05556" in budget_part  # b: $0.10 / (500 img/s x 3600) x 1e6
+
+
+def test_a_battle_spec_may_ask_the_budget_and_capacity_questions():
+    from bobench.battle.spec import parse_spec
+
+    spec = {"name": "b", "backbones": ["toy"], "datasets": ["toy"], "protocols": ["knn"]}
+    asked = {"max_cost_per_million": 0.5, "min_server_qps": 50, "max_server_p99_ms": 30}
+    parsed = parse_spec({**spec, "recommend": asked})
+    assert parsed.recommend == {
+        "max_cost_per_million": 0.5,
+        "min_server_qps": 50.0,
+        "max_server_p99_ms": 30.0,
+    }
+    others, budget_limits = bud.split_limits(parsed.recommend)
+    assert others == {} and budget_limits == parsed.recommend

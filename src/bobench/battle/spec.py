@@ -25,7 +25,8 @@ _TOP_LEVEL = {
     "recommend",
 }
 # the report's recommendation limits a spec may set (`bobench.analysis.recommend` keyword arguments)
-_RECOMMEND = {"max_latency_ms", "max_params", "max_served_latency_ms", "max_flops"}
+_RECOMMEND = {"max_latency_ms", "max_params", "max_served_latency_ms", "max_flops", "max_cost_per_million",
+              "max_served_cost_per_million", "min_server_qps", "max_server_p99_ms"}  # fmt: skip
 _SETTINGS = {"batch_size", "threads", "cache_dir", "triton_url", "device"}
 MAX_SEED = 2**63 - 1  # seeds travel as int64 (RunRequest.seed, RunResult.seed)
 

@@ -54,7 +54,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         scope = f"battle {spec.name!r}: the {len(outcome.records)} runs of its plan (history stays in results.jsonl)"
         paths = write_report(
-            out, selection=Selection(outcome.records, scope), limits=report_limits(args, spec)
+            out,
+            selection=Selection(outcome.records, scope),
+            limits=report_limits(args, spec),
+            prices=settings.price_per_hour,
         )
         print(f"report: {paths['report.html']}  (also report.md, plots/*.png)")
     failed = [r for r in outcome.records if r.status == "failed"]
