@@ -167,3 +167,31 @@ def test_neither_key_is_written_to_tritons_log(keyed_triton):
     text = keyed_triton.log_path.read_text(errors="replace")
     assert "Started GRPCInferenceService" in text
     assert ADMIN_KEY not in text and SERVICE_KEY not in text
+
+
+class _UrlContext:
+    """The part of a RunContext serving_latency uses with a config `url`: the spec and settings."""
+
+    def __init__(self, settings) -> None:
+        from bobench.backbones import get_spec
+
+        self.spec = get_spec("toy")
+        self.settings = settings
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        pass
+
+
+def test_serving_latency_by_url_sends_the_service_key_from_settings(keyed_triton):
+    from bobench.config import Settings
+    from bobench.protocols import get_protocol
+
+    proto = get_protocol("serving_latency")
+    config = proto.resolve_config(
+        {"url": keyed_triton.grpc_url, "model": "toy", "window_s": 0.2, "min_requests": 3, "max_windows": 10,
+         "stability_pct": 50.0, "batch_sizes": [1], "concurrencies": [1], "scenarios": []}
+    )  # fmt: skip
+    with pytest.raises(PermissionDenied, match="triton_service_key"):
+        proto.evaluate(_UrlContext(Settings()), config, 0)
+    metrics = proto.evaluate(_UrlContext(Settings(triton_service_key=SERVICE_KEY)), config, 0)
+    assert metrics["throughput_ips_b1_c1"] > 0

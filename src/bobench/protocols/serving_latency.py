@@ -320,11 +320,12 @@ def _converged(windows: list[Window], pct: float) -> bool:
 
 def _resolve_target(ctx: RunContext, config: dict[str, Any]):
     """(client, url, model, owned): config url/model first, else the context's TritonEmbedder."""
-    import tritonclient.grpc as grpcclient
-
     if config["url"]:
+        from bobench.serving.triton_access import service_client
+
         model = config["model"] or _default_model(ctx)
-        return grpcclient.InferenceServerClient(config["url"]), config["url"], model, True
+        key = getattr(getattr(ctx, "settings", None), "triton_service_key", "") or ""  # a keyed Triton needs it
+        return service_client(config["url"], key), config["url"], model, True
     from bobench.embed.triton_embedder import TritonEmbedder
 
     embedder = unwrap(ctx.embedder())  # the evaluator wraps embedders to time them
