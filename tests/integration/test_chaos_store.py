@@ -148,18 +148,19 @@ def test_store_stopped_for_20_s_mid_battle_every_run_finishes_exactly_once(tmp_p
             else:
                 weed_pid = _restart_store(tmp_path, argv, weed_cwd, weed.address)
             t_up = time.monotonic()
-            serving_s = wait_until(
-                lambda: health_status(sched.address) == "SERVING", 60, "scheduler SERVING again", 0.1
-            )
-            next_run_s = wait_until(
+            wait_until(lambda: health_status(sched.address) == "SERVING", 60, "scheduler SERVING again", 0.1)
+            serving_s = time.monotonic() - t_up
+            wait_until(
                 lambda: client.get(bid).counts.finished > finished_in_outage, 120, "a run finished", 0.1
             )
-            dispatched_run_s = wait_until(  # a run dispatched after the store came back has finished
+            next_run_s = time.monotonic() - t_up  # the run in flight at the fault: its result written
+            wait_until(  # a run dispatched after the store came back has finished
                 lambda: client.get(bid).counts.finished > finished_in_outage + 1,
                 120,
                 "two runs finished",
                 0.1,
             )
+            dispatched_run_s = time.monotonic() - t_up
             for _ in client.watch(bid, timeout_s=240):
                 pass
             done_s = time.monotonic() - t_up
@@ -171,15 +172,14 @@ def test_store_stopped_for_20_s_mid_battle_every_run_finishes_exactly_once(tmp_p
             battle, records = client.get(bid), client.results(bid)
             during_battle = client.get(during)
         not_serving = [t for t, s in health if s == "NOT_SERVING"]
+        first = f"{not_serving[0]:.1f} s" if not_serving else "never"
+        answers = ", ".join(f"{m} {o} in {s:.2f} s" for m, (o, s) in calls.items())
         print(
-            f"\nstore {fault} for {OUTAGE_S:.0f} s after {done_at_fault} of {RUNS} runs: health "
-            f"NOT_SERVING {len(not_serving)}/{len(health)} polls (first {not_serving[0] if not_serving else -1:.1f}"
-            f" s after the fault); calls during the outage "
-            + ", ".join(f"{m} {o} in {s:.2f} s" for m, (o, s) in calls.items())
-            + f"; runs finished during the outage {finished_in_outage - done_at_fault}; after the store was "
-            f"back: SERVING in {serving_s:.1f} s, next run finished in {next_run_s:.1f} s, one dispatched after the store "
-            f"was back finished in {dispatched_run_s:.1f} s, battle done in "
-            f"{done_s:.1f} s"
+            f"\nstore {fault} for {OUTAGE_S:.0f} s after {done_at_fault} of {RUNS} runs: health NOT_SERVING "
+            f"in {len(not_serving)}/{len(health)} polls (first {first} after the fault); during the outage "
+            f"{answers}; runs finished during it {finished_in_outage - done_at_fault}. Store back -> "
+            f"SERVING {serving_s:.1f} s, run in flight recorded {next_run_s:.1f} s, a run dispatched after "
+            f"it finished {dispatched_run_s:.1f} s, battle done {done_s:.1f} s"
         )
 
         assert not_serving, f"health never said NOT_SERVING while the store was {fault}ped: {health}"

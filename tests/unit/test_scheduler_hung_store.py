@@ -26,9 +26,10 @@ class HangingStore(LocalStore):
         self.answered = threading.Event()  # cleared while hanging, set when it answers again
         self.answered.set()
         self.waiting_calls = 0
+        self.only_writes = False  # hang puts only (reads answer), like a store whose writes stall
 
-    def _wait(self) -> None:
-        if self.hang.is_set():
+    def _wait(self, write: bool = False) -> None:
+        if self.hang.is_set() and (write or not self.only_writes):
             self.waiting_calls += 1
             self.answered.wait(30)
 
@@ -41,7 +42,7 @@ class HangingStore(LocalStore):
         self.answered.set()
 
     def put_bytes(self, key, data, content_type="application/octet-stream"):
-        self._wait()
+        self._wait(write=True)
         return super().put_bytes(key, data, content_type)
 
     def get_bytes(self, key):
@@ -116,6 +117,28 @@ def test_submit_and_results_answer_unavailable_while_the_store_hangs_and_runs_fi
         assert sorted(ex.calls.values()) == [1, 1, 1]
         assert [r.status for r in sched.results(bid)] == ["finished"] * 3
         assert store.waiting_calls > 0  # the store really hung calls
+    finally:
+        gate.set()
+        store.resume()
+        sched.close()
+
+
+def test_a_result_write_that_hangs_turns_health_not_ready_while_reads_answer(store):
+    gate = threading.Event()
+    ex = ScriptedExecutor(gate=gate)
+    sched = Scheduler(store, [ex], planner=grid_planner, backoff_s=0.01, max_backoff_s=0.2)
+    sched.state.probe_interval_s, sched.state.hang_after_s = 0.05, 0.2
+    sched.start()
+    try:
+        bid = sched.submit(make_spec(backbones=["b0"], seeds=[0]))
+        assert wait_for(lambda: ex.active == 1) and wait_for(sched.healthy)
+        store.only_writes = True
+        store.stop()
+        gate.set()  # the run finishes; writing its result hangs (the probe, a read, still answers)
+        assert wait_for(lambda: not sched.healthy())
+        store.resume()
+        assert sched.wait(bid, timeout_s=20).state == "finished"
+        assert wait_for(sched.healthy) and ex.calls.total() == 1
     finally:
         gate.set()
         store.resume()

@@ -391,7 +391,8 @@ class Scheduler:
         """The stored finished record of `run_key` when its signature verifies, else None (logged).
         Raises Unavailable when the store does not answer."""
         try:
-            doc = self.store.get_json(result_key(run_key))
+            with self.state.tracked():  # one that hangs turns health NOT ready
+                doc = self.store.get_json(result_key(run_key))
         except NotFound:
             return None
         except InvalidArgument:  # not JSON
@@ -410,7 +411,8 @@ class Scheduler:
         doc = self.signer.sign(_record_doc(record))
         while True:
             try:
-                self.store.put_json(result_key(run_key), doc)
+                with self.state.tracked():
+                    self.store.put_json(result_key(run_key), doc)
             except Exception as exc:
                 self.state.failed(exc)
                 log.warning("result of run %s not written yet (%s); retrying", run_key, exc)

@@ -7,8 +7,9 @@ key) and a background thread writes them back, with exponential backoff, as soon
 again — the scheduler's workers never block on, or die of, a store that is down. While documents wait,
 `healthy` is False; the thread also probes an idle store, so health reflects an outage nobody wrote
 through. A store that hangs (a stopped process: the kernel accepts connections, nothing answers) makes
-no call fail for a whole client timeout; so a store call of this writer (its probe, a write) that has
-not come back after `hang_after_s` counts as the store being down too (`hung`), and while it hangs
+no call fail for a whole client timeout; so a store call (this writer's probe or write, or one its
+owner wraps in `tracked()`) that has not come back after `hang_after_s` counts as the store being
+down too (`hung`), and while it hangs
 `put` keeps documents for the flusher instead of blocking its caller. Nothing waiting is lost unless
 the process dies during the outage (a restarted scheduler then re-queues those runs from the older
 state: they run again, reusing any finished result).
@@ -79,8 +80,9 @@ class StateWriter:
         return any(started < limit for started in self._calls.values())
 
     @contextlib.contextmanager
-    def _store_call(self):
-        """Track one store call, so that one that does not come back shows as `hung`."""
+    def tracked(self):
+        """Wrap one store call (this writer's or its owner's), so that one that does not come back
+        within `hang_after_s` shows as `hung`."""
         with self._lock:
             token = next(self._call_tokens)
             self._calls[token] = time.monotonic()
@@ -105,7 +107,7 @@ class StateWriter:
                 self._waiting[key] = doc  # keep the order of writes per key; never block on a hang
                 return
         try:
-            with self._store_call():
+            with self.tracked():
                 self.store.put_json(key, doc)
         except Exception as exc:
             with self._lock:
@@ -148,7 +150,7 @@ class StateWriter:
         try:
             for key, doc in batch.items():
                 try:
-                    with self._store_call():
+                    with self.tracked():
                         self.store.put_json(key, doc)
                 except Exception as exc:
                     self.failed(exc)
@@ -167,7 +169,7 @@ class StateWriter:
     def probe(self) -> bool:
         """One cheap read of the store; True when it answered."""
         try:
-            with self._store_call():
+            with self.tracked():
                 self.store.exists(PROBE_KEY)
         except Exception as exc:
             self.failed(exc)
