@@ -17,6 +17,7 @@ from bobench.embed.base import Embedder
 from bobench.embed.cache import FeatureCache, feature_key
 from bobench.embed.preprocess import resize_crop
 from bobench.errors import InvalidArgument
+from bobench.stage_timer import add_count, stage
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class LocalContext:
         self.feature_runtimes: set[str] = set()  # runtimes that computed the features this run read
 
     def embedder(self) -> Embedder:
-        emb = self._embedder_factory()
+        with stage("embedder_load"):
+            emb = self._embedder_factory()
         self.runtime_info = emb.describe()
         return emb
 
@@ -92,7 +94,8 @@ class LocalContext:
             precision=self.precision,
             runtime=self.runtime,
         )
-        cached = self.cache.get_with_meta(key)
+        with stage("feature_cache"):
+            cached = self.cache.get_with_meta(key)
         if cached is not None:
             self.feature_runtimes.add(str(cached[2].get("runtime", "unknown")))
             return cached[0], cached[1]
@@ -101,9 +104,10 @@ class LocalContext:
         )
         self.feature_runtimes.add(str(self.runtime_info.get("runtime", "unknown")))
         labels = ds.labels[indices].astype(np.int64)
-        self.cache.put(
-            key, feats, labels, meta={"backbone": self.spec.name, "dataset": ds.name, **self.runtime_info}
-        )
+        with stage("feature_cache"):
+            self.cache.put(
+                key, feats, labels, meta={"backbone": self.spec.name, "dataset": ds.name, **self.runtime_info}
+            )
         return feats, labels
 
     def _compute(self, ds: Dataset, indices: np.ndarray, variant: str | None, label: str) -> np.ndarray:
@@ -119,23 +123,29 @@ class LocalContext:
         total = len(indices)
         for start in range(0, total, chunk):
             batch_idx = indices[start : start + chunk]
-            images = [self._prepare(ds, int(i), variant) for i in batch_idx]
-            out.append(embedder.embed(np.stack(images)))
+            batch = np.stack([self._prepare(ds, int(i), variant) for i in batch_idx])
+            with stage("embedding"):
+                out.append(embedder.embed(batch))
+            add_count("images_embedded", len(batch_idx))
             self.progress(min(start + chunk, total), total, label)
         return np.concatenate(out, axis=0)
 
     def _prepare(self, ds: Dataset, i: int, variant: str | None) -> np.ndarray:
         """Item i as the model's uint8 [3, S, S] input; a variant is applied to that input (ImageNet-C
         corrupts the resized, cropped image, so a severity means the same for every photo size)."""
-        image = resize_crop(ds.load(i), self.spec)
+        with stage("decode"):
+            raw = ds.load(i)
+        with stage("resize_crop"):
+            image = resize_crop(raw, self.spec)
         if not variant:
             return image
         from bobench.data.corruptions import apply_variant
 
         # the seed depends on the item and the variant only, so every backbone sees the same corruption
         seed = zlib.crc32(f"{ds.fingerprint}:{i}:{variant}".encode())
-        out = apply_variant(image.transpose(1, 2, 0), variant, seed)
-        size = self.spec.input_size
-        if out.shape[:2] != (size, size):  # inputs under 32 px come back upscaled: back to the input size
-            out = np.asarray(Image.fromarray(out).resize((size, size), Image.Resampling.BICUBIC))
+        with stage("corruption"):
+            out = apply_variant(image.transpose(1, 2, 0), variant, seed)
+            size = self.spec.input_size
+            if out.shape[:2] != (size, size):  # inputs under 32 px come back upscaled: back to the input size
+                out = np.asarray(Image.fromarray(out).resize((size, size), Image.Resampling.BICUBIC))
         return np.ascontiguousarray(out.transpose(2, 0, 1))

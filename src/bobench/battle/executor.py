@@ -25,6 +25,7 @@ from bobench.config import Settings
 from bobench.embed.cache import FeatureCache, feature_runtime
 from bobench.environment import environment
 from bobench.errors import BobenchError, Cancelled, DeadlineExceeded
+from bobench.stage_timer import stage
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,9 @@ class LocalExecutor(Executor):
 
         key = json.dumps(ref, sort_keys=True)
         if key not in self._datasets:
-            ds = load_dataset(ref)
-            validate_dataset(ds)
+            with stage("dataset_load"):
+                ds = load_dataset(ref)
+                validate_dataset(ds)
             self._datasets[key] = ds
         return self._datasets[key]
 
@@ -176,7 +178,8 @@ class LocalExecutor(Executor):
     def module(self, spec: Any):
         from bobench.backbones import create_backbone
 
-        loaded = create_backbone(spec.name)
+        with stage("backbone_load"):
+            loaded = create_backbone(spec.name)
         if loaded.module is None:
             from bobench.errors import FailedPrecondition
 
@@ -193,9 +196,10 @@ class LocalExecutor(Executor):
         live = self._embedder if self._embedder_key == f"{spec.digest()}:{variant}" else None
         if live is not None and live.spec.num_params is not None:  # Triton's spec measures nothing
             self.facts.keep(spec, live.spec)
-        return self.facts.fill(
-            spec, lambda: create_backbone(spec.name, cache_dir=self.settings.cache_dir).spec
-        )
+        with stage("backbone_load"):
+            return self.facts.fill(
+                spec, lambda: create_backbone(spec.name, cache_dir=self.settings.cache_dir).spec
+            )
 
     def execute(self, plan: RunPlan, progress: ProgressFn | None = None) -> RunRecord:
         from bobench.backbones import get_spec
@@ -228,7 +232,8 @@ class LocalExecutor(Executor):
                 runtime=feature_runtime(self.settings.embedder),
             )
             self.executions += 1
-            metrics = get_protocol(plan.protocol).evaluate(ctx, plan.config, plan.seed)
+            with stage(f"protocol:{plan.protocol}"):  # the protocol's own work, net of nested stages
+                metrics = get_protocol(plan.protocol).evaluate(ctx, plan.config, plan.seed)
             runtime_info.update(ctx.runtime_info)
             if ctx.feature_runtimes:  # cached features may come from another runtime: say so
                 runtime_info["feature_runtimes"] = sorted(ctx.feature_runtimes)

@@ -24,6 +24,7 @@ from bobench.battle.records import RunRecord, read_records
 from bobench.battle.spec import BattleSpec
 from bobench.config import Settings
 from bobench.protocols.efficiency import handed_latency
+from bobench.stage_timer import stage
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ def run_battle(
     """
     out = Path(out_dir)
     t0 = time.perf_counter()
-    plans = plan_battle(spec)
+    with stage("plan"):
+        plans = plan_battle(spec)
     write_battle_files(spec, out, settings)
     existing = {r.run_key: r for r in read_records(out)}
     outcome = BattleOutcome()
@@ -121,7 +123,9 @@ def run_battle(
     }
     try:
         to_run = [p for p in plans if p.run_key not in reusable]
-        with handed_latency(measure_battle_latency(executor, to_run)):
+        with stage("efficiency_latency_step"):
+            measured = measure_battle_latency(executor, to_run)
+        with handed_latency(measured):
             for plan in plans:
                 if plan.run_key in reusable:
                     outcome.records.append(existing[plan.run_key])

@@ -45,6 +45,7 @@ from bobench.data.catalog import register_dataset
 from bobench.data.context import data_settings
 from bobench.data.splits import stratified_split
 from bobench.errors import FailedPrecondition, InvalidArgument, Unavailable
+from bobench.stage_timer import timed
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def _read_idx(path: Path, offset: int, shape: tuple[int, ...]) -> np.ndarray:
 
 
 @functools.cache
+@timed("decode")
 def _fashion_arrays(root: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{"train": (images, labels), "t10k": (...)} as read from the idx gz files under `root`."""
     out = {}
@@ -192,6 +194,7 @@ def _emoji_index(tarball: Path) -> tuple[tuple[str, str, str], ...]:
 
 
 @functools.cache
+@timed("decode")
 def _emoji_images(tarball: Path, style: str, names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
     """The 64x64 PNGs `names` of `style` from the tarball, composited on white, as HxWx3 uint8."""
     wanted = {f"package/img/{style}/64/{name}": name for name in names}

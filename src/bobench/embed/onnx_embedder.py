@@ -10,6 +10,7 @@ from bobench.backbones import BackboneSpec, LoadedBackbone, create_backbone
 from bobench.embed import EMBEDDERS
 from bobench.embed.base import INPUT_NAME, OUTPUT_NAME, Embedder
 from bobench.errors import InvalidArgument
+from bobench.stage_timer import stage
 
 
 class OrtEmbedder(Embedder):
@@ -38,11 +39,12 @@ class OrtEmbedder(Embedder):
             from bobench.config import load_settings
 
             cache_dir = load_settings().cache_dir
-        loaded = (
-            backbone
-            if isinstance(backbone, LoadedBackbone)
-            else create_backbone(backbone, cache_dir=cache_dir)
-        )
+        with stage("backbone_load"):
+            loaded = (
+                backbone
+                if isinstance(backbone, LoadedBackbone)
+                else create_backbone(backbone, cache_dir=cache_dir)
+            )
         super().__init__(loaded.spec, batch_size=batch_size)
         self.export_report = None
         if onnx_path is not None:
@@ -50,11 +52,13 @@ class OrtEmbedder(Embedder):
         elif loaded.onnx_path is not None:
             path = loaded.onnx_path
         else:
-            self.export_report = export_cached(loaded, cache_dir)
+            with stage("export_verify"):
+                self.export_report = export_cached(loaded, cache_dir)
             path = self.export_report.path
         self.onnx_path = path
         self.threads = threads
-        self.session = ort_session(path, threads)
+        with stage("ort_session"):
+            self.session = ort_session(path, threads)
         self.input_dtype = "uint8" if self.session.get_inputs()[0].type == "tensor(uint8)" else "float32"
         self._ort_version = ort.__version__
 

@@ -33,6 +33,7 @@ import torch
 
 from bobench.errors import InvalidArgument
 from bobench.protocols.metrics import positive_float
+from bobench.stage_timer import timed
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class LogisticGridFit:
         return self.classes[self.decision_scores(x).argmax(axis=-1)]
 
 
+@timed("probe_fit")
 def fit_logistic_grid(
     x: np.ndarray,
     y: np.ndarray,
