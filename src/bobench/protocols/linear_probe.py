@@ -10,11 +10,20 @@ seeded bootstrap intervals over the test images (`<metric>_ci_low/_ci_high`, wit
 The objective is exactly scikit-learn's `LogisticRegression(C=C)` (lbfgs). The whole grid is fitted in
 one vectorised pass by `bobench.protocols.logistic.fit_logistic_grid` (re-exported here with
 `LogisticGridFit`, which few-shot and OOD import from this module).
+
+`select_and_refit` (the sweep on train, the choice on val, the refit on train+val) is shared with the
+OOD protocol, which trains the very same probe on the same features; its result is kept for the
+last few distinct inputs in this process (keyed by a digest of the features, labels, grid and solver
+options), so a battle fits that probe once per backbone and dataset, not once per protocol. The fit is
+deterministic, so the kept result is the one a second fit would give.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,6 +51,7 @@ __all__ = [
     "fit_logistic_grid",
     "resolve_grid",
     "select_C",
+    "select_and_refit",
     "solver_options",
     "sweep_and_select",
     "validation_log_loss",
@@ -94,6 +104,59 @@ def sweep_and_select(
     fit = fit_logistic_grid(x_train, y_train, Cs, max_iter=max_iter, tol=tol)
     val_accuracy = (fit.predict(x_val) == np.asarray(y_val)[None, :]).mean(axis=1)
     return fit, val_accuracy, select_C(fit.Cs, val_accuracy, validation_log_loss(fit, x_val, y_val))
+
+
+@dataclass(frozen=True)
+class SelectedProbe:
+    """The grid fitted on train (`sweep`), its val accuracy per C, the chosen index, and the refit on
+    train+val at that C (`final`)."""
+
+    sweep: LogisticGridFit
+    val_accuracy: np.ndarray
+    chosen: int
+    chosen_C: float
+    final: LogisticGridFit
+
+
+_SELECTED: OrderedDict[str, SelectedProbe] = OrderedDict()
+_SELECTED_KEPT = 4  # a battle asks again within one backbone's runs (linear_probe, then ood)
+
+
+def _probe_digest(arrays: tuple[np.ndarray, ...], grid: np.ndarray, options: dict[str, Any]) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    for a in (*arrays, np.asarray(grid, dtype=np.float64)):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(memoryview(a).cast("B"))
+    h.update(repr(sorted(options.items())).encode())
+    return h.hexdigest()
+
+
+def select_and_refit(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    grid: np.ndarray,
+    options: dict[str, Any],
+) -> SelectedProbe:
+    """`sweep_and_select` on train/val, then the refit on train+val at the chosen C (module
+    docstring: the result is kept for repeated identical inputs)."""
+    key = _probe_digest((x_train, y_train, x_val, y_val), grid, options)
+    kept = _SELECTED.get(key)
+    if kept is not None:
+        _SELECTED.move_to_end(key)
+        return kept
+    sweep, val_accuracy, chosen = sweep_and_select(x_train, y_train, x_val, y_val, grid, **options)
+    chosen_C = float(grid[chosen])
+    final = fit_logistic_grid(
+        np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]), [chosen_C], **options
+    )
+    selected = SelectedProbe(sweep, val_accuracy, chosen, chosen_C, final)
+    _SELECTED[key] = selected
+    while len(_SELECTED) > _SELECTED_KEPT:
+        _SELECTED.popitem(last=False)
+    return selected
 
 
 def classification_metrics(
@@ -157,26 +220,23 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
         x, y = check_features(*ctx.features(name), f"linear_probe: split {name!r}")
         splits[name] = (l2_normalize(x), y)
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = splits["train"], splits["val"], splits["test"]
-    ctx.progress(0, 2, f"linear probe: fitting {len(grid)} C values")
-    sweep, val_accuracy, chosen = sweep_and_select(x_tr, y_tr, x_va, y_va, grid, **options)
-    chosen_C = float(grid[chosen])
+    ctx.progress(0, 2, f"linear probe: fitting {len(grid)} C values, refit at the chosen one")
+    selected = select_and_refit(x_tr, y_tr, x_va, y_va, grid, options)
+    chosen_C, final = selected.chosen_C, selected.final
     if chosen_C in (grid.min(), grid.max()):
         log.warning(
             "linear_probe: chosen C=%.3g is at the edge of the grid; the optimum may lie beyond it", chosen_C
         )
-    ctx.progress(1, 2, f"linear probe: refit at C={chosen_C:.3g}")
-    final = fit_logistic_grid(
-        np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), [chosen_C], **options
-    )
+    ctx.progress(1, 2, f"linear probe: scoring test at C={chosen_C:.3g}")
     metrics: dict[str, Any] = classification_metrics(final, 0, x_te, y_te, ci_seed=seed)
     ctx.progress(2, 2, "linear probe: done")
     metrics.update(
-        val_top1=float(val_accuracy[chosen]),
+        val_top1=float(selected.val_accuracy[selected.chosen]),
         chosen_C=chosen_C,
         n_train=int(len(y_tr)),
         n_val=int(len(y_va)),
         n_test=int(len(y_te)),
-        converged=bool(final.converged[0] and sweep.converged[chosen]),
+        converged=bool(final.converged[0] and selected.sweep.converged[selected.chosen]),
         n_iter=int(final.n_iter[0]),
     )
     return metrics

@@ -56,10 +56,9 @@ from bobench.protocols.base import Protocol, RunContext, register_protocol
 from bobench.protocols.bootstrap import bootstrap_mean_ci, ci_fields
 from bobench.protocols.linear_probe import (
     LogisticGridFit,
-    fit_logistic_grid,
     resolve_grid,
+    select_and_refit,
     solver_options,
-    sweep_and_select,
 )
 from bobench.protocols.metrics import check_features, l2_normalize
 
@@ -271,10 +270,9 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
     ctx.progress(0, total, f"ood: fitting the probe over {len(grid)} C values")
     x_tr, y_tr = _features(ctx, "train", "ood: split 'train'")
     x_va, y_va = _features(ctx, "val", "ood: split 'val'")
-    _, val_accuracy, chosen = sweep_and_select(x_tr, y_tr, x_va, y_va, grid, **options)
-    chosen_C = float(grid[chosen])
+    selected = select_and_refit(x_tr, y_tr, x_va, y_va, grid, options)  # linear_probe's, when it ran
+    chosen_C, fit = selected.chosen_C, selected.final
     ctx.progress(1, total, f"ood: refit at C={chosen_C:.3g}")
-    fit = fit_logistic_grid(np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), [chosen_C], **options)
     x_te, y_te = _features(ctx, "test", "ood: split 'test'")
     id_correct = probe_correct(fit, x_te, y_te)
     id_top1 = float(id_correct.mean())
@@ -282,7 +280,7 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
         "id_top1": id_top1,
         "id_err": 1.0 - id_top1,
         **ci_fields("id_top1", bootstrap_mean_ci(id_correct, seed=seed)),
-        "val_top1": float(val_accuracy[chosen]),
+        "val_top1": float(selected.val_accuracy[selected.chosen]),
         "chosen_C": chosen_C,
         "n_train": int(len(y_tr)),
         "n_val": int(len(y_va)),
