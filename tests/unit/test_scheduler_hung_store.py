@@ -85,9 +85,9 @@ def test_a_hung_store_turns_the_writer_unhealthy_and_put_keeps_the_document(stor
             target=lambda: (writer.put("battles/b/battle.json", {"n": 1}), returned.set())
         ).start()
         assert returned.wait(10), "put blocked on a hung store"
-        assert writer.waiting() == 1 and not store.exists("battles/b/battle.json")
+        assert writer.waiting() == 1 and not (store.root / "battles/b/battle.json").exists()
         store.resume()
-        assert wait_for(lambda: writer.healthy)
+        assert wait_for(lambda: writer.healthy and writer.waiting() == 0)
         assert store.get_json("battles/b/battle.json") == {"n": 1}
     finally:
         store.resume()
@@ -139,6 +139,36 @@ def test_a_result_write_that_hangs_turns_health_not_ready_while_reads_answer(sto
         store.resume()
         assert sched.wait(bid, timeout_s=20).state == "finished"
         assert wait_for(sched.healthy) and ex.calls.total() == 1
+    finally:
+        gate.set()
+        store.resume()
+        sched.close()
+
+
+def test_a_hang_that_starts_as_a_run_fails_does_not_block_the_scheduler(store):
+    # the failed run's state is written while the scheduler holds its lock: a hung write must not
+    # keep GetBattle (and every other caller of the lock) waiting for the store
+    gate = threading.Event()
+    ex = ScriptedExecutor({"b0": ["fail"]}, gate=gate)
+    sched = Scheduler(store, [ex], planner=grid_planner, backoff_s=0.01, max_backoff_s=0.2)
+    sched.state.hang_after_s = 30.0  # the hang is not noticed during this test
+    sched.start()
+    try:
+        bid = sched.submit(make_spec(backbones=["b0"], seeds=[0]))
+        assert wait_for(lambda: ex.active == 1)
+        store.stop()
+        gate.set()  # the run fails now; its state write hangs
+        assert wait_for(lambda: store.waiting_calls > 0)
+        answered = []
+        caller = threading.Thread(target=lambda: answered.append(sched.get(bid)), daemon=True)
+        caller.start()
+        caller.join(10)
+        assert answered, "GetBattle waited for the hung store"
+        assert answered[0].counts["failed"] == 1
+        store.resume()
+        assert sched.wait(bid, timeout_s=20).state == "failed"
+        assert wait_for(lambda: sched.state.waiting() == 0)
+        assert store.get_json(f"battles/{bid}/battle.json")["state"] == "failed"
     finally:
         gate.set()
         store.resume()

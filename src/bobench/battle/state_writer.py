@@ -1,18 +1,18 @@
 """StateWriter: the scheduler's writes of battle and run state that survive an artifact-store outage.
 
 State objects (`battles/<id>/battle.json`, `battles/<id>/runs/<key>.json`) are whole documents
-rewritten on every change, so only the newest one per key matters. `put` writes it at once while the
-store answers; when a write fails, that document and every later one are kept in memory (newest per
-key) and a background thread writes them back, with exponential backoff, as soon as the store answers
-again — the scheduler's workers never block on, or die of, a store that is down. While documents wait,
-`healthy` is False; the thread also probes an idle store, so health reflects an outage nobody wrote
-through. A store that hangs (a stopped process: the kernel accepts connections, nothing answers) makes
-no call fail for a whole client timeout; so a store call (this writer's probe or write, or one its
-owner wraps in `tracked()`) that has not come back after `hang_after_s` counts as the store being
-down too (`hung`), and while it hangs
-`put` keeps documents for the flusher instead of blocking its caller. Nothing waiting is lost unless
-the process dies during the outage (a restarted scheduler then re-queues those runs from the older
-state: they run again, reusing any finished result).
+rewritten on every change, so only the newest one per key matters. `put` hands one to the writer's
+thread and, while the store answers, waits until it is written (at most `put_wait_s`, 1 s: callers
+hold the scheduler's lock). When a write fails, that document and every later one are kept in memory
+(newest per key) and the thread writes them back, with exponential backoff, as soon as the store
+answers again — the scheduler's workers never block on, or die of, a store that is down. After a
+failed call `healthy` is False until a call succeeds; the thread also probes an idle store, so health
+reflects an outage nobody wrote through. A store that hangs (a stopped process: the kernel accepts
+connections, nothing answers) makes no call fail for a whole client timeout; so a store call (this
+writer's probe or write, or one its owner wraps in `tracked()`) that has not come back after
+`hang_after_s` counts as the store being down too (`hung`); once a call has waited `put_wait_s`, `put`
+returns at once. Nothing waiting is lost unless the process dies during the outage (a restarted
+scheduler then re-queues those runs from the older state: they run again, reusing any finished result).
 """
 
 from __future__ import annotations
@@ -42,15 +42,18 @@ class StateWriter:
         max_backoff_s: float = 10.0,
         probe_interval_s: float = 2.0,
         hang_after_s: float = 5.0,
+        put_wait_s: float = 1.0,
     ) -> None:
         self.store = store
         self.backoff_s, self.max_backoff_s = max(0.01, backoff_s), max(0.01, max_backoff_s)
         self.probe_interval_s = probe_interval_s
         self.hang_after_s = hang_after_s
+        self.put_wait_s = put_wait_s
         self._calls: dict[int, float] = {}  # token -> monotonic start of a store call in progress
         self._call_tokens = itertools.count()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
+        self._written = threading.Condition(self._lock)  # a waiting document was written or failed
         self._waiting: dict[str, Any] = {}  # key -> newest unsaved document
         self._writing: set[str] = set()  # keys the flusher is writing now
         self._failures = 0  # consecutive failed store calls
@@ -65,9 +68,9 @@ class StateWriter:
 
     @property
     def healthy(self) -> bool:
-        """True while the store answers and no document waits to be written."""
+        """True while the store answers: the last write did not fail and no store call hangs."""
         with self._lock:
-            return self._failures == 0 and not self._waiting and not self._hung_locked()
+            return self._failures == 0 and not self._hung_locked()
 
     @property
     def hung(self) -> bool:
@@ -75,8 +78,8 @@ class StateWriter:
         with self._lock:
             return self._hung_locked()
 
-    def _hung_locked(self) -> bool:
-        limit = time.monotonic() - self.hang_after_s
+    def _hung_locked(self, after_s: float | None = None) -> bool:
+        limit = time.monotonic() - (self.hang_after_s if after_s is None else after_s)
         return any(started < limit for started in self._calls.values())
 
     @contextlib.contextmanager
@@ -101,10 +104,24 @@ class StateWriter:
             return len(self._waiting)
 
     def put(self, key: str, doc: Any) -> None:
-        """Write `doc` under `key` now, or keep it for the flusher while the store is down. Never raises."""
+        """Have `doc` written under `key`: by the writer's thread, waiting up to `put_wait_s` for it
+        (callers may hold their own locks: a store that hangs must not hold them longer), or kept for
+        it while the store is down or hangs. Before `start()`, written here. Never raises."""
         with self._lock:
-            if self._waiting or self._writing or self._failures or self._hung_locked():
-                self._waiting[key] = doc  # keep the order of writes per key; never block on a hang
+            if self._thread.is_alive() and not self._closed:
+                self._waiting[key] = doc  # newest per key; the thread writes in order
+                if self._failures or self._hung_locked(min(self.put_wait_s, self.hang_after_s)):
+                    return  # written back when the store answers (a call already waits: no wait)
+                self._wake.notify_all()
+                deadline = time.monotonic() + self.put_wait_s
+                while self._waiting.get(key) is doc and not self._failures:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._written.wait(left)
+                return
+            if self._waiting or self._writing or self._failures:
+                self._waiting[key] = doc  # keep the order of writes per key
                 return
         try:
             with self.tracked():
@@ -132,6 +149,7 @@ class StateWriter:
     def _failed(self, exc: BaseException) -> None:
         self._failures += 1
         self.last_error = f"{type(exc).__name__}"
+        self._written.notify_all()
 
     def backoff_delay_s(self) -> float:
         """How long to wait before the next store call after the current run of failures (0: none)."""
@@ -160,6 +178,7 @@ class StateWriter:
                         del self._waiting[key]
                     self._failures = 0
                     self._last_ok = time.monotonic()
+                    self._written.notify_all()
         finally:
             with self._lock:
                 self._writing = set()
@@ -183,7 +202,8 @@ class StateWriter:
                 if self._closed:
                     return
                 idle = not self._waiting and self._failures == 0
-                self._wake.wait(self.probe_interval_s if idle else self._delay_locked())
+                if idle or self._failures:  # documents handed over by `put` are written at once
+                    self._wake.wait(self.probe_interval_s if idle else self._delay_locked())
                 if self._closed:
                     return
                 waiting, failures = bool(self._waiting), self._failures
