@@ -140,3 +140,14 @@ def test_a_detection_run_job_fits_the_stack_and_trains_on_the_gpu_there(stack, t
     gpu = target == "gpu"
     assert c["resources"].get("limits", {}).get("nvidia.com/gpu") == ("1" if gpu else None)
     assert env.get("BOBENCH_DEVICE") == ("cuda" if gpu else None)
+
+
+def test_the_rendered_job_config_sends_every_training_protocol_to_jobs(stack):
+    """The deployed jobs.yaml leaves `protocols` to the code's one list, so fine-tuning and the
+    detection protocols run as Jobs in the cluster (GPU and CPU stacks alike)."""
+    from bobench.battle.k8s_jobs import JOB_PROTOCOLS, JobConfig
+
+    (jobs_map,) = [d for d in stack if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("bobench-jobs")]
+    config = JobConfig.from_dict(yaml.safe_load(jobs_map["data"]["jobs.yaml"]), "bobench-jobs")
+    assert config.protocols == JOB_PROTOCOLS
+    assert {"finetune", "detection", "instance_segmentation", "ood_detection"} <= set(config.protocols)
