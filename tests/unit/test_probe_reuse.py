@@ -78,3 +78,24 @@ def test_only_the_last_few_inputs_are_kept() -> None:
     with stage_timer.recording() as table:  # the oldest one was dropped: fitted again
         select_and_refit(*_blobs(0), GRID, OPTIONS)
     assert table.entries["probe_fit"] == 2
+
+
+def test_a_small_probe_is_solved_on_one_thread_whatever_torch_is_set_to() -> None:
+    """Below SINGLE_THREAD_ROWS the fit is the same under any torch thread setting (it runs on one),
+    and the caller's setting is restored afterwards."""
+    from bobench.protocols.logistic import SINGLE_THREAD_ROWS, fit_logistic_grid
+
+    x_tr, y_tr, _, _ = _blobs(n_per_class=150, d=512)  # big enough that torch splits its ops
+    assert len(x_tr) < SINGLE_THREAD_ROWS
+    before = torch.get_num_threads()
+    try:
+        fits = []
+        for threads in (1, 2, 4):
+            torch.set_num_threads(threads)
+            fits.append(fit_logistic_grid(x_tr, y_tr, GRID, **OPTIONS))
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    for other in fits[1:]:
+        assert torch.equal(other.weights, fits[0].weights) and torch.equal(other.bias, fits[0].bias)
+        np.testing.assert_array_equal(other.n_iter, fits[0].n_iter)

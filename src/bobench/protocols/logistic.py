@@ -21,11 +21,20 @@ What makes it fast:
   a small extra product.
 - Logits are laid out [problems × classes, rows] so that the products stay efficient when only one or
   two problems are left in the batch; finished problems leave the batch.
+- A problem with fewer than `SINGLE_THREAD_ROWS` training rows (every probe of the demo) is solved
+  on one torch thread: its per-iteration products and reductions are too small to split, so every
+  op of a multi-threaded solve is mostly a thread barrier, which collapses as soon as another process
+  wants the cores (probe fits of the demo at load 4-5 on 2 cores: 3.3-5x faster on one thread than
+  on two; they were 53 % of a cold demo's wall under that load). One thread also makes the fit of a
+  small probe independent of the machine's core count (the order of float32 reductions). Larger
+  problems keep torch's thread setting.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -48,6 +57,7 @@ _MAX_NEWTON = 20  # intercept Newton steps per evaluation (usually 1-3)
 _BIAS_DAMPING = 1e-9  # Levenberg damping of the intercept Hessian (see _Problem._optimal_bias)
 _NEWTON_TOL_PER_TOL = 0.1  # the intercept gradient Newton leaves, relative to tol
 _WARM_BLOCK = 8  # grid values solved together per step along the regularisation path
+SINGLE_THREAD_ROWS = 2048  # fewer training rows: solved on one torch thread (module docstring)
 
 
 @dataclass
@@ -101,8 +111,37 @@ def fit_logistic_grid(
     two weakest-penalty solutions found so far, so the weak-penalty problems, which take the most
     iterations, start close to their optimum (about half the iterations on the bench's features). The
     objective, optimum and stopping rule are those of a cold start from W = 0.
-    Raises InvalidArgument for fewer than two classes or a bad C.
+    Raises InvalidArgument for fewer than two classes or a bad C. Fewer than `SINGLE_THREAD_ROWS`
+    rows are solved on one torch thread (module docstring).
     """
+    with _torch_threads(1 if len(x) < SINGLE_THREAD_ROWS else None):
+        return _fit_logistic_grid(x, y, Cs, max_iter=max_iter, tol=tol, dtype=dtype, warm_start=warm_start)
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` for the block (None: unchanged), then restored."""
+    before = torch.get_num_threads()
+    if threads is None or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit_logistic_grid(
+    x: np.ndarray,
+    y: np.ndarray,
+    Cs: np.ndarray | list[float],
+    *,
+    max_iter: int,
+    tol: float,
+    dtype: torch.dtype,
+    warm_start: bool,
+) -> LogisticGridFit:
     x = np.asarray(x, dtype=np.float32)
     classes, y_idx = np.unique(np.asarray(y), return_inverse=True)
     if classes.size < 2:
