@@ -133,6 +133,18 @@ def _print_table(table: stage_timer.StageTable) -> None:
     print(f"{'wall':<52} {wall:9.1f} {1:7.1%}")
 
 
+def _protocol_seconds(out: Path) -> dict[str, tuple[int, float]]:
+    """{protocol: (runs, summed run duration_s)} from the battle's results.jsonl."""
+    import json
+
+    totals: dict[str, tuple[int, float]] = {}
+    for line in (out / "results.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        runs, seconds = totals.get(record["protocol"], (0, 0.0))
+        totals[record["protocol"]] = (runs + 1, seconds + float(record.get("duration_s") or 0.0))
+    return totals
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
@@ -160,6 +172,7 @@ def main() -> None:
             with _report_stage():
                 code, stdout = _run_cli(args.spec, out, args.threads)
         load_after = os.getloadavg()
+        by_protocol = _protocol_seconds(out) if (out / "results.jsonl").exists() else {}
         rerun_s = None
         if args.rerun:  # a fresh process, as a user's second `make run`
             argv = [sys.executable, "-m", "bobench.cli", "battle", "run", str(args.spec), "--out", str(out)]
@@ -180,6 +193,9 @@ def main() -> None:
         f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); cpus {os.cpu_count()}"
     )
     _print_table(table)
+    print("run time by protocol (records' duration_s): " + ", ".join(
+        f"{name} {seconds:.1f} s / {runs} runs" for name, (runs, seconds) in sorted(by_protocol.items(), key=lambda kv: -kv[1][1])
+    ))  # fmt: skip
     images = table.counts.get("images_embedded", 0)
     embed_s = table.seconds.get("embedding", 0.0)
     network_s = sum(table.seconds.get(n, 0.0) for n in NETWORK_STAGES)
