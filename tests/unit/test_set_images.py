@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,13 +34,10 @@ REGISTRY, TAG = "registry.test:5000/team", "1.0"  # "1.0" must stay a string, no
 
 @pytest.fixture
 def deploy_copy(tmp_path) -> Path:
-    """A copy of deploy/ with every `*.env.example` filled in (random values), as `make deploy-secrets` does."""
-    copy = tmp_path / "deploy"
-    shutil.copytree(ROOT / "deploy", copy, ignore=shutil.ignore_patterns("*.env"))
-    for example in copy.rglob("*.env.example"):
-        keys = re.findall(r"^([A-Z][A-Z0-9_]*)=", example.read_text(), re.MULTILINE)
-        example.with_suffix("").write_text("".join(f"{k}=test-{secrets.token_hex(12)}\n" for k in keys))
-    return copy
+    """A copy of deploy/ with its secrets files generated as `make deploy-secrets` does."""
+    from deploy_render import deploy_copy as copy_of_deploy
+
+    return copy_of_deploy(tmp_path)[0]
 
 
 def kustomizations(deploy: Path) -> list[Path]:

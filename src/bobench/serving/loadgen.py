@@ -224,7 +224,9 @@ def run_single_stream(
     i = 0
     while True:
         elapsed = time.perf_counter() - tracker.t0
-        if i >= settings.min_query_count and elapsed >= settings.min_duration_s:
+        # the duration that counts is the last answer's time (what reached_minimum checks), not "now"
+        last_answer = float(tracker.completed[i - 1]) if i else 0.0
+        if i >= settings.min_query_count and last_answer >= settings.min_duration_s:
             break
         if elapsed >= settings.max_duration_s:
             break
