@@ -24,8 +24,13 @@ COPY src /tmp/bobench/src
 # tensorrt-cu12 is an sdist that runs pip inside pip unless told to declare its wheels instead; the
 # wheels of its TensorRT libraries are on NVIDIA's index only (PyPI has stubs that fail to install).
 ARG NVIDIA_INDEX=https://pypi.nvidia.com
+# The deepforest wheel (tree_crowns' data: bobench.data.detection_bundled reads it from
+# /opt/bobench/wheels when the cache lacks it; a Job pod has an empty cache and no package index).
+ARG DEEPFOREST_VERSION=2.1.0
 RUN NVIDIA_TENSORRT_DISABLE_INTERNAL_PIP=1 pip install --no-cache-dir --extra-index-url "${NVIDIA_INDEX}" \
         -c /tmp/bobench/constraints.txt "/tmp/bobench[finetune-gpu]" \
+    && pip download --no-cache-dir --no-deps --only-binary=:all: -d /opt/bobench/wheels \
+        "deepforest==${DEEPFOREST_VERSION}" \
     && rm -rf /tmp/bobench \
     && useradd --no-log-init --create-home --uid 10001 --shell /usr/sbin/nologin bob \
     && mkdir -p /cache /results \

@@ -74,3 +74,19 @@ def test_fetch_without_the_wheel_anywhere_exits_1_saying_how_to_get_it(tmp_path,
     assert f"put {DEEPFOREST_WHEEL} into {cache / 'pypi'} by hand" in err
     assert "could not fetch tree_crowns" in err
     assert not (cache / "pypi" / DEEPFOREST_WHEEL).exists()
+
+
+def test_a_wheel_baked_into_the_image_is_read_when_the_cache_lacks_it(tmp_path, local_index, monkeypatch):
+    """A Job pod: empty cache, no package index, the wheel in the image's folder (BOBENCH_IMAGE_WHEELS)."""
+    from bobench.data import detection_bundled
+
+    baked = tmp_path / "image-wheels"
+    baked.mkdir()
+    shutil.move(str(local_index / DEEPFOREST_WHEEL), baked / DEEPFOREST_WHEEL)  # no index has it now
+    monkeypatch.setenv(detection_bundled.IMAGE_WHEELS_ENV, str(baked))
+    cache = tmp_path / "empty-cache"
+    assert deepforest_wheel(cache) == baked / DEEPFOREST_WHEEL
+    assert not (cache / "pypi" / DEEPFOREST_WHEEL).exists()  # read in place, nothing fetched or copied
+    monkeypatch.setenv(detection_bundled.IMAGE_WHEELS_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(Unavailable, match="pip download deepforest"):
+        deepforest_wheel(cache)

@@ -64,7 +64,7 @@ def test_detection_reports_coco_box_metrics_with_intervals_and_reuses_its_checkp
     ctx = context(tmp_path, trees)
     first = protocol.evaluate(ctx, FAST, 0)
     _assert_scored(first, n_test=len(trees.split("test")))
-    assert first["regime"] == "finetune" and first["best_epoch"] == 1
+    assert first["regime"] == "finetune" and first["best_epoch"] == 1 and first["device"] == "cpu"
     assert 0.0 <= first["val_AP"] <= 1.0
     assert first["checkpoint_dir"].startswith(str(tmp_path / "detection"))
     assert set(protocol.higher_is_better) >= set(BOX_METRICS) and protocol.primary_metric == "AP"
@@ -123,3 +123,19 @@ def test_a_bad_config_fails_planning_before_the_dataset_loads():
                          ("instance_segmentation", {"head": "retinanet"})]:  # fmt: skip
         with pytest.raises(InvalidArgument, match=name):
             plan_single_run(BACKBONE, "tree_crowns", name, config, 0, dataset_loader=loader)
+
+
+def test_a_cuda_request_without_cuda_trains_on_the_cpu_says_so_and_records_it(caplog):
+    import types
+
+    import torch
+
+    from bobench.detection.run import _device
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here: the fallback is not taken")
+    ctx = types.SimpleNamespace(settings=types.SimpleNamespace(device="cuda"))
+    with caplog.at_level("WARNING", logger="bobench.detection.run"):
+        assert _device(ctx) == "cpu"
+    assert "CUDA is not available" in caplog.text
+    assert _device(types.SimpleNamespace(settings=types.SimpleNamespace(device="cpu"))) == "cpu"

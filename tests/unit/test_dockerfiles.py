@@ -381,3 +381,23 @@ def test_image_builds(name):
         text=True,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+@pytest.mark.parametrize("name", ["evaluator", "finetune-gpu"])
+def test_images_that_run_detection_carry_the_tree_crown_wheel_where_the_loader_looks(name):
+    """Detection Jobs (and CPU evaluators) read tree_crowns in a pod with an empty cache and no package
+    index: the image downloads the deepforest wheel, at the loader's version, into the folder it reads."""
+    from bobench.data.detection_bundled import DEEPFOREST_VERSION, IMAGE_WHEELS_DEFAULT
+
+    dockerfile = ROOT / IMAGES[name][0]
+    args = [a for kw, a in instructions(dockerfile) if kw == "ARG" and a.startswith("DEEPFOREST_VERSION=")]
+    assert args == [f"DEEPFOREST_VERSION={DEEPFOREST_VERSION}"]
+    downloads = [
+        shlex.split(command)
+        for kw, a in instructions(dockerfile) if kw == "RUN"
+        for command in re.split(r"&&|;", a) if shlex.split(command)[:2] == ["pip", "download"]
+    ]  # fmt: skip
+    assert len(downloads) == 1
+    words = downloads[0]
+    assert words[words.index("-d") + 1] == IMAGE_WHEELS_DEFAULT and "--no-deps" in words
+    assert "deepforest==${DEEPFOREST_VERSION}" in words

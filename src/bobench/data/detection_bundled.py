@@ -25,6 +25,7 @@ import functools
 import io
 import itertools
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,10 @@ TREE_IMAGES = (  # (stem in deepforest/data/, NEON site)
 )
 TREE_SITES = ("YELL", "OSBS", "SOAP")
 PIP = (sys.executable, "-m", "pip")  # the pip client that fetches the wheel (tests may swap it)
+# A read-only folder of wheels baked into an image (the evaluator and finetune-gpu Dockerfiles put the
+# deepforest wheel there), so a Job pod with an empty cache and no package index reads tree_crowns.
+IMAGE_WHEELS_ENV = "BOBENCH_IMAGE_WHEELS"
+IMAGE_WHEELS_DEFAULT = "/opt/bobench/wheels"
 PIP_TIMEOUT_S = 600
 LABELME_DIR = "/usr/share/doc/labelme-examples/examples/instance_segmentation/data_dataset_coco"
 
@@ -74,12 +79,17 @@ def _cache_dir() -> Path:
 
 
 def deepforest_wheel(cache_dir: Path | None = None) -> Path:
-    """Path of the deepforest wheel, fetched once with `pip download --no-deps` into `<cache>/pypi`.
+    """Path of the deepforest wheel: in `<cache>/pypi`, else in the image's wheel folder (env
+    BOBENCH_IMAGE_WHEELS, default /opt/bobench/wheels), else fetched once with `pip download --no-deps`
+    into `<cache>/pypi`.
 
-    Raises Unavailable when it is not cached and pip fails (offline, no index)."""
+    Raises Unavailable when it is in neither place and pip fails (offline, no index)."""
     target = (cache_dir or _cache_dir()) / "pypi" / DEEPFOREST_WHEEL
     if target.exists():
         return target
+    baked = Path(os.environ.get(IMAGE_WHEELS_ENV) or IMAGE_WHEELS_DEFAULT) / DEEPFOREST_WHEEL
+    if baked.is_file():
+        return baked
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info(
         "fetching deepforest==%s (wheel only, no dependencies) into %s", DEEPFOREST_VERSION, target.parent

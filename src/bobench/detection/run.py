@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from bobench.detection.model import HEADS, REGIMES, DetectorConfig
 from bobench.detection.train import TrainConfig
 from bobench.errors import InvalidArgument
 
+log = logging.getLogger(__name__)
 _TRAIN_KEYS = [f.name for f in fields(TrainConfig) if f.name != "device"]
 DEFAULTS: dict[str, Any] = {
     **asdict(DetectorConfig()),
@@ -79,7 +81,12 @@ def _device(ctx) -> str:
     import torch
 
     wanted = str(getattr(getattr(ctx, "settings", None), "device", "cpu") or "cpu")
-    return wanted if wanted.startswith("cuda") and torch.cuda.is_available() else "cpu"
+    if not wanted.startswith("cuda"):
+        return "cpu"
+    if torch.cuda.is_available():
+        return wanted
+    log.warning("detection: device %r asked for but CUDA is not available here; training on the CPU", wanted)
+    return "cpu"
 
 
 def _cache_dir(ctx) -> Path:
@@ -153,5 +160,6 @@ def run_detection(
             scored = coco_metrics(test_ds, indices, dets, iou_type=iou_type, resamples=resamples, seed=seed)
             metrics.update({f"{prefix}{k}": v for k, v in scored.items()})
     metrics["regime"] = det_cfg.regime
+    metrics["device"] = train_cfg.device  # where it really trained (a cuda request falls back to the CPU)
     metrics["checkpoint_dir"] = str(out)
     return metrics
