@@ -210,7 +210,7 @@ class StateWriter:
                 stale = time.monotonic() - self._last_ok >= self.probe_interval_s
             try:
                 if waiting:
-                    if self.flush():
+                    if self.flush() and failures:  # a plain hand-over from `put` is not news
                         log.info("store answers again: waiting state written")
                 elif failures or stale:
                     self.probe()
