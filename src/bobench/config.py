@@ -89,7 +89,8 @@ class Settings:
     # Host price per hour by device kind (bobench.analysis.costs): throughput becomes cost per million
     # images in the report and the advice. File: a mapping {cpu: 0.10, nvidia-h200: 4.0}; env
     # BOBENCH_PRICE_PER_HOUR: "cpu=0.10,nvidia-h200=4.0". Keys match a run's recorded device.
-    price_per_hour: dict[str, float] = field(default_factory=dict)
+    # hash=False: Settings is a cache key (e.g. per-settings S3 clients); a dict cannot be hashed
+    price_per_hour: dict[str, float] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -81,3 +81,9 @@ def test_secret_key_is_not_written_out():
 def test_out_of_range_settings_are_rejected(field, value):
     with pytest.raises(InvalidArgument, match=field):
         load_settings(**{field: value})
+
+
+def test_settings_with_prices_stay_hashable():
+    """Settings is a cache key (per-settings S3 clients): the price mapping must not break hashing."""
+    priced = Settings(price_per_hour={"cpu": 0.1})
+    assert {priced: 1}[priced] == 1 and hash(priced) == hash(Settings())
