@@ -121,6 +121,22 @@ class LocalContext:
         chunk = max(1, embedder.batch_size)
         out: list[np.ndarray] = []
         total = len(indices)
+        stream = getattr(embedder, "embed_stream", None)
+        if stream is not None and total > chunk:  # a served embedder: several batches in flight
+            starts = range(0, total, chunk)
+            batches = (
+                np.stack([self._prepare(ds, int(i), variant) for i in indices[start : start + chunk]])
+                for start in starts
+            )
+            # the wait for answers counts as embedding; preparing the next batches (inside the
+            # generator) as decode/resize, stages nested in this one
+            with stage("embedding"):
+                for start, features in zip(starts, stream(batches)):
+                    out.append(np.asarray(features, dtype=np.float32))
+                    done = min(start + chunk, total)
+                    add_count("images_embedded", done - start)
+                    self.progress(done, total, label)
+            return np.concatenate(out, axis=0)
         for start in range(0, total, chunk):
             batch_idx = indices[start : start + chunk]
             batch = np.stack([self._prepare(ds, int(i), variant) for i in batch_idx])

@@ -78,6 +78,21 @@ class TimedEmbedder(Embedder):
     def describe(self) -> dict:
         return self.inner.describe()
 
+    def __getattr__(self, name: str):
+        if name == "embed_stream" and hasattr(self.inner, "embed_stream"):
+            return self._timed_stream  # only where the inner embedder streams (Triton)
+        raise AttributeError(name)
+
+    def _timed_stream(self, batches):
+        """The inner embedder's stream (several batches in flight); with batches overlapping, each
+        batch's recorded time is the wait since the previous answer, not its own round trip."""
+        t0 = time.perf_counter()
+        for features in self.inner.embed_stream(batches):
+            now = time.perf_counter()
+            self._histogram.observe(now - t0)
+            t0 = now
+            yield features
+
     def unwrap(self) -> Embedder:
         return self.inner.unwrap()
 
