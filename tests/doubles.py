@@ -32,3 +32,31 @@ def register_sleepy_protocol() -> str:
             )
         )
     return name
+
+
+def gated_local_store():
+    """A real LocalStore class whose every call first passes `self._gate(write)`: subclasses make the
+    gate refuse (a store that is down) or wait (a store that hangs). Imported lazily: bobench.store."""
+    from bobench.store import LocalStore
+
+    class GatedLocalStore(LocalStore):
+        def _gate(self, write: bool = False) -> None:
+            pass
+
+        def put_bytes(self, key, data, content_type="application/octet-stream"):
+            self._gate(write=True)
+            return super().put_bytes(key, data, content_type)
+
+        def get_bytes(self, key):
+            self._gate()
+            return super().get_bytes(key)
+
+        def stat(self, key):
+            self._gate()
+            return super().stat(key)
+
+        def list(self, prefix=""):
+            self._gate()
+            return super().list(prefix)
+
+    return GatedLocalStore

@@ -9,16 +9,16 @@ import time
 from collections import Counter
 
 import pytest
+from doubles import gated_local_store
 from test_scheduler import ScriptedExecutor, grid_planner, make_spec
 
 from bobench.battle.result_signing import ResultSigner
 from bobench.battle.scheduler import Scheduler
 from bobench.battle.scheduler_state import result_key
 from bobench.errors import AlreadyExists, Unavailable
-from bobench.store import LocalStore
 
 
-class SwitchableStore(LocalStore):
+class SwitchableStore(gated_local_store()):
     """A LocalStore whose every call raises Unavailable while `down` is set (a store outage)."""
 
     def __init__(self, root) -> None:
@@ -26,26 +26,10 @@ class SwitchableStore(LocalStore):
         self.down = threading.Event()
         self.refused = 0
 
-    def _check(self) -> None:
+    def _gate(self, write: bool = False) -> None:
         if self.down.is_set():
             self.refused += 1
             raise Unavailable("store is down")
-
-    def put_bytes(self, key, data, content_type="application/octet-stream"):
-        self._check()
-        return super().put_bytes(key, data, content_type)
-
-    def get_bytes(self, key):
-        self._check()
-        return super().get_bytes(key)
-
-    def stat(self, key):
-        self._check()
-        return super().stat(key)
-
-    def list(self, prefix=""):
-        self._check()
-        return super().list(prefix)
 
 
 @pytest.fixture

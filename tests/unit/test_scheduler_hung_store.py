@@ -9,15 +9,15 @@ import threading
 import time
 
 import pytest
+from doubles import gated_local_store
 from test_scheduler import ScriptedExecutor, grid_planner, make_spec
 
 from bobench.battle.scheduler import Scheduler
 from bobench.battle.state_writer import StateWriter
 from bobench.errors import Unavailable
-from bobench.store import LocalStore
 
 
-class HangingStore(LocalStore):
+class HangingStore(gated_local_store()):
     """A LocalStore whose every call waits (up to 30 s, like a client read timeout) while `hang` is set."""
 
     def __init__(self, root) -> None:
@@ -28,7 +28,7 @@ class HangingStore(LocalStore):
         self.waiting_calls = 0
         self.only_writes = False  # hang puts only (reads answer), like a store whose writes stall
 
-    def _wait(self, write: bool = False) -> None:
+    def _gate(self, write: bool = False) -> None:
         if self.hang.is_set() and (write or not self.only_writes):
             self.waiting_calls += 1
             self.answered.wait(30)
@@ -40,22 +40,6 @@ class HangingStore(LocalStore):
     def resume(self) -> None:
         self.hang.clear()
         self.answered.set()
-
-    def put_bytes(self, key, data, content_type="application/octet-stream"):
-        self._wait(write=True)
-        return super().put_bytes(key, data, content_type)
-
-    def get_bytes(self, key):
-        self._wait()
-        return super().get_bytes(key)
-
-    def stat(self, key):
-        self._wait()
-        return super().stat(key)
-
-    def list(self, prefix=""):
-        self._wait()
-        return super().list(prefix)
 
 
 @pytest.fixture
