@@ -208,7 +208,7 @@ def _is_zombie(pid: int) -> bool:
 def test_a_restarted_scheduler_adopts_the_running_job_instead_of_creating_another(cluster, standin):
     store, _, make_scheduler = cluster
     first, _ = make_scheduler()
-    spec = finetune_spec("k8s-adopt", epochs=40)
+    spec = finetune_spec("k8s-adopt", epochs=400)  # ~20 s warm: still training when the first scheduler stops
     (plan,) = plan_battle(spec)
     bid = first.submit(spec, battle_id="adopt-me")
     poll(stored_checkpoint(store, plan.run_key), 120, "the Job to be training")
