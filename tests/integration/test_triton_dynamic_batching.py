@@ -23,7 +23,7 @@ def batching_server(tmp_path_factory):
         tritonserver_home()
     except Unavailable as exc:
         pytest.skip(str(exc))
-    from conftest import stop_pid
+    from bobench.stack.procs import stop_pid
 
     root = tmp_path_factory.mktemp("batching")
     repo, cache = root / "repo", root / "cache"
