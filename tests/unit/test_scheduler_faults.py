@@ -37,11 +37,14 @@ def store(tmp_path):
     return SwitchableStore(tmp_path / "store")
 
 
-def start(store, executors, **kw):
+def start(store, executors, hang_after_s: float | None = None, **kw):
+    """A started Scheduler with fast retries and store probes (and `hang_after_s` for its StateWriter)."""
     kw.setdefault("backoff_s", 0.01)
     kw.setdefault("max_backoff_s", 0.2)
     sched = Scheduler(store, executors, planner=grid_planner, **kw)
     sched.state.probe_interval_s = 0.05
+    if hang_after_s is not None:
+        sched.state.hang_after_s = hang_after_s
     return sched.start()
 
 

@@ -6,11 +6,11 @@ LocalStore whose calls wait while `hang` is set (found by tests/integration/test
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from doubles import gated_local_store
 from test_scheduler import ScriptedExecutor, grid_planner, make_spec
+from test_scheduler_faults import start, wait_for
 
 from bobench.battle.scheduler import Scheduler
 from bobench.battle.state_writer import StateWriter
@@ -49,15 +49,6 @@ def store(tmp_path):
     s.resume()  # never leave a thread waiting on it
 
 
-def wait_for(condition, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_a_hung_store_turns_the_writer_unhealthy_and_put_keeps_the_document(store):
     writer = StateWriter(store, probe_interval_s=0.05, hang_after_s=0.2).start()
     try:
@@ -81,9 +72,7 @@ def test_a_hung_store_turns_the_writer_unhealthy_and_put_keeps_the_document(stor
 def test_submit_and_results_answer_unavailable_while_the_store_hangs_and_runs_finish_once(store):
     gate = threading.Event()
     ex = ScriptedExecutor(gate=gate)
-    sched = Scheduler(store, [ex], planner=grid_planner, backoff_s=0.01, max_backoff_s=0.2)
-    sched.state.probe_interval_s, sched.state.hang_after_s = 0.05, 0.2
-    sched.start()
+    sched = start(store, [ex], hang_after_s=0.2)
     try:
         bid = sched.submit(make_spec(seeds=[0]))  # 3 runs, the first held at the gate
         assert wait_for(lambda: ex.active == 1) and wait_for(sched.healthy)
@@ -110,9 +99,7 @@ def test_submit_and_results_answer_unavailable_while_the_store_hangs_and_runs_fi
 def test_a_result_write_that_hangs_turns_health_not_ready_while_reads_answer(store):
     gate = threading.Event()
     ex = ScriptedExecutor(gate=gate)
-    sched = Scheduler(store, [ex], planner=grid_planner, backoff_s=0.01, max_backoff_s=0.2)
-    sched.state.probe_interval_s, sched.state.hang_after_s = 0.05, 0.2
-    sched.start()
+    sched = start(store, [ex], hang_after_s=0.2)
     try:
         bid = sched.submit(make_spec(backbones=["b0"], seeds=[0]))
         assert wait_for(lambda: ex.active == 1) and wait_for(sched.healthy)
