@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bobench.tensors import INPUT_NAME, OUTPUT_NAME
+
 BATCHES = (1, 8, 32)
 
 
@@ -61,7 +63,7 @@ def ort_ips(session, images: np.ndarray, samples: int) -> float:
     calls = max(2, -(-samples // images.shape[0]))
     t0 = time.perf_counter()
     for _ in range(calls):
-        session.run(["features"], {"images": images})
+        session.run([OUTPUT_NAME], {INPUT_NAME: images})
     return calls * images.shape[0] / (time.perf_counter() - t0)
 
 

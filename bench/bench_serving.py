@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bobench.tensors import INPUT_NAME, OUTPUT_NAME
+
 
 def build_in_subprocess(
     backbone: str, repo: Path, cache: Path, input_dtype: str, model_name: str, batch: int, threads: int
@@ -106,7 +108,7 @@ def main() -> None:
         session = ort_session(u8_dir / "1" / "model.onnx", args.threads)
 
         def ort(x):
-            return lambda: session.run(["features"], {"images": x})
+            return lambda: session.run([OUTPUT_NAME], {INPUT_NAME: x})
 
         with TritonServer(repo) as server:
             u8 = TritonEmbedder("m_uint8", url=server.grpc_url, batch_size=args.batch, concurrency=1)

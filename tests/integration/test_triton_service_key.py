@@ -15,6 +15,7 @@ import pytest
 from bobench.errors import PermissionDenied
 from bobench.serving.errors import to_bobench_error
 from bobench.serving.triton_access import ADMIN_HEADER, SERVICE_HEADER, service_client
+from bobench.tensors import INPUT_NAME, OUTPUT_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -57,12 +58,12 @@ def _infer(client) -> np.ndarray:
     import tritonclient.grpc as grpcclient
 
     images = _images(2)
-    inp = grpcclient.InferInput("images", list(images.shape), "UINT8")
+    inp = grpcclient.InferInput(INPUT_NAME, list(images.shape), "UINT8")
     inp.set_data_from_numpy(images)
     result = client.infer(
-        "toy", [inp], outputs=[grpcclient.InferRequestedOutput("features")], client_timeout=30
+        "toy", [inp], outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)], client_timeout=30
     )
-    return result.as_numpy("features")
+    return result.as_numpy(OUTPUT_NAME)
 
 
 def _refused(call, where: str = "test call") -> PermissionDenied:
@@ -149,7 +150,7 @@ def _http(url: str, body: dict | None = None, headers: dict | None = None) -> in
 
 def test_http_takes_the_same_keys_as_plain_headers(keyed_triton):
     base = f"http://{keyed_triton.http_url}"
-    infer = {"inputs": [{"name": "images", "shape": [1, 3, 32, 32], "datatype": "UINT8",
+    infer = {"inputs": [{"name": INPUT_NAME, "shape": [1, 3, 32, 32], "datatype": "UINT8",
                          "data": _images(1).ravel().tolist()}]}  # fmt: skip
     assert _http(f"{base}/v2/health/ready") == 200  # probes: no key
     assert _http(f"{base}/v2/models/toy/ready") == 200

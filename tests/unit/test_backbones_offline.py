@@ -8,10 +8,10 @@ import torch
 
 from bobench.backbones import create_backbone, get_spec
 from bobench.backbones.sources_onnx import manual_preprocess
-from bobench.embed.base import INPUT_NAME, OUTPUT_NAME
 from bobench.embed.preprocess import resize_crop
 from bobench.errors import InvalidArgument
 from bobench.export.onnx_export import _raw_with_feature_output, ort_session
+from bobench.tensors import INPUT_NAME, OUTPUT_NAME
 
 torch.set_num_threads(1)
 ESPRESSO = 967  # ImageNet-1k class index

@@ -42,7 +42,7 @@ def test_export_writes_a_verified_model_and_repository_entry(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["verified"] and report["max_abs_err"] < 1e-4
     config = read_model_config(tmp_path / "repo" / "toy" / "config.pbtxt")
-    assert config.input[0].name == "images" and config.output[0].name == "features"
+    assert config.input[0].name == "bobench_images" and config.output[0].name == "bobench_features"
 
 
 def test_export_tensorrt_without_gpu_is_a_clear_error(tmp_path, capsys):

@@ -12,9 +12,9 @@ from onnx import numpy_helper
 
 import bobench.export.onnx_export as onnx_export
 from bobench.backbones import create_backbone
-from bobench.embed.base import INPUT_NAME, OUTPUT_NAME
 from bobench.export import ExportVerificationError, export_cached, export_onnx
 from bobench.export.onnx_export import ort_session, verify_onnx
+from bobench.tensors import INPUT_NAME, OUTPUT_NAME
 
 torch.set_num_threads(1)
 

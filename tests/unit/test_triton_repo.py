@@ -22,6 +22,7 @@ from bobench.errors import (
 )
 from bobench.export import triton_repo
 from bobench.export.triton_repo import read_model_config, read_model_metadata, write_model_repository
+from bobench.tensors import INPUT_NAME, OUTPUT_NAME
 
 SIZE, DIM = 16, 8
 
@@ -35,11 +36,11 @@ def tiny_onnx(path, size=SIZE, dim=DIM, input_dtype="uint8"):
     elem = TensorProto.UINT8 if input_dtype == "uint8" else TensorProto.FLOAT
     half = size // 2
     nodes = [
-        helper.make_node("Cast", ["images"], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", [INPUT_NAME], ["x"], to=TensorProto.FLOAT),
         helper.make_node("Mul", ["x", "scale"], ["xs"]),
         helper.make_node("AveragePool", ["xs"], ["p"], kernel_shape=[half, half], strides=[half, half]),
         helper.make_node("Flatten", ["p"], ["f"], axis=1),
-        helper.make_node("MatMul", ["f", "W"], ["features"]),
+        helper.make_node("MatMul", ["f", "W"], [OUTPUT_NAME]),
     ]
     inits = [
         numpy_helper.from_array(np.array(1 / 255, np.float32), "scale"),
@@ -48,8 +49,8 @@ def tiny_onnx(path, size=SIZE, dim=DIM, input_dtype="uint8"):
     graph = helper.make_graph(
         nodes,
         "tiny",
-        [helper.make_tensor_value_info("images", elem, ["N", 3, size, size])],
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", dim])],
+        [helper.make_tensor_value_info(INPUT_NAME, elem, ["N", 3, size, size])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", dim])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -97,8 +98,8 @@ def test_local_config_parses_and_matches_spec(tmp_path, onnx_u8):
     assert cfg.name == "tiny_net" and cfg.backend == "python" and cfg.platform == ""
     assert cfg.max_batch_size == 16
     (inp,), (out,) = cfg.input, cfg.output
-    assert (inp.name, inp.data_type, list(inp.dims)) == ("images", mc.TYPE_UINT8, [3, SIZE, SIZE])
-    assert (out.name, out.data_type, list(out.dims)) == ("features", mc.TYPE_FP32, [DIM])
+    assert (inp.name, inp.data_type, list(inp.dims)) == (INPUT_NAME, mc.TYPE_UINT8, [3, SIZE, SIZE])
+    assert (out.name, out.data_type, list(out.dims)) == (OUTPUT_NAME, mc.TYPE_FP32, [DIM])
     assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8]
     assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
     assert [(g.kind, g.count) for g in cfg.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 2)]

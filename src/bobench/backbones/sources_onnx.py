@@ -1,8 +1,11 @@
 """ONNX-source backbones: an existing ONNX network composed with the spec's preprocessing.
 
-The composed graph takes "images" (uint8 or float32 [N, 3, S, S], 0..255 RGB), applies the same
-cast / scale / mean-std / BGR / NHWC steps as PreprocessingWrapper in ONNX ops, runs the original
-network cut at `spec.output_name`, and returns "features" float32 [N, D].
+The composed graph takes the contract's input (`bobench.tensors.INPUT_NAME`: uint8 or float32
+[N, 3, S, S], 0..255 RGB), applies the same cast / scale / mean-std / BGR / NHWC steps as
+PreprocessingWrapper in ONNX ops, runs the original network cut at `spec.output_name`, and returns
+the contract's output (OUTPUT_NAME, float32 [N, D]). Every tensor the composition adds is named with
+RESERVED_PREFIX, and a user graph that already uses that prefix is refused, so no name of the user's
+network can collide with ours.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from onnx import TensorProto, compose, helper, numpy_helper
 from bobench.backbones.factory import LoadedBackbone
 from bobench.backbones.spec import BackboneSpec
 from bobench.backbones.weights import resolve_weights_file, verify_declared_digest, weights_file_digest
-from bobench.embed.base import INPUT_NAME, OUTPUT_NAME
 from bobench.errors import InvalidArgument
+from bobench.tensors import CONTRACT_VERSION, INPUT_NAME, OUTPUT_NAME, RESERVED_PREFIX
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"uint8": TensorProto.UINT8, "float32": TensorProto.FLOAT}
+_PRE = RESERVED_PREFIX + "pre_"  # the preprocessing tensors and initialisers
 
 
 def raw_onnx_file(spec: BackboneSpec) -> Path:
@@ -57,19 +61,19 @@ def _preprocessing_graph(
     mean = np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
     inits = [
-        numpy_helper.from_array((1.0 / (255.0 * std)).astype(np.float32), "pre_scale"),
-        numpy_helper.from_array((mean / std).astype(np.float32), "pre_shift"),
+        numpy_helper.from_array((1.0 / (255.0 * std)).astype(np.float32), _PRE + "scale"),
+        numpy_helper.from_array((mean / std).astype(np.float32), _PRE + "shift"),
     ]
     nodes = [
-        helper.make_node("Cast", [INPUT_NAME], ["pre_float"], to=TensorProto.FLOAT),
-        helper.make_node("Mul", ["pre_float", "pre_scale"], ["pre_scaled"]),
-        helper.make_node("Sub", ["pre_scaled", "pre_shift"], ["pre_norm"]),
+        helper.make_node("Cast", [INPUT_NAME], [_PRE + "float"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", [_PRE + "float", _PRE + "scale"], [_PRE + "scaled"]),
+        helper.make_node("Sub", [_PRE + "scaled", _PRE + "shift"], [_PRE + "norm"]),
     ]
-    last = "pre_norm"
+    last = _PRE + "norm"
     if spec.channel_order == "BGR":
-        inits.append(numpy_helper.from_array(np.array([2, 1, 0], np.int64), "pre_bgr"))
-        nodes.append(helper.make_node("Gather", [last, "pre_bgr"], ["pre_bgr_out"], axis=1))
-        last = "pre_bgr_out"
+        inits.append(numpy_helper.from_array(np.array([2, 1, 0], np.int64), _PRE + "bgr"))
+        nodes.append(helper.make_node("Gather", [last, _PRE + "bgr"], [_PRE + "bgr_out"], axis=1))
+        last = _PRE + "bgr_out"
     nodes.append(
         helper.make_node(
             "Transpose" if spec.layout == "NHWC" else "Identity",
@@ -82,7 +86,7 @@ def _preprocessing_graph(
     out_shape = ["batch", size, size, 3] if spec.layout == "NHWC" else ["batch", 3, size, size]
     graph = helper.make_graph(
         nodes,
-        "bobench_preprocess",
+        RESERVED_PREFIX + "preprocess",
         [helper.make_tensor_value_info(INPUT_NAME, _DTYPES[input_dtype], ["batch", 3, size, size])],
         [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, out_shape)],
         initializer=inits,
@@ -93,7 +97,7 @@ def _preprocessing_graph(
 
 
 def _cut_at(raw: onnx.ModelProto, raw_input: str, feature: str, embed_dim: int | None) -> onnx.ModelProto:
-    """Copy of `raw` keeping only the nodes `feature` depends on, renamed to output "features"."""
+    """Copy of `raw` keeping only the nodes `feature` depends on, renamed to the contract's output."""
     needed, kept = {feature}, []
     for node in reversed(raw.graph.node):
         if any(o in needed for o in node.output):
@@ -113,10 +117,23 @@ def _cut_at(raw: onnx.ModelProto, raw_input: str, feature: str, embed_dim: int |
     return net
 
 
+def _refuse_reserved_names(raw: onnx.ModelProto, spec: BackboneSpec) -> None:
+    """InvalidArgument when a tensor of the user's graph bears our prefix (it could collide with ours)."""
+    graph = raw.graph
+    names = {i.name for i in graph.input} | {o.name for o in graph.output}
+    names |= {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
+    taken = sorted(n for n in names if n.startswith(RESERVED_PREFIX))
+    if taken:
+        raise InvalidArgument(
+            f"backbone {spec.name!r}: the ONNX network names tensors {taken[:3]} with the prefix "
+            f"{RESERVED_PREFIX!r}, which bobench reserves for its own tensors; rename them"
+        )
+
+
 def compose_with_preprocessing(
     raw: onnx.ModelProto, spec: BackboneSpec, input_dtype: str = "uint8"
 ) -> onnx.ModelProto:
-    """One graph: preprocessing -> raw network cut at spec.output_name -> "features"."""
+    """One graph: preprocessing -> raw network cut at spec.output_name -> the contract's output."""
     if input_dtype not in _DTYPES:
         raise InvalidArgument(f"input_dtype must be one of {sorted(_DTYPES)}, got {input_dtype!r}")
     if (
@@ -132,9 +149,10 @@ def compose_with_preprocessing(
         raise InvalidArgument(
             f"backbone {spec.name!r}: output_name {feature!r} is not a tensor of the ONNX graph"
         )
+    _refuse_reserved_names(raw, spec)
     net = _cut_at(raw, raw_input, feature, spec.embed_dim)
-    pre = _preprocessing_graph(spec, input_dtype, _opset(raw), raw.ir_version, out_name="pre_out")
-    merged = compose.merge_models(pre, net, io_map=[("pre_out", raw_input)])
+    pre = _preprocessing_graph(spec, input_dtype, _opset(raw), raw.ir_version, out_name=_PRE + "out")
+    merged = compose.merge_models(pre, net, io_map=[(_PRE + "out", raw_input)])
     onnx.checker.check_model(merged)
     return merged
 
@@ -154,10 +172,14 @@ def save_atomic(model: onnx.ModelProto, path: Path) -> None:
 
 def composed_path(spec: BackboneSpec, raw_path: Path, cache_dir: Path, input_dtype: str = "uint8") -> Path:
     """Build (once) and return the composed file for `raw_path`, cached by the digest of every file it
-    loads (external data included) and the spec digest."""
+    loads (external data included), the spec digest and the tensor contract's version."""
     raw_sha = weights_file_digest(raw_path)
     filled = spec.replace(weights_sha256=raw_sha)
-    out = Path(cache_dir) / "onnx-sources" / f"{spec.name}-{filled.digest()}-{input_dtype}.onnx"
+    out = (
+        Path(cache_dir)
+        / "onnx-sources"
+        / f"{spec.name}-{filled.digest()}-c{CONTRACT_VERSION}-{input_dtype}.onnx"
+    )
     if not out.exists():
         save_atomic(compose_with_preprocessing(onnx.load(str(raw_path)), spec, input_dtype), out)
         log.info("composed %s with preprocessing -> %s", raw_path, out)
@@ -171,7 +193,7 @@ def load_onnx(spec: BackboneSpec, cache_dir: Path | None = None) -> LoadedBackbo
     verify_declared_digest(spec, raw_sha)  # before it is composed or onnxruntime loads it
     path = composed_path(spec, raw_path, Path(cache_dir or tempfile.gettempdir()))
     model = onnx.load(str(path), load_external_data=False)
-    num_params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if not t.name.startswith("pre_"))
+    num_params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if not t.name.startswith(_PRE))
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bobench.embed.base import INPUT_NAME, OUTPUT_NAME, Embedder
+from bobench.embed.base import Embedder
 from bobench.registry import Registry
 
 # factory(backbone_name_or_spec, **options) -> Embedder
@@ -37,4 +37,4 @@ def _load_builtin_runtimes() -> None:
                 raise
 
 
-__all__ = ["EMBEDDERS", "INPUT_NAME", "OUTPUT_NAME", "Embedder", "make_embedder"]
+__all__ = ["EMBEDDERS", "Embedder", "make_embedder"]

@@ -1,8 +1,7 @@
 """One interface for every embedder: in-process torch, in-process ONNX Runtime, Triton over gRPC.
 
-The tensor contract (see BackboneSpec): input "images", uint8 [N, 3, H, W] RGB at the spec's input
-size (float32 holding the same 0..255 pixel values is accepted too); output "features", float32
-[N, embed_dim]. Normalisation happens inside the model.
+Every embedder speaks the tensor contract of `bobench.tensors` (uint8 [N, 3, H, W] RGB in, float32
+[N, embed_dim] features out; normalisation happens inside the model).
 """
 
 from __future__ import annotations
@@ -13,8 +12,6 @@ import numpy as np
 
 from bobench.backbones.spec import BackboneSpec
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "features"
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # what `Embedder.precision` may say; part of the feature key
 
 

@@ -8,9 +8,10 @@ import numpy as np
 
 from bobench.backbones import BackboneSpec, LoadedBackbone, create_backbone
 from bobench.embed import EMBEDDERS
-from bobench.embed.base import INPUT_NAME, OUTPUT_NAME, Embedder
+from bobench.embed.base import Embedder
 from bobench.errors import InvalidArgument
 from bobench.stage_timer import stage
+from bobench.tensors import INPUT_NAME, OUTPUT_NAME
 
 
 class OrtEmbedder(Embedder):

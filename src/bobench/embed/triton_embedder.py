@@ -34,9 +34,10 @@ import numpy as np
 
 from bobench.backbones.spec import BackboneSpec
 from bobench.embed import EMBEDDERS
-from bobench.embed.base import INPUT_NAME, OUTPUT_NAME, Embedder
+from bobench.embed.base import Embedder
 from bobench.errors import BobenchError, InvalidArgument, NotFound, Unavailable
 from bobench.serving.errors import to_bobench_error
+from bobench.tensors import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """ONNX export of a LoadedBackbone with verification against torch, and a content-keyed export cache.
 
-The exported graph satisfies the tensor contract: input "images" (uint8 or float32 [N, 3, S, S],
-dynamic batch), output "features" float32 [N, D]. Verification runs ONNX Runtime and the reference
+The exported graph satisfies the tensor contract of `bobench.tensors`: input INPUT_NAME (uint8 or
+float32 [N, 3, S, S], dynamic batch), output OUTPUT_NAME float32 [N, D]. Verification runs ONNX Runtime and the reference
 (torch, or for ONNX sources the numpy preprocessing + the unmodified network) on a fresh seeded batch
 of a different size than the export example, and fails loudly when they disagree.
 
@@ -28,8 +28,8 @@ import numpy as np
 from bobench.backbones.factory import LoadedBackbone
 from bobench.backbones.spec import BackboneSpec
 from bobench.backbones.weights import sha256_file
-from bobench.embed.base import INPUT_NAME, OUTPUT_NAME
 from bobench.errors import BobenchError, InvalidArgument
+from bobench.tensors import CONTRACT_VERSION, INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,9 @@ def export_onnx(
 
 
 def cache_key(spec: BackboneSpec, input_dtype: str) -> str:
-    return f"{spec.name}-{spec.digest()}-{input_dtype}"
+    """The export cache entry of (spec, dtype) under the current tensor contract (an export made for an
+    older contract has other tensor names and is never reused)."""
+    return f"{spec.name}-{spec.digest()}-c{CONTRACT_VERSION}-{input_dtype}"
 
 
 def load_cached_report(folder: Path) -> ExportReport | None:
@@ -244,7 +246,8 @@ def load_cached_report(folder: Path) -> ExportReport | None:
 
 
 def export_cached(loaded: LoadedBackbone, cache_dir: str | Path, input_dtype: str = "uint8") -> ExportReport:
-    """A verified export keyed by spec.digest() (weights included) and dtype; built once, then reused.
+    """A verified export keyed by spec.digest() (weights included), dtype and tensor contract version;
+    built once, then reused.
 
     Built in a temporary folder and renamed into place, so a concurrent reader never sees a partial
     export and a crash leaves no half-written entry.

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from bobench.backbones.spec import BackboneSpec
-from bobench.embed.base import INPUT_NAME, OUTPUT_NAME
 from bobench.errors import InvalidArgument, NotFound
+from bobench.tensors import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ PLATFORMS = ("onnxruntime_onnx", "tensorrt_plan")
 INPUT_DTYPES = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32"}
 _ONNX_ELEM_TYPES = {"uint8": 2, "float32": 1}  # onnx.TensorProto.UINT8 / FLOAT
 TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "serving" / "python_backend" / "model.py"
-TEMPLATE_VERSION = "1"  # must equal TEMPLATE_VERSION inside the template file
+TEMPLATE_VERSION = "2"  # must equal TEMPLATE_VERSION inside the template file
 METADATA_FILE = "bobench.json"
 SPEC_PARAMETER = "bobench_spec"  # config parameter carrying the spec JSON, so clients can read it
 _NAME_OK = re.compile(r"[^A-Za-z0-9_.-]")
@@ -305,6 +305,11 @@ def check_onnx_contract(onnx_path: Path, spec: BackboneSpec, input_dtype: str) -
         raise InvalidArgument(
             f"{onnx_path}: expected one image input and a feature output, "
             f"got inputs {[i.name for i in inputs]}"
+        )
+    if inputs[0].name != INPUT_NAME or graph.output[0].name != OUTPUT_NAME:
+        raise InvalidArgument(
+            f"{onnx_path}: tensors are named {inputs[0].name!r} -> {graph.output[0].name!r}, the "
+            f"contract needs {INPUT_NAME!r} -> {OUTPUT_NAME!r}; re-export it with this version of bobench"
         )
     tensor = inputs[0].type.tensor_type
     if tensor.elem_type != _ONNX_ELEM_TYPES[input_dtype]:

@@ -35,6 +35,7 @@ from bobench.errors import FailedPrecondition, InvalidArgument
 from bobench.protocols import serving_scenarios as scn
 from bobench.protocols.base import Metrics, Protocol, RunContext, register_protocol
 from bobench.serving.errors import to_bobench_error
+from bobench.tensors import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,9 @@ def measure_setting(
     stop = threading.Event()
 
     def worker() -> None:
-        inp = grpcclient.InferInput("images", list(images.shape), np_to_triton_dtype(images.dtype))
+        inp = grpcclient.InferInput(INPUT_NAME, list(images.shape), np_to_triton_dtype(images.dtype))
         inp.set_data_from_numpy(images)
-        out = [grpcclient.InferRequestedOutput("features")]
+        out = [grpcclient.InferRequestedOutput(OUTPUT_NAME)]
         while not stop.is_set():
             t0 = time.perf_counter()
             try:

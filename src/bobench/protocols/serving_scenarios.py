@@ -25,6 +25,7 @@ import numpy as np
 from bobench.errors import InvalidArgument
 from bobench.serving import loadgen as lg
 from bobench.serving.errors import to_bobench_error
+from bobench.tensors import INPUT_NAME, OUTPUT_NAME
 
 SCENARIOS = ("singlestream", "server", "offline")
 DEFAULTS: dict[str, Any] = {
@@ -108,9 +109,9 @@ def triton_issuer(client, model: str, images: np.ndarray, timeout_s: float) -> l
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import np_to_triton_dtype
 
-    inp = grpcclient.InferInput("images", list(images.shape), np_to_triton_dtype(images.dtype))
+    inp = grpcclient.InferInput(INPUT_NAME, list(images.shape), np_to_triton_dtype(images.dtype))
     inp.set_data_from_numpy(images)
-    out = [grpcclient.InferRequestedOutput("features")]
+    out = [grpcclient.InferRequestedOutput(OUTPUT_NAME)]
     where = f"serving_latency: Triton model {model!r}"
 
     def issue(on_done: Callable[[BaseException | None], None]) -> None:

@@ -5,7 +5,8 @@ This file is copied verbatim into `<repo>/<model>/1/model.py` by
 Everything model-specific comes from the `parameters` of the generated config.pbtxt:
 
 - `onnx_file`: file name of the ONNX model inside the version directory,
-- `input_name` / `output_name`: the tensor contract names ("images" / "features"),
+- `input_name` / `output_name`: the tensor contract names (`bobench.tensors`; this file runs inside
+  Triton's python stub, where bobench may not be importable, so the defaults restate them),
 - `intra_op_threads`: ONNX Runtime intra-op threads (0 = library default),
 - `template_version`: must match TEMPLATE_VERSION below (a stale copy fails at load time).
 
@@ -19,7 +20,7 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-TEMPLATE_VERSION = "1"
+TEMPLATE_VERSION = "2"  # 2: the contract's tensors are "bobench_images" / "bobench_features"
 
 
 class TritonPythonModel:
@@ -42,8 +43,8 @@ class TritonPythonModel:
         options.intra_op_num_threads = int(params.get("intra_op_threads", "0") or 0)
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
-        self.input_name = params.get("input_name", "images")
-        self.output_name = params.get("output_name", "features")
+        self.input_name = params.get("input_name", "bobench_images")
+        self.output_name = params.get("output_name", "bobench_features")
         self.onnx_input = self.session.get_inputs()[0].name
         self.onnx_output = params.get("onnx_output") or self.session.get_outputs()[0].name
 
