@@ -32,8 +32,8 @@ from bobench.data.detection import (
     detection_fingerprint,
     split_images,
 )
-from bobench.data.files import decode_image_file
 from bobench.data.fingerprint import files_digest
+from bobench.data.images import decode_image_file
 from bobench.data.roots import check_path
 from bobench.errors import InvalidArgument
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bobench.data.layouts import read_manifest
 from bobench.errors import InvalidArgument
 
 RELEVANCE_COLUMNS = ("positives", "junk")
@@ -50,9 +51,7 @@ def manifest_relevance(
     `splits` and `items` are the manifest's splits and resolved items (in row order, as
     `manifest_layout` built them).
     """
-    from bobench.data.files import _read_manifest
-
-    rows, lines, _ = _read_manifest(csv_path, where)
+    rows, lines, _ = read_manifest(csv_path, where)
     if "positives" not in rows[0]:
         if "junk" in rows[0]:
             raise InvalidArgument(f"{where}: has a 'junk' column but no 'positives' column")

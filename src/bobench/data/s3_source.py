@@ -42,13 +42,9 @@ import numpy as np
 from bobench.config import Settings
 from bobench.data.base import Dataset
 from bobench.data.context import data_settings
-from bobench.data.files import (
-    IMAGE_EXTENSIONS,
-    decode_image_file,
-    manifest_layout,
-    tree_layout,
-)
 from bobench.data.fingerprint import LazyFingerprintDataset, combine_fingerprint
+from bobench.data.images import IMAGE_EXTENSIONS, decode_image_file
+from bobench.data.layouts import manifest_layout, tree_layout
 from bobench.data.relevance import manifest_relevance
 from bobench.data.splits import KNOWN_SPLITS
 from bobench.errors import InvalidArgument, NotFound, Unavailable
