@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bobench.bootstrap_ci import bootstrap_ci, bootstrap_mean_ci, ci_fields, is_ci_field
 from bobench.errors import InvalidArgument
-from bobench.protocols.bootstrap import bootstrap_ci, bootstrap_mean_ci, ci_fields, is_ci_field
 
 
 def loop_reference(values: np.ndarray, resamples: int, seed: int, confidence: float = 0.95):

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from bobench.bootstrap_ci import bootstrap_mean_ci
 from bobench.errors import InvalidArgument
 from bobench.finetune import FinetuneConfig, finetune
 from bobench.finetune.checkpoint import BEST, LAST, load_checkpoint
 from bobench.finetune.optim import scaled_lr
-from bobench.protocols.bootstrap import bootstrap_mean_ci
 
 torch.set_num_threads(1)
 

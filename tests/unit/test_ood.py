@@ -263,7 +263,7 @@ def test_full_grid_is_named_mca_and_averages_the_15_common_corruptions_only():
 
 
 def test_accuracies_carry_seeded_bootstrap_intervals_over_test_images():
-    from bobench.protocols.bootstrap import bootstrap_mean_ci
+    from bobench.bootstrap_ci import bootstrap_mean_ci
 
     ctx = _grid_context(["fog", "contrast"], [2, 4])
     config = {**FAST, "corruptions": ["fog", "contrast"], "severities": [2, 4]}

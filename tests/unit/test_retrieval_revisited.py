@@ -10,10 +10,10 @@ from array_context import ArrayContext
 from PIL import Image
 from sklearn.metrics import average_precision_score
 
+from bobench.bootstrap_ci import bootstrap_mean_ci
 from bobench.data import load_dataset
 from bobench.errors import InvalidArgument
 from bobench.protocols import get_protocol
-from bobench.protocols.bootstrap import bootstrap_mean_ci
 from bobench.protocols.metrics import l2_normalize
 from bobench.protocols.retrieval import per_query_metrics, retrieval_metrics
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bobench.bootstrap_ci import ci_fields
 from bobench.data.detection import DetectionDataset
 from bobench.errors import InvalidArgument
 
@@ -227,9 +228,6 @@ def coco_metrics(
 ) -> dict[str, float | None]:
     """COCO metrics of `detections` on images `indices` of `dataset`, with bootstrap intervals of AP and
     AP50 (`<prefix>AP_ci_low` ...) and `n_test` (images). `resamples=0` skips the intervals."""
-    # imported here: bobench.protocols registers the detection protocols, which import this module
-    from bobench.protocols.bootstrap import ci_fields
-
     if len(indices) != len(detections):
         raise InvalidArgument(f"coco metrics: {len(indices)} images but {len(detections)} detection lists")
     if iou_type not in ("bbox", "segm"):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bobench.backbones.spec import BackboneSpec
+from bobench.bootstrap_ci import bootstrap_mean_ci, ci_fields
 from bobench.data.base import Dataset
 from bobench.errors import InvalidArgument
 from bobench.finetune.augment import mixup, rand_augment, seed_epoch, set_drop_path
@@ -208,8 +209,6 @@ def finetune(
     InvalidArgument (bad config, data, divergence) or FailedPrecondition (a checkpoint in `out_dir`
     from a different run, or an unreadable one).
     """
-    from bobench.protocols.bootstrap import bootstrap_mean_ci, ci_fields  # the package imports this module
-
     cfg = config if isinstance(config, FinetuneConfig) else FinetuneConfig.from_dict(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Bootstrap confidence intervals of the classification figures (top-k accuracy, mean per-class recall).
 
 Shared by the linear probe, kNN, few-shot and fine-tuning protocols: each computes per-test-image
-outcomes once and resamples the test images (`bobench.protocols.bootstrap`), so an interval costs a
+outcomes once and resamples the test images (`bobench.bootstrap_ci`), so an interval costs a
 few vectorised passes over a (resamples, n_test) index matrix, never a refit. Mean per-class recall is
 recomputed on every resample over the classes present in that resample (scikit-learn's balanced
 accuracy on the resampled set), so its interval covers both the per-class hits and the class mix.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bobench.bootstrap_ci import bootstrap_ci, bootstrap_mean_ci, ci_fields
 from bobench.errors import InvalidArgument
-from bobench.protocols.bootstrap import bootstrap_ci, bootstrap_mean_ci, ci_fields
 from bobench.protocols.metrics import class_ranking
 
 

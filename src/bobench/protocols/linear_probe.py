@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from bobench.bootstrap_ci import ci_fields
 from bobench.errors import InvalidArgument
 from bobench.protocols.base import Protocol, RunContext, register_protocol
-from bobench.protocols.bootstrap import ci_fields
 from bobench.protocols.classification_ci import accuracy_ci_fields, mean_per_class_recall_ci, topk_hits
 from bobench.protocols.logistic import LogisticGridFit, fit_logistic_grid
 from bobench.protocols.metrics import (

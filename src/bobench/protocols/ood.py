@@ -33,7 +33,7 @@ the shift the BoB paper ranks on — otherwise the mean corruption accuracy (`mc
 `gap` is always `id_top1 - ood_top1`. Within one battle setting the config is fixed, so `ood_top1`
 means one thing.
 
-Confidence intervals (`<metric>_ci_low` / `_ci_high`, `bobench.protocols.bootstrap`, seeded with the
+Confidence intervals (`<metric>_ci_low` / `_ci_high`, `bobench.bootstrap_ci`, seeded with the
 run's seed) are over test images: for `id_top1`, every `top1_<name>`, the corruption mean and `gap`
 (paired per test image, the same images under every corruption) over the `n_test` images, and for
 `target_top1` over the `n_target` target images. With a target, `gap` pairs two different image
@@ -50,10 +50,10 @@ from typing import Any
 
 import numpy as np
 
+from bobench.bootstrap_ci import bootstrap_mean_ci, ci_fields
 from bobench.data.corruptions import CORRUPTIONS
 from bobench.errors import InvalidArgument
 from bobench.protocols.base import Protocol, RunContext, register_protocol
-from bobench.protocols.bootstrap import bootstrap_mean_ci, ci_fields
 from bobench.protocols.linear_probe import (
     LogisticGridFit,
     resolve_grid,

@@ -26,7 +26,7 @@ Queries without any positive in the gallery are excluded from every metric but M
 are the same, each query's own item is removed from its ranking.
 
 Every metric carries a percentile bootstrap interval over queries (`<metric>_ci_low` / `_ci_high`,
-`bobench.protocols.bootstrap`, seeded with the run's seed): over the `n_queries` scored queries, and
+`bobench.bootstrap_ci`, seeded with the run's seed): over the `n_queries` scored queries, and
 for MRR over all `n_queries + n_queries_without_positives`.
 
 `query_variant` reads the queries through a transform (e.g. "corrupt:gaussian_noise:3") while the
@@ -45,9 +45,9 @@ from typing import Any
 
 import numpy as np
 
+from bobench.bootstrap_ci import DEFAULT_CONFIDENCE, bootstrap_ci, ci_fields
 from bobench.errors import InvalidArgument, Unavailable
 from bobench.protocols.base import Protocol, RunContext, register_protocol
-from bobench.protocols.bootstrap import DEFAULT_CONFIDENCE, bootstrap_ci, ci_fields
 from bobench.protocols.metrics import check_features, l2_normalize, positive_ints
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def summarise(
 
 def mean_intervals(values: np.ndarray, seed: int) -> list[tuple[float, float]]:
     """Bootstrap intervals of the column means of per-query `values` [n, M], every column from the same
-    resamples (`bootstrap.bootstrap_ci`'s seeded index matrices, so each interval equals
+    resamples (`bobench.bootstrap_ci.bootstrap_ci`'s seeded index matrices, so each interval equals
     `bootstrap_mean_ci(values[:, j], seed=seed)`): a resample's means are one count-weighted matrix
     product for all metrics instead of one resampling per metric."""
     n = values.shape[0]

@@ -1,4 +1,4 @@
-"""Bootstrap confidence intervals over test items, shared by every protocol.
+"""Bootstrap confidence intervals over test items, shared by every protocol, fine-tuning and detection.
 
 A metric computed on n test items (images, queries) gets a percentile bootstrap interval: the items are
 resampled with replacement `resamples` times (seeded, so the interval is reproducible), the statistic
