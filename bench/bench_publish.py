@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bobench.config import Settings
-from bobench.export.publish import publish
+from bobench.serving.publish import publish
 from bobench.serving.triton import TritonServer
 from bobench.stack.procs import stop_pid
 from bobench.stack.seaweedfs import S3Identity, start_seaweedfs

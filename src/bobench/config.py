@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from bobench.errors import InvalidArgument
 
 ENV_PREFIX = "BOBENCH_"
 CONFIG_FILE_ENV = "BOBENCH_CONFIG"
+# A credential nobody filled in (an unfilled deployment Secret); the minio-setup Job refuses it too.
+PLACEHOLDER = re.compile(r"change[-_ ]?me|placeholder|^x+$|^<.*>$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class Settings:
     # `torchhub` backbones run their hub repository's code.
     data_roots: tuple[str, ...] = ()
     allow_torchhub: bool = False
-    # Model publishing (bobench.export.publish): the S3 Triton model repository runs are published
+    # Model publishing (bobench.serving.publish): the S3 Triton model repository runs are published
     # to before dispatch ("" = off), the layout target, and the key that unlocks Triton model control.
     publish_to: str = ""
     publish_target: str = "local"  # "local" | "cluster-gpu" | "cluster-cpu"
@@ -194,8 +197,6 @@ def _check(s: Settings) -> None:
 
 def _check_not_placeholder(s: Settings) -> None:
     """Refuse known placeholder credentials (an unfilled deployment Secret) at start, naming the variable."""
-    from bobench.store.setup import PLACEHOLDER  # one owner of the pattern (the minio-setup Job's check)
-
     for name in ("s3_access_key", "s3_secret_key", "triton_admin_key", "triton_service_key"):
         if PLACEHOLDER.search(getattr(s, name)):
             raise InvalidArgument(

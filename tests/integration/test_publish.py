@@ -13,7 +13,7 @@ from s3_fixtures import S3_ADMIN
 from bobench.backbones import get_spec
 from bobench.config import Settings
 from bobench.errors import FailedPrecondition
-from bobench.export.publish import load_on_triton, publish
+from bobench.serving.publish import load_on_triton, publish
 from bobench.stack.procs import stop_pid
 from services import start_evaluator, start_scheduler
 

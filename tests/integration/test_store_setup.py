@@ -14,8 +14,7 @@ from minio_admin_standin import MinioAdminStandIn
 from s3_fixtures import S3_ADMIN
 
 from bobench.errors import InvalidArgument, Unavailable
-from bobench.serving.triton_access import REPOSITORY_MARKER
-from bobench.store.setup import MinioSetup, SetupConfig, same_policy, triton_policy
+from bobench.store.setup import REPOSITORY_MARKER, MinioSetup, SetupConfig, same_policy, triton_policy
 
 pytestmark = pytest.mark.integration
 

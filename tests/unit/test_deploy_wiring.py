@@ -185,7 +185,7 @@ def test_the_scheduler_may_keep_every_evaluator_the_hpa_can_add_busy(stack):
 
 
 def test_the_scheduler_publishes_where_triton_reads_for_the_right_server(stack, target):
-    from bobench.export.publish import TARGETS
+    from bobench.serving.publish import TARGETS
 
     scheduler = resolved_env(stack, container(stack, "Deployment", "scheduler", "scheduler"))
     triton = resolved_env(stack, container(stack, "Deployment", "embedder", "tritonserver"))

@@ -8,8 +8,8 @@ pytest.importorskip("tritonclient.grpc")
 
 from bobench.backbones.spec import BackboneSpec  # noqa: E402
 from bobench.errors import InvalidArgument  # noqa: E402
-from bobench.export.publish import publish_key  # noqa: E402
 from bobench.export.triton_repo import build_model_config  # noqa: E402
+from bobench.serving.publish import publish_key  # noqa: E402
 
 SPEC = BackboneSpec(name="tiny", source="toy", model_id="tiny", family="cnn", pretraining_method="random",
                     pretraining_data="none", input_size=16, embed_dim=8)  # fmt: skip

@@ -159,7 +159,7 @@ def test_publish_jobs_need_a_model_store_and_a_triton_url(tmp_path):
 
 def test_find_published_returns_what_publish_wrote_and_none_otherwise(tmp_path):
     pytest.importorskip("onnxruntime")
-    from bobench.export.publish import find_published, publish
+    from bobench.serving.publish import find_published, publish
 
     store = LocalStore(tmp_path / "models")
     assert find_published(store, "toy", "onnx", target="local") is None

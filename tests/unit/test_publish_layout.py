@@ -13,8 +13,8 @@ from bobench.backbones import get_spec
 from bobench.battle.plan import RunPlan, register_custom_backbones
 from bobench.battle.publish_step import InProcessPublisher, PublishStep, publish_job_argv
 from bobench.errors import InvalidArgument, NotFound
-from bobench.export.publish import is_published, publish, publish_key, repository_layout, version_for
 from bobench.export.triton_repo import read_model_config, served_model_name
+from bobench.serving.publish import is_published, publish, publish_key, repository_layout, version_for
 from bobench.store.local import LocalStore
 
 

@@ -3,7 +3,7 @@
 `JobPublisher` is a `bobench.battle.publish_step.Publisher`: `publish(backbone, variant)` runs
 `publish_job_argv(...)` (`bob publish BACKBONE --store S --variant V --triton-url T --target G`) as a
 batch/v1 Job (`build_publish_job`) and, once it succeeded, returns the `PublishedModel` read from the
-model store (`bobench.export.publish.find_published`), so the scheduler needs neither the export
+model store (`bobench.serving.publish.find_published`), so the scheduler needs neither the export
 stack nor tritonclient. The Job machinery (create, find by label, watch with 410 resync, delete, pod
 story) is `k8s_api.JobApi`, shared with the run Jobs of `k8s_executor`.
 
@@ -43,7 +43,7 @@ from bobench.battle.k8s_jobs import (
 )
 from bobench.battle.publish_step import PublishStep, publish_job_argv
 from bobench.errors import FailedPrecondition, InvalidArgument, Unavailable
-from bobench.export.publish import PublishedModel
+from bobench.serving.publish import PublishedModel
 from bobench.store.base import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ class JobPublisher:
     def _published(self, backbone: str, embedder_variant: str) -> PublishedModel | None:
         from dataclasses import replace
 
-        from bobench.export.publish import find_published
+        from bobench.serving.publish import find_published
 
         found = find_published(self.store, backbone, embedder_variant, target=self.target)
         return None if found is None else replace(found, loaded=True)

@@ -15,7 +15,7 @@ publishes the run's backbone once per (weights digest, embedder variant):
 Runs that do not embed (fine-tuning) and failed plans skip it.
 
 `Publisher` is the seam between "when to publish" (here) and "where it runs": `InProcessPublisher`
-calls `bobench.export.publish.publish` in this process (local stack, embedded mode); in the cluster
+calls `bobench.serving.publish.publish` in this process (local stack, embedded mode); in the cluster
 `bobench.battle.k8s_publish.JobPublisher` runs `publish_job_argv(...)` (the `bob publish` command
 line) as a Kubernetes Job and returns the same `PublishedModel`.
 """
@@ -29,7 +29,7 @@ from typing import Protocol
 
 from bobench.battle.plan import RunPlan, embeds
 from bobench.errors import BobenchError, DeadlineExceeded, Unavailable
-from bobench.export.publish import PublishedModel
+from bobench.serving.publish import PublishedModel
 from bobench.store.base import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class Publisher(Protocol):
 
 
 class InProcessPublisher:
-    """`bobench.export.publish.publish` in this process, against one model store and Triton."""
+    """`bobench.serving.publish.publish` in this process, against one model store and Triton."""
 
     def __init__(
         self,
@@ -58,7 +58,7 @@ class InProcessPublisher:
         self.target, self.admin_key, self.input_dtype = target, admin_key, input_dtype
 
     def publish(self, backbone: str, embedder_variant: str) -> PublishedModel:
-        from bobench.export.publish import publish
+        from bobench.serving.publish import publish
 
         return publish(
             backbone,

@@ -1,6 +1,6 @@
 """`bob publish BACKBONE... --store s3://bucket/prefix`: export, upload to the Triton model store, load.
 
-A thin adapter over `bobench.export.publish.publish`: S3 endpoint and credentials come from the
+A thin adapter over `bobench.serving.publish.publish`: S3 endpoint and credentials come from the
 settings (BOBENCH_S3_*), the Triton admin key from `triton_admin_key` (BOBENCH_TRITON_ADMIN_KEY).
 Prints one line per backbone (or JSON with --json); a backbone that fails stops the command with
 its error (exit 1) after the ones before it were published.
@@ -15,8 +15,8 @@ from bobench.cli.common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bobench.export.publish import TARGETS
     from bobench.export.triton_repo import EMBEDDER_VARIANTS
+    from bobench.serving.publish import TARGETS
 
     p = sub.add_parser(
         "publish", help="publish backbones to an S3 Triton model repository and load them on Triton"
@@ -52,7 +52,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from bobench.battle.k8s_jobs import BACKBONE_ENV, register_job_backbone
     from bobench.config import load_settings
     from bobench.errors import InvalidArgument
-    from bobench.export.publish import publish
+    from bobench.serving.publish import publish
     from bobench.store import open_store
 
     if args.max_batch_size <= 0 or args.instances <= 0:

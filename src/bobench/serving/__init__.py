@@ -1,5 +1,7 @@
-"""Serving: the Triton embedder service (launcher for the real `tritonserver`, model control, CLI).
+"""Serving: everything that runs or talks to a Triton server (export builds the files it serves).
 
-`bobench.serving.triton.TritonServer` starts and stops the server; `bobench.serving.embedder` holds
-`serve_embedder` (the blocking service entry point) and `build_repository_for`.
+`bobench.serving.triton.TritonServer` starts and stops the real `tritonserver`; `embedder` holds
+`serve_embedder` (the blocking service entry point) and `build_repository_for`; `publish` puts a
+backbone into an artifact-store model repository and loads it on Triton; `triton_access` is how
+clients and servers agree on keys, headers and S3 repository paths; `loadgen` drives a served model.
 """

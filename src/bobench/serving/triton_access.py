@@ -32,11 +32,11 @@ import logging
 import re
 
 from bobench.errors import InvalidArgument
+from bobench.store.setup import REPOSITORY_MARKER
 
 log = logging.getLogger(__name__)
 
 _S3_SEGMENT = re.compile(r"^[0-9a-zA-Z.\-_]+$")
-REPOSITORY_MARKER = "bobench-repository.json"
 ADMIN_HEADER = "bobench-admin-key"
 SERVICE_HEADER = "bobench-service-key"
 ADMIN_PROTOCOLS = "model-repository,shared-memory,trace,logging"

@@ -11,7 +11,7 @@ Steps, each idempotent (a second run changes nothing and exits 0; a changed Secr
    the same secret again changes nothing);
 4. each user gets its policy attached when `user-info` does not list it yet;
 5. Triton's model repository prefix exists: when nothing is under `triton-models/`, the marker
-   object of `bobench.serving.triton_access` is written there, because tritonserver refuses an
+   object REPOSITORY_MARKER is written there, because tritonserver refuses an
    `s3://` repository with no object under it ("repository path is not a valid directory") and would
    stay unready on a fresh cluster (its read-only identity cannot write the marker itself). Triton
    only treats sub-folders as models, so the file is ignored.
@@ -31,19 +31,19 @@ import argparse
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from bobench.config import PLACEHOLDER
 from bobench.errors import BobenchError, FailedPrecondition, InvalidArgument, Unavailable
 from bobench.store.s3 import split_endpoint
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PLACEHOLDER = re.compile(r"change[-_ ]?me|placeholder|^x+$|^<.*>$", re.IGNORECASE)
+REPOSITORY_MARKER = "bobench-repository.json"  # the object that makes an empty model repository exist
 MIN_KEY_CHARS = {"access": 3, "secret": 8}  # MinIO refuses shorter access/secret keys
 _READ_ACTIONS = ["s3:GetObject"]
 _WRITE_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
@@ -216,8 +216,6 @@ class MinioSetup:
         import io
 
         from minio.error import S3Error
-
-        from bobench.serving.triton_access import REPOSITORY_MARKER
 
         marker = json.dumps({"bobench": "triton model repository"}).encode()
         cfg = self.config
