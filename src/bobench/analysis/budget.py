@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bobench.analysis import leaderboard as lb
+import bobench.analysis.leaderboard as lb
 from bobench.analysis.advice import image_costs, recommend
 from bobench.analysis.core import Analysis
 from bobench.analysis.costs import server_bound

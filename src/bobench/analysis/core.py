@@ -32,8 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bobench.analysis import aggregate as agg
-from bobench.analysis import uncertainty as unc
+import bobench.analysis.aggregate as agg
+import bobench.analysis.uncertainty as unc
 from bobench.analysis.corruption import MceTable, ood_mce
 from bobench.analysis.costs import BackboneCosts, CostBasis, collect_costs
 from bobench.analysis.detection import DetectionSummary, summarize_detection

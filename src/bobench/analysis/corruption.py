@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bobench.analysis import aggregate as agg
+import bobench.analysis.aggregate as agg
 from bobench.analysis.corruption_error import corruption_errors
 from bobench.battle.records import RunRecord
 from bobench.errors import InvalidArgument

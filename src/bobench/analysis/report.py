@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bobench.analysis import aggregate as agg
-from bobench.analysis import budget
-from bobench.analysis import leaderboard as lb
-from bobench.analysis import sections as sec
-from bobench.analysis import uncertainty as unc
+import bobench.analysis.aggregate as agg
+import bobench.analysis.budget as budget
+import bobench.analysis.leaderboard as lb
+import bobench.analysis.sections as sec
+import bobench.analysis.uncertainty as unc
 from bobench.analysis.core import DEFAULT_MIN_COVERAGE, Analysis, analyze
 from bobench.analysis.external import ExternalScore, load_external_csv
 from bobench.analysis.plots import write_plots

@@ -9,8 +9,8 @@ import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 
-from bobench.analysis import corruption as cor
-from bobench.analysis import leaderboard as lb
+import bobench.analysis.corruption as cor
+import bobench.analysis.leaderboard as lb
 from bobench.analysis.advice import recommend
 from bobench.analysis.core import MIN_CORRELATION_BACKBONES, Analysis, settings_rows
 from bobench.analysis.render import Block, Heading, Image, Para, Pre, Table

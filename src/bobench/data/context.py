@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 
+import bobench.data.roots as roots
 from bobench.config import Settings
-from bobench.data import roots
 from bobench.errors import FailedPrecondition
 
 _lock = threading.Lock()
