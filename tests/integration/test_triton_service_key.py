@@ -40,7 +40,12 @@ def keyed_triton(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("triton-keys")
     build_repository_for(
-        ["toy"], root / "repo", root / "cache", max_batch_size=8, preferred_batch_sizes=(4, 8), intra_op_threads=1
+        ["toy"],
+        root / "repo",
+        root / "cache",
+        max_batch_size=8,
+        preferred_batch_sizes=(4, 8),
+        intra_op_threads=1,
     )
     server = TritonServer(root / "repo", log_dir=root / "log", admin_key=ADMIN_KEY, service_key=SERVICE_KEY)
     server.start(timeout_s=120)

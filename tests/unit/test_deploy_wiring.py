@@ -118,7 +118,9 @@ def test_triton_serves_the_minio_repository_with_restricted_admin_apis(stack):
     assert flags["strict-readiness"] == "false" and flags["metrics-config"] == "summary_latencies=true"
     # the same restrictions the local stack starts Triton with: model control etc. for the admin key,
     # inference/metadata for the evaluators' service key (repeated flags, so compare the lists)
-    restricted = [expand(a, env) for a in c["args"] if a.startswith(("--grpc-restricted", "--http-restricted"))]
+    restricted = [
+        expand(a, env) for a in c["args"] if a.startswith(("--grpc-restricted", "--http-restricted"))
+    ]
     assert restricted == restricted_flags(env["TRITON_ADMIN_KEY"], env["TRITON_SERVICE_KEY"])
     assert env["TRITON_ADMIN_KEY"] != env["TRITON_SERVICE_KEY"] and ADMIN_HEADER in restricted[0]
     evaluator = resolved_env(stack, container(stack, "Deployment", "evaluator", "evaluator"))

@@ -325,7 +325,9 @@ def _resolve_target(ctx: RunContext, config: dict[str, Any]):
         from bobench.serving.triton_access import service_client
 
         model = config["model"] or _default_model(ctx)
-        key = getattr(getattr(ctx, "settings", None), "triton_service_key", "") or ""  # a keyed Triton needs it
+        key = (
+            getattr(getattr(ctx, "settings", None), "triton_service_key", "") or ""
+        )  # a keyed Triton needs it
         return service_client(config["url"], key), config["url"], model, True
     from bobench.embed.triton_embedder import TritonEmbedder
 
