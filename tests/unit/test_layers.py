@@ -40,6 +40,17 @@ TEMPORARY_CIRCLES: dict[frozenset[str], str] = {
 TEMPORARY_CIRCLE_MEMBERS: dict[str, str] = {"bobench.protocols.config_checks": "lazy"}
 
 
+# Rows of bobench/_layers.py for modules that other branches of issue 11 add (name -> owner): they may
+# be absent from this tree until those branches are merged; the test fails once one is present here.
+ARRIVING: dict[str, str] = {
+    "hashing": "names",
+    "status_codes": "results",
+    "triton_errors": "results",
+    "auth_client": "results",
+    "results": "results",
+}
+
+
 @dataclass(frozen=True)
 class Edge:
     source: str  # importing module, dotted
@@ -226,7 +237,9 @@ def test_bobench_keeps_its_layer_order():
 
 def test_every_layer_row_names_a_package_of_the_tree():
     present = {package_of(m) for m in module_names(SRC, "bobench") if m != "bobench"}
-    assert sorted(set(LAYERS) - present) == []
+    assert sorted(set(LAYERS) - present - set(ARRIVING)) == []
+    arrived = sorted(set(ARRIVING) & present)
+    assert not arrived, f"these have arrived: delete them from ARRIVING in {Path(__file__).name}: {arrived}"
     assert len(LAYERS) == len(PACKAGES)  # no name twice
 
 
