@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bobench.analysis import write_report
-from bobench.analysis.licences import UNDECLARED, used_licences
+from bobench.analysis.licenses import UNDECLARED, used_licences
 from bobench.backbones import get_spec, list_specs
 from bobench.backbones.builtin import efficientnet_lite0, open_nsfw
 from bobench.battle.executor import backbone_info

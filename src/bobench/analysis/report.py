@@ -22,7 +22,7 @@ import bobench.analysis.sections as sec
 import bobench.analysis.uncertainty as unc
 from bobench.analysis.core import DEFAULT_MIN_COVERAGE, Analysis, analyze
 from bobench.analysis.external import ExternalScore, load_external_csv
-from bobench.analysis.licences import used_licences
+from bobench.analysis.licenses import used_licences
 from bobench.analysis.plots import write_plots
 from bobench.analysis.render import Block, Heading, Image, Para, Table, render_html, render_markdown
 from bobench.analysis.selection import Selection, select_all
@@ -155,7 +155,7 @@ def build_blocks(
     prices: Mapping[str, float] | None = None,
 ) -> list[Block]:
     """The report's content, in reading order, shared by the HTML and Markdown renderers.
-    `licences`: the data sets and backbones the runs used (`bobench.analysis.licences.used_licences`)."""
+    `licences`: the data sets and backbones the runs used (`bobench.analysis.licenses.used_licences`)."""
     counts = ", ".join(f"{n} {status}" for status, n in analysis.run_counts.items())
     ext = f" plus {len(external)} external score(s)" if external else ""
     blocks: list[Block] = [

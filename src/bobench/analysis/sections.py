@@ -199,7 +199,7 @@ def _variant(row: dict) -> str:
 
 def environment(analysis: Analysis, licences: Sequence[dict] = ()) -> list[Block]:
     """Where the figures were measured, and the licences of the data and weights the runs used
-    (`bobench.analysis.licences.used_licences` rows)."""
+    (`bobench.analysis.licenses.used_licences` rows)."""
     blocks: list[Block] = [Heading("Environment")]
     blocks.append(
         Para("Where the figures were measured: every distinct environment of the finished runs.", muted=True)
