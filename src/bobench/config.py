@@ -1,17 +1,29 @@
-"""Settings with one precedence rule: CLI > environment (BOBENCH_*) > file (bobench.yaml) > defaults."""
+"""Settings with one precedence rule: CLI > environment (BOBENCH_*) > file (bobench.yaml) > defaults.
+
+Each process builds its settings once, at its edge (the `bob` command, the evaluator and scheduler
+services, the embedder service, a Job's entrypoint), and passes them down; library code takes what
+it needs as parameters and never reads the environment. A battle spec's `settings:` rank like the
+file (just above it). Field `x` of a settings class is env BOBENCH_X and file key `x`; a value that
+does not parse, or an unknown file key, is an InvalidArgument naming the variable, key or flag (the
+CLI's config-error exit code, no traceback).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import math
 import os
 import re
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bobench.errors import InvalidArgument
 
+log = logging.getLogger(__name__)
 ENV_PREFIX = "BOBENCH_"
 CONFIG_FILE_ENV = "BOBENCH_CONFIG"
 # A credential nobody filled in (an unfilled deployment Secret); the minio-setup Job refuses it too.
@@ -23,11 +35,13 @@ class Settings:
     """Process-wide settings. Field `x` is set by env BOBENCH_X or key `x` of the config file."""
 
     cache_dir: str = str(Path.home() / ".cache" / "bobench")  # features, exported models
-    embedder: str = "onnxruntime"  # "onnxruntime" | "torch" | "triton"
+    embedder: str = (
+        "onnxruntime"  # a runtime of bobench.embed.EMBEDDERS (built in: onnxruntime, torch, triton)
+    )
     triton_url: str = "127.0.0.1:8001"  # gRPC address of the Triton embedder
     batch_size: int = 32
     threads: int = 0  # intra-op threads; 0 = library default
-    device: str = "cpu"
+    device: str = "cpu"  # torch device: cpu, cuda, cuda:1 ("gpu" = cuda); CUDA must be present
     log_level: str = "INFO"
     recompute_features: bool = False  # ignore cached features: each is computed again (`--recompute`)
     store: str = ""  # artifact store URL: "" (local files) or s3://bucket/prefix
@@ -105,22 +119,43 @@ class Settings:
         return d
 
 
+_TYPE_WORDS = {"int": "an integer", "bool": "true or false", "str": "a string"}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
 def _coerce(field: dataclasses.Field, raw: Any, origin: str) -> Any:
+    """`raw` (a YAML value, an environment string or a flag) as the field's type; an InvalidArgument
+    naming `origin` (the variable, the file key or the flag) and what was expected, never a traceback."""
     typ = field.type if isinstance(field.type, str) else field.type.__name__
+    optional = typ.endswith("| None")
+    base = typ.removesuffix("| None").strip()
+    if optional and (raw is None or (isinstance(raw, str) and not raw.strip())):
+        return None
     try:
-        if typ == "int":
+        if base == "int":
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise TypeError("not an integer")
             return int(raw)
-        if typ == "bool":
+        if base == "bool":
             if isinstance(raw, bool):
                 return raw
-            return str(raw).strip().lower() in ("1", "true", "yes", "on")
-        if typ.startswith("tuple"):
+            word = str(raw).strip().lower()
+            if word not in _TRUE + _FALSE:
+                raise ValueError("not a boolean")
+            return word in _TRUE
+        if base.startswith("tuple"):
             return _string_list(raw)
-        if typ.startswith("dict"):
+        if base.startswith("dict"):
             return _price_table(raw)
+        if isinstance(raw, dict | list):
+            raise TypeError("not a string")
         return str(raw)
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"{origin}: {field.name} must be {typ}, got {raw!r}") from None
+    except (TypeError, ValueError) as exc:
+        expected = _TYPE_WORDS.get(base)
+        if expected is None:  # lists and price tables: their own parse error says what was wrong
+            expected = f"{base} ({exc})"
+        raise InvalidArgument(f"{origin}: expected {expected}, got {raw!r}") from None
 
 
 def _string_list(raw: Any) -> tuple[str, ...]:
@@ -151,26 +186,136 @@ def _price_table(raw: Any) -> dict[str, float]:
     return table
 
 
-def load_settings(config_file: str | os.PathLike | None = None, **cli: Any) -> Settings:
-    """Resolve settings. `cli` holds values given on the command line (None = not given)."""
-    import yaml
+@dataclass(frozen=True)
+class EvaluatorServiceSettings:
+    """The evaluator service's own settings (`bobench.rpc.evaluator_service`): field `x` is env
+    BOBENCH_X or file key `x`; its flags (--host, --port, ...) rank above both."""
 
-    fields = {f.name: f for f in dataclasses.fields(Settings)}
-    values: dict[str, Any] = {}
+    evaluator_host: str = "127.0.0.1"  # 0.0.0.0 in containers
+    evaluator_port: int = 50051  # 0 = pick
+    metrics_port: int | None = None  # Prometheus /metrics; None = off, 0 = pick
+    results_dir: str = ""  # "" = CACHE_DIR/evaluator-results
+    max_concurrent_runs: int = 1
+
+
+@dataclass(frozen=True)
+class SchedulerServiceSettings:
+    """The scheduler service's own settings (`bobench.rpc.scheduler_service`), resolved like Settings."""
+
+    scheduler_host: str = "127.0.0.1"
+    scheduler_port: int = 50052
+    metrics_port: int | None = None
+    evaluators: str = ""  # host:port,... of evaluators; "" = run in the scheduler's process
+    runs_per_evaluator: int = 1
+    scheduler_concurrency: int = 4  # runs in flight
+    job_config: str = ""  # JobConfig YAML: its protocols run as Kubernetes Jobs; "" = no Jobs
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Where the CLI's remote commands connect: `bob evaluate --server` and `bob battle ... --server`."""
+
+    evaluator: str = ""  # HOST:PORT of an evaluator; "" = `bob evaluate` runs embedded
+    scheduler: str = ""  # HOST:PORT of a scheduler; "" = the local stack's, if one runs
+
+
+# Every settings object a process may build; a settings file may hold keys of any of them (one file
+# serves the CLI and the services), and each takes only its own.
+SETTINGS_CLASSES: tuple[type, ...] = (
+    Settings,
+    EvaluatorServiceSettings,
+    SchedulerServiceSettings,
+    ClientSettings,
+)
+# BOBENCH_* variables that are not settings fields (read by the entry points that own them); any other
+# BOBENCH_* name close to a setting's variable is reported as a likely typo.
+OTHER_ENV_NAMES = frozenset(
+    {
+        CONFIG_FILE_ENV,
+        "BOBENCH_PLUGINS",
+        "BOBENCH_JOB_PLAN",
+        "BOBENCH_JOB_BACKBONE",
+        "BOBENCH_BUCKET",
+        "BOBENCH_IMAGE_WHEELS",
+        "BOBENCH_TRITON_MODELS_PREFIX",
+    }
+)
+SettingsT = TypeVar("SettingsT")
+
+
+def setting_keys() -> set[str]:
+    """Every key a settings file may hold (the fields of SETTINGS_CLASSES)."""
+    return {f.name for cls in SETTINGS_CLASSES for f in dataclasses.fields(cls)}
+
+
+def env_names() -> set[str]:
+    """Every BOBENCH_* variable bobench reads: one per settings field, plus OTHER_ENV_NAMES."""
+    return {ENV_PREFIX + key.upper() for key in setting_keys()} | OTHER_ENV_NAMES
+
+
+def _did_you_mean(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def settings_file_path(config_file: str | os.PathLike | None = None) -> Path | None:
+    """The settings file in effect: `config_file`, else $BOBENCH_CONFIG, else ./bobench.yaml if present."""
     path = config_file or os.environ.get(CONFIG_FILE_ENV)
     if path is None and Path("bobench.yaml").exists():
         path = "bobench.yaml"
-    if path:
-        p = Path(path)
-        if not p.exists():
-            raise InvalidArgument(f"config file {p} does not exist")
+    return Path(path) if path else None
+
+
+def read_settings_file(config_file: str | os.PathLike | None = None) -> tuple[dict[str, Any], str]:
+    """(the settings file's mapping, its name); ({}, "") without a file. Unknown keys are refused
+    with a did-you-mean, so a typo never silently falls back to a default."""
+    import yaml
+
+    p = settings_file_path(config_file)
+    if p is None:
+        return {}, ""
+    if not p.is_file():
+        hint = ""
+        if str(p).lstrip().startswith(("{", "[")):  # a JSON document where a file name belongs
+            hint = " (--config names the settings file; a protocol config goes in --protocol-config)"
+        raise InvalidArgument(f"config file {p} does not exist{hint}")
+    try:
         data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise InvalidArgument(f"config file {p}: expected a mapping at the top level")
-        for key, raw in data.items():
+    except yaml.YAMLError as exc:
+        raise InvalidArgument(f"config file {p}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"config file {p}: expected a mapping at the top level")
+    known = setting_keys()
+    for key in data:
+        if key not in known:
+            raise InvalidArgument(f"config file {p}: unknown setting {key!r}{_did_you_mean(str(key), known)}")
+    return data, str(p)
+
+
+def resolve_settings(
+    cls: type[SettingsT],
+    config_file: str | os.PathLike | None = None,
+    *,
+    spec: Mapping[str, Any] | None = None,
+    **cli: Any,
+) -> SettingsT:
+    """One settings object of `cls` by the one precedence rule: `cli` (flags given; None = not given)
+    > environment BOBENCH_<FIELD> > `spec` (a battle spec's `settings:`) > the settings file's key
+    <field> > the field's default. Raises InvalidArgument naming the variable, key or flag whose
+    value does not parse."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    data, origin = read_settings_file(config_file)
+    for key, raw in data.items():
+        if key in fields:
+            values[key] = _coerce(fields[key], raw, f"config file {origin}: {key}")
+    for key, raw in (spec or {}).items():
+        if raw is not None:
             if key not in fields:
-                raise InvalidArgument(f"config file {p}: unknown setting {key!r}")
-            values[key] = _coerce(fields[key], raw, str(p))
+                raise InvalidArgument(
+                    f"spec settings: unknown setting {key!r}{_did_you_mean(key, set(fields))}"
+                )
+            values[key] = _coerce(fields[key], raw, f"spec settings.{key}")
     for name, f in fields.items():
         env = os.environ.get(ENV_PREFIX + name.upper())
         if env is not None:
@@ -178,21 +323,76 @@ def load_settings(config_file: str | os.PathLike | None = None, **cli: Any) -> S
     for name, raw in cli.items():
         if raw is not None:
             if name not in fields:
-                raise InvalidArgument(f"unknown setting {name!r}")
+                raise InvalidArgument(f"unknown setting {name!r}{_did_you_mean(name, set(fields))}")
             values[name] = _coerce(fields[name], raw, f"--{name.replace('_', '-')}")
-    settings = Settings(**values)
-    _check(settings)
+    return cls(**values)
+
+
+def warn_unknown_env(environ: dict[str, str] | None = None) -> list[str]:
+    """Log a warning for each BOBENCH_* variable that bobench does not read but that is close to one
+    it does (a typo such as BOBENCH_CAHCE_DIR); returns the warnings."""
+    known = env_names()
+    env = os.environ if environ is None else environ
+    warnings = []
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            hint = _did_you_mean(name, known)
+            if hint:
+                warnings.append(f"{name} is not a bobench setting{hint}")
+                log.warning("%s", warnings[-1])
+    return warnings
+
+
+def load_settings(
+    config_file: str | os.PathLike | None = None,
+    *,
+    spec: Mapping[str, Any] | None = None,
+    runtimes: Collection[str] | None = None,
+    **cli: Any,
+) -> Settings:
+    """Resolve the process's Settings (see `resolve_settings`) and check their values. `runtimes`:
+    the embedder runtimes this process can run (`bobench.embed.runtime_names()`, after plugins are
+    loaded); None skips that check (the names live in the embed layer, above this one)."""
+    warn_unknown_env()
+    settings = resolve_settings(Settings, config_file, spec=spec, **cli)
+    _check(settings, runtimes)
     return settings
 
 
-def _check(s: Settings) -> None:
+def _check(s: Settings, runtimes: Collection[str] | None = None) -> None:
     if s.batch_size <= 0:
         raise InvalidArgument(f"batch_size must be a positive integer, got {s.batch_size}")
     if s.threads < 0:
         raise InvalidArgument(f"threads must be >= 0 (0 = library default), got {s.threads}")
-    if s.embedder not in ("onnxruntime", "torch", "triton"):
-        raise InvalidArgument(f"embedder must be onnxruntime, torch or triton, got {s.embedder!r}")
+    if runtimes is not None and s.embedder not in runtimes:
+        raise InvalidArgument(
+            f"embedder must be one of {', '.join(sorted(runtimes))}, got {s.embedder!r}"
+            f"{_did_you_mean(s.embedder, set(runtimes))}"
+        )
     _check_not_placeholder(s)
+
+
+def check_device(device: str, *, cuda_available: Callable[[], bool] | None = None) -> str:
+    """The torch device to use for `device` ("gpu" means "cuda"). Raises InvalidArgument for a CUDA
+    device on a machine without CUDA: a run asked for the GPU must not quietly train on the CPU.
+    `cuda_available` defaults to torch's check (imported only for a non-CPU device)."""
+    wanted = device.strip().lower()
+    if wanted == "gpu":
+        wanted = "cuda"
+    if wanted == "cpu" or not wanted.startswith("cuda"):
+        return wanted or "cpu"
+    if cuda_available is None:
+        try:
+            import torch
+        except ImportError:
+            raise InvalidArgument(f"device {device!r}: torch is not installed in this process") from None
+        cuda_available = torch.cuda.is_available
+    if not cuda_available():
+        raise InvalidArgument(
+            f"device {device!r} asked for, but CUDA is not available on this machine "
+            "(torch.cuda.is_available() is False); use --device cpu (setting device, env BOBENCH_DEVICE)"
+        )
+    return wanted
 
 
 def _check_not_placeholder(s: Settings) -> None:

@@ -40,12 +40,10 @@ def stack(target, tmp_path_factory) -> list[dict[str, Any]]:
 
 # -- the services' wiring against the code -------------------------------------------------------------
 def bobench_env_names() -> set[str]:
-    """BOBENCH_* names the library reads: Settings fields plus the names the entry points look up."""
-    import dataclasses
+    """BOBENCH_* names the library reads: the settings classes' fields plus the names the entry points look up."""
+    from bobench.config import env_names
 
-    from bobench.config import ENV_PREFIX, Settings
-
-    names = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
+    names = env_names()
     for path in (ROOT / "src" / "bobench").rglob("*.py"):
         names |= set(re.findall(r"[\"'](BOBENCH_[A-Z0-9_]+)[\"']", path.read_text()))
     return names
