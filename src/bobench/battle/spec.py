@@ -299,8 +299,11 @@ def parse_spec(
     ):
         raise _fail("settings.threads", f"must be an integer 0..1024 (0 = library default), got {threads!r}")
     embedder = data.get("embedder")
-    if embedder is not None and embedder not in ("onnxruntime", "torch", "triton"):
-        raise _fail("embedder", f"must be onnxruntime, torch or triton, got {embedder!r}")
+    if embedder is not None:
+        from bobench.embed import runtime_names  # plugins' runtimes included
+
+        if embedder not in runtime_names():
+            raise _fail("embedder", f"must be one of {', '.join(runtime_names())}, got {embedder!r}")
     embedder_variant = _embedder_variant(data.get("embedder_variant", "onnx"))
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name:

@@ -14,10 +14,18 @@ from bobench.registry import Registry
 
 # factory(backbone_name_or_spec, **options) -> Embedder
 EMBEDDERS: Registry[Callable[..., Embedder]] = Registry("embedder runtime")
+# The built-in runtimes, registered by their modules when first used (so listing imports no runtime).
+BUILTIN_RUNTIMES = ("onnxruntime", "torch", "triton")
+
+
+def runtime_names() -> tuple[str, ...]:
+    """Every runtime `--embedder` / the `embedder` setting may name: the built-in ones and those a
+    plugin registered in EMBEDDERS (call it after `bobench.plugins.load_plugins`)."""
+    return tuple(sorted({*BUILTIN_RUNTIMES, *EMBEDDERS}))
 
 
 def make_embedder(runtime: str, backbone: Any, **options: Any) -> Embedder:
-    """Build an embedder of `runtime` ("onnxruntime", "torch", "triton") for `backbone`."""
+    """Build an embedder of `runtime` (one of `runtime_names()`) for `backbone`."""
     _load_builtin_runtimes()
     return EMBEDDERS.get(runtime)(backbone, **options)
 
@@ -37,4 +45,4 @@ def _load_builtin_runtimes() -> None:
                 raise
 
 
-__all__ = ["EMBEDDERS", "Embedder", "make_embedder"]
+__all__ = ["BUILTIN_RUNTIMES", "EMBEDDERS", "Embedder", "make_embedder", "runtime_names"]
