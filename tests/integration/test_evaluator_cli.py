@@ -38,7 +38,7 @@ def test_bob_evaluate_remote_and_embedded_print_the_same_record(tmp_path, capsys
                     "toy",
                     "toy",
                     "knn",
-                    "--config",
+                    "--protocol-config",
                     CONFIG,
                     "--seed",
                     "1",
@@ -59,7 +59,7 @@ def test_bob_evaluate_remote_and_embedded_print_the_same_record(tmp_path, capsys
                 "toy",
                 "toy",
                 "knn",
-                "--config",
+                "--protocol-config",
                 CONFIG,
                 "--seed",
                 "1",
@@ -83,7 +83,19 @@ def test_bob_evaluate_reports_a_bad_request_and_exits_non_zero(tmp_path, capsys)
     binding = ServiceBinding.of(evaluator_pb2_grpc.add_EvaluatorServicer_to_server, servicer)
     with BackgroundServer([binding]) as running:
         assert (
-            bob(["-q", "evaluate", "toy", "toy", "knn", "--config", '{"kk": 1}', "--server", running.address])
+            bob(
+                [
+                    "-q",
+                    "evaluate",
+                    "toy",
+                    "toy",
+                    "knn",
+                    "--protocol-config",
+                    '{"kk": 1}',
+                    "--server",
+                    running.address,
+                ]
+            )
             == 2
         )
     servicer.close()

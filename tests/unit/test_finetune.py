@@ -242,7 +242,7 @@ def test_cli_writes_status_metrics_and_honours_flag_precedence(tmp_path, monkeyp
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("epochs: 5\nbatch_size: 16\nlr: 0.01\n")
     out = tmp_path / "run"
-    rc = main(["finetune", "toy", "toy", "--out", str(out), "--config", str(recipe), "--epochs", "2"])
+    rc = main(["finetune", "toy", "toy", "--out", str(out), "--recipe", str(recipe), "--epochs", "2"])
     assert rc == 0 and read_status(out) == "finished"
     written = json.loads((out / "metrics.json").read_text())
     assert written["config"]["epochs"] == 2 and written["config"]["batch_size"] == 16  # flag > file > default

@@ -41,7 +41,7 @@ def _start(out, cache) -> subprocess.Popen:
     recipe.write_text(f"warmup_epochs: {RECIPE['warmup_epochs']}\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BOBENCH_CACHE_DIR": str(cache)}
     return subprocess.Popen(
-        [sys.executable, "-c", code, *args, "--config", str(recipe)],
+        [sys.executable, "-c", code, *args, "--recipe", str(recipe)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -100,7 +100,7 @@ def test_sigkilled_job_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_p
             "16",
             "--lr",
             "0.01",
-            "--config",
+            "--recipe",
             str(out.parent / "recipe.yaml"),
         ]
     )

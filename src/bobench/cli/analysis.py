@@ -97,7 +97,7 @@ def _records(results_dir: str | None) -> list:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bobench.analysis.report import write_report
-    from bobench.config import load_settings
+    from bobench.cli.common import settings_from
 
     chosen = _select(args, _records(args.results_dir))
     paths = write_report(
@@ -113,7 +113,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             "min_server_qps": args.min_qps,
             "max_server_p99_ms": args.max_p99_ms,
         },
-        prices=load_settings(args.config).price_per_hour,
+        prices=settings_from(args).price_per_hour,
     )
     for kind, path in paths.items():
         print(f"{kind}: {path}")

@@ -31,9 +31,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 
     tokens_file = args.tokens_file
     if not tokens_file:
-        from bobench.config import load_settings
+        from bobench.cli.common import settings_from
 
-        tokens_file = load_settings(args.config).auth_tokens_file
+        tokens_file = settings_from(args).auth_tokens_file
     if not tokens_file:
         raise InvalidArgument("--tokens-file is required (or set BOBENCH_AUTH_TOKENS_FILE)")
     token = new_token(tokens_file, args.identity, args.roles)

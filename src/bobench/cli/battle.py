@@ -33,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bobench.battle.spec import load_spec
 
     spec = load_spec(args.spec)
-    settings = settings_from(args, embedder=spec.embedder, **spec.settings)
+    settings = settings_from(args, spec={"embedder": spec.embedder, **spec.settings})
     out = Path(args.out)
     outcome = run_battle(
         spec,

@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
 
 from bobench.config import Settings, load_settings
 
+# the Settings fields that add_settings_flags' flags set (dest = field name)
+SETTINGS_FLAGS = (
+    "embedder",
+    "cache_dir",
+    "batch_size",
+    "threads",
+    "triton_url",
+    "device",
+    "recompute_features",
+)
+
 
 def add_settings_flags(p: argparse.ArgumentParser) -> None:
-    """Flags that override settings (CLI > env BOBENCH_* > config file > defaults)."""
-    p.add_argument("--embedder", choices=("onnxruntime", "torch", "triton"), help="embedding runtime")
+    """Flags that override settings (CLI > env BOBENCH_* > config file > defaults). `--embedder`
+    offers every registered runtime, plugins' included: build the parser after `load_plugins`."""
+    from bobench.embed import runtime_names
+
+    p.add_argument("--embedder", choices=runtime_names(), help="embedding runtime (env BOBENCH_EMBEDDER)")
     p.add_argument("--cache-dir", help="feature/model cache (env BOBENCH_CACHE_DIR)")
     p.add_argument("--batch-size", type=int, help="embedding batch size")
     p.add_argument("--threads", type=int, help="intra-op threads (0 = library default)")
     p.add_argument("--triton-url", help="Triton gRPC address for --embedder triton")
-    p.add_argument("--device", help="torch device for --embedder torch (cpu, cuda, cuda:1)")
+    p.add_argument(
+        "--device",
+        help="torch device for --embedder torch and training protocols: cpu, cuda, cuda:1 (gpu = cuda); "
+        "a CUDA device on a machine without CUDA is refused (env BOBENCH_DEVICE)",
+    )
     p.add_argument(
         "--recompute",
         dest="recompute_features",
@@ -26,25 +45,24 @@ def add_settings_flags(p: argparse.ArgumentParser) -> None:
         help="compute every feature again instead of reading the cache, and re-run finished runs "
         "(env BOBENCH_RECOMPUTE_FEATURES)",
     )
+    p.set_defaults(settings_flags=True)
 
 
-def settings_from(args: argparse.Namespace, **spec_values: Any) -> Settings:
-    """Resolve this command's settings (and hand them to the data context). `spec_values` (e.g. a battle spec's `settings`) rank like a config file: below
-    CLI flags and BOBENCH_* environment variables, above the settings file and the defaults."""
-    import os
-
-    from bobench.config import ENV_PREFIX
-
-    cli = {
-        k: getattr(args, k, None)
-        for k in ("embedder", "cache_dir", "batch_size", "threads", "triton_url", "recompute_features")
-    }
-    for key, value in spec_values.items():
-        if value is not None and cli.get(key) is None and (ENV_PREFIX + key.upper()) not in os.environ:
-            cli[key] = value
+def settings_from(args: argparse.Namespace, spec: dict[str, Any] | None = None) -> Settings:
+    """This command's Settings, resolved once (and handed to the data context): its settings flags
+    > BOBENCH_* environment > `spec` (a battle spec's `embedder`/`settings`, ranked like the file,
+    just above it) > the --config file > defaults. A command with the settings flags (it runs
+    models) has its device checked: CUDA asked for where there is none is an InvalidArgument."""
+    from bobench.config import check_device
     from bobench.data import configure
+    from bobench.embed import runtime_names
 
-    settings = load_settings(getattr(args, "config", None), **cli)
+    runs_models = getattr(args, "settings_flags", False)  # else e.g. `bob finetune --device` is its recipe's
+    cli = {k: getattr(args, k, None) for k in SETTINGS_FLAGS} if runs_models else {}
+    cli["cache_dir"] = getattr(args, "cache_dir", None)  # the same setting wherever a command offers it
+    settings = load_settings(getattr(args, "config", None), spec=spec, runtimes=runtime_names(), **cli)
+    if runs_models:
+        settings = dataclasses.replace(settings, device=check_device(settings.device))
     configure(settings)  # s3:// dataset refs read through these store settings
     return settings
 

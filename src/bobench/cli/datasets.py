@@ -119,10 +119,10 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from bobench.config import load_settings
+    from bobench.cli.common import settings_from
     from bobench.data.upload import upload_dataset
 
-    settings = load_settings(getattr(args, "config", None), cache_dir=args.cache_dir)
+    settings = settings_from(args)
     with tqdm(unit="obj", disable=args.no_progress, desc="upload") as bar:
 
         def progress(done: int, total: int, key: str) -> None:

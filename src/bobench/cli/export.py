@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from bobench.backbones import create_backbone
-    from bobench.config import load_settings
+    from bobench.cli.common import settings_from
     from bobench.errors import InvalidArgument
     from bobench.export.onnx_export import export_cached
     from bobench.export.triton_repo import served_model_name, write_model_repository
@@ -53,7 +53,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         ok, why = tensorrt_available()
         if not ok:
             raise FailedPrecondition(f"--tensorrt: TensorRT unavailable here: {why}")
-    cache_dir = args.cache_dir or load_settings(args.config).cache_dir
+    cache_dir = settings_from(args).cache_dir
     loaded = create_backbone(args.backbone, cache_dir=cache_dir)
     report = export_cached(loaded, cache_dir, input_dtype=args.input_dtype)
     options = {"max_batch_size": args.max_batch_size, "instances": args.instances}

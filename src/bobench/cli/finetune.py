@@ -1,6 +1,6 @@
 """`bob finetune BACKBONE DATASET --out DIR`: fine-tune end to end by hand. Writes OUT/status,
 OUT/metrics.json and checkpoints (bobench.finetune.job); exits non-zero when the job fails.
-Precedence: flags > --config FILE > recipe defaults. The scheduler's Kubernetes Jobs run battle
+Precedence: flags > --recipe FILE > recipe defaults (--config is the settings file, as everywhere). The scheduler's Kubernetes Jobs run battle
 fine-tune runs with `bob job run` instead (bobench.battle.job_entry: checkpoints in the store)."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", help='dataset name, path, or a JSON dataset ref like \'{"name": "toy"}\'')
     p.add_argument("-o", "--out", required=True, help="run directory (checkpoints, status, metrics.json)")
     p.add_argument(
-        "--config",
+        "--recipe",
         dest="finetune_config",
         metavar="FILE",
-        help="fine-tune recipe (YAML/JSON; keys of FinetuneConfig)",
+        help="fine-tune recipe (YAML/JSON; keys of FinetuneConfig); --config is the settings file",
     )
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate of the head")
@@ -49,13 +49,10 @@ def _raise_on_sigterm(signum: int, frame: object) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from bobench.config import load_settings
+    from bobench.cli.common import settings_from
     from bobench.finetune import FinetuneConfig, load_config_file, run_job
 
-    settings = load_settings(getattr(args, "config", None), cache_dir=args.cache_dir)
-    from bobench.data import configure
-
-    configure(settings)  # the dataset may be an s3:// ref
+    settings = settings_from(args)  # also configures the data context: the dataset may be an s3:// ref
     base = FinetuneConfig.from_dict(
         load_config_file(args.finetune_config) if args.finetune_config else {},
         where=f"finetune config file {args.finetune_config}",

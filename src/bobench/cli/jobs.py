@@ -29,11 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from bobench.battle.job_entry import main_job
     from bobench.battle.k8s_jobs import BACKBONE_ENV, PLAN_ENV, register_job_backbone
-    from bobench.config import load_settings
-    from bobench.data import configure
+    from bobench.cli.common import settings_from
 
-    settings = load_settings(getattr(args, "config", None))
-    configure(settings)  # the run's dataset may be an s3:// ref
+    settings = settings_from(args)  # also the data context: the run's dataset may be an s3:// ref
     register_job_backbone(os.environ.get(BACKBONE_ENV))  # a user-defined backbone of the battle
     return main_job(args.plan or os.environ.get(PLAN_ENV), settings, args.termination_log)
 
@@ -46,10 +44,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     from bobench.battle.k8s_jobs import build_job, load_job_config
     from bobench.battle.plan import plan_battle
     from bobench.battle.spec import load_spec
-    from bobench.config import load_settings
-    from bobench.data import configure
+    from bobench.cli.common import settings_from
 
-    configure(load_settings(getattr(args, "config", None)))  # planning fingerprints s3:// datasets
+    settings_from(args)  # configures the data context: planning fingerprints s3:// datasets
     config = load_job_config(args.job_config)
     config = dataclasses.replace(
         config, store=config.store or args.store, s3_endpoint=config.s3_endpoint or args.s3_endpoint

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from bobench.battle.k8s_jobs import BACKBONE_ENV, register_job_backbone
-    from bobench.config import load_settings
+    from bobench.cli.common import settings_from
     from bobench.errors import InvalidArgument
     from bobench.serving.publish import publish
     from bobench.store import open_store
@@ -61,7 +61,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         raise InvalidArgument(
             f"--store: Triton reads its models from S3; expected s3://bucket/prefix, got {args.store!r}"
         )
-    settings = load_settings(args.config, cache_dir=args.cache_dir)
+    settings = settings_from(args)
     register_job_backbone(os.environ.get(BACKBONE_ENV))  # in a publish Job: a battle's own backbone
     store = open_store(args.store, settings, create_bucket=True)
     published = []

@@ -3,13 +3,14 @@
 
 Credentials come from the settings (auth_token / auth_token_file, tls_ca, tls_client_cert/_key: env
 BOBENCH_* or the config file); a battle command that finds the local stack's scheduler itself uses
-the stack's token (its secrets file) unless one is configured."""
+the stack's token (its secrets file) unless one is configured. The server address is
+`bobench.config.ClientSettings`: --server > env BOBENCH_EVALUATOR / BOBENCH_SCHEDULER > the settings
+file's `evaluator` / `scheduler` key."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
@@ -30,13 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("protocol", help="registered protocol name")
     ev.add_argument(
-        "--config", dest="protocol_config", default="{}", metavar="JSON", help="protocol config overrides"
+        "--protocol-config",
+        default="{}",
+        metavar="JSON",
+        help="protocol config overrides (--config is the settings file, as everywhere)",
     )
     ev.add_argument("--seed", type=int, default=0, help="run seed (>= 0)")
     ev.add_argument(
-        "--server",
-        default=os.environ.get(EVALUATOR_ENV),
-        help=f"evaluator HOST:PORT (env {EVALUATOR_ENV}); without it the run is embedded",
+        "--server", help=f"evaluator HOST:PORT (env {EVALUATOR_ENV}); without it the run is embedded"
     )
     ev.add_argument("--rerun", action="store_true", help="execute even if the server has a finished result")
     ev.add_argument("--timeout-s", type=float, default=3600.0, help="deadline of the remote call")
@@ -45,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=cmd_evaluate)
 
     actions = _battle_actions(sub)
-    server = {"default": os.environ.get(SCHEDULER_ENV), "help": f"scheduler HOST:PORT (env {SCHEDULER_ENV})"}
+    server = {"help": f"scheduler HOST:PORT (env {SCHEDULER_ENV})"}
     submit = actions.add_parser("submit", help="submit a battle spec to a scheduler")
     submit.add_argument("spec", help="battle spec (YAML)")
     submit.add_argument("--server", **server)
@@ -94,10 +96,9 @@ def _client_auth(args: argparse.Namespace, stack_dir=None):
     """The ClientAuth of the settings; with `stack_dir` and no token configured, the stack's token."""
     import dataclasses
 
-    from bobench.config import load_settings
     from bobench.rpc.auth_client import ClientAuth
 
-    auth = ClientAuth.from_settings(load_settings(getattr(args, "config", None)))
+    auth = ClientAuth.from_settings(settings_from(args))
     if stack_dir is not None and not auth.bearer_token():
         from bobench.stack import stack_env
 
@@ -110,8 +111,9 @@ def _scheduler_client(args: argparse.Namespace):
     the nearest .bobench/stack.json from here upwards (make up writes it in the repository root)."""
     from bobench.client import SchedulerClient
 
-    if args.server:
-        return SchedulerClient(args.server, auth=_client_auth(args))
+    server = _server(args, "scheduler")
+    if server:
+        return SchedulerClient(server, auth=_client_auth(args))
     from pathlib import Path
 
     from bobench.stack import read_state
@@ -129,6 +131,15 @@ def _scheduler_client(args: argparse.Namespace):
     )
 
 
+def _server(args: argparse.Namespace, which: str) -> str:
+    """The `which` ("evaluator" or "scheduler") address of ClientSettings: --server, else its env
+    variable, else its settings-file key; "" when none is given."""
+    from bobench.config import ClientSettings, resolve_settings
+
+    client = resolve_settings(ClientSettings, getattr(args, "config", None), **{which: args.server})
+    return getattr(client, which)
+
+
 def _dataset_arg(text: str) -> str | dict[str, Any]:
     if text.lstrip().startswith("{"):
         try:
@@ -142,12 +153,13 @@ def _dataset_arg(text: str) -> str | dict[str, Any]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from bobench.rpc.convert import parse_json_object
 
-    config = parse_json_object(args.protocol_config, "--config")
+    config = parse_json_object(args.protocol_config, "--protocol-config")
     dataset = _dataset_arg(args.dataset)
-    if args.server:
+    server = _server(args, "evaluator")
+    if server:
         from bobench.client import EvaluatorClient
 
-        with EvaluatorClient(args.server, auth=_client_auth(args)) as client:
+        with EvaluatorClient(server, auth=_client_auth(args)) as client:
             record = client.evaluate(
                 args.backbone,
                 dataset,
