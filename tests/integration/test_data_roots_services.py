@@ -142,7 +142,9 @@ def test_scheduler_refuses_server_side_settings_torchhub_and_outside_paths(stack
         for spec, message in refused:
             with pytest.raises(PermissionDenied, match=message):
                 client.submit(parse_spec(spec))
-        ok = {**base, "settings": {"batch_size": 8}, "datasets": [{"name": "ok", "ref": str(data / "ok")}]}
+        with pytest.raises(InvalidArgument, match="settings.batch_size"):  # would be ignored: refused
+            client.submit(parse_spec({**base, "settings": {"batch_size": 8}}))
+        ok = {**base, "datasets": [{"name": "ok", "ref": str(data / "ok")}]}
         battle_id = client.submit(parse_spec(ok)).battle_id
         for _ in client.watch(battle_id, timeout_s=120):
             pass

@@ -85,6 +85,22 @@ def default_planner(spec: BattleSpec, battle_id: str) -> list[RunPlan]:
     return plan_battle(spec, battle_id=battle_id)
 
 
+def refuse_run_settings(spec: BattleSpec) -> None:
+    """InvalidArgument for a spec with `embedder:` or `settings:`: a scheduler's runs use its
+    executors' settings (each evaluator's embedder, batch size, threads, device, set by whoever runs
+    it), so these would be silently ignored; `bob battle run` honours them in its own process."""
+    given = [
+        *(["embedder"] if spec.embedder is not None else []),
+        *(f"settings.{k}" for k in sorted(spec.settings)),
+    ]
+    if given:
+        raise InvalidArgument(
+            f"{', '.join(given)}: a battle submitted to the scheduler runs with its evaluators' settings, "
+            "so the spec may not choose them; remove them from the spec (configure the evaluators with "
+            "BOBENCH_* or their --config file), or run the battle in this process with `bob battle run`"
+        )
+
+
 def is_transient(record: RunRecord) -> bool:
     """A failed record whose error is an infrastructure hiccup (e.g. the embedder was unreachable)."""
     return record.status == FAILED and (record.error or "").startswith(_TRANSIENT_PREFIXES)
@@ -204,8 +220,10 @@ class Scheduler:
         runs; returns the battle id.
 
         Resubmitting an existing id with the same spec returns it; with another spec raises
-        AlreadyExists. Raises InvalidArgument for a spec that cannot be planned.
+        AlreadyExists. Raises InvalidArgument for a spec that cannot be planned, and for one with
+        `embedder:` or `settings:` (`refuse_run_settings`).
         """
+        refuse_run_settings(spec)
         spec_doc = spec.to_dict()
         if not battle_id:
             return self._submit(spec, spec_doc, f"{_slug(spec.name)}-{uuid.uuid4().hex[:10]}", owner)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
-import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,13 @@ from bobench.battle.executor import utc_now
 from bobench.battle.plan import RunPlan
 from bobench.battle.records import STATUS_CANCELLED, STATUS_FAILED, RunRecord
 from bobench.battle.single import plan_single_run
-from bobench.config import Settings, load_settings
+from bobench.config import (
+    EvaluatorServiceSettings,
+    Settings,
+    check_device,
+    load_settings,
+    resolve_settings,
+)
 from bobench.data import configure as configure_data
 from bobench.errors import Cancelled, DeadlineExceeded, FailedPrecondition, InvalidArgument
 from bobench.rpc import auth, convert
@@ -359,34 +366,30 @@ def triton_liveness(url: str, timeout_s: float = 2.0) -> Callable[[], Awaitable[
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The service's flags. Defaults are None: a flag not given leaves the setting to the environment,
+    the settings file and the default (`EvaluatorServiceSettings`, `Settings`); build it after
+    `load_plugins`, so --embedder offers plugins' runtimes."""
+    from bobench.embed import runtime_names
+
     p = argparse.ArgumentParser(prog="bobench-evaluator", description="bobench Evaluator gRPC service")
     p.add_argument(
         "--host",
-        default=os.environ.get("BOBENCH_EVALUATOR_HOST", "127.0.0.1"),
-        help="address to bind (env BOBENCH_EVALUATOR_HOST; 0.0.0.0 in containers)",
+        help="address to bind (default 127.0.0.1; env BOBENCH_EVALUATOR_HOST; 0.0.0.0 in containers)",
     )
-    p.add_argument(
-        "--port",
-        type=int,
-        default=int(os.environ.get("BOBENCH_EVALUATOR_PORT", "50051")),
-        help="gRPC port, 0 = pick (env BOBENCH_EVALUATOR_PORT)",
-    )
+    p.add_argument("--port", type=int, help="gRPC port, 0 = pick (default 50051; env BOBENCH_EVALUATOR_PORT)")
     p.add_argument(
         "--metrics-port",
         type=int,
-        default=_env_int("BOBENCH_METRICS_PORT"),
         help="Prometheus /metrics port, 0 = pick; off when unset (env BOBENCH_METRICS_PORT)",
     )
     p.add_argument(
         "--results-dir",
-        default=os.environ.get("BOBENCH_RESULTS_DIR"),
         help="where results.jsonl lives (env BOBENCH_RESULTS_DIR; default CACHE_DIR/evaluator-results)",
     )
     p.add_argument(
         "--max-concurrent-runs",
         type=int,
-        default=int(os.environ.get("BOBENCH_MAX_CONCURRENT_RUNS", "1")),
-        help="runs executed at once (env BOBENCH_MAX_CONCURRENT_RUNS)",
+        help="runs executed at once (default 1; env BOBENCH_MAX_CONCURRENT_RUNS)",
     )
     p.add_argument("--max-message-mb", type=int, default=64, help="largest gRPC message accepted")
     p.add_argument("--grace-s", type=float, default=10.0, help="drain time on SIGTERM")
@@ -406,8 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="settings file (YAML); env BOBENCH_CONFIG")
     p.add_argument("--cache-dir", help="feature/model cache (env BOBENCH_CACHE_DIR)")
-    p.add_argument("--embedder", choices=("onnxruntime", "torch", "triton"), help="embedding runtime")
+    p.add_argument("--embedder", choices=runtime_names(), help="embedding runtime (env BOBENCH_EMBEDDER)")
     p.add_argument("--triton-url", help="Triton gRPC address for --embedder triton")
+    p.add_argument("--device", help="torch device: cpu, cuda, cuda:1 (gpu = cuda); env BOBENCH_DEVICE")
     p.add_argument(
         "--readiness-interval-s",
         type=float,
@@ -426,34 +430,65 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else None
+def resolve(args: argparse.Namespace) -> tuple[Settings, EvaluatorServiceSettings]:
+    """The process's settings from parsed flags, by the one precedence rule (flags > BOBENCH_* >
+    settings file > defaults). Raises InvalidArgument naming a value that does not parse, and for a
+    CUDA device on a machine without CUDA."""
+    from bobench.embed import runtime_names
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Parse flags, build the servicer and serve until SIGTERM/SIGINT."""
-    from bobench.rpc.server import ServiceBinding, serve_forever
-
-    args = build_parser().parse_args(argv)
     settings = load_settings(
         args.config,
+        runtimes=runtime_names(),
         cache_dir=args.cache_dir,
         embedder=args.embedder,
         triton_url=args.triton_url,
         batch_size=args.batch_size,
         threads=args.threads,
         max_run_s=args.max_run_s,
+        device=args.device,
     )
+    settings = dataclasses.replace(settings, device=check_device(settings.device))
+    service = resolve_settings(
+        EvaluatorServiceSettings,
+        args.config,
+        evaluator_host=args.host,
+        evaluator_port=args.port,
+        metrics_port=args.metrics_port,
+        results_dir=args.results_dir,
+        max_concurrent_runs=args.max_concurrent_runs,
+    )
+    return settings, service
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags, build the servicer and serve until SIGTERM/SIGINT; 2 (a message, no traceback)
+    for a configuration error."""
+    from bobench.errors import BobenchError
+    from bobench.plugins import load_plugins
+
+    try:
+        load_plugins()  # before the parser: a plugin may add a runtime
+        args = build_parser().parse_args(argv)
+        settings, service = resolve(args)
+    except BobenchError as exc:
+        print(f"bobench-evaluator: error: {exc}", file=sys.stderr)
+        return 2
+    return serve(args, settings, service)
+
+
+def serve(args: argparse.Namespace, settings: Settings, service: EvaluatorServiceSettings) -> int:
+    """Serve with resolved settings until SIGTERM/SIGINT."""
+    from bobench.rpc.server import ServiceBinding, serve_forever
+
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     configure_data(settings, service=True)  # s3:// datasets; client paths only under data_roots
     if settings.threads:
         import torch
 
         torch.set_num_threads(settings.threads)
-    results_dir = Path(args.results_dir or Path(settings.cache_dir) / "evaluator-results")
+    results_dir = Path(service.results_dir or Path(settings.cache_dir) / "evaluator-results")
     servicer = EvaluatorServicer(
-        settings, results_dir, args.max_concurrent_runs, stop_timeout_s=args.stop_timeout_s
+        settings, results_dir, service.max_concurrent_runs, stop_timeout_s=args.stop_timeout_s
     )
     readiness = triton_liveness(settings.triton_url) if settings.embedder == "triton" else None
     binding = ServiceBinding.of(
@@ -465,10 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(
         serve_forever(
             [binding],
-            args.host,
-            args.port,
+            service.evaluator_host,
+            service.evaluator_port,
             max_message_mb=args.max_message_mb,
-            metrics_port=args.metrics_port,
+            metrics_port=service.metrics_port,
             grace_s=args.grace_s,
             on_stop=servicer.aclose,
             max_connection_age_s=args.max_connection_age_s or None,

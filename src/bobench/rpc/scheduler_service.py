@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
+import sys
 import threading
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from bobench.battle.client_settings import check_client_settings
 from bobench.battle.scheduler import Scheduler
 from bobench.battle.scheduler_state import RUN_STATES, BattleEvent, BattleStatus
 from bobench.battle.spec import load_spec_yaml, parse_spec
-from bobench.config import Settings
+from bobench.config import SchedulerServiceSettings, Settings
 from bobench.errors import InvalidArgument, NotFound
 from bobench.rpc import auth, convert, limits
 from bobench.store.base import ArtifactStore
@@ -206,20 +206,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    env = os.environ.get
+    """The service's flags. Defaults of settings are None: a flag not given leaves the setting to the
+    environment, the settings file and the default (`SchedulerServiceSettings`, `Settings`)."""
     p = argparse.ArgumentParser(prog="bobench-scheduler", description="bobench Scheduler gRPC service")
-    p.add_argument(
-        "--host",
-        default=env("BOBENCH_SCHEDULER_HOST", "127.0.0.1"),
-        help="bind address (env BOBENCH_SCHEDULER_HOST)",
-    )
-    p.add_argument(
-        "--port", type=int, default=int(env("BOBENCH_SCHEDULER_PORT", "50052")), help="gRPC port, 0 = pick"
-    )
+    p.add_argument("--host", help="bind address (default 127.0.0.1; env BOBENCH_SCHEDULER_HOST)")
+    p.add_argument("--port", type=int, help="gRPC port, 0 = pick (default 50052; env BOBENCH_SCHEDULER_PORT)")
     p.add_argument(
         "--metrics-port",
         type=int,
-        default=int(env("BOBENCH_METRICS_PORT")) if env("BOBENCH_METRICS_PORT") else None,
         help="Prometheus /metrics port, 0 = pick; off when unset (env BOBENCH_METRICS_PORT)",
     )
     p.add_argument(
@@ -229,20 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--evaluators",
-        default=env("BOBENCH_EVALUATORS", ""),
         help="host:port,... of Evaluator services; empty = run in this process (env BOBENCH_EVALUATORS)",
     )
     p.add_argument(
         "--runs-per-evaluator",
         type=int,
-        default=int(env("BOBENCH_RUNS_PER_EVALUATOR", "1")),
-        help="runs sent to one evaluator at once (match its --max-concurrent-runs)",
+        help="runs sent to one evaluator at once (match its --max-concurrent-runs; default 1; env "
+        "BOBENCH_RUNS_PER_EVALUATOR)",
     )
     p.add_argument(
         "--concurrency",
         type=int,
-        default=int(env("BOBENCH_SCHEDULER_CONCURRENCY", "4")),
-        help="runs in flight",
+        help="runs in flight (default 4; env BOBENCH_SCHEDULER_CONCURRENCY)",
     )
     p.add_argument(
         "--max-retries",
@@ -288,7 +280,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="cache for the in-process executor (env BOBENCH_CACHE_DIR)")
     p.add_argument(
         "--job-config",
-        default=env("BOBENCH_JOB_CONFIG") or None,
         metavar="FILE",
         help="JobConfig YAML: run its protocols (e.g. finetune) as Kubernetes Jobs; unset = no Jobs "
         "(env BOBENCH_JOB_CONFIG)",
@@ -333,15 +324,10 @@ def build_publish_step(job_executor, settings: Settings):
     return publish_step_from_settings(settings)
 
 
-def build_scheduler(args: argparse.Namespace):
-    """(scheduler, settings) from parsed flags: the store, the executors and the retry policy."""
-    from bobench.battle.executor import LocalExecutor
-    from bobench.battle.grpc_executor import GrpcExecutor
-    from bobench.battle.result_signing import ResultSigner
-    from bobench.config import load_settings
-    from bobench.data import configure as configure_data
-    from bobench.rpc.auth_client import ClientAuth
-    from bobench.store import open_store
+def resolve(args: argparse.Namespace) -> tuple[Settings, SchedulerServiceSettings]:
+    """The process's settings from parsed flags, by the one precedence rule (flags > BOBENCH_* >
+    settings file > defaults). Raises InvalidArgument naming a value that does not parse."""
+    from bobench.config import load_settings, resolve_settings
 
     settings = load_settings(
         args.config,
@@ -352,13 +338,37 @@ def build_scheduler(args: argparse.Namespace):
         breaker_failures=args.breaker_failures,
         breaker_cooldown_s=args.breaker_cooldown_s,
     )
+    service = resolve_settings(
+        SchedulerServiceSettings,
+        args.config,
+        scheduler_host=args.host,
+        scheduler_port=args.port,
+        metrics_port=args.metrics_port,
+        evaluators=args.evaluators,
+        runs_per_evaluator=args.runs_per_evaluator,
+        scheduler_concurrency=args.concurrency,
+        job_config=args.job_config,
+    )
+    return settings, service
+
+
+def build_scheduler(args: argparse.Namespace, settings: Settings, service: SchedulerServiceSettings):
+    """The scheduler of resolved settings (and the flags that are not settings): the store, the
+    executors and the retry policy."""
+    from bobench.battle.executor import LocalExecutor
+    from bobench.battle.grpc_executor import GrpcExecutor
+    from bobench.battle.result_signing import ResultSigner
+    from bobench.data import configure as configure_data
+    from bobench.rpc.auth_client import ClientAuth
+    from bobench.store import open_store
+
     configure_data(settings, service=True)  # s3:// listings; client paths only under data_roots
     store = open_store(settings, create_bucket=True)
-    if args.evaluators.strip():
+    if service.evaluators.strip():
         executors = [
             GrpcExecutor(
-                args.evaluators,
-                runs_per_address=args.runs_per_evaluator,
+                service.evaluators,
+                runs_per_address=service.runs_per_evaluator,
                 timeout_s=args.run_timeout_s,
                 auth=ClientAuth.from_settings(settings),  # the scheduler's service identity
                 breaker_failures=settings.breaker_failures,
@@ -367,11 +377,11 @@ def build_scheduler(args: argparse.Namespace):
         ]
     else:
         executors = [LocalExecutor(settings)]
-    job_executor, job_protocols = build_job_executor(args.job_config, settings, store)
+    job_executor, job_protocols = build_job_executor(service.job_config or None, settings, store)
     scheduler = Scheduler(
         store,
         executors,
-        concurrency=args.concurrency,
+        concurrency=service.scheduler_concurrency,
         max_retries=args.max_retries,
         backoff_s=args.backoff_s,
         max_backoff_s=settings.retry_max_backoff_s,
@@ -381,15 +391,32 @@ def build_scheduler(args: argparse.Namespace):
         job_executor=job_executor,
         job_protocols=job_protocols,  # () without a job executor: every run stays in process
     )
-    return scheduler, settings
+    return scheduler
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse flags, resume stored battles and serve until SIGTERM/SIGINT."""
+    """Parse flags, resume stored battles and serve until SIGTERM/SIGINT; 2 (a message, no
+    traceback) for a configuration error."""
+    from bobench.errors import BobenchError, DeadlineExceeded, Unavailable
+    from bobench.plugins import load_plugins
+
+    try:
+        load_plugins()  # plugins' backbones, datasets and protocols are known when specs are planned
+        args = build_parser().parse_args(argv)
+        settings, service = resolve(args)
+        scheduler = build_scheduler(args, settings, service)
+    except BobenchError as exc:  # 1 for a transient failure (the store did not answer), as `bob` does
+        print(f"bobench-scheduler: error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, Unavailable | DeadlineExceeded) else 2
+    return serve(args, scheduler, settings, service)
+
+
+def serve(
+    args: argparse.Namespace, scheduler: Scheduler, settings: Settings, service: SchedulerServiceSettings
+) -> int:
+    """Resume stored battles and serve until SIGTERM/SIGINT."""
     from bobench.rpc.server import ServiceBinding, serve_forever
 
-    args = build_parser().parse_args(argv)
-    scheduler, settings = build_scheduler(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     instrument(scheduler)
     scheduler.start()
@@ -413,9 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(
         serve_forever(
             [binding],
-            args.host,
-            args.port,
-            metrics_port=args.metrics_port,
+            service.scheduler_host,
+            service.scheduler_port,
+            metrics_port=service.metrics_port,
             grace_s=args.grace_s,
             on_stop=lambda: scheduler.close(args.grace_s),
             auth=auth.ServerAuth.from_settings(settings),
