@@ -79,12 +79,15 @@ def test_wrong_secret_and_read_only_identity_are_refused(seaweedfs, bucket):
 
 
 def test_open_store_from_settings_and_env(seaweedfs, bucket, s3_settings, monkeypatch):
+    """The environment reaches the store through the settings a process resolves at its edge."""
+    from bobench.config import load_settings
+
     store = open_store(f"s3://{bucket}/via-url", s3_settings)
     store.put_bytes("a", b"1")
     monkeypatch.setenv("BOBENCH_S3_ENDPOINT", f"http://{seaweedfs.address}")
     monkeypatch.setenv("BOBENCH_S3_ACCESS_KEY", S3_ADMIN.access_key)
     monkeypatch.setenv("BOBENCH_S3_SECRET_KEY", S3_ADMIN.secret_key)
-    assert open_store(f"s3://{bucket}/via-url").get_bytes("a") == b"1"
+    assert open_store(f"s3://{bucket}/via-url", load_settings()).get_bytes("a") == b"1"
 
 
 def test_fetch_to_cache_downloads_once_and_refetches_a_replaced_object(

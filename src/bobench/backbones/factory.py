@@ -114,11 +114,13 @@ def _check_digest(declared: BackboneSpec, loaded: BackboneSpec) -> None:
 
 
 def _cache_dir(cache_dir: str | Path | None) -> Path:
+    """`cache_dir`, else the default one (`Settings.cache_dir`): library code reads no environment;
+    processes pass their resolved settings' cache_dir."""
     if cache_dir is not None:
         return Path(cache_dir)
-    from bobench.config import load_settings
+    from bobench.config import Settings
 
-    return Path(load_settings().cache_dir)
+    return Path(Settings().cache_dir)
 
 
 def _fill_from_module(loaded: LoadedBackbone) -> LoadedBackbone:

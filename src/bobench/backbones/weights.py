@@ -185,7 +185,9 @@ def resolve_weights_file(spec: BackboneSpec) -> Path:
             raise Unavailable(
                 f"backbone {spec.name!r}: weights {w} need bobench.store.fetch_to_cache, which is not available"
             ) from None
-        return Path(fetch_to_cache(w))
+        from bobench.data.context import data_settings  # the process's settings (S3 endpoint, keys)
+
+        return Path(fetch_to_cache(w, settings=data_settings(f"backbone {spec.name!r}: weights {w}")))
     if w in ("random", "hub"):
         raise InvalidArgument(f"backbone {spec.name!r}: weights {w!r} have no file")
     path = Path(w).expanduser()

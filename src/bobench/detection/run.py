@@ -91,10 +91,10 @@ def _device(ctx) -> str:
 
 def _cache_dir(ctx) -> Path:
     settings = getattr(ctx, "settings", None)
-    if settings is None:
-        from bobench.config import load_settings
+    if settings is None:  # a context without settings: the defaults (library code reads no environment)
+        from bobench.config import Settings
 
-        settings = load_settings()
+        settings = Settings()
     return Path(settings.cache_dir)
 
 

@@ -36,10 +36,10 @@ class OrtEmbedder(Embedder):
 
         from bobench.export.onnx_export import export_cached, ort_session
 
-        if cache_dir is None:
-            from bobench.config import load_settings
+        if cache_dir is None:  # the default one; processes pass their resolved settings' cache_dir
+            from bobench.config import Settings
 
-            cache_dir = load_settings().cache_dir
+            cache_dir = Settings().cache_dir
         with stage("backbone_load"):
             loaded = (
                 backbone

@@ -58,10 +58,10 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
     FailedPrecondition for a backbone without a torch module."""
     cfg = run_config(config)
     settings = getattr(ctx, "settings", None)
-    if settings is None:
-        from bobench.config import load_settings
+    if settings is None:  # a context without settings: the defaults (library code reads no environment)
+        from bobench.config import Settings
 
-        settings = load_settings()
+        settings = Settings()
     out = checkpoint_dir(settings.cache_dir, ctx.spec.digest(), ctx.dataset.fingerprint, cfg, seed)
     metrics = finetune(
         ctx.spec, ctx.dataset, out, cfg, seed, ctx.progress, module_factory=ctx.backbone_module

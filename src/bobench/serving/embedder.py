@@ -209,6 +209,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve a bobench Triton model repository with the tritonserver from nvidia-pytriton.",
     )
     add_arguments(p)
+    p.add_argument(
+        "--config", metavar="FILE", help="settings file (YAML); env BOBENCH_CONFIG"
+    )  # `bob`: global
     return p
 
 
@@ -246,24 +249,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the repository if asked, then serve until a signal; 2 on a start error."""
+    """Build the repository if asked, then serve until a signal; 2 on a start error. The settings
+    (the --config file, BOBENCH_*: S3, keys, log level, cache_dir under --cache-dir) are resolved here,
+    once, and passed down."""
+    from bobench.config import load_settings
     from bobench.errors import BobenchError
 
-    logging.basicConfig(
-        level=os.environ.get("BOBENCH_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    from bobench.config import load_settings
-
     try:
-        settings = load_settings(getattr(args, "config", None))
+        settings = load_settings(getattr(args, "config", None), cache_dir=args.cache_dir)
+    except BobenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
         if args.build and args.repo.startswith("s3://"):
             from bobench.errors import InvalidArgument
 
             raise InvalidArgument("--build writes a local repository; publish to S3 with `bob publish`")
         if args.build:
-            cache_dir = args.cache_dir or settings.cache_dir
+            cache_dir = settings.cache_dir
             names = [n.strip() for n in args.build.split(",") if n.strip()]
             build_repository_for(
                 names, args.repo, cache_dir, variant=args.variant, input_dtype=args.input_dtype

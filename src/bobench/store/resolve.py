@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from bobench.config import Settings, load_settings
+from bobench.config import Settings
 from bobench.errors import InvalidArgument, Unavailable
 from bobench.store.base import ArtifactStore, check_key
 from bobench.store.local import LocalStore
@@ -59,8 +59,9 @@ def open_store(
     """Open the artifact store named by a URL or by `settings.store`.
 
     "" means `<cache_dir>/store`; a path (or file://path) is a LocalStore; "s3://bucket/prefix" is an
-    S3Store whose endpoint and credentials come from `settings` (default: `load_settings()`, i.e.
-    BOBENCH_S3_* environment variables or bobench.yaml). Raises InvalidArgument for an unknown scheme.
+    S3Store whose endpoint and credentials come from `settings` (default: `Settings()`; processes
+    pass their resolved settings, library code reads no environment). Raises InvalidArgument for an
+    unknown scheme.
     """
     if isinstance(url_or_settings, Settings):
         settings = url_or_settings
@@ -68,7 +69,7 @@ def open_store(
     else:
         url = url_or_settings if url_or_settings is not None else None
     if settings is None:
-        settings = load_settings()
+        settings = Settings()
     if url is None:
         url = settings.store
     url = url.strip()
@@ -101,7 +102,7 @@ def fetch_to_cache(url: str, cache_dir: str | Path | None = None, settings: Sett
     MD5 etag. Raises NotFound for a missing object, Unavailable when the endpoint cannot be reached
     and nothing is cached, FailedPrecondition for refused credentials.
     """
-    settings = settings or load_settings()
+    settings = settings or Settings()  # the defaults; callers pass their process's settings
     bucket, key = parse_s3_url(url)
     if not key:
         raise InvalidArgument(f"{url!r} names a bucket, not an object")
