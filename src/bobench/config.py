@@ -288,7 +288,10 @@ def read_settings_file(config_file: str | os.PathLike | None = None) -> tuple[di
     known = setting_keys()
     for key in data:
         if key not in known:
-            raise InvalidArgument(f"config file {p}: unknown setting {key!r}{_did_you_mean(str(key), known)}")
+            hint = _did_you_mean(str(key), known) or (
+                "; this is the settings file (a fine-tune recipe goes in `bob finetune --recipe FILE`)"
+            )
+            raise InvalidArgument(f"config file {p}: unknown setting {key!r}{hint}")
     return data, str(p)
 
 

@@ -144,3 +144,10 @@ def test_a_plugin_embedder_can_be_selected_by_name(tmp_path, capsys, monkeypatch
     finally:
         EMBEDDERS._items.pop("my-runtime", None)
         sys.modules.pop("my_runtime_plugin", None)
+
+
+def test_a_fine_tune_recipe_given_to_config_points_at_recipe(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("epochs: 2\n")
+    assert main(["finetune", "toy", "toy", "-o", str(tmp_path / "ft"), "--config", str(recipe)]) == 2
+    assert "unknown setting 'epochs'" in (err := capsys.readouterr().err) and "--recipe FILE" in err
