@@ -154,7 +154,8 @@ def _coerce(field: dataclasses.Field, raw: Any, origin: str) -> Any:
     except (TypeError, ValueError) as exc:
         expected = _TYPE_WORDS.get(base)
         if expected is None:  # lists and price tables: their own parse error says what was wrong
-            expected = f"{base} ({exc})"
+            what = "a list of strings" if base.startswith("tuple") else "a price table (kind: price per hour)"
+            expected = f"{what} ({exc})"
         raise InvalidArgument(f"{origin}: expected {expected}, got {raw!r}") from None
 
 

@@ -140,7 +140,7 @@ def test_price_per_hour_setting_from_file_and_env(tmp_path, monkeypatch):
     monkeypatch.setenv("BOBENCH_PRICE_PER_HOUR", "cpu=0.2,nvidia-h200=3.5")
     assert load_settings(f).price_per_hour == {"cpu": 0.2, "nvidia-h200": 3.5}
     monkeypatch.setenv("BOBENCH_PRICE_PER_HOUR", "cpu=-1")
-    with pytest.raises(InvalidArgument, match="BOBENCH_PRICE_PER_HOUR: price_per_hour"):
+    with pytest.raises(InvalidArgument, match="BOBENCH_PRICE_PER_HOUR: expected a price table"):
         load_settings(f)
     monkeypatch.delenv("BOBENCH_PRICE_PER_HOUR")
     f.write_text("price_per_hour: [cpu]\n")
