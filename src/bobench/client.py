@@ -13,7 +13,8 @@ Credentials: `auth=ClientAuth(token=..., ca=..., cert=..., key=...)` (bobench.rp
 the S3 credentials a process gets from its environment.
 
 gRPC failures are raised as bobench errors (INVALID_ARGUMENT -> InvalidArgument, NOT_FOUND ->
-NotFound, UNAVAILABLE -> Unavailable, ...), so callers handle one family of exceptions.
+NotFound, UNAVAILABLE -> Unavailable, ...: the one table, `bobench.status_codes`), so callers handle one
+family of exceptions.
 """
 
 from __future__ import annotations
@@ -29,30 +30,17 @@ from bobench.battle.records import RunRecord
 from bobench.battle.spec import BattleSpec
 from bobench.rpc import convert
 from bobench.rpc.auth_client import ClientAuth
+from bobench.status_codes import error_class
 from bobench.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 DEFAULT_TIMEOUT_S = 30.0  # unary calls
 DEFAULT_RUN_TIMEOUT_S = 3600.0  # a whole Evaluate stream
 
-_ERROR_OF_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
-    grpc.StatusCode.OUT_OF_RANGE: errors.InvalidArgument,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
-    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
-    grpc.StatusCode.CANCELLED: errors.Cancelled,
-    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
-    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
-}
-
 
 def error_from_rpc(exc: grpc.RpcError, address: str, method: str) -> errors.BobenchError:
     """The bobench error for a failed call; the message names the server and the method."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    cls = _ERROR_OF_STATUS.get(code, errors.BobenchError)
+    cls = error_class(code)
     detail = exc.details() if hasattr(exc, "details") else str(exc)
     return cls(f"{method} on {address}: {code.name}: {detail}")
 

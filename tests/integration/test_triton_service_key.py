@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from bobench.errors import PermissionDenied
-from bobench.serving.errors import to_bobench_error
 from bobench.serving.triton_access import ADMIN_HEADER, SERVICE_HEADER, service_client
 from bobench.tensors import INPUT_NAME, OUTPUT_NAME
+from bobench.triton_errors import to_bobench_error
 
 pytestmark = pytest.mark.integration
 

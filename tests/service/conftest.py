@@ -14,7 +14,8 @@ import threading
 import pytest
 from doubles import register_sleepy_protocol
 
-from bobench.rpc.interceptors import INTERNAL_MESSAGE, status_for
+from bobench.rpc.interceptors import INTERNAL_MESSAGE
+from bobench.status_codes import status_for
 
 
 class AioServicerAdapter:

@@ -9,7 +9,8 @@ from bobench import errors
 from bobench.battle.records import RunRecord
 from bobench.battle.spec import parse_spec
 from bobench.rpc import convert
-from bobench.rpc.interceptors import split_method, status_for
+from bobench.rpc.interceptors import split_method
+from bobench.status_codes import status_for
 from bobench.v1 import common_pb2
 
 

@@ -14,9 +14,9 @@ from bobench.rpc.limits import (
     check_battle_id,
     check_page_token,
     check_runs_per_battle,
-    is_limit_message,
     page_by_bytes,
 )
+from bobench.status_codes import is_limit_message
 
 
 @pytest.mark.parametrize("good", ["a", "sched-e2e-0123456789", "A.b_c-9", "x" * 128])

@@ -10,8 +10,8 @@ from tritonclient.utils import InferenceServerException
 
 from bobench.config import Settings, load_settings
 from bobench.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
-from bobench.serving.errors import to_bobench_error
 from bobench.serving.triton_access import ServiceKey, service_client
+from bobench.triton_errors import to_bobench_error
 
 
 def _restricted(header: str) -> InferenceServerException:

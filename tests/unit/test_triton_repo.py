@@ -294,7 +294,7 @@ def test_probed_ports_are_distinct_and_bindable():
 def test_triton_errors_map_to_bobench_errors(status, message, expected):
     from tritonclient.utils import InferenceServerException
 
-    from bobench.serving.errors import to_bobench_error
+    from bobench.triton_errors import to_bobench_error
 
     err = to_bobench_error(InferenceServerException(msg=message, status=status), "model 'm' at h:1")
     assert type(err) is expected

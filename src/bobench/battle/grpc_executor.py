@@ -1,8 +1,8 @@
 """GrpcExecutor: runs a plan on remote evaluators through the Evaluator `Evaluate` RPC.
 
-Status codes map back to the executor contract: UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED
-(unless its message says a configured limit was reached, `bobench.rpc.limits`) and ABORTED raise
-the transient bobench errors (the scheduler retries them, with backoff, on the next
+Status codes map back to the executor contract (the one table, `bobench.status_codes`): UNAVAILABLE,
+DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED (unless its message says a configured limit was reached) and
+ABORTED raise the transient bobench errors (the scheduler retries them, with backoff, on the next
 evaluator in turn); a run the evaluator reports as cancelled (it was draining) is transient too; any
 other code is the run's own failure and becomes a failed record carrying the evaluator's message.
 
@@ -35,29 +35,24 @@ from bobench.battle.context import ProgressFn
 from bobench.battle.executor import Executor, utc_now
 from bobench.battle.plan import RunPlan
 from bobench.battle.records import STATUS_CANCELLED, STATUS_FAILED, RunRecord
-from bobench.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from bobench.errors import BobenchError, InvalidArgument, Unavailable
 from bobench.rpc.auth_client import ClientAuth
-from bobench.rpc.limits import is_limit_message
+from bobench.status_codes import RETRYABLE_ERRORS, error_class, is_retryable
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT_CODES = {
-    grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: Unavailable,
-    grpc.StatusCode.ABORTED: Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
-}
-# gRPC code -> the bobench error class name a failed record carries (what LocalExecutor would write)
-_ERROR_NAMES = {
-    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument",
-    grpc.StatusCode.NOT_FOUND: "NotFound",
-    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
-    grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
-    grpc.StatusCode.CANCELLED: "Cancelled",
-    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
-    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
-    grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",  # a limit (`bobench.rpc.limits`)
-}
+
+def _transient_error(code: grpc.StatusCode) -> type[BobenchError]:
+    """The error a retryable code raises: its own class when the scheduler retries it, else Unavailable
+    (an overloaded evaluator's RESOURCE_EXHAUSTED, ABORTED)."""
+    cls = error_class(code)
+    return cls if issubclass(cls, RETRYABLE_ERRORS) else Unavailable
+
+
+def _failure_name(code: grpc.StatusCode) -> str:
+    """The error name a failed record carries for `code` (what LocalExecutor would write)."""
+    cls = error_class(code)
+    return cls.__name__ if cls is not BobenchError else f"internal error: {code.name}"
 
 
 TARGET_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:")  # gRPC name-resolver URIs: one load-balanced target
@@ -221,17 +216,13 @@ class GrpcExecutor(Executor):
                 record.status, record.started_at, record.finished_at = STATUS_CANCELLED, started_at, utc_now()
                 record.error = f"Cancelled: the run's battle was cancelled (evaluator {address})"
                 return record
-            transient = _TRANSIENT_CODES.get(code)
-            if code is grpc.StatusCode.RESOURCE_EXHAUSTED and is_limit_message(details):
-                transient = None  # a configured limit, not an overload: a retry cannot pass it
-            self._outcome(i, transient is not None)
-            if transient is not None:
-                raise transient(f"evaluator {address}: {code.name}: {details}") from None
+            retryable = is_retryable(code, details)
+            self._outcome(i, retryable)
+            if retryable:
+                raise _transient_error(code)(f"evaluator {address}: {code.name}: {details}") from None
             record = plan.new_record()
             record.status, record.started_at, record.finished_at = STATUS_FAILED, started_at, utc_now()
-            record.error = (
-                f"{_ERROR_NAMES.get(code, 'internal error: ' + code.name)}: evaluator {address}: {details}"
-            )
+            record.error = f"{_failure_name(code)}: evaluator {address}: {details}"
             log.error("run %s failed on %s: %s", plan.run_key, address, record.error)
             return record
         finally:

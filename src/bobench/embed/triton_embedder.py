@@ -36,8 +36,8 @@ from bobench.backbones.spec import BackboneSpec
 from bobench.embed import EMBEDDERS
 from bobench.embed.base import Embedder
 from bobench.errors import BobenchError, InvalidArgument, NotFound, Unavailable
-from bobench.serving.errors import to_bobench_error
 from bobench.tensors import INPUT_NAME, OUTPUT_NAME
+from bobench.triton_errors import to_bobench_error
 
 log = logging.getLogger(__name__)
 

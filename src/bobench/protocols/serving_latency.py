@@ -34,8 +34,8 @@ from bobench.embed.base import unwrap
 from bobench.errors import FailedPrecondition, InvalidArgument
 from bobench.protocols import serving_scenarios as scn
 from bobench.protocols.base import Metrics, Protocol, RunContext, register_protocol
-from bobench.serving.errors import to_bobench_error
 from bobench.tensors import INPUT_NAME, OUTPUT_NAME
+from bobench.triton_errors import to_bobench_error
 
 log = logging.getLogger(__name__)
 

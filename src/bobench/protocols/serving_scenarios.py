@@ -24,8 +24,8 @@ import numpy as np
 
 from bobench.errors import InvalidArgument
 from bobench.serving import loadgen as lg
-from bobench.serving.errors import to_bobench_error
 from bobench.tensors import INPUT_NAME, OUTPUT_NAME
+from bobench.triton_errors import to_bobench_error
 
 SCENARIOS = ("singlestream", "server", "offline")
 DEFAULTS: dict[str, Any] = {

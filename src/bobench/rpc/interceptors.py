@@ -1,8 +1,8 @@
 """Server interceptors: one maps bobench errors to gRPC status codes, one records Prometheus metrics.
 
 Servicers raise domain errors (`bobench.errors`); the error interceptor turns them into status codes
-with the error's own message (KServe's interceptor idea). Anything else is a bug: the caller gets
-INTERNAL with a generic message, the log gets the traceback.
+(the one table, `bobench.status_codes`) with the error's own message (KServe's interceptor idea).
+Anything else is a bug: the caller gets INTERNAL with a generic message, the log gets the traceback.
 """
 
 from __future__ import annotations
@@ -16,35 +16,13 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from bobench import errors
 from bobench.rpc.metrics import RPC_LATENCY_SECONDS, RPC_REQUESTS
+from bobench.status_codes import status_for
 
 log = logging.getLogger(__name__)
 
-# Most specific first: the first matching class wins.
-STATUS_OF_ERROR: tuple[tuple[type[errors.BobenchError], grpc.StatusCode], ...] = (
-    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
-    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (errors.Cancelled, grpc.StatusCode.CANCELLED),
-    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-)
-
 INTERNAL_MESSAGE = "internal error; the server log has the details"
 MAX_DETAILS_CHARS = 2000
-
-
-def status_for(exc: BaseException) -> grpc.StatusCode:
-    """The gRPC status code a domain error maps to (INTERNAL for anything unexpected)."""
-    for cls, code in STATUS_OF_ERROR:
-        if isinstance(exc, cls):
-            return code
-    return grpc.StatusCode.INTERNAL
 
 
 def split_method(full_method: str) -> tuple[str, str]:
@@ -130,7 +108,7 @@ async def _reject_undecodable(request: Any, context: aio.ServicerContext, method
 
 
 class ErrorMappingInterceptor(aio.ServerInterceptor):
-    """Maps exceptions raised by servicers to status codes (see STATUS_OF_ERROR); a request whose bytes
+    """Maps exceptions raised by servicers to status codes (`bobench.status_codes.STATUS_TABLE`); a request whose bytes
     do not parse is INVALID_ARGUMENT."""
 
     async def intercept_service(self, continuation, handler_call_details):

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 from bobench.config import Settings
 from bobench.errors import InvalidArgument, ResourceExhausted
 from bobench.safe_parse import limit_hint
+from bobench.status_codes import LIMIT_PREFIX
 
 if TYPE_CHECKING:
     from bobench.battle.spec import BattleSpec
 
-LIMIT_PREFIX = "limit reached: "  # the start of every quota error's message (grpc_executor reads it)
 BATTLE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 ANONYMOUS = "anonymous"
 IN_FLIGHT_STATES = ("queued", "running")
@@ -40,11 +40,6 @@ def caller_identity() -> str:
 def limit_error(what: str, name: str, limits: Settings) -> ResourceExhausted:
     """ResourceExhausted for `what` beyond the limit setting `name`."""
     return ResourceExhausted(f"{LIMIT_PREFIX}{what}; the limit is {limit_hint(name, limits)}")
-
-
-def is_limit_message(details: str) -> bool:
-    """True for the message of a quota error (not a transient overload)."""
-    return details.startswith(LIMIT_PREFIX)
 
 
 def check_battle_id(value: str, field: str = "battle_id") -> str:

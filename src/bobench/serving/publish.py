@@ -324,8 +324,8 @@ def load_on_triton(
     """
     import tritonclient.grpc as grpcclient
 
-    from bobench.serving.errors import to_bobench_error
     from bobench.serving.triton_access import admin_headers
+    from bobench.triton_errors import to_bobench_error
 
     headers = admin_headers(admin_key)
     where = f"Triton at {url}: model {model!r} version {version}"
@@ -351,7 +351,7 @@ def load_on_triton(
 
 
 def _version_ready(client, model: str, version: int) -> bool:
-    from bobench.serving.errors import to_bobench_error
+    from bobench.triton_errors import to_bobench_error
 
     try:
         return bool(client.is_model_ready(model, str(version), client_timeout=10.0))

@@ -46,7 +46,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bobench.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
-from bobench.serving.errors import to_bobench_error
 from bobench.serving.triton_access import (
     admin_headers,
     ensure_s3_repository,
@@ -55,6 +54,7 @@ from bobench.serving.triton_access import (
     service_client,
     triton_s3_repository,
 )
+from bobench.triton_errors import to_bobench_error
 
 log = logging.getLogger(__name__)
 

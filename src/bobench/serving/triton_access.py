@@ -33,19 +33,13 @@ import re
 
 from bobench.errors import InvalidArgument
 from bobench.store.setup import REPOSITORY_MARKER
+from bobench.triton_errors import ADMIN_HEADER, GRPC_RESTRICTED_PREFIX, SERVICE_HEADER
 
 log = logging.getLogger(__name__)
 
 _S3_SEGMENT = re.compile(r"^[0-9a-zA-Z.\-_]+$")
-ADMIN_HEADER = "bobench-admin-key"
-SERVICE_HEADER = "bobench-service-key"
 ADMIN_PROTOCOLS = "model-repository,shared-memory,trace,logging"
 SERVICE_PROTOCOLS = "inference,metadata,model-config,statistics"
-GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
-KEY_SETTINGS = {  # header -> the setting (and its environment variable) that holds its key
-    ADMIN_HEADER: "triton_admin_key (BOBENCH_TRITON_ADMIN_KEY)",
-    SERVICE_HEADER: "triton_service_key (BOBENCH_TRITON_SERVICE_KEY)",
-}
 
 
 def triton_s3_repository(url: str, endpoint: str) -> str:

@@ -1,27 +1,22 @@
-"""Translate tritonclient exceptions into bobench domain errors (one place, used by every client)."""
+"""Translate tritonclient exceptions into bobench domain errors (one place, used by every client).
+
+A leaf beside the status table (`bobench.status_codes`), so embedders, protocols, export and serving
+all translate Triton's errors the same way without importing one another. It reads the exception's
+`status()` and `message()` only, so it never imports tritonclient. It also owns the names of the
+restricted-protocol headers, which its messages explain (`bobench.serving.triton_access` uses them).
+"""
 
 from __future__ import annotations
 
-from bobench.errors import (
-    BobenchError,
-    Cancelled,
-    DeadlineExceeded,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    Unavailable,
-)
-from bobench.serving.triton_access import GRPC_RESTRICTED_PREFIX, KEY_SETTINGS
+from bobench.errors import BobenchError, DeadlineExceeded, NotFound, PermissionDenied
+from bobench.status_codes import code_named, error_class
 
-_BY_STATUS: dict[str, type[BobenchError]] = {
-    "UNAVAILABLE": Unavailable,
-    "DEADLINE_EXCEEDED": DeadlineExceeded,
-    "NOT_FOUND": NotFound,
-    "INVALID_ARGUMENT": InvalidArgument,
-    "CANCELLED": Cancelled,
-    "FAILED_PRECONDITION": FailedPrecondition,
-    "UNIMPLEMENTED": FailedPrecondition,
+ADMIN_HEADER = "bobench-admin-key"
+SERVICE_HEADER = "bobench-service-key"
+GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
+KEY_SETTINGS = {  # header -> the setting (and its environment variable) that holds its key
+    ADMIN_HEADER: "triton_admin_key (BOBENCH_TRITON_ADMIN_KEY)",
+    SERVICE_HEADER: "triton_service_key (BOBENCH_TRITON_SERVICE_KEY)",
 }
 
 
@@ -46,7 +41,8 @@ def to_bobench_error(exc: Exception, where: str) -> BobenchError:
     message = getattr(exc, "message", None)
     text = message() if callable(message) else str(exc)
     status = triton_status(exc)
-    cls = _BY_STATUS.get(status, BobenchError)
+    code = code_named(status) if status else None
+    cls = error_class(code) if code is not None else BobenchError
     lowered = (text or "").lower()
     if "is restricted, expecting header" in lowered:
         return PermissionDenied(f"{where}: refused by Triton ({status or 'error'}): {_missing_key(text)}")
