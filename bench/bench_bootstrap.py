@@ -17,8 +17,8 @@ import numpy as np
 
 from bobench.analysis import aggregate as agg
 from bobench.analysis.uncertainty import rank_uncertainty, replicate_task_scores
-from bobench.battle.records import RunRecord
 from bobench.bootstrap_ci import bootstrap_mean_ci
+from bobench.results import RunRecord
 
 
 def best_of(fn, repeats: int = 5) -> float:

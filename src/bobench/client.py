@@ -26,8 +26,9 @@ from typing import Any
 import grpc
 
 from bobench import errors
-from bobench.battle.records import RunRecord
 from bobench.battle.spec import BattleSpec
+from bobench.results import RunRecord
+from bobench.results.convert import result_to_record, run_request
 from bobench.rpc import convert
 from bobench.rpc.auth_client import ClientAuth
 from bobench.status_codes import error_class
@@ -134,8 +135,8 @@ class EvaluatorClient(_Client):
         timeout_s: float | None = DEFAULT_RUN_TIMEOUT_S,
         **request_options: Any,
     ) -> Iterator[evaluator_pb2.EvaluateEvent]:
-        """Like `evaluate_request`, building the request (see convert.run_request for options)."""
-        request = convert.run_request(backbone, dataset, protocol, config, seed, **request_options)
+        """Like `evaluate_request`, building the request (see run_request for options)."""
+        request = run_request(backbone, dataset, protocol, config, seed, **request_options)
         return self.evaluate_request(request, timeout_s=timeout_s)
 
     def evaluate(
@@ -155,7 +156,7 @@ class EvaluatorClient(_Client):
         Raises a bobench error for a rejected request; a run that fails returns a record with
         status "failed" and its error.
         """
-        request = convert.run_request(backbone, dataset, protocol, config, seed, **request_options)
+        request = run_request(backbone, dataset, protocol, config, seed, **request_options)
         return self.evaluate_plan_request(request, timeout_s=timeout_s, progress=progress)
 
     def evaluate_plan_request(
@@ -165,7 +166,7 @@ class EvaluatorClient(_Client):
         timeout_s: float | None = DEFAULT_RUN_TIMEOUT_S,
         progress=None,
     ) -> EvaluateOutcome:
-        """Blocking form of `evaluate_request` (the gRPC executor calls this with convert.plan_to_request)."""
+        """Blocking form of `evaluate_request` (the gRPC executor builds the request with plan_to_request)."""
         reused, n_progress, result = False, 0, None
         for event in self.evaluate_request(request, timeout_s=timeout_s):
             kind = event.WhichOneof("event")
@@ -179,14 +180,14 @@ class EvaluatorClient(_Client):
                 result = event.result
         if result is None:
             raise errors.Unavailable(f"Evaluate on {self.address}: the stream ended without a result")
-        return EvaluateOutcome(convert.result_to_record(result), result, reused, n_progress)
+        return EvaluateOutcome(result_to_record(result), result, reused, n_progress)
 
     def get_result(self, run_key: str, *, timeout_s: float | None = None) -> RunRecord:
         """The stored record of `run_key`; NotFound when the evaluator has none."""
         result = self._call(
             "GetResult", self._stub.GetResult, evaluator_pb2.GetResultRequest(run_key=run_key), timeout_s
         )
-        return convert.result_to_record(result)
+        return result_to_record(result)
 
 
 class SchedulerClient(_Client):
@@ -259,6 +260,6 @@ class SchedulerClient(_Client):
         """The battle's run records, in plan order."""
         request = scheduler_pb2.ListResultsRequest(battle_id=battle_id, finished_only=finished_only)
         return [
-            convert.result_to_record(r)
+            result_to_record(r)
             for r in self._stream("ListResults", self._stub.ListResults, request, timeout_s)
         ]

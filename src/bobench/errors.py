@@ -1,4 +1,5 @@
-"""Domain errors. One base class; the gRPC layer maps each subclass to a status code."""
+"""Domain errors. One base class; `bobench.status_codes` maps each subclass to a gRPC status code, and
+a run record names the kind of its error (`error_type`) by one of these classes."""
 
 
 class BobenchError(Exception):
@@ -48,3 +49,36 @@ class PermissionDenied(BobenchError):
 class ResourceExhausted(BobenchError):
     """A configured limit was reached (message size, runs per battle, battles per identity, ...); the
     message names the limit and the setting that raises it."""
+
+
+# The errors a retry may pass: the scheduler retries a run that raised or recorded one of them.
+TRANSIENT_ERRORS: tuple[type[BobenchError], ...] = (Unavailable, DeadlineExceeded)
+# The kinds a run record's `error_type` names (most specific first); anything else is INTERNAL_ERROR.
+ERROR_TYPES: tuple[type[BobenchError], ...] = (
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    Unavailable,
+    DeadlineExceeded,
+    Cancelled,
+    Unauthenticated,
+    PermissionDenied,
+    ResourceExhausted,
+    BobenchError,  # a domain error of no finer kind
+)
+INTERNAL_ERROR = "internal"  # the error_type of an unexpected exception (a bug, not a domain error)
+
+
+def error_type(exc: BaseException) -> str:
+    """The kind of `exc` a run record stores: the name of its class in ERROR_TYPES (a subclass counts
+    as its base), else INTERNAL_ERROR."""
+    for cls in ERROR_TYPES:
+        if isinstance(exc, cls):
+            return cls.__name__
+    return INTERNAL_ERROR
+
+
+def is_transient_type(kind: str | None) -> bool:
+    """True when a record's `error_type` names one of TRANSIENT_ERRORS."""
+    return kind in {cls.__name__ for cls in TRANSIENT_ERRORS}

@@ -50,8 +50,6 @@ DECODE_ONLY: tuple[StatusRow, ...] = (
     StatusRow(grpc.StatusCode.ABORTED, errors.Unavailable, True),
 )
 _ROW_OF_CODE = {row.code: row for row in (*DECODE_ONLY, *STATUS_TABLE)}
-# The errors a scheduler retries when an executor raises or records them.
-RETRYABLE_ERRORS: tuple[type[errors.BobenchError], ...] = (errors.Unavailable, errors.DeadlineExceeded)
 
 
 def is_limit_message(details: str) -> bool:

@@ -12,7 +12,7 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bobench.config import Settings
-from bobench.rpc import convert
+from bobench.results.convert import run_request, to_struct
 from bobench.rpc.background import BackgroundServer
 from bobench.rpc.evaluator_service import EvaluatorServicer
 from bobench.rpc.server import ServiceBinding
@@ -43,7 +43,7 @@ def stub(address):
 
 
 def good() -> common_pb2.RunRequest:
-    return convert.run_request("toy", "toy", "knn", {"ks": [5]}, 0)
+    return run_request("toy", "toy", "knn", {"ks": [5]}, 0)
 
 
 def _with(**changes) -> common_pb2.RunRequest:
@@ -63,7 +63,7 @@ def _with(**changes) -> common_pb2.RunRequest:
 
 
 def _struct(d: dict) -> struct_pb2.Struct:
-    return convert.to_struct(d)
+    return to_struct(d)
 
 
 CASES = [

@@ -34,10 +34,10 @@ from chaos_helpers import (
 )
 from s3_fixtures import S3_ADMIN
 
-from bobench.battle.records import RunRecord
 from bobench.battle.result_signing import ResultSigner
 from bobench.client import SchedulerClient
 from bobench.errors import BobenchError, DeadlineExceeded, Unavailable
+from bobench.results import RunRecord
 from bobench.stack.procs import Service, pid_alive, probe_free_port, spawn, stop_pid
 from bobench.store import S3Store
 from bobench.v1 import scheduler_pb2

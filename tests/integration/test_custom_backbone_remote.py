@@ -23,7 +23,7 @@ SPEC = {"name": "custom-remote", "backbones": ["toy", CUSTOM], "datasets": ["toy
 
 def test_custom_backbone_runs_remotely_with_the_embedded_results(tmp_path):
     from bobench.client import EvaluatorClient, SchedulerClient
-    from bobench.rpc import convert
+    from bobench.results.convert import run_request
 
     embedded = run_battle(parse_spec(SPEC), tmp_path / "local", Settings(cache_dir=str(tmp_path / "c1"),
                           threads=1, batch_size=16), progress=False)  # fmt: skip
@@ -43,7 +43,7 @@ def test_custom_backbone_runs_remotely_with_the_embedded_results(tmp_path):
             assert remote[key].finished, remote[key].error
             assert remote[key].metrics == pytest.approx(rec.metrics)
         # the same name with another definition is refused by the evaluator, which stays healthy
-        request = convert.run_request("wire-resnet18", "toy", "knn", {"ks": [5]})
+        request = run_request("wire-resnet18", "toy", "knn", {"ks": [5]})
         request.backbone.spec_json = '{"name": "wire-resnet18", "source": "timm", "model_id": "resnet34"}'
         with EvaluatorClient(evaluator.address) as ev:
             with pytest.raises(InvalidArgument, match="different definition"):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from bobench.battle.spec import parse_spec
 from bobench.errors import InvalidArgument, PermissionDenied
-from bobench.rpc import convert
+from bobench.results.convert import run_request
 from bobench.stack.procs import stop_pid
 from services import start_evaluator, start_scheduler
 
@@ -115,7 +115,7 @@ def test_client_defined_backbones_may_not_read_outside_roots_or_run_hub_code(sta
     hub = {"name": "hub-code", "source": "torchhub", "model_id": "evil/repo:main/entry", "weights": "hub",
            "family": "cnn", "pretraining_method": "ssl", "pretraining_data": "none"}  # fmt: skip
     for entry, message in ((weights, "data_roots"), (hub, "remote code")):
-        request = convert.run_request(entry["name"], "toy", *KNN)
+        request = run_request(entry["name"], "toy", *KNN)
         request.backbone.spec_json = json.dumps(entry)
         with pytest.raises(PermissionDenied, match=message):
             list(evaluator.evaluate_request(request))

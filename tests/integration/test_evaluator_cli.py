@@ -165,7 +165,7 @@ def test_battle_submit_wait_results_and_watch_against_a_scheduler(tmp_path, sche
     out_dir = tmp_path / "remote-results"
     assert bob(["-q", "battle", "results", "cli1", "--server", scheduler.address, "--out", str(out_dir)]) == 0
     capsys.readouterr()
-    from bobench.battle.records import read_records
+    from bobench.results import read_records
 
     assert {r.run_key for r in read_records(out_dir)} == {r["run_key"] for r in records}
     assert (out_dir / "report" / "report.html").is_file()

@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bobench.results.convert import run_request
 from bobench.rpc import convert
 from bobench.stack.procs import start_bobench_service, stop_pid
 from bobench.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
@@ -75,7 +76,7 @@ def _serving(channel: grpc.Channel, service: str) -> bool:
 
 
 def _run(protocol: str = "knn", config: dict | None = None, **fields) -> common_pb2.RunRequest:
-    run = convert.run_request("toy", "toy", protocol, {"ks": [5]} if config is None else config, 0)
+    run = run_request("toy", "toy", protocol, {"ks": [5]} if config is None else config, 0)
     for path, value in fields.items():
         target = run
         *parents, leaf = path.split("__")
@@ -526,9 +527,9 @@ class _RefusingEvaluator(evaluator_pb2_grpc.EvaluatorServicer):
 @pytest.mark.parametrize("is_limit", [True, False])
 def test_grpc_executor_fails_a_run_on_a_limit_but_retries_an_overload(is_limit):
     from bobench.battle.grpc_executor import GrpcExecutor
-    from bobench.battle.records import STATUS_FAILED
     from bobench.battle.single import plan_single_run
     from bobench.errors import Unavailable
+    from bobench.results import RunStatus
     from bobench.rpc.background import BackgroundServer
     from bobench.rpc.limits import LIMIT_PREFIX
     from bobench.rpc.server import ServiceBinding
@@ -542,7 +543,7 @@ def test_grpc_executor_fails_a_run_on_a_limit_but_retries_an_overload(is_limit):
         try:
             if is_limit:
                 record = executor.execute(plan)
-                assert record.status == STATUS_FAILED
+                assert record.status == RunStatus.FAILED
                 assert (
                     record.error.startswith("ResourceExhausted") and "max_images_per_dataset" in record.error
                 )

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bobench.battle.records import read_records
 from bobench.battle.runner import run_battle
 from bobench.battle.spec import parse_spec
 from bobench.cli import main as bob
+from bobench.results import read_records
 
 pytestmark = pytest.mark.slow
 

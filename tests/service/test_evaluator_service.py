@@ -11,7 +11,7 @@ import torch
 
 from bobench.battle.executor import LocalExecutor
 from bobench.battle.single import plan_single_run
-from bobench.rpc import convert
+from bobench.results.convert import result_to_record, run_request
 from bobench.rpc.evaluator_service import EvaluatorServicer
 from bobench.v1 import common_pb2, evaluator_pb2
 
@@ -47,7 +47,7 @@ def _evaluate(server, run: common_pb2.RunRequest, timeout_s: float | None = 60):
 
 
 def _knn_request(**options) -> common_pb2.RunRequest:
-    return convert.run_request("toy", "toy", "knn", KNN, 0, **options)
+    return run_request("toy", "toy", "knn", KNN, 0, **options)
 
 
 def test_evaluate_streams_started_progress_then_the_same_result_as_the_local_executor(server, settings):
@@ -66,7 +66,7 @@ def test_evaluate_streams_started_progress_then_the_same_result_as_the_local_exe
     expected = local.execute(plan_single_run("toy", "toy", "knn", KNN, 0))
     local.close()
     assert result.run_key == expected.run_key
-    record = convert.result_to_record(result)
+    record = result_to_record(result)
     assert record.metrics == expected.metrics
     assert dict(result.metrics)["top1_k5"] == pytest.approx(expected.metrics["top1_k5"])
 
@@ -109,7 +109,7 @@ def test_bad_requests_are_invalid_argument_naming_the_field(server, request_opti
     args = {"backbone": "toy", "dataset": "toy", "protocol": "knn", "config": KNN, "seed": 0}
     options = {k: request_options.pop(k) for k in list(request_options) if k in ("batch_size",)}
     args.update(request_options)
-    run = convert.run_request(
+    run = run_request(
         args.pop("backbone"), args.pop("dataset"), args.pop("protocol"), **args, **options
     )
     _events, code, details = _evaluate(server, run)
@@ -123,7 +123,7 @@ def test_mismatched_expected_run_key_is_failed_precondition(server):
 
 
 def test_cancelled_call_is_stored_as_cancelled_never_finished(server, servicer, sleepy_protocol):
-    run = convert.run_request("toy", "toy", sleepy_protocol, {"steps": 200, "step_s": 0.02}, 0)
+    run = run_request("toy", "toy", sleepy_protocol, {"steps": 200, "step_s": 0.02}, 0)
     rpc = server.invoke_unary_stream(EVALUATE, (), evaluator_pb2.EvaluateRequest(run=run), 60)
     key = rpc.take_response().started.run_key
     assert rpc.take_response().WhichOneof("event") == "progress"

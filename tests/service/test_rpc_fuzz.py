@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from bobench.battle.scheduler import Scheduler
 from bobench.battle.spec import parse_spec
 from bobench.errors import InvalidArgument
+from bobench.results.convert import run_request
 from bobench.rpc import convert
 from bobench.rpc.evaluator_service import EvaluatorServicer
 from bobench.rpc.scheduler_service import SchedulerServicer
@@ -179,7 +180,7 @@ def _cheap_run(run: common_pb2.RunRequest) -> common_pb2.RunRequest:
 
 
 def _good_evaluate(server) -> None:
-    run = convert.run_request("toy", "toy", "knn", {"ks": [5]}, 0)
+    run = run_request("toy", "toy", "knn", {"ks": [5]}, 0)
     code, details = _call(
         server, EVALUATOR.methods_by_name["Evaluate"], evaluator_pb2.EvaluateRequest(run=run)
     )

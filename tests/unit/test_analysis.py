@@ -13,8 +13,8 @@ from scipy.stats import spearmanr
 from bobench.analysis import analyze, format_leaderboard, recommend
 from bobench.analysis.aggregate import competition_ranks, spearman, zscores
 from bobench.analysis.core import task_correlation
-from bobench.battle.records import RunRecord
 from bobench.errors import InvalidArgument
+from bobench.results import RunRecord
 
 _keys = itertools.count()
 SQRT_1_5 = math.sqrt(1.5)

@@ -6,7 +6,7 @@ import itertools
 
 from bobench.analysis import analyze, recommend
 from bobench.analysis.costs import environment_key
-from bobench.battle.records import RunRecord
+from bobench.results import RunRecord
 
 _keys = itertools.count()
 CPU = {"device": "cpu", "runtime": "onnxruntime", "precision": "fp32", "threads": 2, "host": "h1"}

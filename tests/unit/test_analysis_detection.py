@@ -16,7 +16,7 @@ import pytest
 from bobench.analysis import analyze
 from bobench.analysis.detection import summarize_detection
 from bobench.analysis.report import write_report
-from bobench.battle.records import RunRecord
+from bobench.results import RunRecord
 
 _keys = itertools.count()
 FAMILY = {"vit_a": "vit", "vit_b": "vit", "cnn_a": "cnn", "cnn_b": "cnn"}

@@ -7,8 +7,8 @@ import itertools
 import pytest
 
 from bobench.analysis import analyze, load_external_csv, recommend
-from bobench.battle.records import RunRecord
 from bobench.errors import InvalidArgument, NotFound
+from bobench.results import RunRecord
 
 HEADER = "backbone,task,dataset,protocol,metric,value,higher_is_better"
 _keys = itertools.count()

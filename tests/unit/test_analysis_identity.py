@@ -10,8 +10,8 @@ import pytest
 from bobench.analysis import analyze, export_csv
 from bobench.analysis.aggregate import TASK_MAPS, config_digest
 from bobench.analysis.external import ExternalScore
-from bobench.battle.records import RunRecord
 from bobench.errors import InvalidArgument
+from bobench.results import RunRecord
 
 _keys = itertools.count()
 

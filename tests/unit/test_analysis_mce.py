@@ -16,8 +16,8 @@ from bobench.analysis import analyze
 from bobench.analysis.render import Heading, Para, Table
 from bobench.analysis.report import write_report
 from bobench.analysis.sections import mce
-from bobench.battle.records import RunRecord
 from bobench.cli import main as bob
+from bobench.results import RunRecord
 
 _keys = itertools.count()
 # backbone -> (id_err, err_gaussian_noise, err_motion_blur)

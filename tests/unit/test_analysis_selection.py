@@ -11,10 +11,10 @@ from bobench.analysis.aggregate import config_digest
 from bobench.analysis.report import write_report
 from bobench.analysis.selection import Selection, select_battle, select_latest
 from bobench.battle.plan import plan_battle
-from bobench.battle.records import RunRecord, read_records
 from bobench.battle.spec import parse_spec
 from bobench.cli import main as bob
 from bobench.errors import NotFound
+from bobench.results import RunRecord, read_records
 
 SPEC = {"name": "now", "backbones": ["toy", "resnet18-random"], "datasets": ["toy"], "protocols": ["knn"]}
 

@@ -18,8 +18,8 @@ from bobench.analysis.uncertainty import (
     rank_uncertainty,
     replicate_task_scores,
 )
-from bobench.battle.records import RunRecord
 from bobench.errors import InvalidArgument
+from bobench.results import RunRecord
 
 _keys = itertools.count()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from bobench.battle.grpc_executor import plan_to_request
 from bobench.battle.plan import plan_battle
 from bobench.battle.spec import parse_spec
 from bobench.errors import InvalidArgument
@@ -40,7 +41,7 @@ def test_variant_travels_in_battle_specs_and_run_requests():
     spec = parse_spec({**SPEC, "embedder_variant": "trt-fp32"})
     assert convert.battle_spec_from_proto(convert.battle_spec_to_proto(spec)) == spec
     plan = _keys(embedder_variant="trt-fp32")["knn"]
-    request = convert.plan_to_request(plan)
+    request = plan_to_request(plan)
     assert request.embedder_variant == "trt-fp32"
     assert plan_single_run(**validate_run_request(request)).run_key == plan.run_key
     request.embedder_variant = "fp8"
@@ -52,7 +53,7 @@ def test_the_batch_size_bound_is_this_servers_setting_not_the_default():
     from bobench.config import Settings
     from bobench.rpc.evaluator_service import validate_run_request
 
-    request = convert.plan_to_request(_keys()["knn"], batch_size=100)
+    request = plan_to_request(_keys()["knn"], batch_size=100)
     validate_run_request(request)  # within the default bound
     with pytest.raises(InvalidArgument, match=r"run.batch_size: must be 0 \(server default\) to 64"):
         validate_run_request(request, Settings(max_batch_size=64))

@@ -10,9 +10,9 @@ from bobench.analysis import analyze, recommend
 from bobench.analysis import budget as bud
 from bobench.analysis.costs import cost_per_million_images, price_for, server_bound
 from bobench.analysis.render import Heading, Table, render_markdown
-from bobench.battle.records import RunRecord
 from bobench.config import load_settings
 from bobench.errors import InvalidArgument
+from bobench.results import RunRecord
 
 _keys = itertools.count()
 CPU = {"device": "cpu", "runtime": "onnxruntime", "precision": "fp32", "threads": 2, "host": "h1"}

@@ -13,11 +13,11 @@ import yaml
 from bobench.battle.job_entry import main_job
 from bobench.battle.k8s_jobs import (
     CONFIG_ERROR_EXIT_CODE,
+    JOB_PROTOCOLS,
     LABEL_BATTLE,
     LABEL_QUEUE,
     LABEL_RUN_KEY,
     PLAN_ENV,
-    JOB_PROTOCOLS,
     JobConfig,
     build_job,
     checkpoint_prefix,

@@ -6,8 +6,17 @@ import grpc
 import pytest
 
 from bobench import errors
-from bobench.battle.records import RunRecord
+from bobench.battle.grpc_executor import plan_to_request
 from bobench.battle.spec import parse_spec
+from bobench.results import RunRecord
+from bobench.results.convert import (
+    STATUS_FROM_PROTO,
+    STATUS_TO_PROTO,
+    dataset_ref_to_proto,
+    record_to_result,
+    result_to_record,
+    to_struct,
+)
 from bobench.rpc import convert
 from bobench.rpc.interceptors import split_method
 from bobench.status_codes import status_for
@@ -42,27 +51,27 @@ def _record(**changes) -> RunRecord:
 
 def test_record_round_trips_exactly_through_record_json():
     record = _record()
-    assert convert.result_to_record(convert.record_to_result(record)) == record
+    assert result_to_record(record_to_result(record)) == record
 
 
 def test_typed_fields_alone_rebuild_the_record_with_ints_and_nulls():
-    result = convert.record_to_result(_record())
+    result = record_to_result(_record())
     assert dict(result.metrics) == {"top1_k5": 0.5, "n_test": 16.0}  # scalars only
     result.record_json = ""
-    rebuilt = convert.result_to_record(result)
+    rebuilt = result_to_record(result)
     assert rebuilt == _record()  # ints come back as ints, None stays None, timestamps keep ms
 
 
 def test_status_values_map_both_ways_and_cancelled_is_not_finished():
-    for status, value in convert.STATUS_TO_PROTO.items():
-        assert convert.STATUS_FROM_PROTO[value] == status
-    result = convert.record_to_result(_record(status="cancelled", metrics={}))
+    for status, value in STATUS_TO_PROTO.items():
+        assert STATUS_FROM_PROTO[value] == status
+    result = record_to_result(_record(status="cancelled", metrics={}))
     assert result.status == common_pb2.RUN_STATUS_CANCELLED
-    assert not convert.result_to_record(result).finished
+    assert not result_to_record(result).finished
 
 
 def test_struct_numbers_follow_the_protocol_defaults():
-    msg = common_pb2.ProtocolConfig(name="knn", config=convert.to_struct({"ks": [5], "temperature": 1}))
+    msg = common_pb2.ProtocolConfig(name="knn", config=to_struct({"ks": [5], "temperature": 1}))
     config = convert.protocol_config_from_proto(msg, "run.protocol")
     assert config == {"ks": [5], "temperature": 1.0}
     assert isinstance(config["ks"][0], int) and isinstance(config["temperature"], float)
@@ -86,7 +95,7 @@ def test_config_json_keeps_types_exactly_and_bad_json_names_the_field():
     ],
 )
 def test_dataset_refs_round_trip(ref, expected):
-    msg = convert.dataset_ref_to_proto(ref, "label")
+    msg = dataset_ref_to_proto(ref, "label")
     assert convert.dataset_ref_from_proto(msg, "run.dataset") == (expected, "label")
 
 
@@ -109,7 +118,7 @@ def test_plan_to_request_carries_the_run_key_and_exact_config():
     from bobench.battle.single import plan_single_run
 
     plan = plan_single_run("toy", "toy", "knn", {"ks": [5]}, 2, battle_id="b7")
-    request = convert.plan_to_request(plan)
+    request = plan_to_request(plan)
     assert request.expected_run_key == plan.run_key and request.battle_id == "b7" and request.seed == 2
     assert convert.protocol_config_from_proto(request.protocol, "p") == plan.config
 

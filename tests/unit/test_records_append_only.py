@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from bobench.battle.records import (
-    STATUS_CANCELLED,
-    STATUS_FAILED,
-    STATUS_FINISHED,
-    RunRecord,
-    read_records,
-)
+from bobench.results import RunRecord, RunStatus, read_records
 
 
 def _rec(key: str, status: str, acc: float | None = None, error: str | None = None) -> RunRecord:
@@ -35,37 +29,37 @@ def test_later_cancelled_or_failed_attempt_does_not_hide_finished(tmp_path):
     _write(
         tmp_path / "results.jsonl",
         [
-            _rec("a", STATUS_FINISHED, acc=0.7),
-            _rec("b", STATUS_FINISHED, acc=0.5),
-            _rec("a", STATUS_CANCELLED, error="deadline"),
-            _rec("b", STATUS_FAILED, error="evaluator lost"),
-            _rec("a", STATUS_FAILED, error="evaluator lost"),
+            _rec("a", RunStatus.FINISHED, acc=0.7),
+            _rec("b", RunStatus.FINISHED, acc=0.5),
+            _rec("a", RunStatus.CANCELLED, error="deadline"),
+            _rec("b", RunStatus.FAILED, error="evaluator lost"),
+            _rec("a", RunStatus.FAILED, error="evaluator lost"),
         ],
     )
     got = {r.run_key: r for r in read_records(tmp_path)}
     assert set(got) == {"a", "b"}
-    assert got["a"].status == STATUS_FINISHED and got["a"].metrics == {"acc": 0.7}
-    assert got["b"].status == STATUS_FINISHED and got["b"].metrics == {"acc": 0.5}
+    assert got["a"].status == RunStatus.FINISHED and got["a"].metrics == {"acc": 0.7}
+    assert got["b"].status == RunStatus.FINISHED and got["b"].metrics == {"acc": 0.5}
 
 
 def test_later_finished_record_replaces_earlier_finished(tmp_path):
     _write(
         tmp_path / "results.jsonl",
         [
-            _rec("a", STATUS_FINISHED, acc=0.7),
-            _rec("a", STATUS_CANCELLED),
-            _rec("a", STATUS_FINISHED, acc=0.8),
-            _rec("a", STATUS_FAILED),
+            _rec("a", RunStatus.FINISHED, acc=0.7),
+            _rec("a", RunStatus.CANCELLED),
+            _rec("a", RunStatus.FINISHED, acc=0.8),
+            _rec("a", RunStatus.FAILED),
         ],
     )
     (rec,) = read_records(tmp_path / "results.jsonl")
-    assert rec.status == STATUS_FINISHED and rec.metrics == {"acc": 0.8}
+    assert rec.status == RunStatus.FINISHED and rec.metrics == {"acc": 0.8}
 
 
 def test_never_finished_key_keeps_its_last_record(tmp_path):
     _write(
         tmp_path / "results.jsonl",
-        [_rec("c", STATUS_FAILED, error="first"), _rec("c", STATUS_CANCELLED, error="second")],
+        [_rec("c", RunStatus.FAILED, error="first"), _rec("c", RunStatus.CANCELLED, error="second")],
     )
     (rec,) = read_records(tmp_path)
-    assert rec.status == STATUS_CANCELLED and rec.error == "second"
+    assert rec.status == RunStatus.CANCELLED and rec.error == "second"

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from bobench.analysis import analyze, export_csv, load_external_csv, write_report
-from bobench.battle.records import RunRecord, read_records
 from bobench.errors import NotFound
+from bobench.results import RunRecord, read_records
 
 CHROMIUM = shutil.which("chromium") or shutil.which("/usr/bin/chromium")
 BACKBONES = {  # name: (family, method, params, quality, latency_ms)
@@ -331,7 +331,7 @@ def test_sparse_results_give_a_report_with_only_the_plots_they_support(tmp_path)
 
 def test_a_single_backbone_battle_reports_without_a_score_and_without_crashing(tmp_path):
     from bobench.analysis import format_leaderboard
-    from bobench.battle.runner import append_record
+    from bobench.results import append_record
 
     append_record(tmp_path, record(1, "only", "classification", "ds", "knn", {"top1_k20": 0.8}, "top1_k20"))
     paths = write_report(tmp_path)

@@ -11,12 +11,12 @@ import pytest
 from doubles import register_sleepy_protocol
 
 from bobench.battle.executor import LocalExecutor
-from bobench.battle.records import RunRecord
 from bobench.battle.single import plan_single_run
 from bobench.config import Settings
 from bobench.errors import Cancelled
 from bobench.protocols.latency import Budget, measure_alone, measure_interleaved
 from bobench.protocols.serving_latency import _next_window
+from bobench.results import RunRecord
 from bobench.rpc.result_log import ResultLog
 
 

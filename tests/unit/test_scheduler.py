@@ -11,11 +11,11 @@ import pytest
 
 from bobench.battle.executor import Executor
 from bobench.battle.plan import RunPlan
-from bobench.battle.records import RunRecord
 from bobench.battle.scheduler import Scheduler
 from bobench.battle.scheduler_state import plan_key, result_key, run_state_key
 from bobench.battle.spec import parse_spec
 from bobench.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from bobench.results import RunRecord, RunStatus
 from bobench.store import LocalStore
 
 
@@ -91,7 +91,7 @@ class ScriptedExecutor(Executor):
                 record.status, record.metrics = "finished", {"top1": 0.5 + plan.seed / 10}
             else:
                 prefix = "Unavailable" if outcome == "unavailable-record" else "InvalidArgument"
-                record.status, record.error = "failed", f"{prefix}: scripted failure of {plan.backbone}"
+                record.fail(prefix, f"{prefix}: scripted failure of {plan.backbone}")
             return record
         finally:
             with self._lock:
@@ -398,7 +398,7 @@ class CancellableExecutor(ScriptedExecutor):
             self.calls[plan.run_key] += 1
         assert stop.wait(10)
         record = plan.new_record()
-        record.status, record.error = "cancelled", "cancelled: its Job was deleted"
+        record.fail("Cancelled", "cancelled: its Job was deleted", RunStatus.CANCELLED)
         return record
 
     def cancel(self, run_key):

@@ -45,8 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bobench.analysis.external import ExternalScore
-from bobench.battle.records import RunRecord
 from bobench.errors import InvalidArgument
+from bobench.results import RunRecord
 
 log = logging.getLogger(__name__)
 

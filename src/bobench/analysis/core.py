@@ -38,8 +38,8 @@ from bobench.analysis.corruption import MceTable, ood_mce
 from bobench.analysis.costs import BackboneCosts, CostBasis, collect_costs
 from bobench.analysis.detection import DetectionSummary, summarize_detection
 from bobench.analysis.external import ExternalScore
-from bobench.battle.records import STATUS_FAILED, RunRecord
 from bobench.errors import InvalidArgument
+from bobench.results import RunRecord, RunStatus
 
 DEFAULT_MIN_COVERAGE = 0.5
 MIN_CORRELATION_BACKBONES = 5
@@ -379,7 +379,7 @@ def _failed(records: list[RunRecord]) -> list[dict[str, Any]]:
             "error": r.error or "(no error recorded)",
         }
         for r in sorted(records, key=lambda r: (r.backbone, r.task, r.dataset, r.protocol, r.seed))
-        if r.status == STATUS_FAILED
+        if r.status == RunStatus.FAILED
     ]
 
 

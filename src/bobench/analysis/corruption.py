@@ -31,8 +31,8 @@ from typing import Any
 
 import bobench.analysis.aggregate as agg
 from bobench.analysis.corruption_error import corruption_errors
-from bobench.battle.records import RunRecord
 from bobench.errors import InvalidArgument
+from bobench.results import RunRecord
 
 GRID_FLAG = "corruption_grid_complete"
 CONFIG_KEY = "mce_reference"

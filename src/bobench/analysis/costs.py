@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from bobench.analysis.external import ExternalScore
-from bobench.battle.records import RunRecord
+from bobench.results import RunRecord
 
 _LATENCY = re.compile(r"^latency_ms_p50_b(\d+)$")
 _SERVED = re.compile(r"^latency_ms_p50_b(\d+)_c(\d+)$")

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bobench.analysis.aggregate import config_digest
-from bobench.battle.records import RunRecord
+from bobench.results import RunRecord
 
 PRIMARY = {"detection": "AP", "instance_segmentation": "mask_AP"}
 OOD_PROTOCOL = "ood_detection"

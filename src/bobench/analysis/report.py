@@ -26,8 +26,8 @@ from bobench.analysis.licenses import used_licences
 from bobench.analysis.plots import write_plots
 from bobench.analysis.render import Block, Heading, Image, Para, Table, render_html, render_markdown
 from bobench.analysis.selection import Selection, select_all
-from bobench.battle.records import RunRecord, read_records
 from bobench.errors import NotFound
+from bobench.results import RunRecord, read_records
 
 log = logging.getLogger(__name__)
 TITLE = "Battle of the Backbones report"

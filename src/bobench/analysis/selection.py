@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bobench.battle.records import RunRecord
 from bobench.errors import NotFound
+from bobench.results import RunRecord
 
 
 @dataclass(frozen=True)

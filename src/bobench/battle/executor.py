@@ -20,11 +20,11 @@ from typing import Any
 from bobench.battle.backbone_facts import BackboneFacts
 from bobench.battle.context import LocalContext, ProgressFn
 from bobench.battle.plan import RunPlan
-from bobench.battle.records import STATUS_CANCELLED, STATUS_FAILED, STATUS_FINISHED, RunRecord
 from bobench.config import Settings
 from bobench.embed.cache import FeatureCache, feature_runtime
 from bobench.environment import environment
 from bobench.errors import BobenchError, Cancelled, DeadlineExceeded
+from bobench.results import RunRecord, RunStatus
 from bobench.stage_timer import stage
 
 log = logging.getLogger(__name__)
@@ -239,11 +239,9 @@ class LocalExecutor(Executor):
                 runtime_info["feature_runtimes"] = sorted(ctx.feature_runtimes)
             record.backbone_info = backbone_info(self._record_spec(spec, variant))
             record.metrics = dict(metrics)
-            record.status = STATUS_FINISHED
+            record.status = RunStatus.FINISHED
         except BobenchError as exc:
-            stopped = isinstance(exc, Cancelled)
-            record.status = STATUS_CANCELLED if stopped else STATUS_FAILED
-            record.error = f"{type(exc).__name__}: {exc}"
+            record.fail_with(exc, RunStatus.CANCELLED if isinstance(exc, Cancelled) else RunStatus.FAILED)
             log.info(  # the run's own failure (bad data, unavailable weights): recorded, not a crash
                 "run %s (%s/%s/%s) failed: %s",
                 plan.run_key,
@@ -253,7 +251,7 @@ class LocalExecutor(Executor):
                 record.error,
             )
         except Exception as exc:  # a bug or a library failure: keep the battle going, keep the traceback
-            record.status, record.error = STATUS_FAILED, f"internal error: {type(exc).__name__}: {exc}"
+            record.fail_with(exc)
             log.error("run %s crashed:\n%s", plan.run_key, traceback.format_exc())
         finally:
             with self._cancel_lock:

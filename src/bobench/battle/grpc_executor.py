@@ -34,10 +34,12 @@ import grpc
 from bobench.battle.context import ProgressFn
 from bobench.battle.executor import Executor, utc_now
 from bobench.battle.plan import RunPlan
-from bobench.battle.records import STATUS_CANCELLED, STATUS_FAILED, RunRecord
-from bobench.errors import BobenchError, InvalidArgument, Unavailable
+from bobench.errors import INTERNAL_ERROR, TRANSIENT_ERRORS, BobenchError, InvalidArgument, Unavailable
+from bobench.results import RunRecord, RunStatus
+from bobench.results.convert import result_to_record, run_request
 from bobench.rpc.auth_client import ClientAuth
-from bobench.status_codes import RETRYABLE_ERRORS, error_class, is_retryable
+from bobench.status_codes import error_class, is_retryable
+from bobench.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +48,38 @@ def _transient_error(code: grpc.StatusCode) -> type[BobenchError]:
     """The error a retryable code raises: its own class when the scheduler retries it, else Unavailable
     (an overloaded evaluator's RESOURCE_EXHAUSTED, ABORTED)."""
     cls = error_class(code)
-    return cls if issubclass(cls, RETRYABLE_ERRORS) else Unavailable
+    return cls if issubclass(cls, TRANSIENT_ERRORS) else Unavailable
 
 
-def _failure_name(code: grpc.StatusCode) -> str:
-    """The error name a failed record carries for `code` (what LocalExecutor would write)."""
+def plan_to_request(plan: RunPlan, *, rerun: bool = False, batch_size: int = 0) -> common_pb2.RunRequest:
+    """The RunRequest that makes an evaluator execute `plan` (it checks the run key matches).
+    A user-defined backbone travels with its BackboneSpec fields so the evaluator can register it."""
+    from bobench.battle.plan import CUSTOM_BACKBONES
+
+    request = run_request(
+        plan.backbone,
+        plan.dataset_ref,
+        plan.protocol,
+        plan.config,
+        plan.seed,
+        dataset_name=plan.dataset,
+        battle_id=plan.battle,
+        batch_size=batch_size,
+        expected_run_key=plan.run_key,
+        rerun=rerun,
+        embedder_variant=plan.embedder_variant,
+    )
+    if plan.backbone in CUSTOM_BACKBONES:
+        request.backbone.spec_json = json.dumps(CUSTOM_BACKBONES[plan.backbone], sort_keys=True)
+    return request
+
+
+def _failure(code: grpc.StatusCode) -> tuple[str, str]:
+    """(error_type, message prefix) of a failed record for `code` (what LocalExecutor would write)."""
     cls = error_class(code)
-    return cls.__name__ if cls is not BobenchError else f"internal error: {code.name}"
+    if cls is BobenchError:
+        return INTERNAL_ERROR, f"internal error: {code.name}"
+    return cls.__name__, cls.__name__
 
 
 TARGET_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:")  # gRPC name-resolver URIs: one load-balanced target
@@ -186,12 +213,11 @@ class GrpcExecutor(Executor):
 
     def execute(self, plan: RunPlan, progress: ProgressFn | None = None) -> RunRecord:
         """Run `plan` remotely. Raises Unavailable / DeadlineExceeded for transient failures."""
-        from bobench.rpc import convert
         from bobench.v1 import evaluator_pb2
 
         i = self._pick()
         address, stub = self.addresses[i], self._stubs[i]
-        request = evaluator_pb2.EvaluateRequest(run=convert.plan_to_request(plan))
+        request = evaluator_pb2.EvaluateRequest(run=plan_to_request(plan))
         started_at = utc_now()
         record = None
         call = stub.Evaluate(request, timeout=self.timeout_s)
@@ -206,23 +232,25 @@ class GrpcExecutor(Executor):
                 elif kind == "progress" and progress is not None:
                     progress(event.progress.done, event.progress.total, event.progress.message)
                 elif kind == "result":
-                    record = convert.result_to_record(event.result)
+                    record = result_to_record(event.result)
         except grpc.RpcError as exc:
             code, details = exc.code(), exc.details() or ""
             with self._lock:
                 stopped = plan.run_key in self._cancelled
             if stopped and code == grpc.StatusCode.CANCELLED:
                 record = plan.new_record()
-                record.status, record.started_at, record.finished_at = STATUS_CANCELLED, started_at, utc_now()
-                record.error = f"Cancelled: the run's battle was cancelled (evaluator {address})"
+                record.started_at, record.finished_at = started_at, utc_now()
+                error = f"Cancelled: the run's battle was cancelled (evaluator {address})"
+                record.fail("Cancelled", error, RunStatus.CANCELLED)
                 return record
             retryable = is_retryable(code, details)
             self._outcome(i, retryable)
             if retryable:
                 raise _transient_error(code)(f"evaluator {address}: {code.name}: {details}") from None
             record = plan.new_record()
-            record.status, record.started_at, record.finished_at = STATUS_FAILED, started_at, utc_now()
-            record.error = f"{_failure_name(code)}: evaluator {address}: {details}"
+            record.started_at, record.finished_at = started_at, utc_now()
+            kind, prefix = _failure(code)
+            record.fail(kind, f"{prefix}: evaluator {address}: {details}")
             log.error("run %s failed on %s: %s", plan.run_key, address, record.error)
             return record
         finally:
@@ -234,7 +262,7 @@ class GrpcExecutor(Executor):
             raise Unavailable(
                 f"evaluator {address}: Evaluate stream for run {plan.run_key} ended without a result"
             )
-        if record.status == STATUS_CANCELLED:
+        if record.status == RunStatus.CANCELLED:
             raise Unavailable(f"evaluator {address} cancelled run {plan.run_key}: {record.error}")
         record.battle = plan.battle
         return record

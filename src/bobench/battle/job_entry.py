@@ -25,9 +25,9 @@ from typing import Any
 from bobench.battle.executor import LocalExecutor, utc_now
 from bobench.battle.k8s_jobs import CHECKPOINTED, CONFIG_ERROR_EXIT_CODE, checkpoint_prefix, record_key
 from bobench.battle.plan import RunPlan
-from bobench.battle.records import STATUS_FAILED, RunRecord
 from bobench.config import Settings
 from bobench.errors import FailedPrecondition, InvalidArgument, NotFound
+from bobench.results import RunRecord
 from bobench.store.base import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def _checkpoint_dir(plan: RunPlan, settings: Settings, executor: LocalExecutor) 
 
 def _failed(plan: RunPlan, exc: BaseException) -> RunRecord:
     record = plan.new_record()
-    record.status, record.error = STATUS_FAILED, f"{type(exc).__name__}: {exc}"
+    record.fail_with(exc)
     record.started_at = record.finished_at = utc_now()
     return record
 

@@ -46,8 +46,16 @@ from bobench.battle.k8s_jobs import (
     record_key,
 )
 from bobench.battle.plan import RunPlan
-from bobench.battle.records import STATUS_CANCELLED, STATUS_FAILED, RunRecord
-from bobench.errors import BobenchError, DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
+from bobench.errors import (
+    INTERNAL_ERROR,
+    BobenchError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    NotFound,
+    Unavailable,
+    error_type,
+)
+from bobench.results import RunRecord, RunStatus
 from bobench.store.base import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -74,13 +82,13 @@ class KubernetesExecutor(Executor):
     # -- Executor ------------------------------------------------------------------------------
     def execute(self, plan: RunPlan, progress: ProgressFn | None = None) -> RunRecord:
         if plan.error:  # the run cannot start (its dataset failed to load when planned): no Job
-            return _record_with_error(plan, f"BobenchError: {plan.error}")
+            return _record_with_error(plan, "BobenchError", f"BobenchError: {plan.error}")
         try:
             return self._execute(plan)
         except (Unavailable, DeadlineExceeded):
             raise
         except BobenchError as exc:
-            return _record_with_error(plan, f"{type(exc).__name__}: {exc}")
+            return _record_with_error(plan, error_type(exc), f"{type(exc).__name__}: {exc}")
         finally:
             with self._lock:
                 self._cancelled.discard(plan.run_key)
@@ -110,7 +118,7 @@ class KubernetesExecutor(Executor):
             if stored is not None and stored.finished:
                 return stored
             if self._is_cancelled(plan.run_key):
-                return _record_with_error(plan, "cancelled before its Job was created", STATUS_CANCELLED)
+                return _record_with_error(plan, "Cancelled", "cancelled before its Job was created", RunStatus.CANCELLED)
             self.store.delete(record_key(plan.run_key))
             self.jobs.create(build_job(plan, self.config))
             log.info("run %s: created Job %s/%s", plan.run_key, self.config.namespace, name)
@@ -118,7 +126,7 @@ class KubernetesExecutor(Executor):
             log.info("run %s: adopted running Job %s/%s", plan.run_key, self.config.namespace, name)
         outcome = self.jobs.follow(name, lambda: self._is_cancelled(plan.run_key))
         if outcome is CANCELLED:
-            return _record_with_error(plan, "cancelled: its Job was deleted", STATUS_CANCELLED)
+            return _record_with_error(plan, "Cancelled", "cancelled: its Job was deleted", RunStatus.CANCELLED)
         return self._result(plan, outcome)
 
     def _result(self, plan: RunPlan, job: Any) -> RunRecord:
@@ -128,11 +136,11 @@ class KubernetesExecutor(Executor):
         if stored is not None and stored.finished:
             return stored  # written by the last pod even if the Job was marked failed afterwards
         if terminal(job) == "Complete":
-            return _record_with_error(plan, f"internal error: Job {job.metadata.name} left no record")
+            return _record_with_error(plan, INTERNAL_ERROR, f"internal error: Job {job.metadata.name} left no record")
         detail = f"Job {job.metadata.name} {condition_text(job)}; {self.jobs.pod_failure(job).text}"
         if stored is None:  # killed before it could write one (OOM, SIGKILL, node loss)
-            return _record_with_error(plan, f"internal error: {detail}")
-        stored.status, stored.error = STATUS_FAILED, f"{stored.error}; {detail}"
+            return _record_with_error(plan, INTERNAL_ERROR, f"internal error: {detail}")
+        stored.fail(stored.error_type or INTERNAL_ERROR, f"{stored.error}; {detail}")
         return stored
 
     def _stored_record(self, plan: RunPlan) -> RunRecord | None:
@@ -149,9 +157,9 @@ class KubernetesExecutor(Executor):
         return self.jobs.jobs_labelled(f"{LABEL_RUN_KEY}={run_key}", f"list Jobs of run {run_key}")
 
 
-def _record_with_error(plan: RunPlan, error: str, status: str = STATUS_FAILED) -> RunRecord:
+def _record_with_error(plan: RunPlan, kind: str, error: str, status: RunStatus = RunStatus.FAILED) -> RunRecord:
     record = plan.new_record()
-    record.status, record.error = status, error
+    record.fail(kind, error, status)
     record.started_at = record.finished_at = utc_now()
     record.duration_s = 0.0
     return record

@@ -15,6 +15,7 @@ never re-runs it, and its record says `seeded: false`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -22,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bobench.battle.records import RunRecord
 from bobench.battle.spec import BattleSpec, DatasetEntry
 from bobench.errors import BobenchError, PermissionDenied, ResourceExhausted
+from bobench.results import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +52,11 @@ class RunPlan:
     seeded: bool = True  # False: a deterministic protocol, planned once per split seed
 
     def new_record(self) -> RunRecord:
-        return RunRecord(
-            run_key=self.run_key,
-            backbone=self.backbone,
-            dataset=self.dataset,
-            protocol=self.protocol,
-            protocol_version=self.protocol_version,
-            task=self.task,
-            config=self.config,
-            seed=self.seed,
-            primary_metric=self.primary_metric,
-            higher_is_better=dict(self.higher_is_better),
-            dataset_fingerprint=self.dataset_fingerprint,
-            battle=self.battle,
-            seeded=self.seeded,
-        )
+        """A pending record of this run: every field the plan and the record share (by name), except
+        `error` (a plan's error fails the run when it executes)."""
+        values = {name: getattr(self, name) for name in _RECORD_FIELDS_OF_PLAN}
+        values["higher_is_better"] = dict(self.higher_is_better)
+        return RunRecord(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -74,6 +65,12 @@ class RunPlan:
     def from_dict(cls, d: dict[str, Any]) -> RunPlan:
         return cls(**d)
 
+
+_RECORD_FIELDS_OF_PLAN = tuple(
+    f.name
+    for f in dataclasses.fields(RunPlan)
+    if f.name in {r.name for r in dataclasses.fields(RunRecord)} and f.name != "error"
+)
 
 EMBEDDER_TIMING_PROTOCOLS = ("serving_latency", "efficiency")  # time the embedder without features
 

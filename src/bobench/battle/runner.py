@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,25 +19,13 @@ import yaml
 from bobench.battle.executor import Executor, LocalExecutor
 from bobench.battle.latency_step import measure_battle_latency
 from bobench.battle.plan import plan_battle
-from bobench.battle.records import RunRecord, read_records
 from bobench.battle.spec import BattleSpec
 from bobench.config import Settings
 from bobench.protocols.efficiency import handed_latency
+from bobench.results import RunRecord, append_record, read_records
 from bobench.stage_timer import stage
 
 log = logging.getLogger(__name__)
-
-RESULTS_FILE = "results.jsonl"
-
-
-def append_record(out_dir: Path, record: RunRecord) -> None:
-    """Append one JSON line and fsync it: a crash loses at most the run in flight, never a record."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / RESULTS_FILE).open("a") as fh:
-        fh.write(record.to_json() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
 
 @dataclass
 class BattleOutcome:

@@ -39,7 +39,6 @@ from typing import Any
 from bobench.battle.executor import Executor
 from bobench.battle.k8s_jobs import JOB_PROTOCOLS
 from bobench.battle.plan import RunPlan, plan_battle
-from bobench.battle.records import STATUS_CANCELLED, RunRecord
 from bobench.battle.result_signing import ResultSigner
 from bobench.battle.scheduler_state import (
     CANCELLED,
@@ -61,19 +60,19 @@ from bobench.battle.scheduler_state import (
 from bobench.battle.spec import BattleSpec
 from bobench.battle.state_writer import StateWriter
 from bobench.errors import (
+    TRANSIENT_ERRORS,
     AlreadyExists,
     BobenchError,
-    DeadlineExceeded,
     InvalidArgument,
     NotFound,
     Unavailable,
+    is_transient_type,
 )
+from bobench.results import RunRecord, RunStatus
 from bobench.store.base import ArtifactStore, check_key
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (Unavailable, DeadlineExceeded)
-_TRANSIENT_PREFIXES = tuple(f"{cls.__name__}:" for cls in TRANSIENT_ERRORS)
 Planner = Callable[[BattleSpec, str], list[RunPlan]]
 # Called with a run's plan (and its battle id) right before the run goes to an executor, e.g. to publish
 # the backbone's model to the embedder. Must be idempotent and thread-safe. A BobenchError it raises
@@ -102,8 +101,9 @@ def refuse_run_settings(spec: BattleSpec) -> None:
 
 
 def is_transient(record: RunRecord) -> bool:
-    """A failed record whose error is an infrastructure hiccup (e.g. the embedder was unreachable)."""
-    return record.status == FAILED and (record.error or "").startswith(_TRANSIENT_PREFIXES)
+    """A failed record whose error is an infrastructure hiccup (e.g. the embedder was unreachable):
+    its `error_type` is one of TRANSIENT_ERRORS (derived from the message of a version-1 record)."""
+    return record.status == RunStatus.FAILED and is_transient_type(record.error_type)
 
 
 class Scheduler:
@@ -673,7 +673,7 @@ class Scheduler:
                     battle.set_run_state(run, FINISHED)
                     run.error = None
                     self._first_transient.pop((bid, key), None)
-                elif record is not None and record.status == STATUS_CANCELLED:
+                elif record is not None and record.status == RunStatus.CANCELLED:
                     battle.set_run_state(run, CANCELLED)
                     run.error = record.error
                     self._first_transient.pop((bid, key), None)
@@ -757,14 +757,14 @@ def _register_stored_custom_backbones(battle_id: str, spec_doc: dict[str, Any]) 
 def _failed_record(plan: RunPlan, exc: BaseException) -> RunRecord:
     """The failed record of a run that could not be prepared (its backbone could not be published)."""
     record = plan.new_record()
-    record.status, record.error = FAILED, f"{type(exc).__name__}: {exc}"
+    record.fail_with(exc)
     record.started_at = record.finished_at = utc_now()
     return record
 
 
 def _cancelled_record(plan: RunPlan) -> RunRecord:
     record = plan.new_record()
-    record.status, record.error = STATUS_CANCELLED, "cancelled before it started"
+    record.fail("Cancelled", "cancelled before it started", RunStatus.CANCELLED)
     record.started_at = record.finished_at = utc_now()
     return record
 

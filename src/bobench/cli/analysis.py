@@ -84,8 +84,8 @@ def _select(args: argparse.Namespace, records: list):
 
 
 def _records(results_dir: str | None) -> list:
-    from bobench.battle.records import read_records
     from bobench.errors import InvalidArgument
+    from bobench.results import read_records
 
     if results_dir is None:
         return []

@@ -1,79 +1,21 @@
-"""Proto <-> domain conversions for the bobench.v1 API. Servicers and clients only translate here;
-every malformed field becomes an InvalidArgument that names it (e.g. "run.dataset.ref_json")."""
+"""Proto <-> domain conversions of the bobench.v1 API that only servers need: parsing requests and
+battle specs. Servicers and clients only translate here; every malformed field becomes an
+InvalidArgument that names it (e.g. "run.dataset.ref_json"). A run's record and request convert in
+`bobench.results.convert`, below battle, so the gRPC executor shares them without importing rpc."""
 
 from __future__ import annotations
 
-import json
-import math
-from datetime import datetime
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
-
 from bobench import safe_parse
-from bobench.battle.plan import RunPlan
-from bobench.battle.records import (
-    STATUS_CANCELLED,
-    STATUS_FAILED,
-    STATUS_FINISHED,
-    STATUS_PENDING,
-    STATUS_RUNNING,
-    RunRecord,
-    _json_default,
-)
 from bobench.battle.spec import BattleSpec, parse_spec
 from bobench.config import Settings
 from bobench.errors import InvalidArgument
-from bobench.safe_parse import check_plain, limit_hint
+from bobench.results.convert import dataset_ref_to_proto, from_struct, to_struct
+from bobench.safe_parse import limit_hint
 from bobench.v1 import common_pb2
 
-STATUS_TO_PROTO = {
-    STATUS_PENDING: common_pb2.RUN_STATUS_PENDING,
-    STATUS_RUNNING: common_pb2.RUN_STATUS_RUNNING,
-    STATUS_FINISHED: common_pb2.RUN_STATUS_FINISHED,
-    STATUS_FAILED: common_pb2.RUN_STATUS_FAILED,
-    STATUS_CANCELLED: common_pb2.RUN_STATUS_CANCELLED,
-}
-STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
-
-
-# ---- Struct / JSON helpers -------------------------------------------------------------------------
-
-
-def to_struct(data: dict[str, Any] | None) -> struct_pb2.Struct:
-    """A Struct holding `data` (numpy scalars and arrays become plain numbers and lists)."""
-    s = struct_pb2.Struct()
-    if data:
-        s.update(json.loads(json.dumps(data, default=_json_default)))
-    return s
-
-
-def _ints_back(value: Any, like: Any = None) -> Any:
-    """Undo Struct's all-doubles: integral floats become ints unless the default `like` is a float."""
-    if isinstance(value, float) and value.is_integer() and not isinstance(like, float):
-        return int(value)
-    if isinstance(value, list):
-        return [_ints_back(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _ints_back(v) for k, v in value.items()}
-    return value
-
-
-def from_struct(
-    s: struct_pb2.Struct, defaults: dict[str, Any] | None = None, field: str = "struct"
-) -> dict[str, Any]:
-    """The dict in `s`; integral numbers are read back as ints except where `defaults` holds a float.
-    Raises InvalidArgument naming `field` for NaN or infinite numbers and for nesting beyond
-    `max_json_depth` (a Struct cannot hold them as JSON)."""
-    try:
-        data = json_format.MessageToDict(s)
-    except ValueError:  # json_format refuses NaN/Infinity in a Value
-        raise InvalidArgument(f"{field}: finite numbers only (NaN or Infinity found)") from None
-    except RecursionError:
-        raise InvalidArgument(f"{field}: nested deeper than {limit_hint('max_json_depth')}") from None
-    check_plain(data, field)
-    defaults = defaults or {}
-    return {k: _ints_back(v, defaults.get(k)) for k, v in data.items()}
+# ---- JSON ------------------------------------------------------------------------------------------
 
 
 def parse_json_object(text: str, field: str, limits: Settings | None = None) -> dict[str, Any]:
@@ -82,111 +24,7 @@ def parse_json_object(text: str, field: str, limits: Settings | None = None) -> 
     return safe_parse.parse_json_object(text, field, limits)
 
 
-def _timestamp(iso: str | None) -> timestamp_pb2.Timestamp | None:
-    if not iso:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(datetime.fromisoformat(iso))
-    return ts
-
-
-def _iso(ts: timestamp_pb2.Timestamp, present: bool) -> str | None:
-    if not present:
-        return None
-    from datetime import UTC
-
-    return ts.ToDatetime(tzinfo=UTC).isoformat(timespec="milliseconds")
-
-
-# ---- run results -----------------------------------------------------------------------------------
-
-
-def record_to_result(record: RunRecord) -> common_pb2.RunResult:
-    """RunRecord -> RunResult. Finite scalar metrics go to `metrics`, the rest (None, lists, dicts,
-    NaN) to `other_metrics`; `record_json` keeps the whole record losslessly."""
-    scalars: dict[str, float] = {}
-    others: dict[str, Any] = {}
-    for name, value in record.metrics.items():
-        is_number = isinstance(value, int | float) and not isinstance(value, bool)
-        if is_number and math.isfinite(float(value)):
-            scalars[name] = float(value)
-        else:
-            others[name] = value
-    result = common_pb2.RunResult(
-        run_key=record.run_key,
-        backbone=record.backbone,
-        dataset=record.dataset,
-        protocol=record.protocol,
-        protocol_version=record.protocol_version,
-        task=record.task,
-        config=to_struct(record.config),
-        seed=record.seed,
-        status=STATUS_TO_PROTO.get(record.status, common_pb2.RUN_STATUS_UNSPECIFIED),
-        metrics=scalars,
-        other_metrics=to_struct({k: (None if isinstance(v, float) else v) for k, v in others.items()}),
-        higher_is_better=record.higher_is_better,
-        primary_metric=record.primary_metric or "",
-        backbone_info=to_struct(record.backbone_info),
-        dataset_fingerprint=record.dataset_fingerprint or "",
-        environment=to_struct(record.environment),
-        error=record.error or "",
-        battle_id=record.battle or "",
-        record_json=record.to_json(),
-    )
-    for name, iso in (("started_at", record.started_at), ("finished_at", record.finished_at)):
-        ts = _timestamp(iso)
-        if ts is not None:
-            getattr(result, name).CopyFrom(ts)
-    if record.duration_s is not None:
-        result.duration_s = float(record.duration_s)
-    return result
-
-
-def result_to_record(result: common_pb2.RunResult) -> RunRecord:
-    """RunResult -> RunRecord: exact from `record_json` when present, else rebuilt from typed fields."""
-    if result.record_json:
-        # a server's own record (may hold NaN metrics and be large): read as written, not bounded
-        try:
-            return RunRecord.from_dict(json.loads(result.record_json))
-        except ValueError as exc:
-            raise InvalidArgument(f"result.record_json: not valid JSON ({exc})") from None
-    metrics: dict[str, Any] = dict(result.metrics)
-    metrics.update(json_format.MessageToDict(result.other_metrics))
-    return RunRecord(
-        run_key=result.run_key,
-        backbone=result.backbone,
-        dataset=result.dataset,
-        protocol=result.protocol,
-        protocol_version=result.protocol_version,
-        task=result.task,
-        config=from_struct(result.config),
-        seed=int(result.seed),
-        status=STATUS_FROM_PROTO.get(result.status, STATUS_PENDING),
-        metrics=metrics,
-        higher_is_better=dict(result.higher_is_better),
-        primary_metric=result.primary_metric or None,
-        backbone_info=from_struct(result.backbone_info),
-        dataset_fingerprint=result.dataset_fingerprint or None,
-        environment=from_struct(result.environment),
-        started_at=_iso(result.started_at, result.HasField("started_at")),
-        finished_at=_iso(result.finished_at, result.HasField("finished_at")),
-        duration_s=result.duration_s if result.HasField("duration_s") else None,
-        error=result.error or None,
-        battle=result.battle_id or None,
-    )
-
-
 # ---- run requests ----------------------------------------------------------------------------------
-
-
-def dataset_ref_to_proto(ref: str | dict[str, Any], name: str | None = None) -> common_pb2.DatasetRef:
-    """A registered name or structured ref -> DatasetRef (structured refs travel as exact JSON)."""
-    msg = common_pb2.DatasetRef(name=name or "")
-    if isinstance(ref, dict):
-        msg.ref_json = json.dumps(ref, sort_keys=True)
-    else:
-        msg.registered = ref
-    return msg
 
 
 def dataset_ref_from_proto(msg: common_pb2.DatasetRef, field: str) -> tuple[str | dict[str, Any], str | None]:
@@ -224,36 +62,6 @@ def protocol_config_from_proto(msg: common_pb2.ProtocolConfig, field: str) -> di
     return {}
 
 
-def run_request(
-    backbone: str,
-    dataset: str | dict[str, Any],
-    protocol: str,
-    config: dict[str, Any] | None = None,
-    seed: int = 0,
-    *,
-    dataset_name: str | None = None,
-    battle_id: str | None = None,
-    batch_size: int = 0,
-    expected_run_key: str | None = None,
-    rerun: bool = False,
-    embedder_variant: str = "onnx",
-) -> common_pb2.RunRequest:
-    """Build a RunRequest (config as exact JSON; the default "onnx" variant travels as empty)."""
-    return common_pb2.RunRequest(
-        backbone=common_pb2.BackboneRef(name=backbone),
-        dataset=dataset_ref_to_proto(dataset, dataset_name),
-        protocol=common_pb2.ProtocolConfig(
-            name=protocol, config_json=json.dumps(config or {}, sort_keys=True, default=_json_default)
-        ),
-        seed=seed,
-        battle_id=battle_id or "",
-        batch_size=batch_size,
-        expected_run_key=expected_run_key or "",
-        rerun=rerun,
-        embedder_variant="" if embedder_variant == "onnx" else embedder_variant,
-    )
-
-
 def check_batch_size(value: int, field: str, limits: Settings | None = None) -> int:
     """A request's batch size: 0 (the server's default) up to `max_batch_size`; InvalidArgument naming
     `field` otherwise."""
@@ -273,29 +81,6 @@ def embedder_variant_from_proto(value: str, field: str) -> str:
     if variant not in EMBEDDER_VARIANTS:
         raise InvalidArgument(f"{field}: must be one of {list(EMBEDDER_VARIANTS)}, got {value!r}")
     return variant
-
-
-def plan_to_request(plan: RunPlan, *, rerun: bool = False, batch_size: int = 0) -> common_pb2.RunRequest:
-    """The RunRequest that makes an evaluator execute `plan` (it checks the run key matches).
-    A user-defined backbone travels with its BackboneSpec fields so the evaluator can register it."""
-    from bobench.battle.plan import CUSTOM_BACKBONES
-
-    request = run_request(
-        plan.backbone,
-        plan.dataset_ref,
-        plan.protocol,
-        plan.config,
-        plan.seed,
-        dataset_name=plan.dataset,
-        battle_id=plan.battle,
-        batch_size=batch_size,
-        expected_run_key=plan.run_key,
-        rerun=rerun,
-        embedder_variant=plan.embedder_variant,
-    )
-    if plan.backbone in CUSTOM_BACKBONES:
-        request.backbone.spec_json = json.dumps(CUSTOM_BACKBONES[plan.backbone], sort_keys=True)
-    return request
 
 
 # ---- battle specs ----------------------------------------------------------------------------------

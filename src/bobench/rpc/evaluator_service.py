@@ -28,7 +28,6 @@ from prometheus_client import Counter, Gauge
 
 from bobench.battle.executor import utc_now
 from bobench.battle.plan import RunPlan
-from bobench.battle.records import STATUS_CANCELLED, STATUS_FAILED, RunRecord
 from bobench.battle.single import plan_single_run
 from bobench.config import (
     EvaluatorServiceSettings,
@@ -38,7 +37,9 @@ from bobench.config import (
     resolve_settings,
 )
 from bobench.data import configure as configure_data
-from bobench.errors import Cancelled, DeadlineExceeded, FailedPrecondition, InvalidArgument
+from bobench.errors import INTERNAL_ERROR, Cancelled, DeadlineExceeded, FailedPrecondition, InvalidArgument
+from bobench.results import RunRecord, RunStatus
+from bobench.results.convert import record_to_result
 from bobench.rpc import auth, convert
 from bobench.rpc.evaluator_pool import ExecutorPool
 from bobench.rpc.result_log import ResultLog
@@ -154,7 +155,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
     async def GetResult(self, request, context):
         if not request.run_key.strip():
             raise InvalidArgument("run_key: is required")
-        return convert.record_to_result(self.results.get(request.run_key))
+        return record_to_result(self.results.get(request.run_key))
 
     async def Evaluate(self, request, context):
         if not request.HasField("run"):
@@ -175,7 +176,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
         )
         if stored is not None:
             RUNS.labels("reused").inc()
-            yield evaluator_pb2.EvaluateEvent(result=convert.record_to_result(stored))
+            yield evaluator_pb2.EvaluateEvent(result=record_to_result(stored))
             return
         async for event in self._follow(plan, request.run.batch_size, context):
             yield event
@@ -194,7 +195,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             while (event := await queue.get()) is not _DONE:
                 yield evaluator_pb2.EvaluateEvent(progress=event)
             record = flight.done.result()
-            yield evaluator_pb2.EvaluateEvent(result=convert.record_to_result(record))
+            yield evaluator_pb2.EvaluateEvent(result=record_to_result(record))
         finally:
             # The caller went away or its deadline passed: when it was the last one, the run stops at
             # its next progress call and is recorded cancelled once it has returned.
@@ -210,7 +211,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             RUNS_WAITING.dec()
         if flight.stop.is_set() or self._closing.is_set():  # every caller left, or shutting down
             self.pool.release(executor)
-            self._settle(flight, _stopped_record(plan, "Cancelled: stopped before it started"))
+            self._settle(flight, _stopped_record(plan, "Cancelled", "Cancelled: stopped before it started"))
             return
         executor.batch_size_override = batch_size or None
         RUNS_IN_FLIGHT.inc()
@@ -219,7 +220,9 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             record = await _in_daemon_thread(executor.execute, plan, self._progress_for(flight))
         except Exception as exc:  # execute() records a run's own failure; this is a bug
             log.exception("worker of run %s crashed", plan.run_key)
-            record = _stopped_record(plan, f"internal error: {type(exc).__name__}", status=STATUS_FAILED)
+            record = _stopped_record(
+                plan, INTERNAL_ERROR, f"internal error: {type(exc).__name__}", status=RunStatus.FAILED
+            )
         finally:
             RUNS_IN_FLIGHT.dec()
             self.pool.release(executor)
@@ -259,10 +262,11 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
         if self._flights.get(flight.plan.run_key) is flight:
             del self._flights[flight.plan.run_key]
         if (flight.stop.is_set() or self._closing.is_set()) and not record.finished:
-            record.status = STATUS_CANCELLED
+            record.status = RunStatus.CANCELLED
             record.metrics = {}
-            if not (record.error or "").startswith(("Cancelled", "DeadlineExceeded")):
-                record.error = "Cancelled: the caller cancelled or its deadline passed before the run ended"
+            if record.error_type not in ("Cancelled", "DeadlineExceeded"):
+                error = "Cancelled: the caller cancelled or its deadline passed before the run ended"
+                record.fail("Cancelled", error, RunStatus.CANCELLED)
         self.results.put(record)
         RUNS.labels(record.status).inc()
         log.info(
@@ -294,6 +298,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
                     flight,
                     _stopped_record(
                         flight.plan,
+                        "Cancelled",
                         f"Cancelled: the evaluator shut down; the run did not stop within {self.stop_timeout_s:g} s",
                     ),
                 )
@@ -309,10 +314,10 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
 _PROGRESS_EVERY_S = 0.5
 
 
-def _stopped_record(plan: RunPlan, error: str, status: str = STATUS_CANCELLED) -> RunRecord:
-    """The record of a run that ended without running to its end."""
+def _stopped_record(plan: RunPlan, kind: str, error: str, status: RunStatus = RunStatus.CANCELLED) -> RunRecord:
+    """The record of a run that ended without running to its end (`kind`: its error_type)."""
     record = plan.new_record()
-    record.status, record.error = status, error
+    record.fail(kind, error, status)
     record.started_at = record.finished_at = utc_now()
     return record
 

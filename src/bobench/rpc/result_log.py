@@ -11,14 +11,12 @@ latest attempt.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
 
-from bobench.battle.records import RunRecord
-from bobench.battle.runner import RESULTS_FILE, append_record
 from bobench.errors import NotFound
+from bobench.results import RunRecord, append_record, iter_records
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +34,9 @@ class ResultLog:
         self._lock = threading.Lock()
         self._answer: dict[str, RunRecord] = {}
         self.attempts = 0  # lines in the log (every attempt of every key)
-        path = self.directory / RESULTS_FILE
-        if path.exists():
-            with path.open() as fh:
-                for line in fh:
-                    if line.strip():
-                        self._index(RunRecord.from_dict(json.loads(line)))
-        log.info("result log %s: %d run keys", path, len(self._answer))
+        for record in iter_records(self.directory):  # MalformedResults names a line that is no record
+            self._index(record)
+        log.info("result log %s: %d run keys", self.directory, len(self._answer))
 
     def _index(self, record: RunRecord) -> None:
         self.attempts += 1

@@ -25,6 +25,7 @@ from bobench.battle.scheduler_state import RUN_STATES, BattleEvent, BattleStatus
 from bobench.battle.spec import load_spec_yaml, parse_spec
 from bobench.config import SchedulerServiceSettings, Settings
 from bobench.errors import InvalidArgument, NotFound
+from bobench.results.convert import STATUS_TO_PROTO, record_to_result
 from bobench.rpc import auth, convert, limits
 from bobench.store.base import ArtifactStore
 from bobench.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
@@ -94,7 +95,7 @@ def battle_to_proto(status: BattleStatus) -> scheduler_pb2.Battle:
 
 
 def event_to_proto(e: BattleEvent) -> scheduler_pb2.BattleEvent:
-    state = convert.STATUS_TO_PROTO.get(e.state, common_pb2.RUN_STATUS_UNSPECIFIED) if e.run_key else 0
+    state = STATUS_TO_PROTO.get(e.state, common_pb2.RUN_STATUS_UNSPECIFIED) if e.run_key else 0
     return scheduler_pb2.BattleEvent(
         battle_id=e.battle_id,
         run_key=e.run_key,
@@ -176,7 +177,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         bid = _required(request.battle_id, "battle_id")
         records = await asyncio.to_thread(self.scheduler.results, bid, request.finished_only)
         for record in records:
-            yield convert.record_to_result(record)
+            yield record_to_result(record)
 
     async def WatchBattle(self, request, context):
         bid = _required(request.battle_id, "battle_id")

@@ -79,7 +79,7 @@ class RunRequest(_message.Message):
     def __init__(self, backbone: _Optional[_Union[BackboneRef, _Mapping]] = ..., dataset: _Optional[_Union[DatasetRef, _Mapping]] = ..., protocol: _Optional[_Union[ProtocolConfig, _Mapping]] = ..., seed: _Optional[int] = ..., battle_id: _Optional[str] = ..., batch_size: _Optional[int] = ..., expected_run_key: _Optional[str] = ..., rerun: _Optional[bool] = ..., embedder_variant: _Optional[str] = ...) -> None: ...
 
 class RunResult(_message.Message):
-    __slots__ = ("run_key", "backbone", "dataset", "protocol", "protocol_version", "task", "config", "seed", "status", "metrics", "other_metrics", "higher_is_better", "primary_metric", "backbone_info", "dataset_fingerprint", "environment", "started_at", "finished_at", "duration_s", "error", "battle_id", "record_json")
+    __slots__ = ("run_key", "backbone", "dataset", "protocol", "protocol_version", "task", "config", "seed", "status", "metrics", "other_metrics", "higher_is_better", "primary_metric", "backbone_info", "dataset_fingerprint", "environment", "started_at", "finished_at", "duration_s", "error", "battle_id", "record_json", "error_type", "schema_version", "seeded")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,9 @@ class RunResult(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     BATTLE_ID_FIELD_NUMBER: _ClassVar[int]
     RECORD_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEEDED_FIELD_NUMBER: _ClassVar[int]
     run_key: str
     backbone: str
     dataset: str
@@ -138,7 +141,10 @@ class RunResult(_message.Message):
     error: str
     battle_id: str
     record_json: str
-    def __init__(self, run_key: _Optional[str] = ..., backbone: _Optional[str] = ..., dataset: _Optional[str] = ..., protocol: _Optional[str] = ..., protocol_version: _Optional[str] = ..., task: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ..., status: _Optional[_Union[RunStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., other_metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., higher_is_better: _Optional[_Mapping[str, bool]] = ..., primary_metric: _Optional[str] = ..., backbone_info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dataset_fingerprint: _Optional[str] = ..., environment: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_s: _Optional[float] = ..., error: _Optional[str] = ..., battle_id: _Optional[str] = ..., record_json: _Optional[str] = ...) -> None: ...
+    error_type: str
+    schema_version: int
+    seeded: bool
+    def __init__(self, run_key: _Optional[str] = ..., backbone: _Optional[str] = ..., dataset: _Optional[str] = ..., protocol: _Optional[str] = ..., protocol_version: _Optional[str] = ..., task: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ..., status: _Optional[_Union[RunStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., other_metrics: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., higher_is_better: _Optional[_Mapping[str, bool]] = ..., primary_metric: _Optional[str] = ..., backbone_info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dataset_fingerprint: _Optional[str] = ..., environment: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_s: _Optional[float] = ..., error: _Optional[str] = ..., battle_id: _Optional[str] = ..., record_json: _Optional[str] = ..., error_type: _Optional[str] = ..., schema_version: _Optional[int] = ..., seeded: _Optional[bool] = ...) -> None: ...
 
 class BattleProtocol(_message.Message):
     __slots__ = ("name", "config", "datasets", "backbones")
