@@ -457,7 +457,9 @@ def test_battles_resumed_after_a_restart_still_count_against_the_limit(stalled_s
                 )
             assert info.value.code() == EXHAUSTED and "max_battles_in_flight=2" in info.value.details()
             stub.CancelBattle(scheduler_pb2.CancelBattleRequest(battle_id="r0"), timeout=30)
-            stub.SubmitBattle(scheduler_pb2.SubmitBattleRequest(spec_yaml=_spec_yaml(), battle_id="r2"), timeout=60)
+            stub.SubmitBattle(
+                scheduler_pb2.SubmitBattleRequest(spec_yaml=_spec_yaml(), battle_id="r2"), timeout=60
+            )
     finally:
         stop_pid(restarted.pid)
 

@@ -181,7 +181,10 @@ def test_demo_pits_pretrained_against_random_on_every_task_over_real_sets(emoji_
         by_protocol.setdefault(plan.protocol, set()).add(plan.backbone)
     for task in ("linear_probe", "knn", "fewshot", "retrieval", "ood"):
         assert set(spec.backbones) <= by_protocol[task], task
-    assert by_protocol["detection"] == {"efficientnet_lite0", "efficientnet_lite0-random"}  # a pretrained one and its twin
+    assert by_protocol["detection"] == {
+        "efficientnet_lite0",
+        "efficientnet_lite0-random",
+    }  # a pretrained one and its twin
     regimes = {p.config.get("regime", "finetune") for p in plans if p.protocol == "detection"}
     assert regimes == {"finetune", "frozen"}
     from bobench.data import load_dataset

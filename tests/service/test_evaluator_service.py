@@ -109,9 +109,7 @@ def test_bad_requests_are_invalid_argument_naming_the_field(server, request_opti
     args = {"backbone": "toy", "dataset": "toy", "protocol": "knn", "config": KNN, "seed": 0}
     options = {k: request_options.pop(k) for k in list(request_options) if k in ("batch_size",)}
     args.update(request_options)
-    run = run_request(
-        args.pop("backbone"), args.pop("dataset"), args.pop("protocol"), **args, **options
-    )
+    run = run_request(args.pop("backbone"), args.pop("dataset"), args.pop("protocol"), **args, **options)
     _events, code, details = _evaluate(server, run)
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     assert field in details

@@ -118,7 +118,9 @@ class KubernetesExecutor(Executor):
             if stored is not None and stored.finished:
                 return stored
             if self._is_cancelled(plan.run_key):
-                return _record_with_error(plan, "Cancelled", "cancelled before its Job was created", RunStatus.CANCELLED)
+                return _record_with_error(
+                    plan, "Cancelled", "cancelled before its Job was created", RunStatus.CANCELLED
+                )
             self.store.delete(record_key(plan.run_key))
             self.jobs.create(build_job(plan, self.config))
             log.info("run %s: created Job %s/%s", plan.run_key, self.config.namespace, name)
@@ -126,7 +128,9 @@ class KubernetesExecutor(Executor):
             log.info("run %s: adopted running Job %s/%s", plan.run_key, self.config.namespace, name)
         outcome = self.jobs.follow(name, lambda: self._is_cancelled(plan.run_key))
         if outcome is CANCELLED:
-            return _record_with_error(plan, "Cancelled", "cancelled: its Job was deleted", RunStatus.CANCELLED)
+            return _record_with_error(
+                plan, "Cancelled", "cancelled: its Job was deleted", RunStatus.CANCELLED
+            )
         return self._result(plan, outcome)
 
     def _result(self, plan: RunPlan, job: Any) -> RunRecord:
@@ -136,7 +140,9 @@ class KubernetesExecutor(Executor):
         if stored is not None and stored.finished:
             return stored  # written by the last pod even if the Job was marked failed afterwards
         if terminal(job) == "Complete":
-            return _record_with_error(plan, INTERNAL_ERROR, f"internal error: Job {job.metadata.name} left no record")
+            return _record_with_error(
+                plan, INTERNAL_ERROR, f"internal error: Job {job.metadata.name} left no record"
+            )
         detail = f"Job {job.metadata.name} {condition_text(job)}; {self.jobs.pod_failure(job).text}"
         if stored is None:  # killed before it could write one (OOM, SIGKILL, node loss)
             return _record_with_error(plan, INTERNAL_ERROR, f"internal error: {detail}")
@@ -157,7 +163,9 @@ class KubernetesExecutor(Executor):
         return self.jobs.jobs_labelled(f"{LABEL_RUN_KEY}={run_key}", f"list Jobs of run {run_key}")
 
 
-def _record_with_error(plan: RunPlan, kind: str, error: str, status: RunStatus = RunStatus.FAILED) -> RunRecord:
+def _record_with_error(
+    plan: RunPlan, kind: str, error: str, status: RunStatus = RunStatus.FAILED
+) -> RunRecord:
     record = plan.new_record()
     record.fail(kind, error, status)
     record.started_at = record.finished_at = utc_now()

@@ -27,6 +27,7 @@ from bobench.stage_timer import stage
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class BattleOutcome:
     records: list[RunRecord] = field(default_factory=list)  # every run of the spec, reused or new

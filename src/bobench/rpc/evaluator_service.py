@@ -314,7 +314,9 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
 _PROGRESS_EVERY_S = 0.5
 
 
-def _stopped_record(plan: RunPlan, kind: str, error: str, status: RunStatus = RunStatus.CANCELLED) -> RunRecord:
+def _stopped_record(
+    plan: RunPlan, kind: str, error: str, status: RunStatus = RunStatus.CANCELLED
+) -> RunRecord:
     """The record of a run that ended without running to its end (`kind`: its error_type)."""
     record = plan.new_record()
     record.fail(kind, error, status)
