@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bobench.battle.executor import LocalExecutor
+from bobench.battle.executors.local import LocalExecutor
 from bobench.battle.runner import run_battle
 from bobench.battle.spec import parse_spec
 from bobench.config import Settings

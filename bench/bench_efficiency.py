@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from bobench.backbones import get_spec
-from bobench.battle.executor import LocalExecutor
+from bobench.battle.executors.local import LocalExecutor
 from bobench.battle.single import plan_single_run
 from bobench.config import Settings
 

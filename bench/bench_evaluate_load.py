@@ -97,7 +97,7 @@ def in_process(root: Path, calls: int, workers: int) -> dict:
     """The same runs through LocalExecutor directly: one executor per worker thread, warm cache."""
     import torch
 
-    from bobench.battle.executor import LocalExecutor
+    from bobench.battle.executors.local import LocalExecutor
     from bobench.battle.single import plan_single_run
     from bobench.config import Settings
 

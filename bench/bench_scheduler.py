@@ -22,7 +22,7 @@ DATASETS, PROTOCOLS = 20, ("knn", "linear_probe", "retrieval")
 
 def one_scale(runs: int) -> dict:
     from bobench.backbones import BackboneSpec, register_spec
-    from bobench.battle.executor import Executor
+    from bobench.battle.executors.base import Executor
     from bobench.battle.plan import plan_battle
     from bobench.battle.scheduler import Scheduler
     from bobench.battle.spec import parse_spec

@@ -5,7 +5,7 @@
 entry named `bobench/NAME` gets `newName: REGISTRY/bobench/NAME` and `newTag: TAG` (a `digest` it had is
 dropped, since the tag now says which build), and an image without an entry gets one appended.
 
-The scheduler's Job configs (`bobench.battle.k8s_jobs.JobConfig` files, mounted from a ConfigMap) name
+The scheduler's Job configs (`bobench.battle.executors.k8s_jobs.JobConfig` files, mounted from a ConfigMap) name
 the Job image as plain data, which kustomize's `images:` never rewrites: their top-level `image:` is
 set to REGISTRY/bobench/NAME:TAG when it names one of the pushed images (with or without a registry or
 tag already).

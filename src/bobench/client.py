@@ -7,7 +7,7 @@
         battle_id = sch.submit(spec_yaml=Path("battle.yaml").read_text()).battle_id
         for event in sch.watch(battle_id): ...
 
-Credentials: `auth=ClientAuth(token=..., ca=..., cert=..., key=...)` (bobench.rpc.auth_client), e.g.
+Credentials: `auth=ClientAuth(token=..., ca=..., cert=..., key=...)` (bobench.auth_client), e.g.
 `ClientAuth.from_settings(settings)`; without it a client presents what the environment names
 (BOBENCH_AUTH_TOKEN or BOBENCH_AUTH_TOKEN_FILE, BOBENCH_TLS_CA, BOBENCH_TLS_CLIENT_CERT/_KEY), like
 the S3 credentials a process gets from its environment.
@@ -26,11 +26,11 @@ from typing import Any
 import grpc
 
 from bobench import errors
+from bobench.auth_client import ClientAuth
 from bobench.battle.spec import BattleSpec
 from bobench.results import RunRecord
 from bobench.results.convert import result_to_record, run_request
 from bobench.rpc import convert
-from bobench.rpc.auth_client import ClientAuth
 from bobench.status_codes import error_class
 from bobench.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 

@@ -114,9 +114,9 @@ def assert_auth_on(scheduler_address: str, evaluator_address: str) -> None:
     """Both services refuse a caller without a token (UNAUTHENTICATED), so the test runs with auth on."""
     import pytest
 
+    from bobench.auth_client import ClientAuth
     from bobench.client import EvaluatorClient, SchedulerClient
     from bobench.errors import Unauthenticated
-    from bobench.rpc.auth_client import ClientAuth
 
     with SchedulerClient(scheduler_address, auth=ClientAuth(), timeout_s=10) as anonymous:
         with pytest.raises(Unauthenticated):

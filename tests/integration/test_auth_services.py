@@ -16,9 +16,9 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bobench.auth_client import ClientAuth
 from bobench.config import Settings
 from bobench.rpc.auth import ServerAuth
-from bobench.rpc.auth_client import ClientAuth
 from bobench.rpc.auth_tokens import new_token
 from bobench.rpc.background import BackgroundServer
 from bobench.rpc.server import ServiceBinding
@@ -42,7 +42,7 @@ def tiny_planner(spec, battle_id):
 
 def bindings(root):
     """An Evaluator and a Scheduler servicer; the scheduler is not started, so battles stay queued."""
-    from bobench.battle.executor import LocalExecutor
+    from bobench.battle.executors.local import LocalExecutor
     from bobench.battle.scheduler import Scheduler
     from bobench.rpc.evaluator_service import EvaluatorServicer
     from bobench.rpc.scheduler_service import SchedulerServicer

@@ -8,7 +8,7 @@ import time
 import pytest
 from doubles import register_sleepy_protocol
 
-from bobench.battle.grpc_executor import GrpcExecutor
+from bobench.battle.executors.grpc import GrpcExecutor
 from bobench.battle.scheduler import Scheduler
 from bobench.battle.spec import parse_spec
 from bobench.config import Settings

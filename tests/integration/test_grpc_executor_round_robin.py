@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from bobench.battle.grpc_executor import GrpcExecutor
+from bobench.battle.executors.grpc import GrpcExecutor
 from bobench.battle.plan import plan_battle
 from bobench.battle.spec import parse_spec
 from bobench.stack.procs import stop_pid

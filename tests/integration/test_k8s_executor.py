@@ -23,9 +23,9 @@ import pytest
 import torch
 import yaml
 
-from bobench.battle.executor import LocalExecutor
-from bobench.battle.k8s_executor import KubernetesExecutor
-from bobench.battle.k8s_jobs import JobConfig, checkpoint_prefix, job_name
+from bobench.battle.executors.k8s_jobs import JobConfig, checkpoint_prefix, job_name
+from bobench.battle.executors.kubernetes import KubernetesExecutor
+from bobench.battle.executors.local import LocalExecutor
 from bobench.battle.plan import plan_battle
 from bobench.battle.scheduler import Scheduler
 from bobench.battle.spec import parse_spec

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 from bobench.backbones import get_spec
-from bobench.battle.executor import LocalExecutor
-from bobench.battle.grpc_executor import GrpcExecutor
-from bobench.battle.k8s_executor import KubernetesExecutor
-from bobench.battle.k8s_jobs import JobConfig
+from bobench.battle.executors.grpc import GrpcExecutor
+from bobench.battle.executors.k8s_jobs import JobConfig
+from bobench.battle.executors.kubernetes import KubernetesExecutor
+from bobench.battle.executors.local import LocalExecutor
 from bobench.battle.k8s_publish import JobPublisher, publish_job_key, publish_job_name
 from bobench.battle.publish_step import PublishStep
 from bobench.battle.scheduler import Scheduler

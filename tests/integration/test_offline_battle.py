@@ -37,7 +37,7 @@ def test_pretrained_lite0_beats_its_random_twin_on_lfw_and_rerun_computes_nothin
     assert pre["top1"] > rnd["top1"], (pre, rnd)
     assert pre["top1"] >= 0.9
 
-    from bobench.battle.executor import LocalExecutor
+    from bobench.battle.executors.local import LocalExecutor
 
     executor = LocalExecutor(settings)
     second = run_battle(_spec(), out, settings, executor=executor, progress=False)

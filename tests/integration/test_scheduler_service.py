@@ -153,7 +153,7 @@ def test_scheduler_killed_mid_battle_resumes_and_runs_each_run_exactly_once(tmp_
 
 
 def test_grpc_executor_maps_a_bad_run_to_a_failed_record_and_reuses_stored_results(evaluator):
-    from bobench.battle.grpc_executor import GrpcExecutor
+    from bobench.battle.executors.grpc import GrpcExecutor
     from bobench.battle.plan import plan_battle
 
     (good,) = plan_battle(spec(seeds=(0,)), battle_id="direct")

@@ -11,7 +11,7 @@ import threading
 import grpc
 import pytest
 
-from bobench.battle.executor import Executor
+from bobench.battle.executors.base import Executor
 from bobench.battle.plan import RunPlan
 from bobench.battle.scheduler import Scheduler
 from bobench.config import Settings

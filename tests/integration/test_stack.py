@@ -14,11 +14,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_stack_up_runs_a_battle_into_s3_and_down_stops_every_pid(tmp_path, monkeypatch):
+    from bobench.auth_client import ClientAuth
     from bobench.battle.spec import parse_spec
     from bobench.client import SchedulerClient
     from bobench.config import Settings
     from bobench.errors import FailedPrecondition
-    from bobench.rpc.auth_client import ClientAuth
     from bobench.store import open_store
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -74,10 +74,10 @@ def test_stack_serves_from_s3_and_publishes_a_never_served_backbone_on_submit(tm
     """The local stack on the cluster's path: Triton reads s3://bobench/triton-models, `up` publishes
     the demo backbone, and a battle with a backbone never served before is published, then run
     (the evaluator through Triton with the service key, which a client without it lacks)."""
+    from bobench.auth_client import ClientAuth
     from bobench.battle.spec import parse_spec
     from bobench.client import SchedulerClient
     from bobench.errors import Unavailable
-    from bobench.rpc.auth_client import ClientAuth
     from bobench.serving.triton import tritonserver_home
 
     try:

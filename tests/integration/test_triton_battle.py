@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bobench.battle.executor import LocalExecutor
+from bobench.battle.executors.local import LocalExecutor
 from bobench.battle.runner import run_battle
 from bobench.battle.spec import parse_spec
 from bobench.config import Settings

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bobench.backbones import get_spec
-from bobench.battle.executor import LocalExecutor
+from bobench.battle.executors.local import LocalExecutor
 from bobench.config import Settings
 from bobench.errors import NotFound
 

@@ -9,7 +9,7 @@ import grpc
 import pytest
 import torch
 
-from bobench.battle.executor import LocalExecutor
+from bobench.battle.executors.local import LocalExecutor
 from bobench.battle.single import plan_single_run
 from bobench.results.convert import result_to_record, run_request
 from bobench.rpc.evaluator_service import EvaluatorServicer

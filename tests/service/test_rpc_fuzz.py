@@ -209,7 +209,7 @@ def test_get_result_with_generated_requests_never_answers_internal(evaluator_ser
 @pytest.fixture(scope="module")
 def scheduler(tmp_path_factory):
     """A scheduler that is never started: submissions are planned and stored, nothing is dispatched."""
-    from bobench.battle.executor import LocalExecutor
+    from bobench.battle.executors.local import LocalExecutor
     from bobench.config import Settings
 
     root = tmp_path_factory.mktemp("fuzz-scheduler")

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from bobench.rpc.auth_client import ClientAuth, is_loopback
+from bobench.auth_client import ClientAuth, is_loopback
 
 TOKEN = "bob_secret-token-value-123"
 
@@ -26,7 +26,7 @@ def _open(auth: ClientAuth, address: str) -> None:
 
 
 def test_a_token_to_a_remote_host_over_plaintext_warns_once_naming_tls(caplog):
-    caplog.set_level(logging.WARNING, logger="bobench.rpc.auth_client")
+    caplog.set_level(logging.WARNING, logger="bobench.auth_client")
     for _ in range(3):  # three channels (as reconnecting clients make) to one address
         _open(ClientAuth(token=TOKEN), "10.20.30.41:50051")
     (message,) = _warnings(caplog)
@@ -49,7 +49,7 @@ def test_a_token_to_a_remote_host_over_plaintext_warns_once_naming_tls(caplog):
     ],  # fmt: skip
 )
 def test_loopback_targets_are_silent(caplog, address):
-    caplog.set_level(logging.WARNING, logger="bobench.rpc.auth_client")
+    caplog.set_level(logging.WARNING, logger="bobench.auth_client")
     assert is_loopback(address)
     _open(ClientAuth(token=TOKEN), address)
     assert _warnings(caplog) == []
@@ -62,7 +62,7 @@ def test_other_hosts_are_not_loopback(address):
 
 
 def test_no_token_or_tls_is_silent(caplog, tmp_path):
-    caplog.set_level(logging.WARNING, logger="bobench.rpc.auth_client")
+    caplog.set_level(logging.WARNING, logger="bobench.auth_client")
     _open(ClientAuth(), "10.20.30.42:50051")
     ca = tmp_path / "ca.pem"
     ca.write_bytes(

@@ -210,8 +210,8 @@ def test_jwks_without_issuer_and_audience_is_refused_at_start(tmp_path, rsa_keys
 
 
 def test_client_auth_reads_its_settings_and_never_shows_the_token(tmp_path, monkeypatch):
+    from bobench.auth_client import ClientAuth
     from bobench.config import load_settings
-    from bobench.rpc.auth_client import ClientAuth
 
     (tmp_path / "token").write_text("bob_from_file\n")
     monkeypatch.setenv("BOBENCH_AUTH_TOKEN_FILE", str(tmp_path / "token"))
@@ -228,7 +228,7 @@ def test_client_auth_reads_its_settings_and_never_shows_the_token(tmp_path, monk
 
 
 def test_battle_owner_is_persisted_and_read_back_on_recovery(tmp_path):
-    from bobench.battle.executor import Executor
+    from bobench.battle.executors.base import Executor
     from bobench.battle.plan import RunPlan
     from bobench.battle.scheduler import Scheduler
     from bobench.battle.spec import parse_spec

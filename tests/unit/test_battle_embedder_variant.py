@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bobench.battle.grpc_executor import plan_to_request
+from bobench.battle.executors.grpc import plan_to_request
 from bobench.battle.plan import plan_battle
 from bobench.battle.spec import parse_spec
 from bobench.errors import InvalidArgument

@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from bobench.battle.context import LocalContext
+from bobench.battle.executors.pool import TimedEmbedder
 from bobench.data import load_dataset
 from bobench.embed import make_embedder
 from bobench.embed.cache import FeatureCache
-from bobench.rpc.evaluator_pool import TimedEmbedder
 
 
 class _Streaming:

@@ -50,7 +50,7 @@ TRITON_METRICS = {
 METRIC_MODULES = (
     "bobench.rpc.metrics",
     "bobench.rpc.evaluator_service",
-    "bobench.rpc.evaluator_pool",
+    "bobench.battle.executors.pool",
     "bobench.rpc.scheduler_service",
 )
 PROMQL_WORDS = {

@@ -5,7 +5,7 @@ either side is selected by any policy of that type; no policy selecting a pod me
 with the expected flows, both ways: a missing flow and an extra open flow fail.
 
 Endpoints: every pod template of the render, plus pods the deployment does not contain: a run Job pod
-as the scheduler creates it (bobench.battle.k8s_jobs.run_labels), a publish Job pod
+as the scheduler creates it (bobench.battle.executors.k8s_jobs.run_labels), a publish Job pod
 (bobench.battle.k8s_publish.build_publish_job), a stray pod of the namespace, a
 client pod of another namespace, the cluster DNS pods and the Kubernetes API server (an address outside
 the cluster network). `ipBlock` peers are taken to match every address, pods included (what common CNIs
@@ -42,7 +42,7 @@ def endpoints(stack: list[dict]) -> list[Endpoint]:
             for p in c.get("ports", [])
         )
         out.append(Endpoint(labels["app.kubernetes.io/name"], NAMESPACE, labels, ports))
-    from bobench.battle.k8s_jobs import LABEL_BATTLE, LABEL_PART_OF, LABEL_RUN_KEY, JobConfig
+    from bobench.battle.executors.k8s_jobs import LABEL_BATTLE, LABEL_PART_OF, LABEL_RUN_KEY, JobConfig
     from bobench.battle.k8s_publish import build_publish_job
 
     run_job = {LABEL_PART_OF: "bobench", LABEL_RUN_KEY: "0123abcd", LABEL_BATTLE: "b1"}

@@ -1,5 +1,5 @@
 """The Jobs the scheduler creates at run time fit the rendered deployment they run in: a Job built by the
-executor's own code (`bobench.battle.k8s_jobs.build_job`) from the rendered `bobench-jobs` ConfigMap
+executor's own code (`bobench.battle.executors.k8s_jobs.build_job`) from the rendered `bobench-jobs` ConfigMap
 (GPU and CPU) passes the strict schema and Pod Security "restricted", its Secret references resolve to
 the rendered Secret, its pods are the ones the NetworkPolicies open MinIO and Triton to, and it asks
 for a GPU exactly on the GPU stack.
@@ -39,7 +39,7 @@ def run_job(stack: list[dict[str, Any]], protocol: str, task: str) -> dict[str, 
     ConfigMap, with the store/endpoint the scheduler fills in."""
     import dataclasses
 
-    from bobench.battle.k8s_jobs import JobConfig, build_job
+    from bobench.battle.executors.k8s_jobs import JobConfig, build_job
     from bobench.battle.plan import RunPlan
 
     jobs_map = next(
@@ -145,9 +145,11 @@ def test_a_detection_run_job_fits_the_stack_and_trains_on_the_gpu_there(stack, t
 def test_the_rendered_job_config_sends_every_training_protocol_to_jobs(stack):
     """The deployed jobs.yaml leaves `protocols` to the code's one list, so fine-tuning and the
     detection protocols run as Jobs in the cluster (GPU and CPU stacks alike)."""
-    from bobench.battle.k8s_jobs import JOB_PROTOCOLS, JobConfig
+    from bobench.battle.executors.k8s_jobs import JOB_PROTOCOLS, JobConfig
 
-    (jobs_map,) = [d for d in stack if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("bobench-jobs")]
+    (jobs_map,) = [
+        d for d in stack if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("bobench-jobs")
+    ]
     config = JobConfig.from_dict(yaml.safe_load(jobs_map["data"]["jobs.yaml"]), "bobench-jobs")
     assert config.protocols == JOB_PROTOCOLS
     assert {"finetune", "detection", "instance_segmentation", "ood_detection"} <= set(config.protocols)

@@ -139,3 +139,27 @@ def test_a_cuda_request_without_cuda_trains_on_the_cpu_says_so_and_records_it(ca
         assert _device(ctx) == "cpu"
     assert "CUDA is not available" in caplog.text
     assert _device(types.SimpleNamespace(settings=types.SimpleNamespace(device="cpu"))) == "cpu"
+
+
+@pytest.mark.parametrize("name", ["detection", "ood_detection"])
+def test_a_run_jobs_checkpoint_dir_is_the_one_the_protocol_trains_in(tmp_path, trees, monkeypatch, name):
+    """`job_checkpoints` computes the directory before the run through the protocol's own
+    `run_identity`: if the two drift apart, a retried Job pod would not resume its training."""
+    import bobench.detection.train as train_module
+    from bobench.battle.executors import job_checkpoints
+
+    class Stop(Exception):
+        pass
+
+    trained_in = []
+
+    def train_detector(detector, ds, out, *args, **kwargs):
+        trained_in.append(out)
+        raise Stop
+
+    monkeypatch.setattr(train_module, "train_detector", train_detector)
+    protocol, ctx = get_protocol(name), context(tmp_path, trees)
+    with pytest.raises(Stop):
+        protocol.evaluate(ctx, FAST, 0)
+    before_the_run = getattr(job_checkpoints, f"{name}_checkpoint_dir")
+    assert trained_in == [before_the_run(tmp_path, ctx.spec, trees, protocol.resolve_config(FAST), 0)]

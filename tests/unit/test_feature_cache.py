@@ -66,7 +66,7 @@ def _knn_plan():
 
 
 def test_torch_embedder_never_reads_onnxruntime_features(tmp_path):
-    from bobench.battle.executor import LocalExecutor
+    from bobench.battle.executors.local import LocalExecutor
     from bobench.config import Settings
 
     plan = _knn_plan()
@@ -81,7 +81,7 @@ def test_torch_embedder_never_reads_onnxruntime_features(tmp_path):
 
 
 def test_recompute_features_ignores_cached_entries_once(tmp_path):
-    from bobench.battle.executor import LocalExecutor
+    from bobench.battle.executors.local import LocalExecutor
     from bobench.config import Settings
 
     plan = _knn_plan()

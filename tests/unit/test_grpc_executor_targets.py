@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bobench.battle.grpc_executor import GrpcExecutor, is_target_uri, parse_addresses
+from bobench.battle.executors.grpc import GrpcExecutor, is_target_uri, parse_addresses
 from bobench.battle.plan import RunPlan
 from bobench.errors import InvalidArgument, Unavailable
 

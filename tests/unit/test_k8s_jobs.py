@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bobench.battle.job_entry import main_job
-from bobench.battle.k8s_jobs import (
+from bobench.battle.executors.job_entry import main_job
+from bobench.battle.executors.k8s_jobs import (
     CONFIG_ERROR_EXIT_CODE,
     JOB_PROTOCOLS,
     LABEL_BATTLE,
@@ -254,8 +254,8 @@ DETECTION = {"epochs": 2, "batch_size": 8, "min_size": 64, "max_size": 64, "fpn_
 
 
 def test_fine_tuning_and_detection_go_to_jobs_by_default_from_one_list(tmp_path):
-    from bobench.battle.executor import LocalExecutor
-    from bobench.battle.k8s_jobs import CHECKPOINTED, JOB_PROTOCOLS
+    from bobench.battle.executors.k8s_jobs import CHECKPOINTED, JOB_PROTOCOLS
+    from bobench.battle.executors.local import LocalExecutor
     from bobench.battle.scheduler import Scheduler
     from bobench.protocols import get_protocol
 
@@ -317,7 +317,7 @@ def test_the_job_entrypoint_runs_detection_with_its_checkpoints_in_the_store(
 ):
     """The run as a Job's pod runs it (a fresh cache, the store as the only state): the checkpoints
     the detector writes every epoch land under jobs/<run_key>/checkpoints, so the directory the Job
-    syncs (`bobench.battle.job_checkpoints`) is the one the protocol trains in."""
+    syncs (`bobench.battle.executors.job_checkpoints`) is the one the protocol trains in."""
     import shutil
 
     p = detection_plan(protocol)

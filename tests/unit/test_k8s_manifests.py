@@ -166,7 +166,7 @@ def test_every_secret_and_configmap_reference_resolves_to_a_rendered_key(stack):
 def test_the_run_job_config_loads_and_its_secret_keys_resolve(stack, target):
     import yaml
 
-    from bobench.battle.k8s_jobs import JobConfig
+    from bobench.battle.executors.k8s_jobs import JobConfig
 
     jobs_map = next(
         d for d in stack if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("bobench-jobs")

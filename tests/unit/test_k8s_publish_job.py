@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from bobench.backbones import get_spec
-from bobench.battle.k8s_jobs import CONFIG_ERROR_EXIT_CODE, LABEL_PART_OF, JobConfig, load_job_config
+from bobench.battle.executors.k8s_jobs import (
+    CONFIG_ERROR_EXIT_CODE,
+    LABEL_PART_OF,
+    JobConfig,
+    load_job_config,
+)
 from bobench.battle.k8s_publish import (
     LABEL_JOB_KIND,
     LABEL_PUBLISH_KEY,
@@ -190,7 +195,7 @@ def test_a_user_defined_backbone_travels_to_its_publish_job_and_registers_there(
     import json
 
     from bobench.backbones import BACKBONES
-    from bobench.battle.k8s_jobs import BACKBONE_ENV, register_job_backbone
+    from bobench.battle.executors.k8s_jobs import BACKBONE_ENV, register_job_backbone
     from bobench.battle.plan import CUSTOM_BACKBONES, register_custom_backbones
     from bobench.battle.spec import custom_backbone_entry
 

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from bobench import errors
-from bobench.battle.grpc_executor import plan_to_request
+from bobench.battle.executors.grpc import plan_to_request
 from bobench.battle.spec import parse_spec
 from bobench.results import RunRecord
 from bobench.results.convert import (

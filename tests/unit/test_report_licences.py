@@ -10,7 +10,7 @@ from bobench.analysis import write_report
 from bobench.analysis.licenses import UNDECLARED, used_licences
 from bobench.backbones import get_spec, list_specs
 from bobench.backbones.builtin import efficientnet_lite0, open_nsfw
-from bobench.battle.executor import backbone_info
+from bobench.battle.executors.local import backbone_info
 from bobench.data.catalog import list_datasets
 from bobench.results import RunRecord
 

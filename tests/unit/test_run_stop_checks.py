@@ -10,7 +10,7 @@ import time
 import pytest
 from doubles import register_sleepy_protocol
 
-from bobench.battle.executor import LocalExecutor
+from bobench.battle.executors.local import LocalExecutor
 from bobench.battle.single import plan_single_run
 from bobench.config import Settings
 from bobench.errors import Cancelled

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from bobench.battle.executor import Executor
+from bobench.battle.executors.base import Executor
 from bobench.battle.plan import RunPlan
 from bobench.battle.scheduler import Scheduler
 from bobench.battle.scheduler_state import plan_key, result_key, run_state_key

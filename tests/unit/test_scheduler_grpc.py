@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bobench.battle.grpc_executor import GrpcExecutor, parse_addresses
+from bobench.battle.executors.grpc import GrpcExecutor, parse_addresses
 from bobench.battle.plan import RunPlan
 from bobench.battle.scheduler import Scheduler
 from bobench.battle.spec import parse_spec

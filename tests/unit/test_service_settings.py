@@ -93,7 +93,7 @@ def test_the_evaluator_refuses_a_cuda_device_without_cuda(clean_env, capsys):
     [({"embedder": "torch"}, "embedder"), ({"settings": {"batch_size": 8}}, "settings.batch_size")],
 )
 def test_the_scheduler_refuses_spec_settings_it_would_ignore(tmp_path, patch, named):
-    from bobench.battle.executor import LocalExecutor
+    from bobench.battle.executors.local import LocalExecutor
     from bobench.battle.scheduler import Scheduler
     from bobench.config import Settings
     from bobench.store import LocalStore

@@ -29,8 +29,8 @@ import hashlib
 import logging
 from typing import Any
 
-from bobench.battle.k8s_api import JobApi, api_client_from_environment, condition_text, terminal
-from bobench.battle.k8s_jobs import (
+from bobench.battle.executors.k8s_api import JobApi, api_client_from_environment, condition_text, terminal
+from bobench.battle.executors.k8s_jobs import (
     CONFIG_ERROR_EXIT_CODE,
     CONTAINER,
     LABEL_PART_OF,

@@ -48,7 +48,7 @@ def _groups(plans: list[RunPlan]) -> dict[str, list[RunPlan]]:
 def measure_battle_latency(executor: Any, plans: list[RunPlan]) -> dict[str, Any]:
     """Interleaved step times for the efficiency runs among `plans` that share a host and a setting:
     {handoff key: HandedLatency}, for `efficiency.handed_latency`. Empty when nothing qualifies."""
-    from bobench.battle.executor import LocalExecutor
+    from bobench.battle.executors.local import LocalExecutor
 
     if not isinstance(executor, LocalExecutor) or executor.settings.embedder not in IN_PROCESS_RUNTIMES:
         return {}

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from bobench.battle.executor import Executor, LocalExecutor
+from bobench.battle.executors.base import Executor
+from bobench.battle.executors.local import LocalExecutor
 from bobench.battle.latency_step import measure_battle_latency
 from bobench.battle.plan import plan_battle
 from bobench.battle.spec import BattleSpec

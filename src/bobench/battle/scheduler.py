@@ -36,8 +36,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from bobench.battle.executor import Executor
-from bobench.battle.k8s_jobs import JOB_PROTOCOLS
+from bobench.battle.executors.base import Executor
+from bobench.battle.executors.k8s_jobs import JOB_PROTOCOLS
 from bobench.battle.plan import RunPlan, plan_battle
 from bobench.battle.result_signing import ResultSigner
 from bobench.battle.scheduler_state import (

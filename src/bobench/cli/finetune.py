@@ -1,7 +1,7 @@
 """`bob finetune BACKBONE DATASET --out DIR`: fine-tune end to end by hand. Writes OUT/status,
 OUT/metrics.json and checkpoints (bobench.finetune.job); exits non-zero when the job fails.
 Precedence: flags > --recipe FILE > recipe defaults (--config is the settings file, as everywhere). The scheduler's Kubernetes Jobs run battle
-fine-tune runs with `bob job run` instead (bobench.battle.job_entry: checkpoints in the store)."""
+fine-tune runs with `bob job run` instead (bobench.battle.executors.job_entry: checkpoints in the store)."""
 
 from __future__ import annotations
 

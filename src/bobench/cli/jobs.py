@@ -1,4 +1,4 @@
-"""`bob job run`: the container command of a run Job (`bobench.battle.job_entry`).
+"""`bob job run`: the container command of a run Job (`bobench.battle.executors.job_entry`).
 `bob job render --job-config FILE SPEC`: print, as YAML, exactly the Jobs the Kubernetes executor would
 create for the spec's runs whose protocol goes to Jobs (what used to be a hand-edited template)."""
 
@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bobench.battle.job_entry import main_job
-    from bobench.battle.k8s_jobs import BACKBONE_ENV, PLAN_ENV, register_job_backbone
+    from bobench.battle.executors.job_entry import main_job
+    from bobench.battle.executors.k8s_jobs import BACKBONE_ENV, PLAN_ENV, register_job_backbone
     from bobench.cli.common import settings_from
 
     settings = settings_from(args)  # also the data context: the run's dataset may be an s3:// ref
@@ -41,7 +41,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from bobench.battle.k8s_jobs import build_job, load_job_config
+    from bobench.battle.executors.k8s_jobs import build_job, load_job_config
     from bobench.battle.plan import plan_battle
     from bobench.battle.spec import load_spec
     from bobench.cli.common import settings_from

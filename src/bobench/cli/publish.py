@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from bobench.battle.k8s_jobs import BACKBONE_ENV, register_job_backbone
+    from bobench.battle.executors.k8s_jobs import BACKBONE_ENV, register_job_backbone
     from bobench.cli.common import settings_from
     from bobench.errors import InvalidArgument
     from bobench.serving.publish import publish

@@ -96,7 +96,7 @@ def _client_auth(args: argparse.Namespace, stack_dir=None):
     """The ClientAuth of the settings; with `stack_dir` and no token configured, the stack's token."""
     import dataclasses
 
-    from bobench.rpc.auth_client import ClientAuth
+    from bobench.auth_client import ClientAuth
 
     auth = ClientAuth.from_settings(settings_from(args))
     if stack_dir is not None and not auth.bearer_token():
@@ -170,7 +170,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 rerun=args.rerun,
             ).record
     else:
-        from bobench.battle.executor import LocalExecutor
+        from bobench.battle.executors.local import LocalExecutor
         from bobench.battle.single import plan_single_run
 
         executor = LocalExecutor(settings_from(args))

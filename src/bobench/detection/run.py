@@ -103,6 +103,24 @@ def checkpoint_dir(cache_dir: Path, key_parts: dict[str, Any]) -> Path:
     return cache_dir / "detection" / hashlib.sha256(blob).hexdigest()[:20]
 
 
+def run_identity(
+    protocol: str, spec: Any, ds: Any, config: dict[str, Any], seed: int, train: list[int], val: list[int]
+) -> dict[str, Any]:
+    """What a detection run's checkpoint directory is keyed by (`checkpoint_dir`): the protocol, the
+    backbone digest, the dataset fingerprint, the detector config, the seed and the train/val images.
+    A run Job computes it before the run to know which directory to sync
+    (`bobench.battle.executors.job_checkpoints`), so both sides call this one function."""
+    return {
+        "protocol": protocol,
+        "backbone": spec.digest(),
+        "dataset": ds.fingerprint,
+        "config": {k: config[k] for k in sorted(config)},
+        "seed": int(seed),
+        "train": [int(i) for i in train],
+        "val": [int(i) for i in val],
+    }
+
+
 def run_detection(
     ctx,
     ds: DetectionDataset,
@@ -137,9 +155,7 @@ def run_detection(
         config=det_cfg,
         seed=seed,
     )
-    identity = {"protocol": protocol, "backbone": spec.digest(), "dataset": ds.fingerprint,
-                "config": {k: config[k] for k in sorted(config)}, "seed": int(seed),
-                "train": [int(i) for i in train], "val": [int(i) for i in val]}  # fmt: skip
+    identity = run_identity(protocol, spec, ds, config, seed, train, val)
     out = checkpoint_dir(_cache_dir(ctx), identity)
     primary = "mask_AP" if "segm" in iou_types else "AP"
     summary = train_detector(

@@ -8,7 +8,7 @@ reads from the output directory.
     OUT/last.pt, OUT/best.pt   checkpoints (see bobench.finetune.loop)
 
 A restarted job resumes from OUT/last.pt. (The scheduler's Kubernetes Jobs use `bob job run`,
-`bobench.battle.job_entry`, which keeps these checkpoints in the artifact store so that a pod retried
+`bobench.battle.executors.job_entry`, which keeps these checkpoints in the artifact store so that a pod retried
 on another node resumes too.)
 """
 

@@ -37,7 +37,10 @@ def check_domains(config: dict[str, Any]) -> None:
         )
 
 
-def _site_sets(ds, sites: list[str]) -> tuple[list[int], list[int], list[int], list[int]]:
+def site_sets(ds, sites: list[str]) -> tuple[list[int], list[int], list[int], list[int]]:
+    """(train, val, test, shift) image indices: the source sites' splits, and every other site's tiles
+    (a run Job picks its checkpoint directory from the same train/val). InvalidArgument when the
+    dataset has no sites or `sites` names an unknown one."""
     if not ds.sites:
         raise InvalidArgument(
             f"protocol 'ood_detection': dataset {ds.name!r} has no sites; give a target dataset"
@@ -67,7 +70,7 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
         train, val, test = (ds.split(s).tolist() for s in ("train", "val", "test"))
         shifted = (target, target.split("test").tolist())
     else:
-        train, val, test, shift = _site_sets(ds, config["source_sites"])
+        train, val, test, shift = site_sets(ds, config["source_sites"])
         shifted = (ds, shift)
     metrics = run_detection(
         ctx, ds, {**DEFAULTS, **model_config}, seed, protocol="ood_detection", train=train, val=val,

@@ -26,7 +26,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from bobench.battle.executor import utc_now
+from bobench.battle.executors.base import utc_now
+from bobench.battle.executors.pool import ExecutorPool
 from bobench.battle.plan import RunPlan
 from bobench.battle.single import plan_single_run
 from bobench.config import (
@@ -41,7 +42,6 @@ from bobench.errors import INTERNAL_ERROR, Cancelled, DeadlineExceeded, FailedPr
 from bobench.results import RunRecord, RunStatus
 from bobench.results.convert import record_to_result
 from bobench.rpc import auth, convert
-from bobench.rpc.evaluator_pool import ExecutorPool
 from bobench.rpc.result_log import ResultLog
 from bobench.v1 import evaluator_pb2, evaluator_pb2_grpc
 

@@ -74,15 +74,6 @@ def check_runs_per_battle(spec: BattleSpec, limits: Settings) -> int:
     return runs
 
 
-def check_images_per_dataset(dataset, max_images: int) -> None:
-    """ResourceExhausted when `dataset` holds more than `max_images` images (max_images_per_dataset)."""
-    if len(dataset) > max_images:
-        raise ResourceExhausted(
-            f"{LIMIT_PREFIX}dataset {dataset.name[:60]!r} has {len(dataset)} images; the limit is "
-            f"max_images_per_dataset={max_images} (setting BOBENCH_MAX_IMAGES_PER_DATASET)"
-        )
-
-
 def check_page_token(token: str) -> int:
     """The offset in a ListBattles page token: ASCII digits only ('²' or '١' are not tokens)."""
     if token and not (token.isascii() and token.isdigit() and len(token) <= 18):

@@ -2,7 +2,7 @@
 
 Run it with `python -m bobench.rpc.scheduler_service --port 50052 --store s3://bobench/artifacts
 --evaluators 127.0.0.1:50051` (no --evaluators = runs execute in this process; `--job-config FILE` =
-the file's protocols, e.g. finetune, run as Kubernetes Jobs, `bobench.battle.k8s_executor`). Prometheus metrics:
+the file's protocols, e.g. finetune, run as Kubernetes Jobs, `bobench.battle.executors.kubernetes`). Prometheus metrics:
 runs by state, queue depth, retries, dispatch latency (queue wait) and run duration.
 """
 
@@ -296,8 +296,8 @@ def build_job_executor(job_config: str | None, settings: Settings, store: Artifa
         return None, ()
     import dataclasses
 
-    from bobench.battle.k8s_executor import KubernetesExecutor
-    from bobench.battle.k8s_jobs import load_job_config
+    from bobench.battle.executors.k8s_jobs import load_job_config
+    from bobench.battle.executors.kubernetes import KubernetesExecutor
 
     config = load_job_config(job_config)
     config = dataclasses.replace(
@@ -356,11 +356,11 @@ def resolve(args: argparse.Namespace) -> tuple[Settings, SchedulerServiceSetting
 def build_scheduler(args: argparse.Namespace, settings: Settings, service: SchedulerServiceSettings):
     """The scheduler of resolved settings (and the flags that are not settings): the store, the
     executors and the retry policy."""
-    from bobench.battle.executor import LocalExecutor
-    from bobench.battle.grpc_executor import GrpcExecutor
+    from bobench.auth_client import ClientAuth
+    from bobench.battle.executors.grpc import GrpcExecutor
+    from bobench.battle.executors.local import LocalExecutor
     from bobench.battle.result_signing import ResultSigner
     from bobench.data import configure as configure_data
-    from bobench.rpc.auth_client import ClientAuth
     from bobench.store import open_store
 
     configure_data(settings, service=True)  # s3:// listings; client paths only under data_roots

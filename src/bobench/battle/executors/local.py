@@ -1,5 +1,4 @@
-"""Executors run one planned run and return its record. The in-process executor lives here; the gRPC
-and Kubernetes executors implement the same `Executor` interface elsewhere.
+"""LocalExecutor: runs protocols in this process (`bob battle run`, the evaluator's pool, a run Job).
 
 LocalExecutor stops a run at its next progress call (protocols call it at every step of their loops)
 when `cancel(run_key)` asked for it (record status "cancelled") or when the run has taken longer
@@ -8,17 +7,16 @@ executor for good."""
 
 from __future__ import annotations
 
-import abc
 import logging
 import threading
 import time
 import traceback
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bobench.battle.backbone_facts import BackboneFacts
 from bobench.battle.context import LocalContext, ProgressFn
+from bobench.battle.executors.base import Executor, utc_now
 from bobench.battle.plan import RunPlan
 from bobench.config import Settings
 from bobench.embed.cache import FeatureCache, feature_runtime
@@ -28,10 +26,6 @@ from bobench.results import RunRecord, RunStatus
 from bobench.stage_timer import stage
 
 log = logging.getLogger(__name__)
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def backbone_info(spec: Any) -> dict[str, Any]:
@@ -49,20 +43,6 @@ def backbone_info(spec: Any) -> dict[str, Any]:
         "license": spec.license,
         "digest": spec.digest(),
     }
-
-
-class Executor(abc.ABC):
-    """Runs one plan to a finished or failed record. Never raises for a run's own failure."""
-
-    @abc.abstractmethod
-    def execute(self, plan: RunPlan, progress: ProgressFn | None = None) -> RunRecord: ...
-
-    def cancel(self, run_key: str) -> None:  # noqa: B027 - an optional hook, not abstract
-        """Stop the run `run_key` if this executor can (a Kubernetes Job is deleted); default: no-op,
-        the run finishes and is recorded."""
-
-    def close(self) -> None:
-        """Release held resources."""
 
 
 class LocalExecutor(Executor):

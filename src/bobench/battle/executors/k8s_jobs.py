@@ -1,7 +1,7 @@
 """What the Kubernetes executor creates: `JobConfig` (the cluster's settings for run Jobs) and
 `build_job(plan, config)`, the batch/v1 Job manifest of one run. Pure functions, no API calls.
 
-The Job runs `bob job run` (`bobench.battle.job_entry`) with the serialized `RunPlan` in env
+The Job runs `bob job run` (`bobench.battle.executors.job_entry`) with the serialized `RunPlan` in env
 `BOBENCH_JOB_PLAN`; the container reads and writes the artifact store named by `store` (S3 credentials
 come from the Secret `s3_secret` through `secretKeyRef`, never literal values). Its name is derived
 from the run key alone, so every attempt and every scheduler replica finds the same Job.
@@ -43,9 +43,9 @@ PUBLISH_GPU_CHOICES = ("tensorrt", "always", "never")
 # protocol -> "module:function(cache_dir, spec, dataset, config, seed) -> its checkpoint directory"
 CHECKPOINTED: dict[str, str] = {
     "finetune": "bobench.protocols.finetune:run_checkpoint_dir",
-    "detection": "bobench.battle.job_checkpoints:detection_checkpoint_dir",
-    "instance_segmentation": "bobench.battle.job_checkpoints:instance_segmentation_checkpoint_dir",
-    "ood_detection": "bobench.battle.job_checkpoints:ood_detection_checkpoint_dir",
+    "detection": "bobench.battle.executors.job_checkpoints:detection_checkpoint_dir",
+    "instance_segmentation": "bobench.battle.executors.job_checkpoints:instance_segmentation_checkpoint_dir",
+    "ood_detection": "bobench.battle.executors.job_checkpoints:ood_detection_checkpoint_dir",
 }
 JOB_PROTOCOLS: tuple[str, ...] = tuple(CHECKPOINTED)  # what runs as a Job unless the config says otherwise
 DEVICE_ENV = "BOBENCH_DEVICE"

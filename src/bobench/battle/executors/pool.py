@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter, Histogram
 
-from bobench.battle.executor import LocalExecutor
+from bobench.battle.executors.local import LocalExecutor
 from bobench.config import Settings
 from bobench.embed.base import Embedder
+from bobench.errors import ResourceExhausted
+from bobench.status_codes import LIMIT_PREFIX
 
 EMBED_BATCH_SECONDS = Histogram(
     "bobench_evaluator_embed_batch_seconds",
@@ -29,6 +31,15 @@ EMBED_BATCH_SECONDS = Histogram(
 EXECUTIONS = Counter(
     "bobench_evaluator_executions", "Runs the evaluator executed (not answered from the store)."
 )
+
+
+def check_images_per_dataset(dataset, max_images: int) -> None:
+    """ResourceExhausted when `dataset` holds more than `max_images` images (max_images_per_dataset)."""
+    if len(dataset) > max_images:
+        raise ResourceExhausted(
+            f"{LIMIT_PREFIX}dataset {dataset.name[:60]!r} has {len(dataset)} images; the limit is "
+            f"max_images_per_dataset={max_images} (setting BOBENCH_MAX_IMAGES_PER_DATASET)"
+        )
 
 
 class SharedDatasets:
@@ -44,7 +55,6 @@ class SharedDatasets:
     def load(self, ref: str | dict) -> Any:
         """The validated dataset of `ref`; raises what load_dataset/validate_dataset raise."""
         from bobench.data import load_dataset, validate_dataset
-        from bobench.rpc.limits import check_images_per_dataset
 
         key = json.dumps(ref, sort_keys=True)
         with self._lock:

@@ -1,6 +1,6 @@
 """The container command of a run Job (`bob job run`): run one `RunPlan` in process, with the store.
 
-Contract with the Kubernetes executor (`bobench.battle.k8s_executor`):
+Contract with the Kubernetes executor (`bobench.battle.executors.kubernetes`):
 - the plan comes as JSON (`RunPlan.to_dict`) in env `BOBENCH_JOB_PLAN`; store and S3 settings from
   the usual `BOBENCH_*` environment (`bobench.config.load_settings`);
 - protocols that checkpoint (`k8s_jobs.CHECKPOINTED`: fine-tuning and the detection protocols) first
@@ -22,8 +22,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bobench.battle.executor import LocalExecutor, utc_now
-from bobench.battle.k8s_jobs import CHECKPOINTED, CONFIG_ERROR_EXIT_CODE, checkpoint_prefix, record_key
+from bobench.battle.executors.base import utc_now
+from bobench.battle.executors.k8s_jobs import (
+    CHECKPOINTED,
+    CONFIG_ERROR_EXIT_CODE,
+    checkpoint_prefix,
+    record_key,
+)
+from bobench.battle.executors.local import LocalExecutor
 from bobench.battle.plan import RunPlan
 from bobench.config import Settings
 from bobench.errors import FailedPrecondition, InvalidArgument, NotFound

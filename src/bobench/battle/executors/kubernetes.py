@@ -29,15 +29,15 @@ import threading
 from typing import Any
 
 from bobench.battle.context import ProgressFn
-from bobench.battle.executor import Executor, utc_now
-from bobench.battle.k8s_api import (
+from bobench.battle.executors.base import Executor, utc_now
+from bobench.battle.executors.k8s_api import (
     CANCELLED,
     JobApi,
     api_client_from_environment,
     condition_text,
     terminal,
 )
-from bobench.battle.k8s_jobs import (
+from bobench.battle.executors.k8s_jobs import (
     CONTAINER,
     LABEL_RUN_KEY,
     JobConfig,

@@ -31,13 +31,13 @@ import time
 
 import grpc
 
+from bobench.auth_client import ClientAuth
 from bobench.battle.context import ProgressFn
-from bobench.battle.executor import Executor, utc_now
+from bobench.battle.executors.base import Executor, utc_now
 from bobench.battle.plan import RunPlan
 from bobench.errors import INTERNAL_ERROR, TRANSIENT_ERRORS, BobenchError, InvalidArgument, Unavailable
 from bobench.results import RunRecord, RunStatus
 from bobench.results.convert import result_to_record, run_request
-from bobench.rpc.auth_client import ClientAuth
 from bobench.status_codes import error_class, is_retryable
 from bobench.v1 import common_pb2
 
