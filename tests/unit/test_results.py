@@ -20,6 +20,7 @@ from bobench.results import (
     append_record,
     iter_records,
     read_records,
+    replace_records,
 )
 from bobench.results.convert import PROTO_NAMES, RECORD_JSON_ONLY, record_to_result, result_to_record
 from bobench.v1 import common_pb2
@@ -167,6 +168,13 @@ def test_appending_after_a_whole_record_without_newline_keeps_it(tmp_path):
     path.write_text(_rec("a").to_json())  # e.g. written by hand
     append_record(tmp_path, _rec("b"))
     assert [r.run_key for r in iter_records(path)] == ["a", "b"]
+
+
+def test_replacing_the_records_mirrors_them_whole_and_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "results.jsonl").write_text("stale, not even a record\n")
+    path = replace_records(tmp_path, [_rec("a"), _rec("b")])
+    assert [r.run_key for r in iter_records(path)] == ["a", "b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.jsonl"]
 
 
 def test_a_missing_results_file_has_no_records(tmp_path):

@@ -254,17 +254,15 @@ def _write_results_dir(records: list, out: str) -> None:
     from pathlib import Path
 
     from bobench.analysis.report import write_report
+    from bobench.results import replace_records
 
     path = Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = path / "results.jsonl.tmp"
     done = [r for r in records if r.status in ("finished", "failed", "cancelled")]  # not pending/running
-    tmp.write_text("".join(r.to_json() + "\n" for r in done))
-    tmp.replace(path / "results.jsonl")
+    written = replace_records(path, done)
     if any(r.status == "finished" for r in done):
         report = write_report(path)
         print(
-            f"wrote {len(records)} records to {path / 'results.jsonl'}; report: {report['report.html']}",
+            f"wrote {len(records)} records to {written}; report: {report['report.html']}",
             file=sys.stderr,
         )
 

@@ -12,6 +12,7 @@ from bobench.results.jsonl import (
     append_record,
     iter_records,
     read_records,
+    replace_records,
     results_path,
 )
 from bobench.results.record import SCHEMA_VERSION, RunRecord, RunStatus, json_default
@@ -26,5 +27,6 @@ __all__ = [
     "iter_records",
     "json_default",
     "read_records",
+    "replace_records",
     "results_path",
 ]

@@ -93,6 +93,18 @@ def append_record(out_dir: Path, record: RunRecord) -> None:
         os.fsync(fh.fileno())
 
 
+def replace_records(out_dir: Path, records: list[RunRecord]) -> Path:
+    """Write `records` as `out_dir`/results.jsonl in place of what it held (a mirror of another store,
+    e.g. a scheduler's battle): written to a temporary file and renamed, so a reader never sees half
+    of it. Returns the file's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / RESULTS_FILE
+    tmp = path.with_name(RESULTS_FILE + ".tmp")
+    tmp.write_text("".join(r.to_json() + "\n" for r in records))
+    tmp.replace(path)
+    return path
+
+
 def _cut_torn_tail(fh, path: Path) -> None:
     """Make the file end with a newline: a tail without one that is a record gets its newline, one that
     is not (a torn write) is truncated away, with a warning."""
