@@ -79,3 +79,9 @@ def test_battle_run_after_a_crash_mid_write_continues_in_the_same_folder(
         caplog.clear()
         assert bob(args) == 0  # the repaired file reads cleanly: the finished run is reused
         assert not caplog.records
+
+
+@pytest.mark.parametrize("command", [["analyze"], ["report"]])
+def test_a_folder_without_results_is_a_user_error(tmp_path, capsys, command):
+    assert bob([*command, str(tmp_path)]) == USER_ERROR
+    assert f"{tmp_path}: no results.jsonl here" in capsys.readouterr().err

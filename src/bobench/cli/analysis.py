@@ -85,12 +85,12 @@ def _select(args: argparse.Namespace, records: list):
 
 def _records(results_dir: str | None) -> list:
     from bobench.errors import InvalidArgument
-    from bobench.results import read_records
+    from bobench.results import read_records, results_path
 
     if results_dir is None:
         return []
     path = Path(results_dir)
-    if not (path / "results.jsonl").exists() and not path.is_file():
+    if not results_path(path).is_file():
         raise InvalidArgument(f"{path}: no results.jsonl here (run `bob battle run SPEC --out {path}` first)")
     return read_records(path)
 
