@@ -5,7 +5,7 @@
 batch/v1 Job (`build_publish_job`) and, once it succeeded, returns the `PublishedModel` read from the
 model store (`bobench.serving.publish.find_published`), so the scheduler needs neither the export
 stack nor tritonclient. The Job machinery (create, find by label, watch with 410 resync, delete, pod
-story) is `k8s_api.JobApi`, shared with the run Jobs of `k8s_executor`.
+story) is `executors.k8s_api.JobApi`, shared with the run Jobs of `executors.kubernetes`.
 
 - **One Job per (weights digest, variant, target).** Its name and the `bobench.io/publish-key` label
   derive from those alone, so a restarted scheduler adopts a running publish Job (or takes the

@@ -1,4 +1,4 @@
-"""The Job machinery both Kubernetes users share (`k8s_executor.KubernetesExecutor` for run Jobs,
+"""The Job machinery both Kubernetes users share (`kubernetes.KubernetesExecutor` for run Jobs,
 `k8s_publish.JobPublisher` for publish Jobs), through the official `kubernetes` client.
 
 `JobApi(namespace, api_client)` creates Jobs, finds them by label, deletes them (propagationPolicy
