@@ -527,7 +527,7 @@ class _RefusingEvaluator(evaluator_pb2_grpc.EvaluatorServicer):
 def test_grpc_executor_fails_a_run_on_a_limit_but_retries_an_overload(is_limit):
     from bobench.battle.grpc_executor import GrpcExecutor
     from bobench.battle.records import STATUS_FAILED
-    from bobench.battle.single import plan_single_run
+    from bobench.battle.single_run import plan_single_run
     from bobench.errors import Unavailable
     from bobench.rpc.background import BackgroundServer
     from bobench.rpc.limits import LIMIT_PREFIX

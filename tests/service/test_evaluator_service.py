@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bobench.battle.executor import LocalExecutor
-from bobench.battle.single import plan_single_run
+from bobench.battle.single_run import plan_single_run
 from bobench.rpc import convert
 from bobench.rpc.evaluator_service import EvaluatorServicer
 from bobench.v1 import common_pb2, evaluator_pb2

@@ -29,7 +29,7 @@ from prometheus_client import Counter, Gauge
 from bobench.battle.executor import utc_now
 from bobench.battle.plan import RunPlan
 from bobench.battle.records import STATUS_CANCELLED, STATUS_FAILED, RunRecord
-from bobench.battle.single import plan_single_run
+from bobench.battle.single_run import plan_single_run
 from bobench.config import (
     EvaluatorServiceSettings,
     Settings,

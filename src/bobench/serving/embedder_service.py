@@ -8,7 +8,7 @@ only callers sending that key may load/unload models or register shared memory; 
 `triton_service_key`, only callers sending that one may infer or read model metadata.
 
 `serve_embedder(repo, ...)` is the library entry point (`bob serve embedder` and
-`python -m bobench.serving.embedder` are thin adapters over it). Once the server and every model are
+`python -m bobench.serving.embedder_service` are thin adapters over it). Once the server and every model are
 ready it writes ONE line of JSON to `out` (stdout by default) with the ports actually bound, e.g.
 `{"grpc": 40123, "http": 40124, "metrics": 40125, "host": "127.0.0.1", "pid": 4242}`, so a parent
 process started with port 0 can find it.
@@ -205,7 +205,7 @@ def supervise(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m bobench.serving.embedder",
+        prog="python -m bobench.serving.embedder_service",
         description="Serve a bobench Triton model repository with the tritonserver from nvidia-pytriton.",
     )
     add_arguments(p)
@@ -216,7 +216,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The service's flags; shared by `python -m bobench.serving.embedder` and `bob serve embedder`."""
+    """The service's flags; shared by `python -m bobench.serving.embedder_service` and
+    `bob serve embedder`."""
     p.add_argument("--repo", required=True, help="model repository: a directory or s3://bucket/prefix")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     p.add_argument("--grpc-port", type=int, default=0, help="0 = pick a free port (printed once ready)")

@@ -1,4 +1,4 @@
-"""Loaders for BoB backbones whose checkpoints need their own handling.
+"""Loaders for official checkpoint files that need their own handling (not a timm/torchvision/hub model).
 
 - `moco_v3`: the official MoCo v3 pretraining checkpoints (`*.pth.tar`) hold the whole training state
   (base encoder with its projection MLP, momentum encoder, predictor); only the base encoder's trunk
