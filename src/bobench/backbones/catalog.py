@@ -22,7 +22,7 @@ from bobench.backbones.spec import BackboneSpec
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# name, source, model_id, family, method, data, input_size, embed_dim, params (M), licence, overrides
+# name, source, model_id, family, method, data, input_size, embed_dim, params (M), license, overrides
 _Row = tuple[str, str, str, str, str, str, int, int | None, float, str, dict[str, Any]]
 _VIT = {"mean": HALF, "std": HALF, "crop_pct": 0.9}
 _CLIP = {"mean": CLIP_MEAN, "std": CLIP_STD, "crop_pct": 1.0}
