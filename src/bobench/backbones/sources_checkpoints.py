@@ -34,13 +34,13 @@ from bobench.backbones.weights import (
     load_state_dict_strict,
     read_state_dict,
     resolve_weights_file,
-    sha256_file,
     state_dict_digest,
     verify_declared_digest,
     weights_file_digest,
 )
 from bobench.data.roots import check_path
 from bobench.errors import InvalidArgument, Unavailable
+from bobench.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
