@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from bobench.exit_codes import report_exit
+from bobench.logs import setup_logging
 from bobench.serving.triton import TritonServer
 
 log = logging.getLogger(__name__)
@@ -250,20 +252,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the repository if asked, then serve until a signal; 2 on a start error. The settings
-    (the --config file, BOBENCH_*: S3, keys, log level, cache_dir under --cache-dir) are resolved here,
-    once, and passed down."""
+    """Build the repository if asked, then serve until a signal. The settings (the --config file,
+    BOBENCH_*: S3, keys, log level, cache_dir under --cache-dir) are resolved here, once, and passed
+    down. The exit code (`bobench.exit_codes`): 2 for a bad flag or setting, 3 when Triton does not
+    come up, 1 when it dies unsupervised."""
     from bobench.config import load_settings
     from bobench.errors import BobenchError
 
     try:
         settings = load_settings(getattr(args, "config", None), cache_dir=args.cache_dir)
     except BobenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+        return report_exit(exc, "embedder_service")
+    setup_logging(settings.log_level, stream=sys.stderr)
     try:
         if args.build and args.repo.startswith("s3://"):
             from bobench.errors import InvalidArgument
@@ -291,9 +291,8 @@ def run(args: argparse.Namespace) -> int:
             restart=not args.no_restart,
             restart_backoff_s=args.restart_backoff_s,
         )
-    except BobenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except BobenchError as exc:  # a bad flag or setting: 2; Triton did not come up: 3
+        return report_exit(exc, "embedder_service")
 
 
 if __name__ == "__main__":
