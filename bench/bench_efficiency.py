@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from bobench.backbones import get_spec
 from bobench.battle.executors.local import LocalExecutor
-from bobench.battle.single import plan_single_run
+from bobench.battle.single_run import plan_single_run
 from bobench.config import Settings
 
 WARMUP, TIMED = 10, 40

@@ -98,7 +98,7 @@ def in_process(root: Path, calls: int, workers: int) -> dict:
     import torch
 
     from bobench.battle.executors.local import LocalExecutor
-    from bobench.battle.single import plan_single_run
+    from bobench.battle.single_run import plan_single_run
     from bobench.config import Settings
 
     torch.set_num_threads(1)

@@ -39,7 +39,7 @@ def build(
 ) -> None:
     """Export + repository entry in a child process (this process never imports torch)."""
     code = (
-        "import sys; from bobench.serving.embedder import build_repository_for; "
+        "import sys; from bobench.serving.embedder_service import build_repository_for; "
         "build_repository_for([sys.argv[1]], sys.argv[2], sys.argv[3], model_name=sys.argv[4], "
         "max_batch_size=64, preferred_batch_sizes=(8, 16, 32), intra_op_threads=int(sys.argv[5]), "
         "dynamic_batching=sys.argv[6] == '1', max_queue_delay_us=int(sys.argv[7]))"

@@ -38,7 +38,7 @@ def build_in_subprocess(
     """Export + write the repository entry in a child process, so this process never imports torch
     (torch's idle OpenMP pool measurably slows in-process ORT on a 2-core machine)."""
     code = (
-        "import sys; from bobench.serving.embedder import build_repository_for; "
+        "import sys; from bobench.serving.embedder_service import build_repository_for; "
         "build_repository_for([sys.argv[1]], sys.argv[2], sys.argv[3], input_dtype=sys.argv[4], "
         "model_name=sys.argv[5], max_batch_size=max(32, int(sys.argv[6])), "
         "preferred_batch_sizes=(int(sys.argv[6]),), intra_op_threads=int(sys.argv[7]))"

@@ -32,6 +32,8 @@ PACKAGES: tuple[Package, ...] = (
     Package("tensors", 1, "the tensor contract's names (bobench_images -> bobench_features) and its version"),
     Package("environment", 1, "the context recorded with every figure (versions, device, host, threads)"),
     Package("hashing", 1, "the one sha256 helper: canonical-JSON and file digests, cut to named lengths"),
+    Package("logs", 1, "the one logging setup (line format, library loggers) of every front end"),
+    Package("exit_codes", 1, "the one table of process exit codes (0 ok, 1 failed, 2 usage, 3 unavailable) of every front end"),
     Package("status_codes", 1, "the one table between gRPC status codes and bobench.errors, and what may be retried"),
     Package("triton_errors", 1, "translating tritonclient's errors into bobench.errors, for every Triton client"),
     Package("bootstrap_ci", 1, "seeded bootstrap confidence intervals and their record field names"),

@@ -70,7 +70,7 @@ def triton_toy(tmp_path_factory):
 
     torch.set_num_threads(1)
     from bobench.export.triton_repo import read_model_metadata
-    from bobench.serving.embedder import build_repository_for
+    from bobench.serving.embedder_service import build_repository_for
 
     root = tmp_path_factory.mktemp("triton")
     repo, cache = root / "repo", root / "cache"

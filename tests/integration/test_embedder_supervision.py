@@ -1,6 +1,6 @@
 """The embedder service supervises tritonserver, and the Triton client survives a dead server.
 
-Real processes: `python -m bobench.serving.embedder` started the way the stack starts it (its own
+Real processes: `python -m bobench.serving.embedder_service` started the way the stack starts it (its own
 session), the real tritonserver and its python-backend stubs, SIGKILLed by the test.
 """
 
@@ -39,7 +39,7 @@ def _images(n: int) -> np.ndarray:
 def _start_embedder_service(repo: Path, log_dir: Path):
     out = log_dir / "embedder.out"
     proc = spawn(
-        [sys.executable, "-m", "bobench.serving.embedder", "--repo", str(repo), "--models", "toy",
+        [sys.executable, "-m", "bobench.serving.embedder_service", "--repo", str(repo), "--models", "toy",
          "--log-dir", str(log_dir / "triton"), "--restart-backoff-s", "0.2"],
         log_dir / "embedder.log",
         stdout_path=out,

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bobench import errors
 from bobench.battle.executors.local import LocalExecutor
-from bobench.battle.single import plan_single_run
+from bobench.battle.single_run import plan_single_run
 from bobench.client import EvaluatorClient
 from bobench.config import Settings
 from bobench.rpc.background import BackgroundServer

@@ -91,7 +91,7 @@ def test_connections_age_out_so_clients_re_resolve_while_runs_in_flight_finish(t
     import grpc
     from doubles import register_sleepy_protocol
 
-    from bobench.battle.single import plan_single_run
+    from bobench.battle.single_run import plan_single_run
     from bobench.config import Settings
     from bobench.rpc.background import BackgroundServer
     from bobench.rpc.evaluator_service import EvaluatorServicer

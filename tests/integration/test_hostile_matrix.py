@@ -529,7 +529,7 @@ class _RefusingEvaluator(evaluator_pb2_grpc.EvaluatorServicer):
 @pytest.mark.parametrize("is_limit", [True, False])
 def test_grpc_executor_fails_a_run_on_a_limit_but_retries_an_overload(is_limit):
     from bobench.battle.executors.grpc import GrpcExecutor
-    from bobench.battle.single import plan_single_run
+    from bobench.battle.single_run import plan_single_run
     from bobench.errors import Unavailable
     from bobench.results import RunStatus
     from bobench.rpc.background import BackgroundServer

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 def batching_server(tmp_path_factory):
     """tritonserver serving `toy` twice: toy_db (dynamic batching, 20 ms queue delay) and toy_nodb."""
     from bobench.errors import Unavailable
-    from bobench.serving.embedder import build_repository_for
+    from bobench.serving.embedder_service import build_repository_for
     from bobench.serving.triton import TritonServer, tritonserver_home
 
     try:

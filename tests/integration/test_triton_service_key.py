@@ -36,7 +36,7 @@ def keyed_triton(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
-    from bobench.serving.embedder import build_repository_for
+    from bobench.serving.embedder_service import build_repository_for
 
     root = tmp_path_factory.mktemp("triton-keys")
     build_repository_for(

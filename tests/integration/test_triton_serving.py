@@ -211,7 +211,7 @@ def test_embedder_service_prints_ports_once_and_stops_on_sigterm(triton_toy, pid
         [
             sys.executable,
             "-m",
-            "bobench.serving.embedder",
+            "bobench.serving.embedder_service",
             "--repo",
             str(triton_toy["repo"]),
             "--models",

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bobench.battle.executors.local import LocalExecutor
-from bobench.battle.single import plan_single_run
+from bobench.battle.single_run import plan_single_run
 from bobench.results.convert import result_to_record, run_request
 from bobench.rpc.evaluator_service import EvaluatorServicer
 from bobench.v1 import common_pb2, evaluator_pb2

@@ -18,12 +18,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bobench.backbones import create_backbone
 from bobench.backbones.spec import BackboneSpec
-from bobench.backbones.weights import sha256_file, weights_digest
+from bobench.backbones.weights import weights_digest
 from bobench.battle.executors.local import LocalExecutor
 from bobench.battle.plan import plan_battle
 from bobench.battle.spec import parse_spec
 from bobench.config import Settings
 from bobench.errors import InvalidArgument
+from bobench.hashing import sha256_file
 
 SIZE, DIM = 8, 4
 

@@ -22,9 +22,9 @@ from bobench.backbones import (
     weights_available,
 )
 from bobench.backbones.sources_onnx import manual_preprocess
-from bobench.backbones.weights import sha256_file
 from bobench.backbones.wrapper import PreprocessingWrapper
 from bobench.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from bobench.hashing import sha256_file
 
 torch.set_num_threads(1)
 

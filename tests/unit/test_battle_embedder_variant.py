@@ -35,7 +35,7 @@ def test_variant_is_in_the_run_key_of_embedding_runs_only():
 
 
 def test_variant_travels_in_battle_specs_and_run_requests():
-    from bobench.battle.single import plan_single_run
+    from bobench.battle.single_run import plan_single_run
     from bobench.rpc.evaluator_service import validate_run_request
 
     spec = parse_spec({**SPEC, "embedder_variant": "trt-fp32"})

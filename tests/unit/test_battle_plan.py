@@ -109,7 +109,7 @@ def test_unseeded_run_keys_differ_from_the_per_seed_keys_and_survive_more_seeds(
 
 
 def test_single_run_plans_the_same_unseeded_key_as_the_battle():
-    from bobench.battle.single import plan_single_run
+    from bobench.battle.single_run import plan_single_run
 
     (battle,) = plan_battle(
         parse_spec({**SPEC, "backbones": ["toy"], "datasets": ["toy"], "protocols": ["knn"]})

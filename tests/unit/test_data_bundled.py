@@ -129,7 +129,7 @@ def test_list_datasets_metadata_matches_what_loads():
     for name in expected:
         ds = load_dataset(name)
         assert (rows[name]["size"], rows[name]["classes"]) == (len(ds), len(ds.classes)), name
-        assert rows[name]["task"] == ds.meta["task"] and rows[name]["licence"]
+        assert rows[name]["task"] == ds.meta["task"] and rows[name]["license"]
 
 
 def test_bundled_sets_decode_cleanly():

@@ -18,6 +18,7 @@ from bobench.cli import main as bob
 from bobench.config import Settings
 from bobench.data.detection_bundled import DEEPFOREST_VERSION, DEEPFOREST_WHEEL, deepforest_wheel
 from bobench.errors import Unavailable
+from bobench.exit_codes import UNAVAILABLE
 
 
 def test_fetch_help_names_the_tree_crowns_wheel(capsys):
@@ -65,10 +66,10 @@ def test_fetch_puts_the_wheel_into_the_cache_with_pip(tmp_path, local_index, cap
     assert "True" in row or "yes" in row.lower()
 
 
-def test_fetch_without_the_wheel_anywhere_exits_1_saying_how_to_get_it(tmp_path, local_index, capsys):
+def test_fetch_without_the_wheel_anywhere_exits_3_saying_how_to_get_it(tmp_path, local_index, capsys):
     (local_index / DEEPFOREST_WHEEL).unlink()
     cache = tmp_path / "cache"
-    assert bob(["datasets", "fetch", "--only", "tree_crowns", "--cache-dir", str(cache)]) == 1
+    assert bob(["datasets", "fetch", "--only", "tree_crowns", "--cache-dir", str(cache)]) == UNAVAILABLE
     err = capsys.readouterr().err
     assert f"deepforest=={DEEPFOREST_VERSION} --no-deps' failed" in err
     assert f"put {DEEPFOREST_WHEEL} into {cache / 'pypi'} by hand" in err

@@ -114,7 +114,7 @@ def test_a_classification_dataset_is_refused_by_name(tmp_path, name):
 
 
 def test_a_bad_config_fails_planning_before_the_dataset_loads():
-    from bobench.battle.single import plan_single_run
+    from bobench.battle.single_run import plan_single_run
 
     def loader(ref):
         raise AssertionError("the dataset must not be loaded for a bad config")

@@ -28,6 +28,7 @@ from bobench.battle.k8s_publish import (
 from bobench.battle.publish_step import publish_job_argv
 from bobench.config import Settings
 from bobench.errors import FailedPrecondition, InvalidArgument
+from bobench.exit_codes import UNAVAILABLE
 from bobench.store import LocalStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -176,7 +177,7 @@ def test_find_published_returns_what_publish_wrote_and_none_otherwise(tmp_path):
     assert find_published(store, "toy", "onnx", target="local") is None
 
 
-def test_bob_publish_exits_2_for_a_config_error_and_1_for_an_unreachable_store(tmp_path, monkeypatch, capsys):
+def test_bob_publish_exits_2_for_a_config_error_and_3_for_an_unreachable_store(tmp_path, monkeypatch, capsys):
     """The publish Job's contract: exit 2 fails the Job at once for good, anything else is retried."""
     from bobench.cli import main
 
@@ -185,7 +186,7 @@ def test_bob_publish_exits_2_for_a_config_error_and_1_for_an_unreachable_store(t
     monkeypatch.setenv("BOBENCH_S3_ACCESS_KEY", "access")
     monkeypatch.setenv("BOBENCH_S3_SECRET_KEY", "secret")
     assert main(["publish", "toy", "--store", str(tmp_path / "not-s3")]) == CONFIG_ERROR_EXIT_CODE
-    assert main(["publish", "toy", "--store", "s3://bobench/models"]) == 1
+    assert main(["publish", "toy", "--store", "s3://bobench/models"]) == UNAVAILABLE
     assert "127.0.0.1:9" in capsys.readouterr().err
 
 

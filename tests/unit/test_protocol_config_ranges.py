@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bobench.battle.single import plan_single_run
+from bobench.battle.single_run import plan_single_run
 from bobench.errors import InvalidArgument
 from bobench.protocols import get_protocol
 from bobench.protocols.config_checks import CHECKS

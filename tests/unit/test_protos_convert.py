@@ -115,7 +115,7 @@ def test_battle_spec_round_trips_through_the_proto():
 
 
 def test_plan_to_request_carries_the_run_key_and_exact_config():
-    from bobench.battle.single import plan_single_run
+    from bobench.battle.single_run import plan_single_run
 
     plan = plan_single_run("toy", "toy", "knn", {"ks": [5]}, 2, battle_id="b7")
     request = plan_to_request(plan)

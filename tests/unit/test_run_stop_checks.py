@@ -11,7 +11,7 @@ import pytest
 from doubles import register_sleepy_protocol
 
 from bobench.battle.executors.local import LocalExecutor
-from bobench.battle.single import plan_single_run
+from bobench.battle.single_run import plan_single_run
 from bobench.config import Settings
 from bobench.errors import Cancelled
 from bobench.protocols.latency import Budget, measure_alone, measure_interleaved

@@ -34,8 +34,6 @@ The rules (they are also printed in the report):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 from collections import defaultdict
@@ -46,6 +44,7 @@ import numpy as np
 
 from bobench.analysis.external import ExternalScore
 from bobench.errors import InvalidArgument
+from bobench.hashing import CONFIG_DIGEST_HEX, json_digest
 from bobench.results import RunRecord
 
 log = logging.getLogger(__name__)
@@ -102,8 +101,7 @@ class SettingKey:
 
 def config_digest(config: Mapping[str, object]) -> str:
     """First 8 hex digits of the sha256 of the resolved config as sorted JSON."""
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:8]
+    return json_digest(config, CONFIG_DIGEST_HEX)
 
 
 @dataclass(frozen=True)

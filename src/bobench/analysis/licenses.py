@@ -1,4 +1,4 @@
-"""Licences and sources of the data sets and backbone weights a set of runs used (the report's rows).
+"""Licenses and sources of the data sets and backbone weights a set of runs used (the report's rows).
 
 They come from the registries that declare them (`bob datasets list`, the backbone specs), so this
 sits with the analysis, above both.
@@ -12,22 +12,22 @@ from typing import Any
 UNDECLARED = "not declared"
 
 
-def used_licences(records: Iterable[Any]) -> list[dict[str, Any]]:
-    """Licence and source of every data set and backbone the run records used, for the report.
+def used_licenses(records: Iterable[Any]) -> list[dict[str, Any]]:
+    """License and source of every data set and backbone the run records used, for the report.
 
     One row per (kind, name): kind "dataset" (the run's dataset, and a protocol's `target` data set,
-    e.g. OOD's) or "backbone"; licence and source as the dataset registry (`bob datasets list`) and the
+    e.g. OOD's) or "backbone"; license and source as the dataset registry (`bob datasets list`) and the
     backbone's spec declare them; `runs` counts the records that used it. A data set that is not a
     registered name (a user's ImageFolder, manifest, WebDataset, or a name the battle spec gave another
-    ref) says its licence is not declared; a backbone's licence comes from the record's backbone_info,
+    ref) says its license is not declared; a backbone's license comes from the record's backbone_info,
     else from its registered spec. Datasets first, then backbones, each by name.
     """
     datasets = _dataset_catalog()
     rows: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def add(kind: str, name: str, licence: str, source: str) -> None:
+    def add(kind: str, name: str, license: str, source: str) -> None:
         row = rows.setdefault(
-            (kind, name), {"kind": kind, "name": name, "licence": licence, "source": source, "runs": 0}
+            (kind, name), {"kind": kind, "name": name, "license": license, "source": source, "runs": 0}
         )
         row["runs"] += 1
 
@@ -37,13 +37,13 @@ def used_licences(records: Iterable[Any]) -> list[dict[str, Any]]:
             if entry is None:
                 add("dataset", name, f"{UNDECLARED} (not a registered data set)", "user-supplied")
             else:
-                add("dataset", name, entry["licence"] or UNDECLARED, entry["source"] or UNDECLARED)
+                add("dataset", name, entry["license"] or UNDECLARED, entry["source"] or UNDECLARED)
         info = dict(getattr(rec, "backbone_info", None) or {}) or _registered_backbone(rec.backbone)
-        licence = info.get("license")
+        license = info.get("license")
         add(
             "backbone",
             rec.backbone,
-            licence if licence and licence != "unknown" else UNDECLARED,
+            license if license and license != "unknown" else UNDECLARED,
             _weights_text(info),
         )
     return sorted(rows.values(), key=lambda r: (r["kind"] != "dataset", r["name"]))

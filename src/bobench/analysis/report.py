@@ -22,7 +22,7 @@ import bobench.analysis.sections as sec
 import bobench.analysis.uncertainty as unc
 from bobench.analysis.core import DEFAULT_MIN_COVERAGE, Analysis, analyze
 from bobench.analysis.external import ExternalScore, load_external_csv
-from bobench.analysis.licenses import used_licences
+from bobench.analysis.licenses import used_licenses
 from bobench.analysis.plots import write_plots
 from bobench.analysis.render import Block, Heading, Image, Para, Table, render_html, render_markdown
 from bobench.analysis.selection import Selection, select_all
@@ -80,7 +80,7 @@ def write_report(
         selection.scope,
         rows,
         dict(limits or {}),
-        licences=used_licences(records),
+        licenses=used_licenses(records),
         prices=prices,
     )
     written["report.html"] = _write(out / "report.html", render_html(TITLE, blocks))
@@ -151,11 +151,11 @@ def build_blocks(
     scope: str,
     external: Sequence[ExternalScore],
     limits: dict[str, float | None] | None = None,
-    licences: Sequence[dict[str, Any]] = (),
+    licenses: Sequence[dict[str, Any]] = (),
     prices: Mapping[str, float] | None = None,
 ) -> list[Block]:
     """The report's content, in reading order, shared by the HTML and Markdown renderers.
-    `licences`: the data sets and backbones the runs used (`bobench.analysis.licenses.used_licences`)."""
+    `licenses`: the data sets and backbones the runs used (`bobench.analysis.licenses.used_licenses`)."""
     counts = ", ".join(f"{n} {status}" for status, n in analysis.run_counts.items())
     ext = f" plus {len(external)} external score(s)" if external else ""
     blocks: list[Block] = [
@@ -189,7 +189,7 @@ def build_blocks(
     blocks += sec.recommendations(analysis, others)
     blocks += budget.section(analysis, prices or {}, budget_limits)
     blocks += sec.settings(analysis)
-    blocks += sec.environment(analysis, licences)
+    blocks += sec.environment(analysis, licenses)
     blocks += sec.failures(analysis)
     blocks += [Heading("Method")] + [Para(rule) for rule in aggregation_rules()]
     blocks.append(Para(" ".join((unc.__doc__ or "").split())))

@@ -197,9 +197,9 @@ def _variant(row: dict) -> str:
     return f"v{row['protocol_version']} cfg {row['config_digest']}{data}"
 
 
-def environment(analysis: Analysis, licences: Sequence[dict] = ()) -> list[Block]:
-    """Where the figures were measured, and the licences of the data and weights the runs used
-    (`bobench.analysis.licenses.used_licences` rows)."""
+def environment(analysis: Analysis, licenses: Sequence[dict] = ()) -> list[Block]:
+    """Where the figures were measured, and the licenses of the data and weights the runs used
+    (`bobench.analysis.licenses.used_licenses` rows)."""
     blocks: list[Block] = [Heading("Environment")]
     blocks.append(
         Para("Where the figures were measured: every distinct environment of the finished runs.", muted=True)
@@ -225,7 +225,7 @@ def environment(analysis: Analysis, licences: Sequence[dict] = ()) -> list[Block
             headers, rows, [False, False, True, False, False, False, True], empty="No environment recorded."
         )
     )
-    blocks.append(Heading("Licences of the data and weights used", 3))
+    blocks.append(Heading("Licenses of the data and weights used", 3))
     blocks.append(
         Para(
             "As each data set and backbone declares them (`bob datasets list`, the backbone's spec); "
@@ -233,10 +233,10 @@ def environment(analysis: Analysis, licences: Sequence[dict] = ()) -> list[Block
             muted=True,
         )
     )
-    rows = [[r["kind"], r["name"], r["licence"], r["source"], str(r["runs"])] for r in licences]
+    rows = [[r["kind"], r["name"], r["license"], r["source"], str(r["runs"])] for r in licenses]
     blocks.append(
         Table(
-            ["kind", "name", "licence", "source", "runs"],
+            ["kind", "name", "license", "source", "runs"],
             rows,
             [False, False, False, False, True],
             empty="No data set or backbone recorded.",

@@ -5,7 +5,7 @@ available=False. Parameter counts are feature-extractor sizes (heads and project
 exact count and embedding dim are measured when a backbone is created.
 
 MoCo v3, SSCD and the Stable Diffusion encoder have their own loaders (sources `moco_v3`,
-`torchscript`, `diffusers_sd` in sources_more.py): their hub weights are the official checkpoint
+`torchscript`, `diffusers_sd` in sources_checkpoints.py): their hub weights are the official checkpoint
 files (extra["checkpoint_url"], cached under torch hub's `checkpoints/` as extra["checkpoint_file"])
 or the diffusers layout on the Hugging Face hub. MoCo v3's ViT-S uses 12 attention heads (DeiT/timm
 use 6): the weights load into either, so the head count is pinned in extra["timm_kwargs"].
@@ -22,7 +22,7 @@ from bobench.backbones.spec import BackboneSpec
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# name, source, model_id, family, method, data, input_size, embed_dim, params (M), licence, overrides
+# name, source, model_id, family, method, data, input_size, embed_dim, params (M), license, overrides
 _Row = tuple[str, str, str, str, str, str, int, int | None, float, str, dict[str, Any]]
 _VIT = {"mean": HALF, "std": HALF, "crop_pct": 0.9}
 _CLIP = {"mean": CLIP_MEAN, "std": CLIP_STD, "crop_pct": 1.0}

@@ -30,12 +30,12 @@ for _source, _target in (
     ("torchvision", "bobench.backbones.sources_torch:load_torchvision"),
     ("toy", "bobench.backbones.sources_torch:load_toy"),
     ("torchhub", "bobench.backbones.sources_torch:load_torchhub"),
-    ("open_clip", "bobench.backbones.sources_extra:load_open_clip"),
-    ("hf", "bobench.backbones.sources_extra:load_hf"),
+    ("open_clip", "bobench.backbones.sources_openclip_hf:load_open_clip"),
+    ("hf", "bobench.backbones.sources_openclip_hf:load_hf"),
     ("onnx", "bobench.backbones.sources_onnx:load_onnx"),
-    ("moco_v3", "bobench.backbones.sources_more:load_moco_v3"),
-    ("torchscript", "bobench.backbones.sources_more:load_torchscript"),
-    ("diffusers_sd", "bobench.backbones.sources_more:load_diffusers_sd"),
+    ("moco_v3", "bobench.backbones.sources_checkpoints:load_moco_v3"),
+    ("torchscript", "bobench.backbones.sources_checkpoints:load_torchscript"),
+    ("diffusers_sd", "bobench.backbones.sources_checkpoints:load_diffusers_sd"),
 ):
     SOURCE_LOADERS.add(_source, _target)
 

@@ -21,13 +21,13 @@ from bobench.backbones.weights import (
     random_weights_digest,
     read_state_dict,
     resolve_weights_file,
-    sha256_file,
     state_dict_digest,
     verify_declared_digest,
 )
 from bobench.backbones.wrapper import PreprocessingWrapper
 from bobench.data.roots import check_torchhub
 from bobench.errors import InvalidArgument, Unavailable
+from bobench.hashing import sha256_file
 
 
 def _hub_failure(spec: BackboneSpec, exc: Exception) -> Unavailable:

@@ -6,13 +6,12 @@ Preprocessing, export and the Triton model config are all derived from it, never
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from bobench.errors import InvalidArgument
+from bobench.hashing import BACKBONE_DIGEST_HEX, json_digest
 
 FAMILIES = ("cnn", "vit", "hierarchical-vit", "hybrid")
 PRETRAINING_METHODS = ("supervised", "ssl", "vision-language", "generative", "random", "other")
@@ -91,12 +90,15 @@ class BackboneSpec:
             "seed": self.seed if self.weights == "random" else None,
             "output_name": self.output_name,
             "preprocessing": self.preprocessing(),
+            # pooling, prompt, timm kwargs, checkpoint file...: they change the outputs too. Left out
+            # when empty, so the keys of specs without extras stay what they were.
+            **({"extra": self.extra} if self.extra else {}),
         }
 
     def digest(self) -> str:
-        """Stable short digest of `identity()`."""
-        blob = json.dumps(self.identity(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        """Stable short digest of `identity()` (extra included): run keys, feature-cache keys and
+        export/publish names all derive from it."""
+        return json_digest(self.identity(), BACKBONE_DIGEST_HEX)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

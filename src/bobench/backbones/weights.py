@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from bobench.backbones._registry import package_module
 from bobench.backbones.spec import BackboneSpec
 from bobench.data.roots import check_path
 from bobench.errors import InvalidArgument, NotFound, Unavailable
+from bobench.hashing import json_digest, sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -28,15 +28,6 @@ PERTURB_VERSION = "perturb-v1"  # bump when `perturb_constant_tensors` changes: 
 
 _SETTLED_S = 2.0  # a file unchanged for this long may reuse its digest (mtime granularity is coarse)
 _DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _sha256_memo(path: Path) -> str:
@@ -103,7 +94,7 @@ def onnx_weights_digest(path: Path) -> str:
         if not data.is_file():
             raise NotFound(f"ONNX model {path}: external data file {location} ({data}) does not exist")
         files[location] = _sha256_memo(data)
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    return json_digest(files)
 
 
 def weights_file_digest(path: Path) -> str:
@@ -139,8 +130,7 @@ def with_weights_digest(spec: BackboneSpec) -> BackboneSpec:
 
 def random_weights_digest(spec: BackboneSpec) -> str:
     """Digest that identifies seeded random weights: (source, arch, seed, perturbation version)."""
-    blob = json.dumps([spec.source, spec.model_id, spec.seed, PERTURB_VERSION]).encode()
-    return hashlib.sha256(blob).hexdigest()
+    return json_digest([spec.source, spec.model_id, spec.seed, PERTURB_VERSION])
 
 
 def state_dict_digest(module: torch.nn.Module) -> str:

@@ -25,7 +25,6 @@ story) is `executors.k8s_api.JobApi`, shared with the run Jobs of `executors.kub
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
@@ -43,6 +42,7 @@ from bobench.battle.executors.k8s_jobs import (
 )
 from bobench.battle.publish_step import PublishStep, publish_job_argv
 from bobench.errors import FailedPrecondition, InvalidArgument, Unavailable
+from bobench.hashing import PUBLISH_JOB_KEY_HEX, json_digest
 from bobench.serving.publish import PublishedModel
 from bobench.store.base import ArtifactStore
 
@@ -54,9 +54,9 @@ PUBLISH_KIND = "publish"
 
 
 def publish_job_key(digest: str, embedder_variant: str, target: str) -> str:
-    """20 hex digits fixed by (weights digest, variant, target): the publish Job's identity."""
-    blob = f"{digest}\n{embedder_variant}\n{target}".encode()
-    return hashlib.sha256(blob).hexdigest()[:20]
+    """PUBLISH_JOB_KEY_HEX hex digits fixed by (weights digest, variant, target): the publish Job's
+    identity."""
+    return json_digest([digest, embedder_variant, target], PUBLISH_JOB_KEY_HEX)
 
 
 def publish_job_name(key: str) -> str:

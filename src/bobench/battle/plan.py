@@ -16,8 +16,6 @@ never re-runs it, and its record says `seeded: false`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from typing import Any
 
 from bobench.battle.spec import BattleSpec, DatasetEntry
 from bobench.errors import BobenchError, PermissionDenied, ResourceExhausted
+from bobench.hashing import RUN_KEY_HEX, json_digest
 from bobench.results import RunRecord
 
 log = logging.getLogger(__name__)
@@ -102,12 +101,7 @@ def run_key(
         doc["embedder_variant"] = embedder_variant
     if not seeded:
         doc["seeded"] = False
-    blob = json.dumps(
-        doc,
-        sort_keys=True,
-        default=str,
-    ).encode()
-    return hashlib.sha256(blob).hexdigest()[:24]
+    return json_digest(doc, RUN_KEY_HEX)
 
 
 def dataset_identity(entry: DatasetEntry, loader: Callable[[Any], Any]) -> tuple[str | None, str | None]:

@@ -9,7 +9,9 @@ import logging
 import sys
 
 from bobench import __version__
-from bobench.errors import BobenchError, DeadlineExceeded, Unavailable
+from bobench.errors import BobenchError
+from bobench.exit_codes import USAGE_ERROR, report_exit
+from bobench.logs import setup_logging as setup_process_logging
 
 COMMAND_MODULES = (
     "backbones",
@@ -75,34 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-NOISY_LOGGERS = (
-    "matplotlib",
-    "PIL",
-    "urllib3",
-    "torch.onnx",
-    "onnxscript",
-    "filelock",
-    "faiss",
-    "faiss.loader",
-)
-
-
 def setup_logging(verbose: int, quiet: bool) -> None:
     """-q: errors only (warnings such as a probe's grid-edge one are silenced, Python warnings
-    included); default: info; -v: debug logs of bobench; -vv: debug logs of every library."""
+    included); default: info; -v: debug logs of bobench; -vv: debug logs of every library. The format
+    is the one of every front end (`bobench.logs`)."""
     if quiet:
         level = logging.ERROR
     else:
         level = logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
-    logging.getLogger().setLevel(level)  # basicConfig keeps an earlier level (tests, an embedding host)
+    setup_process_logging(level, quiet_libraries=verbose < 2)
     logging.captureWarnings(True)  # warnings.warn goes through logging, so -q silences it too
     logging.getLogger("bobench").setLevel(logging.DEBUG if verbose and not quiet else logging.NOTSET)
-    if verbose < 2:
-        for noisy in NOISY_LOGGERS:
-            logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,26 +96,18 @@ def main(argv: list[str] | None = None) -> int:
 
         load_plugins()  # before the parser: plugins may add runtimes (--embedder choices) and names
     except BobenchError as exc:
-        print(f"bob: error: {exc}", file=sys.stderr)
-        return 2
+        return report_exit(exc, "bob")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return USAGE_ERROR
     args.verbose += getattr(args, "sub_verbose", 0)
     setup_logging(args.verbose, args.quiet)
     try:
         return int(args.func(args) or 0)
-    except (Unavailable, DeadlineExceeded) as exc:  # transient: 1, not the config-error code 2 that
-        print(f"bob: error: {exc}", file=sys.stderr)  # makes a publish Job fail at once for good
-        return 1
-    except BobenchError as exc:
-        print(f"bob: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bob: interrupted", file=sys.stderr)
-        return 130
+    except (BobenchError, KeyboardInterrupt) as exc:  # one line and the code of bobench.exit_codes
+        return report_exit(exc, "bob")
 
 
 if __name__ == "__main__":

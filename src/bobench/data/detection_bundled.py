@@ -187,7 +187,7 @@ def _check_options(tile_size: int, min_visible: float, sites: list[str] | None) 
 
 @register_dataset(
     "tree_crowns", task="detection", classes=1, size=47, source=f"PyPI deepforest=={DEEPFOREST_VERSION} (wheel data)",
-    licence="MIT", description="NEON aerial tree crowns (YELL/OSBS/SOAP), ~400 px tiles, boxes clipped to tiles",
+    license="MIT", description="NEON aerial tree crowns (YELL/OSBS/SOAP), ~400 px tiles, boxes clipped to tiles",
 )  # fmt: skip
 def tree_crowns(
     *, seed: int = 0, tile_size: int = 400, min_visible: float = 0.5, sites: list[str] | None = None
@@ -230,13 +230,13 @@ def tree_crowns(
         fingerprint=detection_fingerprint("tree_crowns", content, targets, splits, seed),
         sources=[f"{DEEPFOREST_WHEEL}:{t.stem}.png[y={t.y0}:{t.y1},x={t.x0}:{t.x1}]" for t in tiles],
         sites=[t.site for t in tiles],
-        meta={"source": f"PyPI deepforest=={DEEPFOREST_VERSION}", "licence": "MIT", "seed": seed},
+        meta={"source": f"PyPI deepforest=={DEEPFOREST_VERSION}", "license": "MIT", "seed": seed},
     )  # fmt: skip
 
 
 @register_dataset(
     "labelme_coco", task="detection", classes=20, size=3, source="Debian labelme-examples",
-    licence="GPL-3", description="labelme's COCO export: 3 photos, 12 polygon instances (mask loading, mask AP smoke)",
+    license="GPL-3", description="labelme's COCO export: 3 photos, 12 polygon instances (mask loading, mask AP smoke)",
 )  # fmt: skip
 def labelme_coco(*, seed: int = 0, path: str = LABELME_DIR) -> DetectionDataset:
     """labelme's COCO sample with its polygon masks; Unavailable when the Debian package is missing."""

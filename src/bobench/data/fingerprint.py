@@ -19,9 +19,9 @@ import numpy as np
 
 from bobench.data.base import Dataset, fingerprint_arrays
 from bobench.errors import InvalidArgument
+from bobench.hashing import sha256_file
 
 FINGERPRINT_VERSION = "bobench-dataset-v1"
-_READ_CHUNK_BYTES = 1 << 20
 
 _cache_lock = threading.Lock()
 _cache: dict[Hashable, tuple[Hashable, str]] = {}
@@ -92,14 +92,10 @@ def arrays_digest(images: Iterable[np.ndarray]) -> str:
 
 def file_digest(path: str | os.PathLike) -> str:
     """sha256 of one file's bytes. A missing/unreadable file is an InvalidArgument naming it."""
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(_READ_CHUNK_BYTES):
-                h.update(chunk)
+        return sha256_file(path)
     except OSError as exc:
         raise InvalidArgument(f"cannot read {path}: {exc.strerror or exc}") from None
-    return h.hexdigest()
 
 
 def files_digest(paths: Sequence[str]) -> str:

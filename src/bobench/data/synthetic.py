@@ -70,7 +70,7 @@ def _check_option(dataset: str, key: str, value: object, low: int) -> None:
 
 
 @register_dataset(
-    "toy", task="classification", classes=4, size=80, source="synthetic", licence="CC0 (generated)",
+    "toy", task="classification", classes=4, size=80, source="synthetic", license="CC0 (generated)",
     description="coloured shapes with noise (circle/square/triangle/cross), 20 per class, 32x32; for tests",
 )  # fmt: skip
 def toy(*, seed: int = 0, per_class: int = 20, size_px: int = 32) -> Dataset:
@@ -91,13 +91,13 @@ def toy(*, seed: int = 0, per_class: int = 20, size_px: int = 32) -> Dataset:
         name="toy", images=images, labels=label_arr, classes=list(SHAPES),
         splits=stratified_split(label_arr, None, seed, class_names=SHAPES), seed=seed,
         cache_key=f"toy[per_class={per_class},size={size_px}]",
-        meta={"task": "classification", "source": "synthetic", "licence": "CC0"},
+        meta={"task": "classification", "source": "synthetic", "license": "CC0"},
     )  # fmt: skip
 
 
 @register_dataset(
     "toy_retrieval", task="retrieval", classes=len(INSTANCES), size=len(INSTANCES) * 7, source="synthetic",
-    licence="CC0 (generated)",
+    license="CC0 (generated)",
     description="6 shape instances, jittered noisy views: 2 queries + 5 gallery each, 32x32; for tests",
 )  # fmt: skip
 def toy_retrieval(
@@ -130,5 +130,5 @@ def toy_retrieval(
         name="toy_retrieval", images=images, labels=np.asarray(labels, dtype=np.int64), classes=names,
         splits={"query": np.flatnonzero(is_query).astype(np.int64), "gallery": np.flatnonzero(~is_query).astype(np.int64)},
         seed=seed, cache_key=f"toy_retrieval[q={queries_per_instance},g={gallery_per_instance},size={size_px}]",
-        meta={"task": "retrieval", "source": "synthetic", "licence": "CC0"},
+        meta={"task": "retrieval", "source": "synthetic", "license": "CC0"},
     )  # fmt: skip

@@ -11,8 +11,6 @@ weights on each requested test set.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -23,6 +21,7 @@ from bobench.detection.metrics import DEFAULT_RESAMPLES, coco_metrics
 from bobench.detection.model import HEADS, REGIMES, DetectorConfig
 from bobench.detection.train import TrainConfig
 from bobench.errors import InvalidArgument
+from bobench.hashing import CHECKPOINT_DIR_HEX, json_digest
 
 log = logging.getLogger(__name__)
 _TRAIN_KEYS = [f.name for f in fields(TrainConfig) if f.name != "device"]
@@ -99,8 +98,7 @@ def _cache_dir(ctx) -> Path:
 
 
 def checkpoint_dir(cache_dir: Path, key_parts: dict[str, Any]) -> Path:
-    blob = json.dumps(key_parts, sort_keys=True, default=str).encode()
-    return cache_dir / "detection" / hashlib.sha256(blob).hexdigest()[:20]
+    return cache_dir / "detection" / json_digest(key_parts, CHECKPOINT_DIR_HEX)
 
 
 def run_identity(

@@ -2,6 +2,18 @@
 
 Runtimes register a factory in EMBEDDERS by name; `make_embedder` looks them up, so adding a runtime
 never means editing a dispatch chain.
+
+"Embedder" names three things in this project; the code keeps them apart like this:
+
+- an **embedder runtime** (this package): the client-side object with `embed(batch) -> features`,
+  run in process (`onnxruntime`, `torch`) or as a client of Triton (`triton`). The setting and flag
+  `embedder` choose the runtime; `embedder_variant` chooses which exported model it runs (`onnx`,
+  `trt-fp16`, ...).
+- the **embedder service** (`bobench.serving.embedder_service`, `bob serve embedder`, image
+  `bobench/embedder`): the Triton server process that serves the exported models; the `triton`
+  runtime is its client.
+- the **embedder factory methods** (`RunContext.embedder()`, `LocalExecutor.embedder(spec, variant)`):
+  they hand a protocol the runtime of the run's backbone, built by `make_embedder` or kept warm.
 """
 
 from __future__ import annotations

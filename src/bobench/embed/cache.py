@@ -11,7 +11,6 @@ written atomically (temp file + rename): a crash never leaves a half-written ent
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bobench.hashing import FEATURE_KEY_HEX, json_digest
+
 log = logging.getLogger(__name__)
 
 
@@ -29,7 +30,7 @@ DEFAULT_RUNTIME = "onnx"
 
 @dataclass(frozen=True)
 class FeatureKey:
-    backbone_digest: str  # BackboneSpec.digest(): weights + preprocessing
+    backbone_digest: str  # BackboneSpec.digest(): weights, preprocessing, extra
     dataset_fingerprint: str
     split: str
     variant: str = ""  # deterministic image transform, e.g. "corrupt:fog:3"
@@ -40,8 +41,7 @@ class FeatureKey:
         doc = dict(self.__dict__)
         if doc["runtime"] == DEFAULT_RUNTIME:
             del doc["runtime"]
-        blob = json.dumps(doc, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:32]
+        return json_digest(doc, FEATURE_KEY_HEX)
 
 
 def feature_runtime(embedder: str) -> str:

@@ -52,11 +52,3 @@ def resize_crop(image: np.ndarray, spec: BackboneSpec) -> np.ndarray:
     top, left = (new_h - size) // 2, (new_w - size) // 2
     img = img.crop((left, top, left + size, top + size))
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
-
-
-def prepare_batch(images: list[np.ndarray], spec: BackboneSpec) -> np.ndarray:
-    """A list of HxWx3 images -> uint8 [N, 3, S, S]."""
-    size = spec.input_size
-    if not images:
-        return np.zeros((0, 3, size, size), dtype=np.uint8)
-    return np.stack([resize_crop(im, spec) for im in images])

@@ -5,7 +5,7 @@ with a deadline. A transport failure (UNAVAILABLE, or a call on a channel that w
 fresh client and channel (a gRPC channel to a server that died backs its reconnects off for up to
 two minutes, a closed one never works again) and is retried with exponential backoff for at least
 `retries` attempts and `retry_window_s` seconds (`make_embedder("triton")`: SERVICE_RETRY_WINDOW_S,
-long enough for a supervised Triton to come back, `bobench.serving.embedder`); right after such a
+long enough for a supervised Triton to come back, `bobench.serving.embedder_service`); right after such a
 reconnect an "unknown model" is retried too (the restarted server may still be loading it). Then it
 raises Unavailable, a transient error the scheduler retries. Nothing else is retried (a bad request does not get better by repeating it).
 `embed_stream(batches)` keeps up to `concurrency` batches in flight while it reads the next ones

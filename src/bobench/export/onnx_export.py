@@ -27,8 +27,8 @@ import numpy as np
 
 from bobench.backbones.factory import LoadedBackbone
 from bobench.backbones.spec import BackboneSpec
-from bobench.backbones.weights import sha256_file
 from bobench.errors import BobenchError, InvalidArgument
+from bobench.hashing import sha256_file
 from bobench.tensors import CONTRACT_VERSION, INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ Triton image with the onnxruntime / TensorRT backends. Both serve the same tenso
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from typing import Any
 
 from bobench.backbones.spec import BackboneSpec
 from bobench.errors import InvalidArgument, NotFound
+from bobench.hashing import sha256_file
 from bobench.tensors import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -66,15 +66,6 @@ def served_model_name(spec: BackboneSpec | str, embedder_variant: str = "onnx") 
         )
     base = _NAME_OK.sub("_", spec.name if isinstance(spec, BackboneSpec) else str(spec))
     return base if embedder_variant == "onnx" else f"{base}-{embedder_variant}"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_model_config(

@@ -45,7 +45,7 @@ class RunContext(TypingProtocol):
         """Resolve another dataset (OOD target domains)."""
 
     def embedder(self):  # -> bobench.embed.base.Embedder
-        """The embedder in use (in-process ORT/torch, or Triton)."""
+        """The run's embedder runtime (`bobench.embed`: in-process ORT/torch, or the Triton client)."""
 
     def backbone_module(self):  # -> torch.nn.Module taking uint8 NCHW, returning features
         """A trainable torch module (fine-tuning, efficiency); raises FailedPrecondition if not torch."""

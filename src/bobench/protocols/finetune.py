@@ -11,13 +11,12 @@ top-1 carries a bootstrap interval over the test images (`top1_ci_low/_ci_high`,
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from bobench.finetune.config import FinetuneConfig
 from bobench.finetune.loop import finetune
+from bobench.hashing import CHECKPOINT_DIR_HEX, json_digest
 from bobench.protocols.base import Protocol, RunContext, register_protocol
 
 
@@ -25,16 +24,13 @@ def checkpoint_dir(
     cache_dir: str | Path, spec_digest: str, dataset_fingerprint: str, config: FinetuneConfig, seed: int
 ) -> Path:
     """Where the checkpoints of one (backbone, dataset, config, seed) fine-tuning run live."""
-    blob = json.dumps(
-        {
-            "backbone": spec_digest,
-            "dataset": dataset_fingerprint,
-            "config": config.to_dict(),
-            "seed": int(seed),
-        },
-        sort_keys=True,
-    ).encode()
-    return Path(cache_dir) / "finetune" / hashlib.sha256(blob).hexdigest()[:20]
+    doc = {
+        "backbone": spec_digest,
+        "dataset": dataset_fingerprint,
+        "config": config.to_dict(),
+        "seed": int(seed),
+    }
+    return Path(cache_dir) / "finetune" / json_digest(doc, CHECKPOINT_DIR_HEX)
 
 
 def run_config(config: dict[str, Any] | None) -> FinetuneConfig:

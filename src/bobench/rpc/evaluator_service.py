@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -29,7 +28,7 @@ from prometheus_client import Counter, Gauge
 from bobench.battle.executors.base import utc_now
 from bobench.battle.executors.pool import ExecutorPool
 from bobench.battle.plan import RunPlan
-from bobench.battle.single import plan_single_run
+from bobench.battle.single_run import plan_single_run
 from bobench.config import (
     EvaluatorServiceSettings,
     Settings,
@@ -39,6 +38,8 @@ from bobench.config import (
 )
 from bobench.data import configure as configure_data
 from bobench.errors import INTERNAL_ERROR, Cancelled, DeadlineExceeded, FailedPrecondition, InvalidArgument
+from bobench.exit_codes import report_exit, run_main
+from bobench.logs import setup_logging
 from bobench.results import RunRecord, RunStatus
 from bobench.results.convert import record_to_result
 from bobench.rpc import auth, convert
@@ -468,8 +469,8 @@ def resolve(args: argparse.Namespace) -> tuple[Settings, EvaluatorServiceSetting
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse flags, build the servicer and serve until SIGTERM/SIGINT; 2 (a message, no traceback)
-    for a configuration error."""
+    """Parse flags, build the servicer and serve until SIGTERM/SIGINT; a configuration error is a
+    message and its `bobench.exit_codes` code (2), no traceback."""
     from bobench.errors import BobenchError
     from bobench.plugins import load_plugins
 
@@ -478,8 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         settings, service = resolve(args)
     except BobenchError as exc:
-        print(f"bobench-evaluator: error: {exc}", file=sys.stderr)
-        return 2
+        return report_exit(exc, "bobench-evaluator")
     return serve(args, settings, service)
 
 
@@ -487,7 +487,7 @@ def serve(args: argparse.Namespace, settings: Settings, service: EvaluatorServic
     """Serve with resolved settings until SIGTERM/SIGINT."""
     from bobench.rpc.server import ServiceBinding, serve_forever
 
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    setup_logging(settings.log_level)
     configure_data(settings, service=True)  # s3:// datasets; client paths only under data_roots
     if settings.threads:
         import torch
@@ -521,4 +521,4 @@ def serve(args: argparse.Namespace, settings: Settings, service: EvaluatorServic
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main, "bobench-evaluator"))

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import sys
 import threading
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from bobench.battle.scheduler_state import RUN_STATES, BattleEvent, BattleStatus
 from bobench.battle.spec import load_spec_yaml, parse_spec
 from bobench.config import SchedulerServiceSettings, Settings
 from bobench.errors import InvalidArgument, NotFound
+from bobench.exit_codes import report_exit, run_main
+from bobench.logs import setup_logging
 from bobench.results.convert import STATUS_TO_PROTO, record_to_result
 from bobench.rpc import auth, convert, limits
 from bobench.store.base import ArtifactStore
@@ -396,9 +397,9 @@ def build_scheduler(args: argparse.Namespace, settings: Settings, service: Sched
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse flags, resume stored battles and serve until SIGTERM/SIGINT; 2 (a message, no
-    traceback) for a configuration error."""
-    from bobench.errors import BobenchError, DeadlineExceeded, Unavailable
+    """Parse flags, resume stored battles and serve until SIGTERM/SIGINT; a configuration error is a
+    message and its `bobench.exit_codes` code, no traceback."""
+    from bobench.errors import BobenchError
     from bobench.plugins import load_plugins
 
     try:
@@ -406,9 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         settings, service = resolve(args)
         scheduler = build_scheduler(args, settings, service)
-    except BobenchError as exc:  # 1 for a transient failure (the store did not answer), as `bob` does
-        print(f"bobench-scheduler: error: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc, Unavailable | DeadlineExceeded) else 2
+    except BobenchError as exc:  # 3 when the store did not answer, 2 for a bad setting (exit_codes)
+        return report_exit(exc, "bobench-scheduler")
     return serve(args, scheduler, settings, service)
 
 
@@ -418,7 +418,7 @@ def serve(
     """Resume stored battles and serve until SIGTERM/SIGINT."""
     from bobench.rpc.server import ServiceBinding, serve_forever
 
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    setup_logging(settings.log_level)
     instrument(scheduler)
     scheduler.start()
     log.info(
@@ -453,4 +453,4 @@ def serve(
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main, "bobench-scheduler"))

@@ -26,7 +26,6 @@ they disagree); without TensorRT and a GPU they raise FailedPrecondition.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -43,6 +42,7 @@ from bobench.export.triton_repo import (
     TEMPLATE_VERSION,
     served_model_name,
 )
+from bobench.hashing import json_digest
 from bobench.store.base import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,7 @@ def publish_key(
         fields["batching"] = {
             k: sorted(set(v)) if k == "preferred_batch_sizes" else v for k, v in batching.items()
         }
-    blob = json.dumps(fields, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()
+    return json_digest(fields)
 
 
 def version_for(key: str) -> int:

@@ -79,7 +79,8 @@ def _write_secrets(state_dir: Path, secrets_env: dict[str, str]) -> Path:
 
 
 def _start_embedder(state_dir: Path, env: dict[str, str]) -> Service:
-    """Triton reading MODEL_REPOSITORY from S3 (bobench.serving.embedder); starts with what is there."""
+    """Triton reading MODEL_REPOSITORY from S3 (bobench.serving.embedder_service); starts with what is
+    there."""
     import sys
 
     from bobench.stack.procs import spawn, wait_until
@@ -87,7 +88,7 @@ def _start_embedder(state_dir: Path, env: dict[str, str]) -> Service:
     logs = state_dir / "logs"
     out_path, log_path = logs / "embedder.out", logs / "embedder.log"
     proc = spawn(
-        [sys.executable, "-m", "bobench.serving.embedder", "--repo", MODEL_REPOSITORY,
+        [sys.executable, "-m", "bobench.serving.embedder_service", "--repo", MODEL_REPOSITORY,
          "--log-dir", str(logs / "triton")],
         log_path,
         stdout_path=out_path,
@@ -207,7 +208,7 @@ def up(
         record()
         if embedder:
             try:
-                import bobench.serving.embedder  # noqa: F401
+                import bobench.serving.embedder_service  # noqa: F401
 
                 started.append(_start_embedder(state_dir, env))
                 env["BOBENCH_TRITON_URL"] = started[-1].address

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
 from bobench.errors import BobenchError
+from bobench.exit_codes import report_exit
+from bobench.logs import setup_logging
 
 DEMO_SPEC = "examples/offline-battle.yaml"
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         "battle first needs them",
     )
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.INFO)
     try:
         if args.action == "up":
             state = up(
@@ -64,9 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             print("stopped: " + (", ".join(down(args.state_dir)) or "nothing was running"))
         else:
             print(json.dumps(public_state(args.state_dir), indent=2))  # never a secret
-    except BobenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except BobenchError as exc:  # bobench.exit_codes: 2 for a bad setting, 3 for a service that did not start
+        return report_exit(exc, "stack")
     return 0
 
 

@@ -21,9 +21,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bobench.errors import Unavailable
+from bobench.errors import BobenchError, Unavailable
 
 log = logging.getLogger(__name__)
+
+# What a readiness probe raises while a service is still starting: connection refused / reset and
+# unreadable files (OSError), a half-written JSON line or no ready line yet (ValueError, IndexError),
+# a store or RPC that is not answering yet (BobenchError, e.g. Unavailable).
+NOT_READY_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, IndexError, BobenchError)
 
 
 @dataclass
@@ -111,8 +116,13 @@ def wait_until(
     timeout_s: float = 60.0,
     interval_s: float = 0.2,
 ) -> None:
-    """Poll `ready()` until True; raise Unavailable with the log tail if the process exits or time runs out."""
+    """Poll `ready()` until True; raise Unavailable with the log tail if the process exits or time runs out.
+
+    `ready()` raising one of NOT_READY_ERRORS means "not up yet" (logged at debug, and the last one is
+    named when time runs out); any other exception is a bug in the probe and propagates.
+    """
     deadline = time.monotonic() + timeout_s
+    last_error = ""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise Unavailable(
@@ -122,10 +132,14 @@ def wait_until(
         try:
             if ready():
                 return
-        except Exception:  # not up yet: connection refused, half-written file, ...
-            pass
+        except NOT_READY_ERRORS as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+            log.debug("%s not ready yet: %s", what, last_error)
         time.sleep(interval_s)
-    raise Unavailable(f"{what} was not ready within {timeout_s:.0f} s; log {log_path}:\n{log_tail(log_path)}")
+    probe = f" (last probe: {last_error})" if last_error else ""
+    raise Unavailable(
+        f"{what} was not ready within {timeout_s:.0f} s{probe}; log {log_path}:\n{log_tail(log_path)}"
+    )
 
 
 def read_ready_line(stdout_path: Path) -> dict[str, Any]:

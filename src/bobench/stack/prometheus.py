@@ -1,4 +1,4 @@
-"""Prometheus for the local stack and the integration tests: config from the template, start, query.
+"""Prometheus for the local stack and the integration tests: config from TEMPLATE, start, query.
 
 Prometheus cannot listen on port 0 (it needs a concrete --web.listen-address and does not report a
 bound port), so the port is chosen by bind-probe and the start is retried if another process takes
@@ -22,13 +22,9 @@ from bobench.stack.procs import Service, probe_free_port, spawn, stop_pid, wait_
 
 log = logging.getLogger(__name__)
 
-TEMPLATE = Path(__file__).resolve().parents[3] / "deploy" / "prometheus" / "prometheus.local.yml.tmpl"
-_FALLBACK_TEMPLATE = """global:
-  scrape_interval: ${SCRAPE_INTERVAL}
-  evaluation_interval: ${SCRAPE_INTERVAL}
-scrape_configs:
-${SCRAPE_CONFIGS}
-"""
+# The one template of the local stack's config: package data, so a wheel install (an image) renders the
+# same file as a checkout.
+TEMPLATE = Path(__file__).with_name("prometheus.local.yml.tmpl")
 
 
 def prometheus_binary() -> str | None:
@@ -38,7 +34,7 @@ def prometheus_binary() -> str | None:
 
 def write_config(path: str | Path, targets: dict[str, list[str]], scrape_interval_s: float = 5.0) -> Path:
     """Write a config scraping `targets` (job name -> ["host:port", ...], /metrics over HTTP)."""
-    template = TEMPLATE.read_text() if TEMPLATE.is_file() else _FALLBACK_TEMPLATE
+    template = TEMPLATE.read_text()
     jobs = []
     for job, addresses in sorted(targets.items()):
         if addresses:

@@ -38,6 +38,8 @@ from typing import Any, TypeVar
 
 from bobench.config import PLACEHOLDER
 from bobench.errors import BobenchError, FailedPrecondition, InvalidArgument, Unavailable
+from bobench.exit_codes import FAILED, OK, TRANSIENT_ERRORS, UNAVAILABLE, USAGE_ERROR
+from bobench.logs import setup_logging
 from bobench.store.s3 import split_endpoint
 
 log = logging.getLogger(__name__)
@@ -316,19 +318,19 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     )
     parser.add_argument("--wait-s", type=float, default=120.0, help="how long to wait for MinIO to answer")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    setup_logging(logging.INFO)
     try:
         config = SetupConfig.from_env(os.environ if env is None else env, wait_s=args.wait_s)
         done = MinioSetup(config).run()
     except InvalidArgument as exc:
         log.error("minio setup: %s", exc)
-        return 2
-    except BobenchError as exc:
+        return USAGE_ERROR
+    except BobenchError as exc:  # MinIO did not answer: UNAVAILABLE; it refused: FAILED (retried too)
         log.error("minio setup failed: %s", exc)
-        return 1
+        return UNAVAILABLE if isinstance(exc, TRANSIENT_ERRORS) else FAILED
     for step, outcome in done.items():
         log.info("%s: %s", step, outcome)
-    return 0
+    return OK
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from bobench.battle.executors.local import LocalExecutor
 from bobench.battle.plan import RunPlan
 from bobench.config import Settings
 from bobench.errors import FailedPrecondition, InvalidArgument, NotFound
+from bobench.exit_codes import FAILED, OK
 from bobench.results import RunRecord
 from bobench.store.base import ArtifactStore
 
@@ -102,7 +103,7 @@ def execute_with_store(plan: RunPlan, settings: Settings, store: ArtifactStore) 
     finally:
         executor.close()
     store.put_json(record_key(plan.run_key), _doc(record))
-    return record, 0 if record.finished else 1
+    return record, OK if record.finished else FAILED
 
 
 def write_termination_message(path: str | Path, message: str) -> None:
@@ -128,7 +129,7 @@ def main_job(plan_text: str | None, settings: Settings, termination_log: str | P
     except Exception as exc:  # the store failed, or a bug: the pod is retried
         log.exception("run %s: the job could not complete", plan.run_key)
         write_termination_message(termination_log, f"{type(exc).__name__}: {exc}")
-        return 1
+        return FAILED
     finally:
         store.close()
     if code:

@@ -27,6 +27,7 @@ from typing import Any
 
 from bobench.battle.plan import RunPlan
 from bobench.errors import InvalidArgument
+from bobench.exit_codes import USAGE_ERROR
 
 LABEL_RUN_KEY = "bobench.io/run-key"
 LABEL_BATTLE = "bobench.io/battle"
@@ -37,7 +38,7 @@ PLAN_ENV = "BOBENCH_JOB_PLAN"
 # A user-defined backbone's BackboneSpec fields (JSON): a Job's process registers it before it runs,
 # since it lives only in the battle spec, not in the image's registry.
 BACKBONE_ENV = "BOBENCH_JOB_BACKBONE"
-CONFIG_ERROR_EXIT_CODE = 2  # a bobench config error: retrying cannot help, the Job fails at once
+CONFIG_ERROR_EXIT_CODE = USAGE_ERROR  # a bobench config error: retrying cannot help, the Job fails at once
 CACHE_MOUNT = "/cache"
 PUBLISH_GPU_CHOICES = ("tensorrt", "always", "never")
 # protocol -> "module:function(cache_dir, spec, dataset, config, seed) -> its checkpoint directory"

@@ -8,7 +8,7 @@ only callers sending that key may load/unload models or register shared memory; 
 `triton_service_key`, only callers sending that one may infer or read model metadata.
 
 `serve_embedder(repo, ...)` is the library entry point (`bob serve embedder` and
-`python -m bobench.serving.embedder` are thin adapters over it). Once the server and every model are
+`python -m bobench.serving.embedder_service` are thin adapters over it). Once the server and every model are
 ready it writes ONE line of JSON to `out` (stdout by default) with the ports actually bound, e.g.
 `{"grpc": 40123, "http": 40124, "metrics": 40125, "host": "127.0.0.1", "pid": 4242}`, so a parent
 process started with port 0 can find it.
@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from bobench.exit_codes import report_exit
+from bobench.logs import setup_logging
 from bobench.serving.triton import TritonServer
 
 log = logging.getLogger(__name__)
@@ -205,7 +207,7 @@ def supervise(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m bobench.serving.embedder",
+        prog="python -m bobench.serving.embedder_service",
         description="Serve a bobench Triton model repository with the tritonserver from nvidia-pytriton.",
     )
     add_arguments(p)
@@ -216,7 +218,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The service's flags; shared by `python -m bobench.serving.embedder` and `bob serve embedder`."""
+    """The service's flags; shared by `python -m bobench.serving.embedder_service` and
+    `bob serve embedder`."""
     p.add_argument("--repo", required=True, help="model repository: a directory or s3://bucket/prefix")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     p.add_argument("--grpc-port", type=int, default=0, help="0 = pick a free port (printed once ready)")
@@ -249,20 +252,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the repository if asked, then serve until a signal; 2 on a start error. The settings
-    (the --config file, BOBENCH_*: S3, keys, log level, cache_dir under --cache-dir) are resolved here,
-    once, and passed down."""
+    """Build the repository if asked, then serve until a signal. The settings (the --config file,
+    BOBENCH_*: S3, keys, log level, cache_dir under --cache-dir) are resolved here, once, and passed
+    down. The exit code (`bobench.exit_codes`): 2 for a bad flag or setting, 3 when Triton does not
+    come up, 1 when it dies unsupervised."""
     from bobench.config import load_settings
     from bobench.errors import BobenchError
 
     try:
         settings = load_settings(getattr(args, "config", None), cache_dir=args.cache_dir)
     except BobenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+        return report_exit(exc, "embedder_service")
+    setup_logging(settings.log_level, stream=sys.stderr)
     try:
         if args.build and args.repo.startswith("s3://"):
             from bobench.errors import InvalidArgument
@@ -290,9 +291,8 @@ def run(args: argparse.Namespace) -> int:
             restart=not args.no_restart,
             restart_backoff_s=args.restart_backoff_s,
         )
-    except BobenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except BobenchError as exc:  # a bad flag or setting: 2; Triton did not come up: 3
+        return report_exit(exc, "embedder_service")
 
 
 if __name__ == "__main__":

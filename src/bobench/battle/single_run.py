@@ -1,4 +1,4 @@
-"""Plan one stand-alone run (what `bob evaluate` and the Evaluator service execute).
+"""Plan a single stand-alone run (what `bob evaluate` and the Evaluator service execute).
 
 A single run is planned exactly like one cell of a battle, so its run key equals the key the same
 (backbone, dataset, protocol, config, seed) gets inside any battle.

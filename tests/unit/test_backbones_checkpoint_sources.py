@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from bobench.backbones import create_backbone, get_spec, weights_available
-from bobench.backbones.sources_more import StableDiffusionEncoder
-from bobench.backbones.weights import sha256_file
+from bobench.backbones.sources_checkpoints import StableDiffusionEncoder
 from bobench.errors import InvalidArgument, Unavailable
+from bobench.hashing import sha256_file
 
 torch.set_num_threads(1)
 
