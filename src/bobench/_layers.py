@@ -37,6 +37,7 @@ PACKAGES: tuple[Package, ...] = (
     Package("status_codes", 1, "the one table between gRPC status codes and bobench.errors, and what may be retried"),
     Package("triton_errors", 1, "translating tritonclient's errors into bobench.errors, for every Triton client"),
     Package("bootstrap_ci", 1, "seeded bootstrap confidence intervals and their record field names"),
+    Package("threads", 1, "the process's one thread budget for torch, OpenMP/BLAS and ONNX Runtime sessions"),
     Package("config", 2, "the typed Settings of a process and their one precedence rule"),
     Package("auth_client", 2, "client credentials (bearer token, TLS) and the gRPC channel built from them"),
     Package("plugins", 2, "loading the user's plugin modules (BOBENCH_PLUGINS)"),

@@ -10,8 +10,9 @@ from bobench.backbones import BackboneSpec, LoadedBackbone, create_backbone
 from bobench.embed import EMBEDDERS
 from bobench.embed.base import Embedder
 from bobench.errors import InvalidArgument
-from bobench.stage_timer import stage
+from bobench.stage_timer import add_count, stage
 from bobench.tensors import INPUT_NAME, OUTPUT_NAME
+from bobench.threads import session_threads
 
 
 class OrtEmbedder(Embedder):
@@ -57,9 +58,10 @@ class OrtEmbedder(Embedder):
                 self.export_report = export_cached(loaded, cache_dir)
             path = self.export_report.path
         self.onnx_path = path
-        self.threads = threads
+        self.threads = session_threads(threads)
         with stage("ort_session"):
-            self.session = ort_session(path, threads)
+            self.session = ort_session(path, self.threads)
+        add_count(f"ort_sessions:{loaded.spec.name}", 1)
         self.input_dtype = "uint8" if self.session.get_inputs()[0].type == "tensor(uint8)" else "float32"
         self._ort_version = ort.__version__
 

@@ -29,7 +29,9 @@ from bobench.backbones.factory import LoadedBackbone
 from bobench.backbones.spec import BackboneSpec
 from bobench.errors import BobenchError, InvalidArgument
 from bobench.hashing import sha256_file
+from bobench.stage_timer import add_count
 from bobench.tensors import CONTRACT_VERSION, INPUT_NAME, OUTPUT_NAME
+from bobench.threads import session_threads
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +83,12 @@ def verification_input(
 
 
 def ort_session(path: Path, threads: int = 0):
-    """A CPU ONNX Runtime session; threads=0 keeps ORT's default."""
+    """A CPU ONNX Runtime session on `threads` intra-op threads; 0 takes the process's thread budget
+    (`bobench.threads`), or ORT's default where none was applied."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    threads = session_threads(threads)
     if threads > 0:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -137,6 +141,7 @@ def _raw_with_feature_output(loaded: LoadedBackbone):
 
 def verify_onnx(loaded: LoadedBackbone, path: Path, input_dtype: str) -> tuple[float, float]:
     """(max_abs_err, max_rel_err) of ORT on `path` vs the reference; raises ExportVerificationError."""
+    add_count(f"onnx_verifications:{loaded.spec.name}", 1)
     images = verification_input(loaded.spec, input_dtype)
     got = ort_session(path).run([OUTPUT_NAME], {INPUT_NAME: images})[0]
     ref = _reference(loaded, images)
@@ -189,6 +194,7 @@ def export_onnx(
         raise InvalidArgument(f"input_dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    add_count(f"onnx_exports:{loaded.spec.name}", 1)
     if loaded.module is not None:
         opset = opset or DEFAULT_OPSET
         _export_torch(loaded, out_path, input_dtype, opset)
@@ -255,7 +261,8 @@ def export_cached(loaded: LoadedBackbone, cache_dir: str | Path, input_dtype: st
     root = Path(cache_dir) / "onnx"
     final = root / cache_key(loaded.spec, input_dtype)
     cached = load_cached_report(final)
-    if cached is not None:
+    if cached is not None:  # verified when it was built (the entry says so): not verified again
+        add_count(f"onnx_export_cache_hits:{loaded.spec.name}", 1)
         return cached
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))

@@ -27,14 +27,15 @@ What makes it fast:
   wants the cores (probe fits of the demo at load 4-5 on 2 cores: 3.3-5x faster on one thread than
   on two; they were 53 % of a cold demo's wall under that load). One thread also makes the fit of a
   small probe independent of the machine's core count (the order of float32 reductions). Larger
-  problems keep torch's thread setting.
+  problems keep torch's thread setting (the process's thread budget). The change is scoped to the
+  fit's own thread and restored after it (`bobench.threads.torch_threads`: serialised, and every
+  run re-asserts the budget when it starts), so an evaluator running several runs at once never
+  leaves another run on one thread.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -43,6 +44,7 @@ import torch
 from bobench.errors import InvalidArgument
 from bobench.protocols.metrics import positive_float
 from bobench.stage_timer import timed
+from bobench.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -114,22 +116,8 @@ def fit_logistic_grid(
     Raises InvalidArgument for fewer than two classes or a bad C. Fewer than `SINGLE_THREAD_ROWS`
     rows are solved on one torch thread (module docstring).
     """
-    with _torch_threads(1 if len(x) < SINGLE_THREAD_ROWS else None):
+    with torch_threads(1 if len(x) < SINGLE_THREAD_ROWS else None):
         return _fit_logistic_grid(x, y, Cs, max_iter=max_iter, tol=tol, dtype=dtype, warm_start=warm_start)
-
-
-@contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to `threads` for the block (None: unchanged), then restored."""
-    before = torch.get_num_threads()
-    if threads is None or threads == before:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _fit_logistic_grid(

@@ -44,6 +44,7 @@ from bobench.results import RunRecord, RunStatus
 from bobench.results.convert import record_to_result
 from bobench.rpc import auth, convert
 from bobench.rpc.result_log import ResultLog
+from bobench.threads import apply_thread_budget
 from bobench.v1 import evaluator_pb2, evaluator_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -489,10 +490,7 @@ def serve(args: argparse.Namespace, settings: Settings, service: EvaluatorServic
 
     setup_logging(settings.log_level)
     configure_data(settings, service=True)  # s3:// datasets; client paths only under data_roots
-    if settings.threads:
-        import torch
-
-        torch.set_num_threads(settings.threads)
+    apply_thread_budget(settings.threads)  # torch, OpenMP/BLAS and ORT sessions: one budget
     results_dir = Path(service.results_dir or Path(settings.cache_dir) / "evaluator-results")
     servicer = EvaluatorServicer(
         settings, results_dir, service.max_concurrent_runs, stop_timeout_s=args.stop_timeout_s

@@ -1,0 +1,93 @@
+"""One thread budget per process (`bobench.threads`): torch, OpenMP/BLAS and ONNX Runtime sessions
+take the same count, and the small-fit single-thread block is scoped to its own thread."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+import torch
+
+from bobench import threads
+from bobench.backbones import create_backbone
+from bobench.export.onnx_export import export_cached, ort_session
+
+
+@pytest.fixture(autouse=True)
+def _restore_budget(monkeypatch):
+    """Each test leaves the process's budget and torch's threads as it found them."""
+    before_torch = torch.get_num_threads()
+    for name in threads.ENV_VARS:  # recorded, so the test's values are undone afterwards
+        monkeypatch.setenv(name, os.environ.get(name, "unset"))
+        if os.environ[name] == "unset":
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(threads, "_budget", threads.current_budget())
+    yield
+    torch.set_num_threads(before_torch)
+
+
+def test_zero_means_every_available_core():
+    assert threads.resolve_threads(0) == threads.available_cores()
+    assert threads.resolve_threads(3) == 3
+
+
+def test_the_budget_reaches_torch_the_environment_and_ort_sessions(tmp_path):
+    budget = threads.apply_thread_budget(1)
+    assert (budget.requested, budget.threads, budget.torch_applied) == (1, 1, True)
+    assert torch.get_num_threads() == 1
+    assert all(os.environ[name] == "1" for name in threads.ENV_VARS)
+    report = export_cached(create_backbone("toy"), tmp_path)
+    session = ort_session(report.path)  # no explicit count: the budget's
+    assert session.get_session_options().intra_op_num_threads == 1
+    assert ort_session(report.path, threads=2).get_session_options().intra_op_num_threads == 2
+    assert threads.session_threads(0) == 1
+
+
+def test_applying_the_same_budget_again_changes_nothing():
+    first = threads.apply_thread_budget(1)
+    torch.set_num_threads(2)  # what a later library call might do
+    assert threads.apply_thread_budget(1) is first
+    threads.hold_thread_budget()  # a run's start puts the budget back on its thread
+    assert torch.get_num_threads() == 1
+
+
+def test_a_scoped_change_restores_the_previous_value():
+    torch.set_num_threads(2)
+    with threads.torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    with threads.torch_threads(None):
+        assert torch.get_num_threads() == 2
+
+
+@pytest.mark.skipif("OpenMP" not in torch.__config__.parallel_info(), reason="per-thread counts are OpenMP's")
+def test_a_scoped_change_leaves_a_running_thread_and_a_run_that_reasserts_the_budget_alone():
+    threads.apply_thread_budget(2)
+    seen: dict[str, int] = {}
+    started, changed, done = threading.Event(), threading.Event(), threading.Event()
+
+    def other_run() -> None:
+        torch.get_num_threads()  # this thread has done torch work before the change
+        started.set()
+        changed.wait(10)
+        seen["during"] = torch.get_num_threads()
+        done.set()
+
+    def late_run() -> None:  # a run that starts while the change is in force
+        threads.hold_thread_budget()
+        seen["late"] = torch.get_num_threads()
+
+    worker = threading.Thread(target=other_run)
+    worker.start()
+    started.wait(10)
+    with threads.torch_threads(1):
+        changed.set()
+        done.wait(10)
+        late = threading.Thread(target=late_run)
+        late.start()
+        late.join(10)
+        assert torch.get_num_threads() == 1
+    worker.join(10)
+    assert seen == {"during": 2, "late": 2}
+    assert torch.get_num_threads() == 2
