@@ -2,9 +2,11 @@
 
 Before the runs execute, `measure_battle_latency` groups the efficiency runs still to execute by
 (resolved config, seed, embedder variant); a group of two or more backbones is timed interleaved
-(`protocols.efficiency.measure_together`, round robin in blocks over one time window) with fresh
-embedders, which are closed again before any run starts. Each run then takes its backbone's step
-times through `protocols.efficiency.handed_latency` and measures everything else (params, FLOPs,
+(`protocols.efficiency.measure_together`, round robin in blocks over one time window) with the
+embedders the runs will use: the executor opens them ahead (`LocalExecutor.prepared_embedder`)
+and keeps them, so each backbone's ONNX Runtime session is opened once for the step and all its
+runs, and closed when the executor moves on to another backbone or closes. Each run then takes its
+backbone's step times through `protocols.efficiency.handed_latency` and measures everything else (params, FLOPs,
 memory) itself; a run the step could not measure (an embedder that fails to load, any failure of
 the step, which is logged and never aborts the battle) times alone.
 
@@ -75,7 +77,7 @@ def _measure_group(executor: Any, group: list[RunPlan]) -> dict[str, Any]:
     try:
         for name, spec in specs.items():
             try:
-                embedders[name] = executor.new_embedder(spec, first.embedder_variant)
+                embedders[name] = executor.prepared_embedder(spec, first.embedder_variant)
             except BobenchError as exc:
                 log.info("latency step: %s times alone (%s)", name, exc)
         if len(embedders) < 2:
@@ -85,7 +87,4 @@ def _measure_group(executor: Any, group: list[RunPlan]) -> dict[str, Any]:
     except Exception:  # never abort the battle: its runs time alone and record their own errors
         log.warning("latency step failed; these runs time alone:\n%s", traceback.format_exc())
         return {}
-    finally:
-        for embedder in embedders.values():
-            embedder.close()
     return {handoff_key(specs[n].digest(), first.config, first.seed): m for n, m in measured.items()}

@@ -24,6 +24,7 @@ from bobench.environment import environment
 from bobench.errors import BobenchError, Cancelled, DeadlineExceeded
 from bobench.results import RunRecord, RunStatus
 from bobench.stage_timer import stage
+from bobench.threads import apply_thread_budget, hold_thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,15 @@ def backbone_info(spec: Any) -> dict[str, Any]:
 
 
 class LocalExecutor(Executor):
-    """Runs protocols in this process. Keeps the current backbone's embedder and loaded datasets warm."""
+    """Runs protocols in this process. Keeps the current backbone's embedder and loaded datasets warm.
+
+    One embedder (one ONNX Runtime session) per backbone, variant and thread count serves every run
+    of a battle: the battle-level latency step opens its backbones' embedders ahead
+    (`prepared_embedder`) and the first run of each backbone takes its one over instead of loading
+    it again. Runs go backbone by backbone (the plan's order), so moving to another backbone closes
+    the previous one; `close` (the end of the battle) closes every one still open. Creating the
+    executor applies the `threads` setting as the process's thread budget (`bobench.threads`).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -55,6 +64,8 @@ class LocalExecutor(Executor):
         self._datasets: dict[str, Any] = {}
         self._embedder_key: str | None = None
         self._embedder = None
+        self._prepared: dict[str, Any] = {}  # embedders opened ahead for later runs, by embedder key
+        apply_thread_budget(settings.threads)
         self.executions = 0  # runs actually executed (not skipped), for tests and metrics
         self._cancel_lock = threading.Lock()
         self._cancel_requested: set[str] = set()
@@ -103,7 +114,7 @@ class LocalExecutor(Executor):
         it raises FailedPrecondition. The previous embedder is closed and forgotten *before* the new
         one is made, so a failed `make_embedder` never leaves a closed embedder under a live key.
         """
-        key = f"{spec.digest()}:{embedder_variant}"
+        key = self.embedder_key(spec, embedder_variant)
         if self._embedder_key == key:
             return self._embedder
         if embedder_variant != "onnx" and self.settings.embedder != "triton":
@@ -114,9 +125,24 @@ class LocalExecutor(Executor):
                 f"with {self.settings.embedder!r} (set embedder: triton)"
             )
         self._close_embedder()
-        self._embedder = self.new_embedder(spec, embedder_variant)
+        prepared = self._prepared.pop(key, None)
+        self._embedder = prepared if prepared is not None else self.new_embedder(spec, embedder_variant)
         self._embedder_key = key
         return self._embedder
+
+    def embedder_key(self, spec: Any, embedder_variant: str = "onnx") -> str:
+        """Which embedder serves `spec`: backbone digest, variant and thread count."""
+        return f"{spec.digest()}:{embedder_variant}:{self.settings.threads}"
+
+    def prepared_embedder(self, spec: Any, embedder_variant: str = "onnx"):
+        """The embedder a later run of `spec` will use, opened now (the battle-level latency step
+        times it): kept by the executor, never closed by the caller."""
+        key = self.embedder_key(spec, embedder_variant)
+        if self._embedder_key == key:
+            return self._embedder
+        if key not in self._prepared:
+            self._prepared[key] = self.new_embedder(spec, embedder_variant)
+        return self._prepared[key]
 
     def new_embedder(self, spec: Any, embedder_variant: str = "onnx"):
         """A fresh embedder of `spec` made from the settings, not kept warm: the caller closes it
@@ -173,7 +199,7 @@ class LocalExecutor(Executor):
         this run loaded it or read cached features (`BackboneFacts`)."""
         from bobench.backbones import create_backbone
 
-        live = self._embedder if self._embedder_key == f"{spec.digest()}:{variant}" else None
+        live = self._embedder if self._embedder_key == self.embedder_key(spec, variant) else None
         if live is not None and live.spec.num_params is not None:  # Triton's spec measures nothing
             self.facts.keep(spec, live.spec)
         with stage("backbone_load"):
@@ -191,6 +217,7 @@ class LocalExecutor(Executor):
         record.started_at = utc_now()
         t0 = time.perf_counter()
         progress = self.checked_progress(plan, progress)
+        hold_thread_budget()  # this thread may have started torch work inside another's scoped change
         runtime_info: dict[str, Any] = {"runtime": self.settings.embedder, "device": self.settings.device}
         try:
             if plan.error:
@@ -263,6 +290,9 @@ class LocalExecutor(Executor):
 
     def close(self) -> None:
         self._close_embedder()
+        prepared, self._prepared = self._prepared, {}
+        for embedder in prepared.values():
+            embedder.close()
 
 
 def _default_threads() -> int:
