@@ -4,7 +4,9 @@ Runs `bob battle run SPEC` in this process (the same CLI call `make run` makes, 
 with a fresh, empty BOBENCH_CACHE_DIR, under `bobench.stage_timer.recording()`: every stage the
 library marks (decode, resize/crop, corruption, embedding, probe fits, export and verification,
 backbone and session loads, the efficiency measurement, fine-tune training, ...) is timed
-exclusively, so the shares add up to the wall time with "other" the unclaimed rest.
+exclusively, so the shares add up to the wall time with "other" the unclaimed rest. It also prints,
+per backbone, the ONNX exports, verifications, export-cache hits and ORT session opens of the cold
+run (`bench_sessions.py` compares them with the policy before issue 13).
 
 Only the downloaded inputs are carried over from an existing cache (`--data-cache`, default
 $BOBENCH_CACHE_DIR or ~/.cache/bobench): the npm emoji tarballs that `make setup` fetches (`npm/`),
@@ -34,6 +36,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_sessions import print_session_counts  # this folder: the per-backbone count table
 
 from bobench import stage_timer
 
@@ -199,6 +203,7 @@ def main() -> None:
     print("run time by protocol (records' duration_s): " + ", ".join(
         f"{name} {seconds:.1f} s / {runs} runs" for name, (runs, seconds) in sorted(by_protocol.items(), key=lambda kv: -kv[1][1])
     ))  # fmt: skip
+    print_session_counts({"cold": table})  # one export, verification and ORT session per backbone
     images = table.counts.get("images_embedded", 0)
     embed_s = table.seconds.get("embedding", 0.0)
     network_s = sum(table.seconds.get(n, 0.0) for n in NETWORK_STAGES)
