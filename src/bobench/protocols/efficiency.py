@@ -71,6 +71,7 @@ from bobench.protocols.memory import (
     reset_peak_rss,
 )
 from bobench.protocols.metrics import positive_ints
+from bobench.threads import resolve_threads
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,7 @@ def _params(ctx: RunContext, module: Any, embedder: Any) -> tuple[int | None, st
 def _threads(ctx: RunContext, described: dict[str, Any]) -> int:
     if described.get("threads"):
         return int(described["threads"])
-    configured = getattr(getattr(ctx, "settings", None), "threads", 0)
-    return int(configured) if configured else len(os.sched_getaffinity(0))
+    return resolve_threads(int(getattr(getattr(ctx, "settings", None), "threads", 0) or 0))
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -24,7 +24,7 @@ from bobench.environment import environment
 from bobench.errors import BobenchError, Cancelled, DeadlineExceeded
 from bobench.results import RunRecord, RunStatus
 from bobench.stage_timer import stage
-from bobench.threads import apply_thread_budget, hold_thread_budget
+from bobench.threads import apply_thread_budget, hold_thread_budget, resolve_threads
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ class LocalExecutor(Executor):
             {
                 **runtime_info,
                 **self._served(plan),
-                "threads": self.settings.threads or _default_threads(),
+                "threads": resolve_threads(self.settings.threads),
             }
         )
         return record
@@ -293,9 +293,3 @@ class LocalExecutor(Executor):
         prepared, self._prepared = self._prepared, {}
         for embedder in prepared.values():
             embedder.close()
-
-
-def _default_threads() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
