@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bobench import stage_timer
-from bobench.battle.executor import LocalExecutor
+from bobench.battle.executors.local import LocalExecutor
 from bobench.battle.runner import run_battle
 from bobench.battle.spec import BattleSpec, load_spec, parse_spec
 from bobench.config import Settings

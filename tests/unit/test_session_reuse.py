@@ -9,7 +9,7 @@ import numpy as np
 from bobench import stage_timer
 from bobench.backbones import get_spec
 from bobench.backbones.weights import with_weights_digest
-from bobench.battle.executor import LocalExecutor
+from bobench.battle.executors.local import LocalExecutor
 from bobench.battle.runner import run_battle
 from bobench.battle.spec import parse_spec
 from bobench.config import Settings

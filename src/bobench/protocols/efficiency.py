@@ -15,11 +15,11 @@ its step times (`handed_latency`); `evaluate` then uses them (`measurement: "int
 `interleaved_with` names the group) instead of timing alone (`measurement: "alone"`). Parameters,
 FLOPs and memory are always measured by the run itself.
 
-The embedder timed is the one the battle's other runs of the backbone use (one ONNX Runtime session
-per backbone, `battle.executor.LocalExecutor`), so it may already have embedded features, or not:
-either way the `warmup_steps` untimed calls (and `block_warmup_steps` after each switch) come
-before any timed one, so a session's first-call costs (memory arena, kernel selection) never
-reach the figures, and a warm session times as a fresh one would after its warm-up.
+The embedder timed is the one the battle's other runs of the backbone use (one ONNX Runtime
+session per backbone, `battle.executors.local.LocalExecutor`), so it may already have embedded
+features, or not: either way the `warmup_steps` untimed calls (and `block_warmup_steps` after each
+switch) come before any timed one, so a session's first-call costs (memory arena, kernel
+selection) never reach the figures, and a warm session times as a fresh one would after its warm-up.
 
 Parameters are counted on the torch module (`params_source: "torch"`); for a backbone without one,
 on the initializers of the embedder's ONNX graph when it exposes the file (`"onnx_initializers"`: every

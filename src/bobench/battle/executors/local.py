@@ -145,8 +145,8 @@ class LocalExecutor(Executor):
         return self._prepared[key]
 
     def new_embedder(self, spec: Any, embedder_variant: str = "onnx"):
-        """A fresh embedder of `spec` made from the settings, not kept warm: the caller closes it
-        (the battle-level latency step holds several at once)."""
+        """A fresh embedder of `spec` made from the settings; the caller closes it (`embedder` and
+        `prepared_embedder` keep theirs and close them themselves)."""
         from bobench.embed import make_embedder
 
         options: dict[str, Any] = {"batch_size": self.settings.batch_size, "threads": self.settings.threads}
