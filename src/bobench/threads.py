@@ -4,7 +4,7 @@ Each of these libraries defaults to "all cores" on its own; a process that uses 
 (ONNX Runtime embeds, torch fits the probes, numpy/scikit-learn score them) otherwise runs several
 thread pools of that size, and the pools fight over the cores. `apply_thread_budget(n)` is called
 once at the process edge (the in-process executor that consumes the `threads` setting, the
-evaluator's `main`): it resolves `n` (0 = every core this process may run on) and applies it to
+evaluator's `main`): it resolves `n` (0 = every physical core this process may run on) and applies it to
 
 - torch's intra-op threads (and its inter-op threads: 1, like ONNX Runtime's, where torch still
   lets them be set), when torch is already imported; else through the environment, which torch reads
@@ -32,10 +32,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+SYS_CPU = Path("/sys/devices/system/cpu")  # Linux: which core and package each CPU belongs to
 
 
 @dataclass(frozen=True)
@@ -53,14 +55,26 @@ _lock = threading.Lock()
 
 
 def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity, where the platform has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    """Physical cores this process may run on: the CPUs of its affinity, hyper-threads of one core
+    counted once (as torch and ONNX Runtime count their defaults); the logical CPU count where the
+    platform does not say which core a CPU belongs to."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not cpus:
+        return os.cpu_count() or 1
+    cores: set[tuple[str, ...]] = set()
+    for cpu in cpus:
+        topology = SYS_CPU / f"cpu{cpu}" / "topology"
+        try:
+            cores.add(
+                tuple((topology / name).read_text().strip() for name in ("physical_package_id", "core_id"))
+            )
+        except OSError:
+            return len(cpus)
+    return len(cores)
 
 
 def resolve_threads(requested: int) -> int:
-    """`requested` threads, or every available core for 0."""
+    """`requested` threads, or every available physical core for 0."""
     return requested if requested > 0 else available_cores()
 
 

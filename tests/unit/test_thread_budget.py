@@ -32,6 +32,22 @@ def test_zero_means_every_available_core():
     assert threads.resolve_threads(3) == 3
 
 
+def test_hyper_threads_of_one_core_count_once_and_only_the_affinity_counts(tmp_path, monkeypatch):
+    layout = {0: ("0", "0"), 1: ("0", "0"), 2: ("0", "1"), 3: ("0", "1"), 4: ("1", "0")}  # 2 cores x 2 HT + 1
+    for cpu, (package, core) in layout.items():
+        topology = tmp_path / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text(package + "\n")
+        (topology / "core_id").write_text(core + "\n")
+    monkeypatch.setattr(threads, "SYS_CPU", tmp_path)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
+    assert threads.available_cores() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})  # one core's two hyper-threads
+    assert threads.available_cores() == 1
+    monkeypatch.setattr(threads, "SYS_CPU", tmp_path / "absent")  # no topology: logical CPUs
+    assert threads.available_cores() == 2
+
+
 def test_the_budget_reaches_torch_the_environment_and_ort_sessions(tmp_path):
     budget = threads.apply_thread_budget(1)
     assert (budget.requested, budget.threads, budget.torch_applied) == (1, 1, True)
