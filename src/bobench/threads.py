@@ -4,7 +4,8 @@ Each of these libraries defaults to "all cores" on its own; a process that uses 
 (ONNX Runtime embeds, torch fits the probes, numpy/scikit-learn score them) otherwise runs several
 thread pools of that size, and the pools fight over the cores. `apply_thread_budget(n)` is called
 once at the process edge (the in-process executor that consumes the `threads` setting, the
-evaluator's `main`): it resolves `n` (0 = every physical core this process may run on) and applies it to
+evaluator's `main`): it resolves `n` (0 = every physical core this process may run on) and
+applies it to
 
 - torch's intra-op threads (and its inter-op threads: 1, like ONNX Runtime's, where torch still
   lets them be set), when torch is already imported; else through the environment, which torch reads
@@ -13,7 +14,7 @@ evaluator's `main`): it resolves `n` (0 = every physical core this process may r
   libraries loaded later and child processes, and `threadpoolctl` for those already loaded;
 - every ONNX Runtime session made without an explicit thread count (`session_threads`).
 
-It never imports torch itself, so a process without torch (the scheduler) pays nothing.
+Applying the budget never imports torch, so a process without torch (the scheduler) pays nothing.
 
 `torch_threads(k)` changes torch's intra-op threads for a block and restores them (the small-fit
 trick of `protocols.logistic`). torch with OpenMP keeps the thread count per OS thread, but a
