@@ -1,0 +1,139 @@
+"""Reference fingerprints: a dataset's identity at plan time, from its reference, reading no image.
+
+The scheduler plans a battle (run keys) without torch and without reading the data sets; the run
+key needs a dataset identity with the guarantees of the content fingerprint (`bobench.data.
+fingerprint`): it changes when the data, the labels, the split or the seed change. The planner
+computes it from the reference, declared or listed, never from pixels or file bytes:
+
+* a registered (named) dataset has a declared fingerprint: its ref with options and seed, the
+  builder (`module:function`, its declared `version`), its `source` text (pinned versions, e.g. the
+  npm emoji release) and the installed version of each Python distribution it reads (`packages`);
+  a `path` option (a Debian data folder) adds that folder's listing (relative path, size, mtime);
+* a local folder, manifest, WebDataset, COCO or VOC source is built as the evaluator builds it
+  (listing, label files, annotations: so a missing folder, a path outside the data roots or a
+  limit fail exactly as before) with `content_digest=stat_digest`: each file's size and mtime stand
+  in for its bytes, so an edited, replaced or truncated image still changes the key;
+* an `s3://` source is fingerprinted from its listing already (ETags and sizes): the same value;
+* `max_per_class` and `split_seed` wrappers hash the inner reference with their own fields;
+* any other source (torchvision, a plugin's) cannot be listed here: it is loaded with the caller's
+  loader and its content fingerprint is used, as before.
+
+Run keys therefore differ from those of the content fingerprint (a copy of a folder with new mtimes
+plans new runs); the evaluator still keys its feature cache by the content fingerprint. Raises what
+the sources raise: InvalidArgument (unknown name or option, missing or malformed data),
+PermissionDenied (outside the data roots), ResourceExhausted (a limit).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bobench.data.base import fingerprint_arrays
+from bobench.data.catalog import SOURCES, check_seed, named_entry, normalize_ref
+from bobench.data.fingerprint import stat_digest
+from bobench.errors import InvalidArgument
+
+REFERENCE_VERSION = "bobench-dataset-ref-v1"
+MAX_LISTED_FILES = 100_000  # a named dataset's `path` folder larger than this is not a data folder
+
+
+class _NotListable(Exception):
+    """The ref names a source that takes no `content_digest`: it must be loaded to be fingerprinted."""
+
+
+def reference_fingerprint(ref: str | dict, *, seed: int = 0, load: Callable[[Any], Any] | None = None) -> str:
+    """The plan-time fingerprint of `ref` with split seed `seed` (see the module docstring).
+
+    `load(ref)` builds a dataset of a source that cannot be listed (default `load_dataset`); its
+    `.fingerprint` is used then."""
+    norm = normalize_ref(ref)
+    try:
+        return _reference(norm, check_seed(seed))
+    except _NotListable:
+        if load is None:
+            from bobench.data.catalog import load_dataset
+
+            return load_dataset(ref, seed=seed).fingerprint
+        return load(ref).fingerprint
+
+
+def _reference(norm: str | dict[str, Any], seed: int) -> str:
+    if isinstance(norm, dict) and "split_seed" in norm:
+        rest = {k: v for k, v in norm.items() if k != "split_seed"}
+        inner = _reference(_unwrap(rest), check_seed(norm["split_seed"]))
+        return fingerprint_arrays(REFERENCE_VERSION, inner, f"split_seed={norm['split_seed']}")
+    if isinstance(norm, dict) and "max_per_class" in norm:
+        from bobench.data.subset import SUBSET_VERSION
+
+        rest = {k: v for k, v in norm.items() if k != "max_per_class"}
+        inner = _reference(_unwrap(rest), seed)
+        return fingerprint_arrays(
+            REFERENCE_VERSION, inner, f"max_per_class={norm['max_per_class']}", f"seed={seed}", SUBSET_VERSION
+        )
+    if isinstance(norm, str) or "type" not in norm:
+        return _declared({"name": norm} if isinstance(norm, str) else norm, seed)
+    source = SOURCES.get(str(norm["type"]))
+    if "content_digest" not in inspect.signature(source).parameters:
+        raise _NotListable
+    return source(norm, seed=seed, content_digest=stat_digest).fingerprint
+
+
+def _unwrap(rest: dict[str, Any]) -> str | dict[str, Any]:
+    return rest["name"] if set(rest) == {"name"} else rest
+
+
+def _declared(norm: dict[str, Any], seed: int) -> str:
+    """A named dataset's declared fingerprint (the module docstring says what enters)."""
+    entry, options = named_entry(norm)
+    factory = entry.factory
+    parts = [
+        REFERENCE_VERSION,
+        "named",
+        entry.name,
+        json.dumps(options, sort_keys=True, default=str),
+        f"seed:{seed}",
+        f"builder:{factory.__module__}:{factory.__qualname__}:{entry.version}",
+        f"source:{entry.source}",
+        json.dumps({p: _installed_version(p) for p in entry.packages}, sort_keys=True),
+    ]
+    if "path" in entry.options():
+        default = inspect.signature(factory).parameters["path"].default
+        parts.append(_folder_listing(str(options.get("path", default)), entry.name))
+    return fingerprint_arrays(*parts)
+
+
+def _installed_version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"  # the evaluator that builds it will say what is missing
+
+
+def _folder_listing(path: str, dataset: str) -> str:
+    """(relative path, size, mtime_ns) of every file under `path`, sorted; "absent" when missing."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        return "absent"
+    if root.is_file():
+        st = root.stat()
+        return f"{root.name}:{st.st_size}:{st.st_mtime_ns}"
+    rows = []
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            full = Path(folder) / name
+            try:
+                st = full.stat()
+            except OSError as exc:
+                raise InvalidArgument(f"dataset {dataset!r}: cannot stat {full}: {exc.strerror}") from None
+            rows.append(f"{full.relative_to(root).as_posix()}:{st.st_size}:{st.st_mtime_ns}")
+            if len(rows) > MAX_LISTED_FILES:
+                raise InvalidArgument(
+                    f"dataset {dataset!r}: more than {MAX_LISTED_FILES} files under {root}; not a data folder"
+                )
+    return "\n".join(sorted(rows))
