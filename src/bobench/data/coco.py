@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from bobench.data.catalog import check_ref_keys, register_source
 from bobench.data.detection import (
     DetectionDataset,
     DetectionTarget,
@@ -34,6 +33,7 @@ from bobench.data.detection import (
 )
 from bobench.data.fingerprint import ContentDigest, files_digest
 from bobench.data.images import decode_image_file
+from bobench.data.registry import check_ref_keys, register_source
 from bobench.data.roots import check_path
 from bobench.errors import InvalidArgument
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from bobench.data.base import Dataset
-from bobench.data.catalog import check_ref_keys, register_source
 from bobench.data.fingerprint import ContentDigest, LazyFingerprintDataset, file_fingerprint_fn, files_digest
 from bobench.data.images import IMAGE_EXTENSIONS, decode_image_file
 from bobench.data.layouts import manifest_layout, tree_layout
+from bobench.data.registry import check_ref_keys, register_source
 from bobench.data.relevance import manifest_relevance
 from bobench.data.roots import check_path, is_restricted
 from bobench.data.splits import KNOWN_SPLITS, RETRIEVAL_SPLITS

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from bobench.data.base import fingerprint_arrays
-from bobench.data.catalog import SOURCES, check_seed, named_entry, normalize_ref
 from bobench.data.fingerprint import stat_digest
+from bobench.data.registry import SOURCES, check_seed, named_entry, normalize_ref
 from bobench.errors import InvalidArgument
 
 REFERENCE_VERSION = "bobench-dataset-ref-v1"
@@ -57,7 +57,7 @@ def reference_fingerprint(ref: str | dict, *, seed: int = 0, load: Callable[[Any
         return _reference(norm, check_seed(seed))
     except _NotListable:
         if load is None:
-            from bobench.data.catalog import load_dataset
+            from bobench.data.registry import load_dataset
 
             return load_dataset(ref, seed=seed).fingerprint
         return load(ref).fingerprint

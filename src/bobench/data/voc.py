@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bobench.data.catalog import check_ref_keys, register_source
 from bobench.data.coco import SizedImageLoader
 from bobench.data.detection import (
     DetectionDataset,
@@ -30,6 +29,7 @@ from bobench.data.detection import (
     split_images,
 )
 from bobench.data.fingerprint import ContentDigest, files_digest
+from bobench.data.registry import check_ref_keys, register_source
 from bobench.data.roots import check_path
 from bobench.errors import InvalidArgument
 

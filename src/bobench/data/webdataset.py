@@ -38,7 +38,6 @@ import numpy as np
 
 from bobench.config import Settings
 from bobench.data.base import Dataset, fingerprint_arrays
-from bobench.data.catalog import check_ref_keys, register_source
 from bobench.data.fingerprint import (
     FINGERPRINT_VERSION,
     ContentDigest,
@@ -48,6 +47,7 @@ from bobench.data.fingerprint import (
     stat_signature,
 )
 from bobench.data.images import decode_image_file
+from bobench.data.registry import check_ref_keys, register_source
 from bobench.data.shards import Shard, local_shards, s3_shards, shard_split
 from bobench.data.splits import KNOWN_SPLITS, RETRIEVAL_SPLITS, check_fractions, stratified_split
 from bobench.errors import InvalidArgument

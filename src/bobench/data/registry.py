@@ -1,4 +1,4 @@
-"""Dataset lookup: named datasets and dataset sources, both in registries.
+"""Dataset registries: named datasets (DATASETS) and dataset sources (SOURCES), and ref lookup.
 
 A dataset ref is either
   * a registered name (`"toy"`, `"mnist"`, ... see `list_datasets()`), optionally as a dict with
