@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bobench.backbones._registry import get_spec, validate_spec
+from bobench.backbones.registry import get_spec, validate_spec
 from bobench.backbones.spec import BackboneSpec, check_digest_field
 from bobench.errors import InvalidArgument
 from bobench.registry import Registry, lazy
