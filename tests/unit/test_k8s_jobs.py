@@ -259,7 +259,7 @@ def test_fine_tuning_and_detection_go_to_jobs_by_default_from_one_list(tmp_path)
     from bobench.battle.scheduler import Scheduler
     from bobench.protocols import get_protocol
 
-    assert JOB_PROTOCOLS == ("finetune", "detection", "instance_segmentation", "ood_detection")
+    assert JOB_PROTOCOLS == ("detection", "finetune", "instance_segmentation", "ood_detection")
     assert JobConfig().protocols == JOB_PROTOCOLS == tuple(CHECKPOINTED)
     for protocol, target in CHECKPOINTED.items():  # every Job protocol resumes: its directory is known
         import importlib

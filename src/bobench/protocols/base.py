@@ -64,7 +64,9 @@ class Protocol:
     protocol may return (a metric not listed is descriptive and is not ranked). `seeded` says whether
     the run seed changes the result: an unseeded (deterministic) protocol runs once per split seed
     (dataset), not once per battle seed, and its records say `seeded: false` so analysis never counts
-    its runs as seeds. The safe default is seeded.
+    its runs as seeds. The safe default is seeded. `job_checkpoint_dir` ("module:function(cache_dir,
+    spec, dataset, config, seed) -> Path") marks a protocol that trains: its runs go to Kubernetes Jobs
+    by default (`battle.k8s_jobs.JOB_PROTOCOLS`) and resume from that directory.
     """
 
     name: str
@@ -77,6 +79,7 @@ class Protocol:
     description: str = ""
     needs_features: bool = True
     seeded: bool = True
+    job_checkpoint_dir: str | None = None
 
     def resolve_config(self, config: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with `config`, range-checked (`bobench.protocols.config_checks`) so a bad

@@ -195,6 +195,7 @@ register_protocol(
         higher_is_better={"top1": True, "top5": True, "val_top1": True, "test_loss": False},
         description="End-to-end fine-tuning (AdamW, timm layer-wise lr decay, warm-up + cosine, optional lr grid "
         "and timm augmentation; BoB recipe preset); test top-1 of the best-val epoch and lr, with a bootstrap CI.",
+        job_checkpoint_dir="bobench.protocols.finetune:run_checkpoint_dir",
         needs_features=False,
     )
 )
@@ -239,6 +240,7 @@ register_protocol(
         higher_is_better=DETECTION_HIGHER_IS_BETTER,
         description="Object detection: the backbone under torchvision Faster R-CNN + FPN (RetinaNet/FCOS "
         "selectable), regime finetune/frozen/random; test COCO box AP of the best-val epoch with a bootstrap CI.",
+        job_checkpoint_dir="bobench.battle.executors.job_checkpoints:detection_checkpoint_dir",
         needs_features=False,
     )
 )
@@ -257,6 +259,7 @@ register_protocol(
         },
         description="Instance segmentation: the backbone under torchvision Mask R-CNN + FPN, regime "
         "finetune/frozen/random; test COCO mask AP (and box AP) of the best-val epoch with bootstrap CIs.",
+        job_checkpoint_dir="bobench.battle.executors.job_checkpoints:instance_segmentation_checkpoint_dir",
         needs_features=False,
     )
 )
@@ -276,6 +279,7 @@ register_protocol(
         },
         description="OOD detection: Faster R-CNN + FPN trained on source sites (or dataset), box AP in-domain "
         "and on the shifted domain (tree-crown sites YELL -> OSBS/SOAP), and the gap.",
+        job_checkpoint_dir="bobench.battle.executors.job_checkpoints:ood_detection_checkpoint_dir",
         needs_features=False,
     )
 )
