@@ -86,14 +86,6 @@ def test_a_named_reference_reads_no_data_and_covers_options_and_seed(monkeypatch
         reference_fingerprint({"name": "toy", "per_klass": 5})
 
 
-def test_a_named_reference_follows_its_package_version(monkeypatch):
-    import bobench.data.reference as reference
-
-    before = reference_fingerprint("lfw")
-    monkeypatch.setattr(reference, "_installed_version", lambda name: f"{name}-99")
-    assert reference_fingerprint("lfw") != before
-
-
 def test_planning_a_missing_folder_fails_its_runs_and_outside_the_roots_refuses(tmp_path, no_image_reads):
     spec = parse_spec(
         {

@@ -6,9 +6,11 @@ fingerprint`): it changes when the data, the labels, the split or the seed chang
 computes it from the reference, declared or listed, never from pixels or file bytes:
 
 * a registered (named) dataset has a declared fingerprint: its ref with options and seed, the
-  builder (`module:function`, its declared `version`), its `source` text (pinned versions, e.g. the
-  npm emoji release) and the installed version of each Python distribution it reads (`packages`);
-  a `path` option (a Debian data folder) adds that folder's listing (relative path, size, mtime);
+  builder (`module:function` and its declared `version`) and its `source` text (with the pinned
+  source version where there is one: the npm emoji release, the deepforest wheel). Nothing of the
+  machine enters (no installed package version, no listing of a server-chosen folder): the scheduler
+  image holds none of the data packages, and the evaluator must plan the same key
+  (`expected_run_key`). A builder that would produce other data bumps its `version`;
 * a local folder, manifest, WebDataset, COCO or VOC source is built as the evaluator builds it
   (listing, label files, annotations: so a missing folder, a path outside the data roots or a
   limit fail exactly as before) with `content_digest=stat_digest`: each file's size and mtime stand
@@ -26,21 +28,16 @@ PermissionDenied (outside the data roots), ResourceExhausted (a limit).
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
 import json
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from bobench.data.base import fingerprint_arrays
 from bobench.data.fingerprint import stat_digest
 from bobench.data.registry import SOURCES, check_seed, named_entry, normalize_ref
-from bobench.errors import InvalidArgument
 
 REFERENCE_VERSION = "bobench-dataset-ref-v1"
-MAX_LISTED_FILES = 100_000  # a named dataset's `path` folder larger than this is not a data folder
 
 
 class _NotListable(Exception):
@@ -92,7 +89,7 @@ def _declared(norm: dict[str, Any], seed: int) -> str:
     """A named dataset's declared fingerprint (the module docstring says what enters)."""
     entry, options = named_entry(norm)
     factory = entry.factory
-    parts = [
+    return fingerprint_arrays(
         REFERENCE_VERSION,
         "named",
         entry.name,
@@ -100,40 +97,4 @@ def _declared(norm: dict[str, Any], seed: int) -> str:
         f"seed:{seed}",
         f"builder:{factory.__module__}:{factory.__qualname__}:{entry.version}",
         f"source:{entry.source}",
-        json.dumps({p: _installed_version(p) for p in entry.packages}, sort_keys=True),
-    ]
-    if "path" in entry.options():
-        default = inspect.signature(factory).parameters["path"].default
-        parts.append(_folder_listing(str(options.get("path", default)), entry.name))
-    return fingerprint_arrays(*parts)
-
-
-def _installed_version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"  # the evaluator that builds it will say what is missing
-
-
-def _folder_listing(path: str, dataset: str) -> str:
-    """(relative path, size, mtime_ns) of every file under `path`, sorted; "absent" when missing."""
-    root = Path(path).expanduser()
-    if not root.exists():
-        return "absent"
-    if root.is_file():
-        st = root.stat()
-        return f"{root.name}:{st.st_size}:{st.st_mtime_ns}"
-    rows = []
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            full = Path(folder) / name
-            try:
-                st = full.stat()
-            except OSError as exc:
-                raise InvalidArgument(f"dataset {dataset!r}: cannot stat {full}: {exc.strerror}") from None
-            rows.append(f"{full.relative_to(root).as_posix()}:{st.st_size}:{st.st_mtime_ns}")
-            if len(rows) > MAX_LISTED_FILES:
-                raise InvalidArgument(
-                    f"dataset {dataset!r}: more than {MAX_LISTED_FILES} files under {root}; not a data folder"
-                )
-    return "\n".join(sorted(rows))
+    )

@@ -32,9 +32,9 @@ SourceFactory = Callable[..., Dataset]  # source(ref: dict, *, seed: int) -> Dat
 class RegisteredDataset:
     """A named dataset: its factory `factory(*, seed, **options)` and what `bob datasets list` shows.
 
-    `version` (of the builder) and `packages` (the Python distributions whose files it reads) make the
-    declared part of its plan-time fingerprint (`bobench.data.reference`): bump `version` whenever the
-    builder would produce other images, labels or splits from the same packages.
+    `version` (of the builder) and `source` make its declared plan-time fingerprint
+    (`bobench.data.reference`): bump `version` whenever the builder would produce other images,
+    labels or splits (a new source release included, unless `source` names its version).
     """
 
     name: str
