@@ -317,7 +317,7 @@ def test_the_job_entrypoint_runs_detection_with_its_checkpoints_in_the_store(
 ):
     """The run as a Job's pod runs it (a fresh cache, the store as the only state): the checkpoints
     the detector writes every epoch land under jobs/<run_key>/checkpoints, so the directory the Job
-    syncs (`bobench.battle.executors.job_checkpoints`) is the one the protocol trains in."""
+    syncs (`bobench.protocols.job_checkpoints`) is the one the protocol trains in."""
     import shutil
 
     p = detection_plan(protocol)

@@ -55,7 +55,7 @@ def run_identity(
     """What a detection run's checkpoint directory is keyed by (`checkpoint_dir`): the protocol, the
     backbone digest, the dataset fingerprint, the detector config, the seed and the train/val images.
     A run Job computes it before the run to know which directory to sync
-    (`bobench.battle.executors.job_checkpoints`), so both sides call this one function."""
+    (`bobench.protocols.job_checkpoints`), so both sides call this one function."""
     return {
         "protocol": protocol,
         "backbone": spec.digest(),

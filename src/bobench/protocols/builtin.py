@@ -13,9 +13,9 @@ from __future__ import annotations
 from bobench.data.corruptions import CORRUPTIONS
 from bobench.detection.config import DEFAULTS as DETECTION_DEFAULTS
 from bobench.finetune.config import FinetuneConfig
-from bobench.protocols import serving_scenarios
 from bobench.protocols.base import Protocol, register_protocol
 from bobench.protocols.options import DEFAULT_CORRUPTIONS, DEFAULT_KS, serving_latency_higher_is_better
+from bobench.protocols.serving_scenarios import DEFAULTS as SCENARIO_DEFAULTS
 from bobench.registry import lazy
 
 DETECTION_HIGHER_IS_BETTER = {m: True for m in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "val_AP")}
@@ -218,7 +218,7 @@ register_protocol(
             "stable_windows": 3,
             "stability_pct": 10.0,
             "timeout_s": 30.0,
-            **serving_scenarios.DEFAULTS,
+            **SCENARIO_DEFAULTS,
         },
         primary_metric="latency_ms_p50_b1_c1",
         higher_is_better=serving_latency_higher_is_better(),
@@ -240,7 +240,7 @@ register_protocol(
         higher_is_better=DETECTION_HIGHER_IS_BETTER,
         description="Object detection: the backbone under torchvision Faster R-CNN + FPN (RetinaNet/FCOS "
         "selectable), regime finetune/frozen/random; test COCO box AP of the best-val epoch with a bootstrap CI.",
-        job_checkpoint_dir="bobench.battle.executors.job_checkpoints:detection_checkpoint_dir",
+        job_checkpoint_dir="bobench.protocols.job_checkpoints:detection_checkpoint_dir",
         needs_features=False,
     )
 )
@@ -259,7 +259,7 @@ register_protocol(
         },
         description="Instance segmentation: the backbone under torchvision Mask R-CNN + FPN, regime "
         "finetune/frozen/random; test COCO mask AP (and box AP) of the best-val epoch with bootstrap CIs.",
-        job_checkpoint_dir="bobench.battle.executors.job_checkpoints:instance_segmentation_checkpoint_dir",
+        job_checkpoint_dir="bobench.protocols.job_checkpoints:instance_segmentation_checkpoint_dir",
         needs_features=False,
     )
 )
@@ -279,7 +279,7 @@ register_protocol(
         },
         description="OOD detection: Faster R-CNN + FPN trained on source sites (or dataset), box AP in-domain "
         "and on the shifted domain (tree-crown sites YELL -> OSBS/SOAP), and the gap.",
-        job_checkpoint_dir="bobench.battle.executors.job_checkpoints:ood_detection_checkpoint_dir",
+        job_checkpoint_dir="bobench.protocols.job_checkpoints:ood_detection_checkpoint_dir",
         needs_features=False,
     )
 )

@@ -18,9 +18,20 @@ from typing import Any
 from bobench.detection.config import parse_config
 from bobench.errors import InvalidArgument
 from bobench.finetune.config import FinetuneConfig
-from bobench.protocols import options
 from bobench.protocols.latency import Budget
 from bobench.protocols.metrics import positive_float, positive_ints
+from bobench.protocols.options import (
+    BUDGET_KEYS,
+    check_mask_head,
+    check_ood_domains,
+    fewshot_options,
+    query_variants,
+    resolve_corruptions,
+    resolve_grid,
+    resolve_severities,
+    serving_latency_settings,
+    solver_options,
+)
 from bobench.safe_parse import DEFAULT_LIMITS
 
 MAX_K = 10_000  # kNN / retrieval cut-offs and few-shot shot counts
@@ -53,9 +64,9 @@ def _names(value: Any, where: str) -> None:
 
 def _probe(config: dict[str, Any], where: str) -> None:
     """C grid and solver options shared by linear_probe, fewshot and ood."""
-    if len(options.resolve_grid(config, where)) > MAX_GRID_VALUES:
+    if len(resolve_grid(config, where)) > MAX_GRID_VALUES:
         raise InvalidArgument(f"{where}: 'grid' holds more than {MAX_GRID_VALUES} C values")
-    solver = options.solver_options(config, where)
+    solver = solver_options(config, where)
     _at_most(solver["max_iter"], MAX_SOLVER_ITER, f"{where}: 'max_iter'")
     if not solver["tol"] < 1:
         raise InvalidArgument(f"{where}: 'tol' must be < 1, got {solver['tol']!r}")
@@ -73,7 +84,7 @@ def _linear_probe(config: dict[str, Any], _given: dict[str, Any]) -> None:
 
 
 def _fewshot(config: dict[str, Any], _given: dict[str, Any]) -> None:
-    shots, draws, _selection, folds = options.fewshot_options(config)
+    shots, draws, _selection, folds = fewshot_options(config)
     _at_most(shots, MAX_K, "fewshot: 'shots'")
     _at_most(draws, MAX_DRAWS, "fewshot: 'seeds'")
     _at_most(folds, MAX_FOLDS, "fewshot: 'cv_folds'")
@@ -82,14 +93,14 @@ def _fewshot(config: dict[str, Any], _given: dict[str, Any]) -> None:
 
 def _retrieval(config: dict[str, Any], _given: dict[str, Any]) -> None:
     _at_most(positive_ints(config["ks"], "retrieval: 'ks'"), MAX_K, "retrieval: 'ks'")
-    options.query_variants(config["query_variant"])
+    query_variants(config["query_variant"])
     _names(config["query_split"], "retrieval: 'query_split'")
     _names(config["gallery_split"], "retrieval: 'gallery_split'")
 
 
 def _ood(config: dict[str, Any], _given: dict[str, Any]) -> None:
-    options.resolve_corruptions(config["corruptions"])
-    options.resolve_severities(config["severities"])
+    resolve_corruptions(config["corruptions"])
+    resolve_severities(config["severities"])
     _probe(config, "ood")
 
 
@@ -97,7 +108,7 @@ def _efficiency(config: dict[str, Any], _given: dict[str, Any]) -> None:
     max_batch = DEFAULT_LIMITS.max_batch_size
     _at_most(positive_ints(config["batch_sizes"], "efficiency: 'batch_sizes'"), max_batch,
              "efficiency: 'batch_sizes' (max_batch_size)")  # fmt: skip
-    budget = Budget(**{k: config[k] for k in options.BUDGET_KEYS})  # its own type and order checks
+    budget = Budget(**{k: config[k] for k in BUDGET_KEYS})  # its own type and order checks
     for name in ("warmup_steps", "timed_steps", "max_timed_steps", "block_steps", "block_warmup_steps"):
         _at_most(getattr(budget, name), MAX_STEPS, f"efficiency: {name!r}")
     if budget.min_time_s > MAX_MIN_TIME_S:
@@ -126,17 +137,17 @@ def _detection(config: dict[str, Any], _given: dict[str, Any]) -> None:
 
 
 def _instance_segmentation(config: dict[str, Any], _given: dict[str, Any]) -> None:
-    options.check_mask_head(config)
+    check_mask_head(config)
     parse_config(config, "instance_segmentation")
 
 
 def _ood_detection(config: dict[str, Any], _given: dict[str, Any]) -> None:
-    options.check_ood_domains(config)
+    check_ood_domains(config)
     parse_config(config, "ood_detection")
 
 
 def _serving_latency(config: dict[str, Any], _given: dict[str, Any]) -> None:
-    options.serving_latency_settings(config)  # the sweep's and the scenarios' own checks (bounds included)
+    serving_latency_settings(config)  # the sweep's and the scenarios' own checks (bounds included)
 
 
 CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
