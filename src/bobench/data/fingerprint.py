@@ -1,14 +1,16 @@
 """Dataset fingerprints: a content hash that changes whenever the data, labels, split or seed change.
 
-The fingerprint is part of every run key and feature-cache key. Hashing file bytes can take a while
+The fingerprint is part of every feature-cache key (and of the checkpoint keys of the training
+protocols). Hashing file bytes can take a while
 for large folders, so datasets compute it on first access (`LazyFingerprintDataset`) and the content
 digest is cached in-process per dataset ref. For file datasets the cache entry also remembers the
 file list with each file's size and modification time, so an added or edited file invalidates it.
 Labels, classes and splits are cheap to hash and are combined afresh on every computation.
 
-Planning uses a cheaper stand-in, the reference fingerprint (`bobench.data.reference`): the same
-formula with `stat_digest` (each file's size and modification time) in place of `files_digest` (its
-bytes). Every local-file source therefore takes `content_digest` (default `files_digest`).
+Run keys use a cheaper stand-in with the same guarantees, the reference fingerprint computed while
+planning (`bobench.data.reference`): for local files the same formula with `stat_digest` (each file's
+size and modification time) in place of `files_digest` (its bytes). Every local-file source therefore
+takes `content_digest` (default `files_digest`).
 """
 
 from __future__ import annotations
