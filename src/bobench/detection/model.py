@@ -37,6 +37,7 @@ from bobench.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 
+
 def pick_levels(feature_info: list[dict]) -> tuple[list[int], bool]:
     """(feature_info indices to use, plain): the last entry of each stride >= 4, deepest four; `plain`
     when every entry has the same stride (a ViT), then only the last entry is used."""
