@@ -115,11 +115,19 @@ def dataset_identity(
     """(reference fingerprint, error). A dataset whose reference cannot be resolved (missing folder,
     unknown name, bad data) yields its error instead of aborting the plan; a path outside the data
     roots (PermissionDenied) or one beyond a limit (ResourceExhausted) refuses the whole request
-    instead. `loader(ref)` builds the datasets of sources that cannot be listed (torchvision, plugins)."""
+    instead.
+
+    Without `loader` (the scheduler) nothing is loaded. A caller that is about to run the plan (the
+    evaluator, `bob evaluate`, the local runner) passes its `loader(ref)`: the dataset is loaded
+    through it first, so its checks and limits (the evaluator's max_images_per_dataset) refuse the
+    request as before; the key still uses the reference fingerprint, so every planner agrees."""
     from bobench.data.reference import reference_fingerprint
 
     try:
-        return reference_fingerprint(entry.ref, load=loader), None
+        if loader is None:
+            return reference_fingerprint(entry.ref), None
+        dataset = loader(entry.ref)
+        return reference_fingerprint(entry.ref, load=lambda _ref: dataset), None
     except (PermissionDenied, ResourceExhausted):
         raise
     except BobenchError as exc:
@@ -160,7 +168,7 @@ def plan_battle(
 ) -> list[RunPlan]:
     """All runs of `spec`, in a stable order (backbone-major, so a backbone loads once).
 
-    `dataset_loader` builds only the datasets whose reference cannot be listed (`dataset_identity`).
+    `dataset_loader`, when given, loads each dataset before it is fingerprinted (`dataset_identity`).
     Raises InvalidArgument for an unknown backbone or protocol, or a bad protocol config: those make the
     whole spec invalid. A dataset that cannot be loaded becomes failed runs carrying the error.
     """
