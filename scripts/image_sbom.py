@@ -131,7 +131,11 @@ def resolve_extra(
         seen.add((name, extras))
         node = nodes.get(name) or nodes.setdefault(name, _node(name, pinned, cpu_torch))
         try:
-            requires = importlib.metadata.distribution(name).requires or []
+            requires = (
+                _bobench_requires()
+                if name == "bobench"
+                else importlib.metadata.distribution(name).requires or []
+            )
         except importlib.metadata.PackageNotFoundError:
             related = sorted(n for n in gpu_only if n.startswith(name + "-"))
             if name not in gpu_only:
@@ -156,6 +160,19 @@ def resolve_extra(
                 node.depends.add(dep)
             todo.append((dep, frozenset(req.extras)))
     return nodes
+
+
+def _bobench_requires() -> list[str]:
+    """bobench's requirements as pyproject.toml declares them now (the installed metadata of an
+    editable install is as old as its last `pip install`)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requires = list(project.get("dependencies", []))
+    for extra, reqs in project.get("optional-dependencies", {}).items():
+        for req in reqs:
+            spec, _, marker = req.partition(";")
+            condition = f'({marker.strip()}) and extra == "{extra}"' if marker else f'extra == "{extra}"'
+            requires.append(f"{spec.strip()}; {condition}")
+    return requires
 
 
 def _node(name: str, pinned: dict[str, str], cpu_torch: bool) -> Node:

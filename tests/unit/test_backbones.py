@@ -14,7 +14,6 @@ import bobench.store
 from bobench.backbones import (
     BACKBONES,
     BackboneSpec,
-    backbone_table,
     create_backbone,
     get_spec,
     list_specs,
@@ -23,6 +22,7 @@ from bobench.backbones import (
 )
 from bobench.backbones.sources_onnx import manual_preprocess
 from bobench.backbones.wrapper import PreprocessingWrapper
+from bobench.cli.backbones import backbone_table
 from bobench.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from bobench.hashing import sha256_file
 
@@ -38,7 +38,8 @@ def _features(loaded, n: int = 2, seed: int = 0) -> np.ndarray:
 
 def test_importing_and_listing_backbones_does_not_import_torch_timm_or_onnx():
     code = (
-        "import sys, bobench.backbones as b; rows = b.backbone_table(); b.get_spec('toy');"
+        "import sys, bobench.backbones as b; from bobench.cli.backbones import backbone_table;"
+        "rows = backbone_table(); b.get_spec('toy');"
         "print(len(rows), [m for m in ('torch', 'timm', 'onnx', 'onnxruntime', 'open_clip') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

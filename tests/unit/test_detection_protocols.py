@@ -146,7 +146,7 @@ def test_a_run_jobs_checkpoint_dir_is_the_one_the_protocol_trains_in(tmp_path, t
     """`job_checkpoints` computes the directory before the run through the protocol's own
     `run_identity`: if the two drift apart, a retried Job pod would not resume its training."""
     import bobench.detection.train as train_module
-    from bobench.battle.executors import job_checkpoints
+    from bobench.protocols import job_checkpoints
 
     class Stop(Exception):
         pass

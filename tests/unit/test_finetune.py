@@ -11,10 +11,12 @@ import torch
 from torch import nn
 
 from bobench.errors import FailedPrecondition, InvalidArgument
-from bobench.finetune import FinetuneConfig, finetune, read_status
 from bobench.finetune.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from bobench.finetune.config import FinetuneConfig
 from bobench.finetune.data import SplitTensors, train_batches
 from bobench.finetune.evaluation import evaluate_split
+from bobench.finetune.job import read_status
+from bobench.finetune.loop import finetune
 from bobench.finetune.optim import param_groups, warmup_cosine
 
 torch.set_num_threads(1)

@@ -11,8 +11,9 @@ import time
 import pytest
 import torch
 
-from bobench.finetune import finetune, read_status
 from bobench.finetune.checkpoint import LAST, load_checkpoint
+from bobench.finetune.job import read_status
+from bobench.finetune.loop import finetune
 
 torch.set_num_threads(1)
 

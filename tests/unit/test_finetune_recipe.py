@@ -11,8 +11,9 @@ import torch
 
 from bobench.bootstrap_ci import bootstrap_mean_ci
 from bobench.errors import InvalidArgument
-from bobench.finetune import FinetuneConfig, finetune
 from bobench.finetune.checkpoint import BEST, LAST, load_checkpoint
+from bobench.finetune.config import FinetuneConfig
+from bobench.finetune.loop import finetune
 from bobench.finetune.optim import scaled_lr
 
 torch.set_num_threads(1)

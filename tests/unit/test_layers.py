@@ -28,19 +28,14 @@ _MODULE_STRING = re.compile(r"^[A-Za-z_]\w*(\.\w+)+(:\w+)?$")
 # fails on an entry that matches nothing any more, so the list cannot go stale.
 TEMPORARY_ALLOWED: dict[tuple[str, str], str] = {}
 # Circles between the modules of one package that other helpers are untying.
-TEMPORARY_CIRCLES: dict[frozenset[str], str] = {
-    frozenset(
-        {"bobench.backbones._registry", "bobench.backbones.builtin", "bobench.backbones.catalog"}
-    ): "lazy",
-}
-# A circle containing one of these modules is the protocols config_checks circle ("lazy").
-TEMPORARY_CIRCLE_MEMBERS: dict[str, str] = {"bobench.protocols.config_checks": "lazy"}
+TEMPORARY_CIRCLES: dict[frozenset[str], str] = {}
+# A circle containing one of these modules is a circle another helper is untying.
+TEMPORARY_CIRCLE_MEMBERS: dict[str, str] = {}
 
 
 # Rows of bobench/_layers.py for modules that other branches of issue 11 add (name -> owner): they may
 # be absent from this tree until those branches are merged; the test fails once one is present here.
-ARRIVING: dict[str, str] = {
-}
+ARRIVING: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

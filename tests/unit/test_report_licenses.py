@@ -11,7 +11,7 @@ from bobench.analysis.licenses import UNDECLARED, used_licenses
 from bobench.backbones import get_spec, list_specs
 from bobench.backbones.builtin import efficientnet_lite0, open_nsfw
 from bobench.battle.executors.local import backbone_info
-from bobench.data.catalog import list_datasets
+from bobench.data.registry import list_datasets
 from bobench.results import RunRecord
 
 ENV = {"device": "cpu", "runtime": "torch", "threads": 2, "precision": "fp32", "versions": {"torch": "x"}}

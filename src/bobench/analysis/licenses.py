@@ -61,7 +61,7 @@ def _dataset_names(rec: Any) -> list[str]:
 
 
 def _dataset_catalog() -> dict[str, dict[str, Any]]:
-    from bobench.data.catalog import list_datasets
+    from bobench.data.registry import list_datasets
 
     return {row["name"]: row for row in list_datasets()}
 

@@ -8,7 +8,7 @@ timm model one-to-one in order (every shape is asserted and the load is strict).
 
 from __future__ import annotations
 
-from bobench.backbones._registry import register_backbone
+from bobench.backbones.registry import register_backbone
 from bobench.backbones.spec import BackboneSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -1,30 +1,29 @@
 """`create_backbone`: one factory that dispatches on `spec.source` through a registry of loaders.
 
-Loaders are registered as "module:function" strings so that registering (and listing) them imports
-nothing; torch, timm, onnx, open_clip or transformers are imported only when a backbone of that source
+Loaders are registered as `lazy("module:function")` references (`bobench.registry`) so that
+registering (and listing) them imports nothing; torch, timm, onnx, open_clip or transformers are imported only when a backbone of that source
 is created.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bobench.backbones._registry import get_spec, validate_spec
+from bobench.backbones.registry import get_spec, validate_spec
 from bobench.backbones.spec import BackboneSpec, check_digest_field
 from bobench.errors import InvalidArgument
-from bobench.registry import Registry
+from bobench.registry import Registry, lazy
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE_LOADERS: Registry[str] = Registry("backbone source")
+SOURCE_LOADERS: Registry[Callable[..., LoadedBackbone]] = Registry("backbone source")
 for _source, _target in (
     ("timm", "bobench.backbones.sources_torch:load_timm"),
     ("torchvision", "bobench.backbones.sources_torch:load_torchvision"),
@@ -37,7 +36,7 @@ for _source, _target in (
     ("torchscript", "bobench.backbones.sources_checkpoints:load_torchscript"),
     ("diffusers_sd", "bobench.backbones.sources_checkpoints:load_diffusers_sd"),
 ):
-    SOURCE_LOADERS.add(_source, _target)
+    SOURCE_LOADERS.add(_source, lazy(_target))
 
 
 @dataclass
@@ -66,8 +65,7 @@ Loader = Callable[..., LoadedBackbone]
 
 
 def _loader(source: str) -> Loader:
-    module_name, _, func = SOURCE_LOADERS.get(source).partition(":")
-    return getattr(importlib.import_module(module_name), func)
+    return SOURCE_LOADERS.get(source)
 
 
 def create_backbone(

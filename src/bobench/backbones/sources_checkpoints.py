@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from bobench.backbones._registry import hf_cache_dir
 from bobench.backbones.factory import LoadedBackbone
 from bobench.backbones.sources_torch import _finish
 from bobench.backbones.spec import BackboneSpec
 from bobench.backbones.weights import (
+    hf_cache_dir,
     load_state_dict_strict,
     read_state_dict,
     resolve_weights_file,

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bobench.backbones._registry import package_module
 from bobench.backbones.spec import BackboneSpec
 from bobench.data.roots import check_path
 from bobench.errors import InvalidArgument, NotFound, Unavailable
@@ -22,6 +23,71 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+
+def hf_cache_dir() -> Path:
+    """Where huggingface_hub keeps downloads (timm ≥0.9 pulls its weights from there too)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "huggingface"
+    )
+    return Path(home) / "hub"
+
+
+def hub_repo_id(spec: BackboneSpec) -> str | None:
+    """The Hugging Face repo that holds a hub spec's weights, when known."""
+    if "hf_hub_id" in spec.extra:
+        return str(spec.extra["hf_hub_id"])
+    if spec.source == "timm":
+        arch, _, tag = spec.model_id.partition(".")
+        return f"timm/{arch}.{tag}" if tag else f"timm/{arch}"
+    if spec.source == "hf":
+        return spec.model_id
+    return None
+
+
+def package_module(spec: BackboneSpec) -> str:
+    """Import name of the package in `weights="package:<pip-name>"` (override: extra["package_module"])."""
+    pip_name = spec.weights.removeprefix("package:")
+    return str(spec.extra.get("package_module", pip_name.replace("-", "_")))
+
+
+def weights_available(spec: BackboneSpec) -> bool:
+    """Whether `create_backbone(spec)` can get the weights without a network.
+
+    random → True; package → the package is importable; file → it exists; hub → found in the local
+    Hugging Face / torch hub cache; s3 → False (needs the artifact store). Never touches the network.
+    """
+    w = spec.weights
+    if w == "random":
+        return True
+    if w.startswith("package:"):
+        return importlib.util.find_spec(package_module(spec)) is not None
+    if w == "hub":
+        repo = hub_repo_id(spec)
+        snapshots = hf_cache_dir() / f"models--{(repo or '').replace('/', '--')}" / "snapshots"
+        if repo and snapshots.is_dir() and any(snapshots.iterdir()):
+            return True
+        ckpt = spec.extra.get("checkpoint_file")
+        torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+        return bool(ckpt) and (torch_home / "hub" / "checkpoints" / str(ckpt)).is_file()
+    if w.startswith("s3://"):
+        return False
+    return Path(w).expanduser().is_file()
+
+
+def weights_source(spec: BackboneSpec) -> str:
+    """Short label for where weights come from: random / hub / package / file / s3."""
+    w = spec.weights
+    if w in ("random", "hub"):
+        return w
+    if w.startswith("package:"):
+        return "package"
+    if w.startswith("s3://"):
+        return "s3"
+    return "file"
+
 
 PERTURB_VERSION = "perturb-v1"  # bump when `perturb_constant_tensors` changes: random digests change too
 

@@ -7,6 +7,11 @@ keys are never run twice. Runs that embed (`embeds(protocol)`) under a non-defau
 (a TensorRT plan) also hash the variant: fp16 changes the numbers. The default "onnx" is left out of
 the hash, so keys planned before the variant existed are unchanged.
 
+The dataset fingerprint in the key is the reference fingerprint (`bobench.data.reference`): declared
+for named datasets, from the file listing (sizes, mtimes) for folders, manifests and shards, from the
+object listing for S3; planning reads no image and imports no torch. The evaluator keys its feature
+cache by the content fingerprint of what it loads.
+
 A protocol registered with `seeded=False` (deterministic: kNN, linear probe, retrieval, latency) is
 planned once per split seed, i.e. once per dataset entry (the split seed is part of the dataset
 fingerprint), with the battle's first seed; its key hashes `seeded: false`, so adding battle seeds
@@ -104,12 +109,25 @@ def run_key(
     return json_digest(doc, RUN_KEY_HEX)
 
 
-def dataset_identity(entry: DatasetEntry, loader: Callable[[Any], Any]) -> tuple[str | None, str | None]:
-    """(fingerprint, error). A dataset that fails to load yields its error instead of aborting the plan;
-    a path outside the data roots (PermissionDenied) or one beyond a limit (ResourceExhausted) refuses
-    the whole request instead."""
+def dataset_identity(
+    entry: DatasetEntry, loader: Callable[[Any], Any] | None = None
+) -> tuple[str | None, str | None]:
+    """(reference fingerprint, error). A dataset whose reference cannot be resolved (missing folder,
+    unknown name, bad data) yields its error instead of aborting the plan; a path outside the data
+    roots (PermissionDenied) or one beyond a limit (ResourceExhausted) refuses the whole request
+    instead.
+
+    Without `loader` (the scheduler) nothing is loaded. A caller that is about to run the plan (the
+    evaluator, `bob evaluate`, the local runner) passes its `loader(ref)`: the dataset is loaded
+    through it first, so its checks and limits (the evaluator's max_images_per_dataset) refuse the
+    request as before; the key still uses the reference fingerprint, so every planner agrees."""
+    from bobench.data.reference import reference_fingerprint
+
     try:
-        return loader(entry.ref).fingerprint, None
+        if loader is None:
+            return reference_fingerprint(entry.ref), None
+        dataset = loader(entry.ref)
+        return reference_fingerprint(entry.ref, load=lambda _ref: dataset), None
     except (PermissionDenied, ResourceExhausted):
         raise
     except BobenchError as exc:
@@ -150,20 +168,19 @@ def plan_battle(
 ) -> list[RunPlan]:
     """All runs of `spec`, in a stable order (backbone-major, so a backbone loads once).
 
+    `dataset_loader`, when given, loads each dataset before it is fingerprinted (`dataset_identity`).
     Raises InvalidArgument for an unknown backbone or protocol, or a bad protocol config: those make the
     whole spec invalid. A dataset that cannot be loaded becomes failed runs carrying the error.
     """
     from bobench.backbones import get_spec
     from bobench.backbones.weights import with_weights_digest
-    from bobench.data import load_dataset
     from bobench.protocols import get_protocol
 
-    loader = dataset_loader or load_dataset
     register_custom_backbones(spec.custom_backbones)
     specs = {name: with_weights_digest(get_spec(name)) for name in spec.backbones}
     protocols = [(entry, get_protocol(entry.name)) for entry in spec.protocols]
     configs = [proto.resolve_config(entry.config) for entry, proto in protocols]
-    datasets = {d.name: (d, *dataset_identity(d, loader)) for d in spec.datasets}
+    datasets = {d.name: (d, *dataset_identity(d, dataset_loader)) for d in spec.datasets}
 
     plans: list[RunPlan] = []
     for bname in spec.backbones:

@@ -67,13 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bobench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"bobench.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"bobench.cli.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"bobench.cli.{name}").register(sub)
     return parser
 
 

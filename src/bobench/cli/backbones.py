@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from bobench.cli.common import print_json, table
 
@@ -22,8 +23,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bobench.backbones import backbone_table
-
     rows = backbone_table()
     if args.available:
         rows = [r for r in rows if r.get("available")]
@@ -42,8 +41,30 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from bobench.backbones import get_spec, weights_available
+    from bobench.backbones import get_spec
+    from bobench.backbones.weights import weights_available
 
     spec = get_spec(args.name)
     print_json({**spec.to_dict(), "available": weights_available(spec), "digest": spec.digest()})
     return 0
+
+
+def backbone_table() -> list[dict[str, Any]]:
+    """One row per backbone for `bob backbones list` (params and embed dim as declared; None if unknown)."""
+    from bobench.backbones import list_specs
+    from bobench.backbones.weights import weights_available, weights_source
+
+    return [
+        {
+            "name": s.name,
+            "family": s.family,
+            "method": s.pretraining_method,
+            "data": s.pretraining_data,
+            "params": s.num_params,
+            "input_size": s.input_size,
+            "embed_dim": s.embed_dim,
+            "weights": weights_source(s),
+            "available": weights_available(s),
+        }
+        for s in list_specs()
+    ]

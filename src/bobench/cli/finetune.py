@@ -50,7 +50,8 @@ def _raise_on_sigterm(signum: int, frame: object) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from bobench.cli.common import settings_from
-    from bobench.finetune import FinetuneConfig, load_config_file, run_job
+    from bobench.finetune.config import FinetuneConfig, load_config_file
+    from bobench.finetune.job import run_job
 
     settings = settings_from(args)  # also configures the data context: the dataset may be an s3:// ref
     base = FinetuneConfig.from_dict(

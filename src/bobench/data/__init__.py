@@ -12,7 +12,9 @@ splits, content fingerprints, and ImageNet-C corruptions (`bobench.data.corrupti
 from __future__ import annotations
 
 from bobench.data.base import Dataset, fingerprint_arrays
-from bobench.data.catalog import (
+from bobench.data.context import configure
+from bobench.data.fingerprint import clear_fingerprint_cache
+from bobench.data.registry import (
     DATASETS,
     SOURCES,
     RegisteredDataset,
@@ -23,8 +25,6 @@ from bobench.data.catalog import (
     register_dataset,
     register_source,
 )
-from bobench.data.context import configure
-from bobench.data.fingerprint import clear_fingerprint_cache
 from bobench.data.splits import DEFAULT_FRACTIONS, stratified_split
 from bobench.data.validate import validate_dataset
 

@@ -24,7 +24,7 @@ from PIL import Image
 from bobench.data import bundled_more  # noqa: F401  (registers fashion_mnist and the emoji sets)
 from bobench.data.arrays import array_dataset
 from bobench.data.base import Dataset
-from bobench.data.catalog import register_dataset
+from bobench.data.registry import register_dataset
 from bobench.data.splits import stratified_split
 from bobench.errors import InvalidArgument, Unavailable
 

@@ -41,8 +41,8 @@ from PIL import Image
 from bobench.config import Settings
 from bobench.data.arrays import array_dataset
 from bobench.data.base import Dataset
-from bobench.data.catalog import register_dataset
 from bobench.data.context import data_settings
+from bobench.data.registry import register_dataset
 from bobench.data.splits import stratified_split
 from bobench.errors import FailedPrecondition, InvalidArgument, Unavailable
 from bobench.stage_timer import timed

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from bobench.data.catalog import check_ref_keys, register_source
 from bobench.data.detection import (
     DetectionDataset,
     DetectionTarget,
@@ -32,8 +31,9 @@ from bobench.data.detection import (
     detection_fingerprint,
     split_images,
 )
-from bobench.data.fingerprint import files_digest
+from bobench.data.fingerprint import ContentDigest, files_digest
 from bobench.data.images import decode_image_file
+from bobench.data.registry import check_ref_keys, register_source
 from bobench.data.roots import check_path
 from bobench.errors import InvalidArgument
 
@@ -183,6 +183,7 @@ def load_coco(
     name: str | None = None,
     fractions: dict[str, float] | None = None,
     split: str | None = None,
+    content_digest: ContentDigest = files_digest,
 ) -> DetectionDataset:
     """A DetectionDataset from a COCO instances file (see the module docstring for the rules)."""
     image_dir, ann_path = Path(images).expanduser(), Path(annotations).expanduser()
@@ -207,7 +208,7 @@ def load_coco(
         check_path(path, f"{where}: image {row['id']}")
     n = len(rows)
     splits = {split: np.arange(n)} if split else split_images(n, seed, fractions)
-    content = files_digest([str(ann_path), *paths])
+    content = content_digest([str(ann_path), *paths])
     return detection_dataset(
         name=name or ann_path.stem,
         classes=classes,
@@ -223,7 +224,7 @@ def load_coco(
 
 
 @register_source("coco")
-def coco(ref: dict, *, seed: int = 0) -> DetectionDataset:
+def coco(ref: dict, *, seed: int = 0, content_digest: ContentDigest = files_digest) -> DetectionDataset:
     """`{type: coco, images: DIR, annotations: FILE, name?, splits?: {train: .6, ...}, split?: NAME}`."""
     check_ref_keys(
         ref, {"images", "annotations", "name", "splits", "split"}, "coco", required=("images", "annotations")
@@ -232,5 +233,5 @@ def coco(ref: dict, *, seed: int = 0) -> DetectionDataset:
         raise InvalidArgument("coco: give 'splits' (fractions) or 'split' (one name), not both")
     return load_coco(
         ref["images"], ref["annotations"], seed=seed, name=ref.get("name"),
-        fractions=ref.get("splits"), split=ref.get("split"),
+        fractions=ref.get("splits"), split=ref.get("split"), content_digest=content_digest,
     )  # fmt: skip

@@ -37,7 +37,6 @@ import numpy as np
 from PIL import Image
 
 from bobench.config import Settings
-from bobench.data.catalog import register_dataset
 from bobench.data.context import data_settings
 from bobench.data.detection import (
     DetectionDataset,
@@ -48,6 +47,7 @@ from bobench.data.detection import (
     split_images,
 )
 from bobench.data.fingerprint import file_digest
+from bobench.data.registry import register_dataset
 from bobench.data.voc import parse_voc_xml
 from bobench.errors import FailedPrecondition, InvalidArgument, Unavailable
 

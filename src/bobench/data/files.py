@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from bobench.data.base import Dataset
-from bobench.data.catalog import check_ref_keys, register_source
-from bobench.data.fingerprint import LazyFingerprintDataset, file_fingerprint_fn
+from bobench.data.fingerprint import ContentDigest, LazyFingerprintDataset, file_fingerprint_fn, files_digest
 from bobench.data.images import IMAGE_EXTENSIONS, decode_image_file
 from bobench.data.layouts import manifest_layout, tree_layout
+from bobench.data.registry import check_ref_keys, register_source
 from bobench.data.relevance import manifest_relevance
 from bobench.data.roots import check_path, is_restricted
 from bobench.data.splits import KNOWN_SPLITS, RETRIEVAL_SPLITS
@@ -88,9 +88,12 @@ def _file_dataset(
     seed: int,
     cache_key: str,
     meta: dict,
+    content_digest: ContentDigest = files_digest,
 ) -> Dataset:
     task = "retrieval" if set(splits) <= set(RETRIEVAL_SPLITS) else "classification"
-    fingerprint_fn = file_fingerprint_fn((cache_key, seed), paths, classes, labels, splits, seed)
+    fingerprint_fn = file_fingerprint_fn(
+        (cache_key, seed), paths, classes, labels, splits, seed, content_digest=content_digest
+    )
     if meta.get("relevance") is not None:  # per-query ground truth is part of what the dataset is
         fingerprint_fn = _with_relevance(fingerprint_fn, meta["relevance"])
     return LazyFingerprintDataset(
@@ -119,12 +122,13 @@ def _cache_key(ref: dict, path: Path) -> str:
 
 
 @register_source("imagefolder")
-def imagefolder(ref: dict, *, seed: int = 0) -> Dataset:
+def imagefolder(ref: dict, *, seed: int = 0, content_digest: ContentDigest = files_digest) -> Dataset:
     """ImageFolder dataset from `ref = {"type": "imagefolder", "path": DIR, "splits"?: {...}, "name"?: str}`.
 
     `path` may be an `s3://bucket/prefix` (see `bobench.data.s3_source`). Raises InvalidArgument naming
     the path for a missing directory, zero classes, or an empty class, and when `splits` fractions are
-    given for a tree that is already split on disk.
+    given for a tree that is already split on disk. `content_digest` hashes the local files for the
+    fingerprint (`bobench.data.fingerprint`).
     """
     check_ref_keys(ref, {"path", "splits", "name"}, "imagefolder")
     if "path" not in ref:
@@ -147,6 +151,7 @@ def imagefolder(ref: dict, *, seed: int = 0) -> Dataset:
         splits=splits,
         seed=seed,
         cache_key=_cache_key(ref, root),
+        content_digest=content_digest,
         meta={
             "source": "imagefolder",
             "path": str(root),
@@ -156,7 +161,7 @@ def imagefolder(ref: dict, *, seed: int = 0) -> Dataset:
 
 
 @register_source("manifest")
-def manifest(ref: dict, *, seed: int = 0) -> Dataset:
+def manifest(ref: dict, *, seed: int = 0, content_digest: ContentDigest = files_digest) -> Dataset:
     """Dataset from a CSV manifest `ref = {"type": "manifest", "path": X.csv, "classes"?: [...],
     "splits"?: {...}, "name"?: str}`.
 
@@ -200,5 +205,6 @@ def manifest(ref: dict, *, seed: int = 0) -> Dataset:
         splits=splits,
         seed=seed,
         cache_key=_cache_key(ref, csv_path),
+        content_digest=content_digest,
         meta={"source": "manifest", "path": str(csv_path), "relevance": relevance},
     )

@@ -1,10 +1,16 @@
 """Dataset fingerprints: a content hash that changes whenever the data, labels, split or seed change.
 
-The fingerprint is part of every run key and feature-cache key. Hashing file bytes can take a while
+The fingerprint is part of every feature-cache key (and of the checkpoint keys of the training
+protocols). Hashing file bytes can take a while
 for large folders, so datasets compute it on first access (`LazyFingerprintDataset`) and the content
 digest is cached in-process per dataset ref. For file datasets the cache entry also remembers the
 file list with each file's size and modification time, so an added or edited file invalidates it.
 Labels, classes and splits are cheap to hash and are combined afresh on every computation.
+
+Run keys use a cheaper stand-in with the same guarantees, the reference fingerprint computed while
+planning (`bobench.data.reference`): for local files the same formula with `stat_digest` (each file's
+size and modification time) in place of `files_digest` (its bytes). Every local-file source therefore
+takes `content_digest` (default `files_digest`).
 """
 
 from __future__ import annotations
@@ -107,6 +113,19 @@ def files_digest(paths: Sequence[str]) -> str:
     return h.hexdigest()
 
 
+ContentDigest = Callable[[Sequence[str]], str]  # paths -> digest of what they hold
+
+
+def stat_digest(paths: Sequence[str]) -> str:
+    """sha256 over each file's (size, mtime_ns), in item order: reads no file bytes. Editing, replacing
+    or truncating a file changes it; like `files_digest`, file names do not enter. A missing file is an
+    InvalidArgument naming it."""
+    h = hashlib.sha256(b"stat-v1")
+    for size, mtime_ns, _inode in stat_signature(paths):
+        h.update(f"{size}:{mtime_ns};".encode())
+    return h.hexdigest()
+
+
 def stat_signature(paths: Sequence[str]) -> tuple[tuple[int, int, int], ...]:
     """(size, mtime_ns, inode) of each file: cheap evidence that no file changed since it was hashed
     (the make/rsync heuristic; `clear_fingerprint_cache` forces a rehash)."""
@@ -162,10 +181,14 @@ def file_fingerprint_fn(
     labels: np.ndarray,
     splits: dict[str, np.ndarray],
     seed: int,
+    content_digest: ContentDigest = files_digest,
 ) -> Callable[[], str]:
-    """A fingerprint function for file datasets: hashes file bytes, revalidated by size and mtime."""
+    """A fingerprint function for file datasets: hashes file bytes (cached, revalidated by size and
+    mtime), or whatever `content_digest` computes (uncached: the stand-ins are cheap)."""
 
     def fingerprint() -> str:
+        if content_digest is not files_digest:
+            return combine_fingerprint(content_digest(paths), classes, labels, splits, seed)
         token = (tuple(paths), stat_signature(paths))
         content = cached_digest(cache_key, lambda: files_digest(paths), token=token)
         return combine_fingerprint(content, classes, labels, splits, seed)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from bobench.data.base import Dataset
-from bobench.data.catalog import check_ref_keys, register_source
 from bobench.data.fingerprint import LazyFingerprintDataset, arrays_digest, cached_digest, combine_fingerprint
+from bobench.data.registry import check_ref_keys, register_source
 from bobench.data.roots import check_path
 from bobench.data.splits import stratified_split
 from bobench.errors import InvalidArgument, Unavailable

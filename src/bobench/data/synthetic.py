@@ -10,7 +10,7 @@ import numpy as np
 
 from bobench.data.arrays import array_dataset
 from bobench.data.base import Dataset
-from bobench.data.catalog import register_dataset
+from bobench.data.registry import register_dataset
 from bobench.data.splits import stratified_split
 from bobench.errors import InvalidArgument
 

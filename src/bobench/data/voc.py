@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bobench.data.catalog import check_ref_keys, register_source
 from bobench.data.coco import SizedImageLoader
 from bobench.data.detection import (
     DetectionDataset,
@@ -29,7 +28,8 @@ from bobench.data.detection import (
     detection_fingerprint,
     split_images,
 )
-from bobench.data.fingerprint import files_digest
+from bobench.data.fingerprint import ContentDigest, files_digest
+from bobench.data.registry import check_ref_keys, register_source
 from bobench.data.roots import check_path
 from bobench.errors import InvalidArgument
 
@@ -105,6 +105,7 @@ def load_voc(
     name: str | None = None,
     classes: list[str] | None = None,
     fractions: dict[str, float] | None = None,
+    content_digest: ContentDigest = files_digest,
 ) -> DetectionDataset:
     """A DetectionDataset from a folder of VOC XML files (sorted by file name)."""
     image_dir, ann_dir = Path(images).expanduser(), Path(annotations).expanduser()
@@ -125,7 +126,7 @@ def load_voc(
         check_path(path, f"voc annotation {xml}: <filename>")
     sizes = [r.size for r in records]
     splits = split_images(len(records), seed, fractions)
-    content = files_digest([*map(str, files), *paths])
+    content = content_digest([*map(str, files), *paths])
     return detection_dataset(
         name=name or ann_dir.resolve().name, classes=names, targets=targets, sizes=sizes, splits=splits,
         load=SizedImageLoader(paths, sizes, f"voc annotations {ann_dir}"),
@@ -135,7 +136,7 @@ def load_voc(
 
 
 @register_source("voc")
-def voc(ref: dict, *, seed: int = 0) -> DetectionDataset:
+def voc(ref: dict, *, seed: int = 0, content_digest: ContentDigest = files_digest) -> DetectionDataset:
     """`{type: voc, images: DIR, annotations: DIR, classes?: [...], name?, splits?: {...}}`."""
     check_ref_keys(
         ref, {"images", "annotations", "classes", "name", "splits"}, "voc", required=("images", "annotations")
@@ -147,5 +148,5 @@ def voc(ref: dict, *, seed: int = 0) -> DetectionDataset:
         raise InvalidArgument("voc: 'classes' must be a list of names")
     return load_voc(
         ref["images"], ref["annotations"], seed=seed, name=ref.get("name"), classes=classes,
-        fractions=ref.get("splits"),
+        fractions=ref.get("splits"), content_digest=content_digest,
     )  # fmt: skip

@@ -38,15 +38,16 @@ import numpy as np
 
 from bobench.config import Settings
 from bobench.data.base import Dataset, fingerprint_arrays
-from bobench.data.catalog import check_ref_keys, register_source
 from bobench.data.fingerprint import (
     FINGERPRINT_VERSION,
+    ContentDigest,
     LazyFingerprintDataset,
     cached_digest,
     files_digest,
     stat_signature,
 )
 from bobench.data.images import decode_image_file
+from bobench.data.registry import check_ref_keys, register_source
 from bobench.data.shards import Shard, local_shards, s3_shards, shard_split
 from bobench.data.splits import KNOWN_SPLITS, RETRIEVAL_SPLITS, check_fractions, stratified_split
 from bobench.errors import InvalidArgument
@@ -259,9 +260,11 @@ class ShardDataset(LazyFingerprintDataset):
         super().__init__(classes=[], labels=np.zeros(0, np.int64), splits={}, load=index, **fields)
 
 
-def _content_digest(shards: list[Shard], classes_file: object) -> str:
+def _content_digest(shards: list[Shard], classes_file: object, content_digest: ContentDigest) -> str:
     if all(s.local is not None for s in shards):
         paths = [s.local for s in shards] + ([str(classes_file)] if classes_file is not None else [])
+        if content_digest is not files_digest:
+            return content_digest(paths)
         return cached_digest(("webdataset", tuple(paths)), lambda: files_digest(paths), stat_signature(paths))
     from bobench.data.s3_source import objects_digest
 
@@ -270,8 +273,9 @@ def _content_digest(shards: list[Shard], classes_file: object) -> str:
 
 
 @register_source("webdataset")
-def webdataset(ref: dict, *, seed: int = 0) -> Dataset:
-    """The dataset of the shards `ref["path"]` names; see the module docstring for the convention."""
+def webdataset(ref: dict, *, seed: int = 0, content_digest: ContentDigest = files_digest) -> Dataset:
+    """The dataset of the shards `ref["path"]` names; see the module docstring for the convention.
+    `content_digest` hashes local shards for the fingerprint (`bobench.data.fingerprint`)."""
     check_ref_keys(ref, {"path", "classes", "splits", "name"}, "webdataset")
     if "path" not in ref:
         raise InvalidArgument("webdataset: missing 'path'")
@@ -292,7 +296,7 @@ def webdataset(ref: dict, *, seed: int = 0) -> Dataset:
     options = {k: ref[k] for k in ("classes", "splits") if k in ref}
 
     def fingerprint() -> str:
-        content = _content_digest(shards, classes_file)
+        content = _content_digest(shards, classes_file, content_digest)
         return fingerprint_arrays(
             FINGERPRINT_VERSION,
             "webdataset",

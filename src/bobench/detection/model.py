@@ -28,30 +28,14 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from bobench.detection.config import HEADS, REGIMES, DetectorConfig
 from bobench.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
-
-REGIMES = ("finetune", "frozen", "random")
-HEADS = ("faster_rcnn", "mask_rcnn", "retinanet", "fcos")
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    """Architecture choices (the protocol config's model part)."""
-
-    head: str = "faster_rcnn"
-    regime: str = "finetune"
-    fpn_channels: int = 256
-    min_size: int = 512
-    max_size: int = 800
-    anchor_scale: float = 8.0
-    detections_per_image: int = 100
 
 
 def pick_levels(feature_info: list[dict]) -> tuple[list[int], bool]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from bobench.data.detection import DetectionDataset
+from bobench.detection.config import TrainConfig
 from bobench.detection.metrics import ImageDetections, coco_metrics
 from bobench.errors import InvalidArgument
 from bobench.finetune.checkpoint import check_identity, load_checkpoint, save_checkpoint, write_json_atomic
@@ -39,21 +40,6 @@ log = logging.getLogger(__name__)
 LAST, BEST = "last.pt", "best.pt"
 REFERENCE_BATCH = 16
 ProgressFn = Callable[[int, int, str], None]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The protocol config's training part."""
-
-    epochs: int = 12
-    batch_size: int = 2
-    lr: float = 2e-4  # at a batch of REFERENCE_BATCH images; scaled linearly with batch_size
-    weight_decay: float = 0.05
-    warmup_steps: int = 50
-    schedule: str = "cosine"  # "cosine" | "step"
-    hflip: bool = True
-    vflip: bool = False
-    device: str = "cpu"
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:

@@ -22,39 +22,30 @@ from collections.abc import Callable
 from typing import Any
 
 from bobench.embed.base import Embedder
-from bobench.registry import Registry
+from bobench.registry import Registry, lazy
 
-# factory(backbone_name_or_spec, **options) -> Embedder
+# factory(backbone_name_or_spec, **options) -> Embedder. The built-in runtimes are lazy "module:function"
+# entries (bobench.registry.lazy): listing them (`runtime_names`) imports no runtime, and building one
+# imports only its own module.
 EMBEDDERS: Registry[Callable[..., Embedder]] = Registry("embedder runtime")
-# The built-in runtimes, registered by their modules when first used (so listing imports no runtime).
+for _runtime, _factory in (
+    ("onnxruntime", "bobench.embed.onnx_embedder:make_ort_embedder"),
+    ("torch", "bobench.embed.torch_embedder:make_torch_embedder"),
+    ("triton", "bobench.embed.triton_embedder:make_triton_embedder"),
+):
+    EMBEDDERS.add(_runtime, lazy(_factory))
 BUILTIN_RUNTIMES = ("onnxruntime", "torch", "triton")
 
 
 def runtime_names() -> tuple[str, ...]:
     """Every runtime `--embedder` / the `embedder` setting may name: the built-in ones and those a
     plugin registered in EMBEDDERS (call it after `bobench.plugins.load_plugins`)."""
-    return tuple(sorted({*BUILTIN_RUNTIMES, *EMBEDDERS}))
+    return tuple(EMBEDDERS)
 
 
 def make_embedder(runtime: str, backbone: Any, **options: Any) -> Embedder:
     """Build an embedder of `runtime` (one of `runtime_names()`) for `backbone`."""
-    _load_builtin_runtimes()
     return EMBEDDERS.get(runtime)(backbone, **options)
-
-
-def _load_builtin_runtimes() -> None:
-    import importlib
-
-    for module in (
-        "bobench.embed.torch_embedder",
-        "bobench.embed.onnx_embedder",
-        "bobench.embed.triton_embedder",
-    ):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:  # a runtime whose module is absent stays unregistered
-            if exc.name != module:
-                raise
 
 
 __all__ = ["BUILTIN_RUNTIMES", "EMBEDDERS", "Embedder", "make_embedder", "runtime_names"]

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from bobench.backbones import BackboneSpec, LoadedBackbone, create_backbone
-from bobench.embed import EMBEDDERS
 from bobench.embed.base import Embedder
 from bobench.errors import InvalidArgument
 from bobench.stage_timer import add_count, stage
@@ -91,6 +90,5 @@ class OrtEmbedder(Embedder):
         self.session = None
 
 
-@EMBEDDERS.register("onnxruntime")
 def make_ort_embedder(backbone: str | BackboneSpec | LoadedBackbone, **options) -> OrtEmbedder:
     return OrtEmbedder(backbone, **options)

@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 from bobench.backbones import BackboneSpec, LoadedBackbone, create_backbone
-from bobench.embed import EMBEDDERS
 from bobench.embed.base import Embedder
 from bobench.errors import FailedPrecondition
 
@@ -60,6 +59,5 @@ class TorchEmbedder(Embedder):
         }
 
 
-@EMBEDDERS.register("torch")
 def make_torch_embedder(backbone: str | BackboneSpec | LoadedBackbone, **options) -> TorchEmbedder:
     return TorchEmbedder(backbone, **options)

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 from bobench.backbones.spec import BackboneSpec
-from bobench.embed import EMBEDDERS
 from bobench.embed.base import Embedder
 from bobench.errors import BobenchError, InvalidArgument, NotFound, Unavailable
 from bobench.tensors import INPUT_NAME, OUTPUT_NAME
@@ -419,7 +418,7 @@ def _numpy_to_triton(dtype: np.dtype) -> str:
     return np_to_triton_dtype(np.dtype(dtype))
 
 
-def _factory(
+def make_triton_embedder(
     backbone: BackboneSpec | str,
     url: str = "127.0.0.1:8001",
     model_name: str | None = None,
@@ -448,6 +447,3 @@ def _factory(
         retry_window_s=retry_window_s,
         service_key=service_key,
     )
-
-
-EMBEDDERS.add("triton", _factory)

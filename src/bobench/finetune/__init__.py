@@ -1,12 +1,10 @@
 """End-to-end fine-tuning (backbone + linear head): the library call behind the `finetune` protocol,
 `bob finetune` and the Kubernetes fine-tune Job.
 
-    from bobench.finetune import finetune
+    from bobench.finetune.loop import finetune
     metrics = finetune("toy", "toy", "runs/ft", {"epochs": 3}, seed=0)
+
+The package imports nothing itself: `bobench.finetune.config` (the recipe and its checks) stays
+torch-free, so the scheduler checks a fine-tune config at plan time without torch; `loop` and `job`
+import torch.
 """
-
-from bobench.finetune.config import FinetuneConfig, load_config_file
-from bobench.finetune.job import read_status, run_job
-from bobench.finetune.loop import Classifier, finetune
-
-__all__ = ["Classifier", "FinetuneConfig", "finetune", "load_config_file", "read_status", "run_job"]

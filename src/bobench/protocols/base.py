@@ -1,4 +1,6 @@
-"""The protocol contract: one module per protocol, each registering a `Protocol` by name.
+"""The protocol contract: one module per protocol with the same `evaluate`, described by a `Protocol`
+registered by name in PROTOCOLS (the built-ins in the torch-free `bobench.protocols.builtin`, with
+`evaluate` a lazy "module:function" reference, so metadata and config checks never import torch).
 
 A protocol's `evaluate(ctx, config, seed)` returns a flat dict of metric name -> float (or None when a
 figure cannot be computed; never a made-up 0). It reads features through `ctx` so that every protocol
@@ -62,19 +64,22 @@ class Protocol:
     protocol may return (a metric not listed is descriptive and is not ranked). `seeded` says whether
     the run seed changes the result: an unseeded (deterministic) protocol runs once per split seed
     (dataset), not once per battle seed, and its records say `seeded: false` so analysis never counts
-    its runs as seeds. The safe default is seeded.
+    its runs as seeds. The safe default is seeded. `job_checkpoint_dir` ("module:function(cache_dir,
+    spec, dataset, config, seed) -> Path") marks a protocol that trains: its runs go to Kubernetes Jobs
+    by default (`battle.k8s_jobs.JOB_PROTOCOLS`) and resume from that directory.
     """
 
     name: str
     version: str
     task: str
-    evaluate: Callable[[RunContext, dict[str, Any], int], Metrics]
+    evaluate: Callable[[RunContext, dict[str, Any], int], Metrics]  # built-ins: bobench.registry.lazy
     defaults: dict[str, Any] = field(default_factory=dict)
     primary_metric: str = "top1"
     higher_is_better: dict[str, bool] = field(default_factory=dict)
     description: str = ""
     needs_features: bool = True
     seeded: bool = True
+    job_checkpoint_dir: str | None = None
 
     def resolve_config(self, config: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with `config`, range-checked (`bobench.protocols.config_checks`) so a bad
@@ -95,15 +100,16 @@ class Protocol:
         return resolved
 
 
-PROTOCOLS: Registry[Protocol] = Registry("protocol", "bob protocols list")
+PROTOCOLS: Registry[Protocol] = Registry(
+    "protocol", "bob protocols list", builtins=("bobench.protocols.builtin",)
+)
 
 
 def register_protocol(protocol: Protocol) -> Protocol:
+    """Register a protocol (plugins, tests); AlreadyExists for a taken name."""
     return PROTOCOLS.add(protocol.name, protocol)
 
 
 def get_protocol(name: str) -> Protocol:
-    """Look up a protocol, importing the built-in modules first."""
-    import bobench.protocols  # noqa: F401  (registers the built-ins)
-
+    """The registered protocol (the built-ins load on first lookup); InvalidArgument with close matches."""
     return PROTOCOLS.get(name)

@@ -2,7 +2,9 @@
 so a bad value is refused while the run is planned — before the evaluator loads a dataset or embeds
 an image — instead of hanging or failing deep inside a fit.
 
-Each check reuses the protocol's own parsing (so plan-time and run-time agree) and adds upper bounds
+Each check reuses the protocol's own parsing (`bobench.protocols.options`, the torch-free config
+modules of fine-tuning and detection: so plan-time and run-time agree, and the scheduler needs no
+torch) and adds upper bounds
 that keep one run finite (a kNN k, a solver's `max_iter`, efficiency's step counts). Raises
 InvalidArgument naming the protocol and the key. `check_config(name, resolved, given)` is the one
 entry; a protocol without an entry here has only the generic checks of `resolve_config`.
@@ -13,7 +15,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bobench.detection.config import parse_config
 from bobench.errors import InvalidArgument
+from bobench.finetune.config import FinetuneConfig
+from bobench.protocols.latency import Budget
+from bobench.protocols.metrics import positive_float, positive_ints
+from bobench.protocols.options import (
+    BUDGET_KEYS,
+    check_mask_head,
+    check_ood_domains,
+    fewshot_options,
+    query_variants,
+    resolve_corruptions,
+    resolve_grid,
+    resolve_severities,
+    serving_latency_settings,
+    solver_options,
+)
 from bobench.safe_parse import DEFAULT_LIMITS
 
 MAX_K = 10_000  # kNN / retrieval cut-offs and few-shot shot counts
@@ -46,19 +64,15 @@ def _names(value: Any, where: str) -> None:
 
 def _probe(config: dict[str, Any], where: str) -> None:
     """C grid and solver options shared by linear_probe, fewshot and ood."""
-    from bobench.protocols.linear_probe import resolve_grid, solver_options
-
     if len(resolve_grid(config, where)) > MAX_GRID_VALUES:
         raise InvalidArgument(f"{where}: 'grid' holds more than {MAX_GRID_VALUES} C values")
-    options = solver_options(config, where)
-    _at_most(options["max_iter"], MAX_SOLVER_ITER, f"{where}: 'max_iter'")
-    if not options["tol"] < 1:
-        raise InvalidArgument(f"{where}: 'tol' must be < 1, got {options['tol']!r}")
+    solver = solver_options(config, where)
+    _at_most(solver["max_iter"], MAX_SOLVER_ITER, f"{where}: 'max_iter'")
+    if not solver["tol"] < 1:
+        raise InvalidArgument(f"{where}: 'tol' must be < 1, got {solver['tol']!r}")
 
 
 def _knn(config: dict[str, Any], _given: dict[str, Any]) -> None:
-    from bobench.protocols.metrics import positive_float, positive_ints
-
     _at_most(positive_ints(config["ks"], "knn: 'ks'"), MAX_K, "knn: 'ks'")
     positive_float(config["temperature"], "knn: 'temperature'")
     _names(config["bank_splits"], "knn: 'bank_splits'")
@@ -70,9 +84,7 @@ def _linear_probe(config: dict[str, Any], _given: dict[str, Any]) -> None:
 
 
 def _fewshot(config: dict[str, Any], _given: dict[str, Any]) -> None:
-    from bobench.protocols.fewshot import _options
-
-    shots, draws, _selection, folds = _options(config)
+    shots, draws, _selection, folds = fewshot_options(config)
     _at_most(shots, MAX_K, "fewshot: 'shots'")
     _at_most(draws, MAX_DRAWS, "fewshot: 'seeds'")
     _at_most(folds, MAX_FOLDS, "fewshot: 'cv_folds'")
@@ -80,28 +92,19 @@ def _fewshot(config: dict[str, Any], _given: dict[str, Any]) -> None:
 
 
 def _retrieval(config: dict[str, Any], _given: dict[str, Any]) -> None:
-    from bobench.protocols.metrics import positive_ints
-    from bobench.protocols.retrieval import _variants
-
     _at_most(positive_ints(config["ks"], "retrieval: 'ks'"), MAX_K, "retrieval: 'ks'")
-    _variants(config["query_variant"])
+    query_variants(config["query_variant"])
     _names(config["query_split"], "retrieval: 'query_split'")
     _names(config["gallery_split"], "retrieval: 'gallery_split'")
 
 
 def _ood(config: dict[str, Any], _given: dict[str, Any]) -> None:
-    from bobench.protocols.ood import resolve_corruptions, resolve_severities
-
     resolve_corruptions(config["corruptions"])
     resolve_severities(config["severities"])
     _probe(config, "ood")
 
 
 def _efficiency(config: dict[str, Any], _given: dict[str, Any]) -> None:
-    from bobench.protocols.efficiency import BUDGET_KEYS
-    from bobench.protocols.latency import Budget
-    from bobench.protocols.metrics import positive_ints
-
     max_batch = DEFAULT_LIMITS.max_batch_size
     _at_most(positive_ints(config["batch_sizes"], "efficiency: 'batch_sizes'"), max_batch,
              "efficiency: 'batch_sizes' (max_batch_size)")  # fmt: skip
@@ -117,8 +120,6 @@ def _efficiency(config: dict[str, Any], _given: dict[str, Any]) -> None:
 
 
 def _finetune(_config: dict[str, Any], given: dict[str, Any]) -> None:
-    from bobench.finetune.config import FinetuneConfig
-
     recipe = FinetuneConfig.from_dict(given, "finetune protocol config")  # the recipe's own checks
     _int_in(recipe.epochs, 1, MAX_EPOCHS, "finetune: 'epochs'")
     for name in ("batch_size", "eval_batch_size"):
@@ -132,31 +133,21 @@ def _finetune(_config: dict[str, Any], given: dict[str, Any]) -> None:
 
 
 def _detection(config: dict[str, Any], _given: dict[str, Any]) -> None:
-    from bobench.detection.run import parse_config
-
     parse_config(config, "detection")  # the run's own checks: every range, choice and flag
 
 
 def _instance_segmentation(config: dict[str, Any], _given: dict[str, Any]) -> None:
-    from bobench.detection.run import parse_config
-    from bobench.protocols.instance_segmentation import check_head
-
-    check_head(config)
+    check_mask_head(config)
     parse_config(config, "instance_segmentation")
 
 
 def _ood_detection(config: dict[str, Any], _given: dict[str, Any]) -> None:
-    from bobench.detection.run import parse_config
-    from bobench.protocols.ood_detection import check_domains
-
-    check_domains(config)
+    check_ood_domains(config)
     parse_config(config, "ood_detection")
 
 
 def _serving_latency(config: dict[str, Any], _given: dict[str, Any]) -> None:
-    from bobench.protocols.serving_latency import _check_config
-
-    _check_config(config)  # the sweep's and the scenarios' own checks (bounds included)
+    serving_latency_settings(config)  # the sweep's and the scenarios' own checks (bounds included)
 
 
 CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {

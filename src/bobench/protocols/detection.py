@@ -18,34 +18,16 @@ from __future__ import annotations
 from typing import Any
 
 from bobench.data.detection import require_detection
-from bobench.detection.run import DEFAULTS, run_detection
-from bobench.protocols.base import Protocol, RunContext, register_protocol
-
-HIGHER_IS_BETTER = {m: True for m in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "val_AP")}
+from bobench.detection.run import run_detection
+from bobench.protocols.base import RunContext, get_protocol
 
 
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train and score a detector; InvalidArgument for a non-detection dataset or a bad config,
     FailedPrecondition for a backbone without a torch module."""
     ds = require_detection(ctx.dataset, "detection")
-    config = PROTOCOL.resolve_config(config)
+    config = get_protocol("detection").resolve_config(config)
     return run_detection(
         ctx, ds, config, seed, protocol="detection", train=ds.split("train").tolist(),
         val=ds.split("val").tolist(), tests={"": (ds, ds.split("test").tolist())},
     )  # fmt: skip
-
-
-PROTOCOL = register_protocol(
-    Protocol(
-        name="detection",
-        version="1",
-        task="detection",
-        evaluate=evaluate,
-        defaults=dict(DEFAULTS),
-        primary_metric="AP",
-        higher_is_better=HIGHER_IS_BETTER,
-        description="Object detection: the backbone under torchvision Faster R-CNN + FPN (RetinaNet/FCOS "
-        "selectable), regime finetune/frozen/random; test COCO box AP of the best-val epoch with a bootstrap CI.",
-        needs_features=False,
-    )
-)

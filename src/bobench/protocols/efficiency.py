@@ -54,7 +54,7 @@ import numpy as np
 
 from bobench.embed.base import unwrap
 from bobench.errors import FailedPrecondition
-from bobench.protocols.base import Protocol, RunContext, register_protocol
+from bobench.protocols.base import RunContext, get_protocol
 from bobench.protocols.latency import (
     Budget,
     StepCheck,
@@ -71,19 +71,12 @@ from bobench.protocols.memory import (
     reset_peak_rss,
 )
 from bobench.protocols.metrics import positive_ints
+from bobench.protocols.options import BUDGET_KEYS
 from bobench.threads import resolve_threads
 
 log = logging.getLogger(__name__)
 
 FLOPS_COUNTER = "torch.utils.flop_counter.FlopCounterMode"
-BUDGET_KEYS = (
-    "warmup_steps",
-    "timed_steps",
-    "min_time_s",
-    "max_timed_steps",
-    "block_steps",
-    "block_warmup_steps",
-)
 
 
 def count_flops(module: Any, input_size: int) -> int | None:
@@ -182,7 +175,7 @@ _HANDED: dict[str, HandedLatency] = {}
 
 def handoff_key(spec_digest: str, config: dict[str, Any] | None, seed: int) -> str:
     """Which run a handed measurement belongs to: backbone digest, resolved config and seed."""
-    resolved = PROTOCOL.resolve_config(config)
+    resolved = get_protocol("efficiency").resolve_config(config)
     return json.dumps([spec_digest, resolved, seed], sort_keys=True)
 
 
@@ -208,7 +201,7 @@ def measure_together(
     A batch size at which one of them runs out of memory is measured alone for each instead.
     Raises InvalidArgument for a bad config.
     """
-    config = PROTOCOL.resolve_config(config)
+    config = get_protocol("efficiency").resolve_config(config)
     batch_sizes = positive_ints(config["batch_sizes"], "efficiency: 'batch_sizes'")
     budget = _budget(config)
     images = {n: _images(seed, batch_sizes, e.spec.input_size) for n, e in embedders.items()}
@@ -254,7 +247,7 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
 
     Raises InvalidArgument for a bad config (batch sizes, step counts, minimum time).
     """
-    config = PROTOCOL.resolve_config(config)
+    config = get_protocol("efficiency").resolve_config(config)
     batch_sizes = positive_ints(config["batch_sizes"], "efficiency: 'batch_sizes'")
     budget = _budget(config)
     embedder = ctx.embedder()
@@ -296,37 +289,3 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
         metrics[stem] = max_over_batches(metrics, stem, batch_sizes)
     ctx.progress(2, 2, "efficiency: done")
     return metrics
-
-
-PROTOCOL = register_protocol(
-    Protocol(
-        name="efficiency",
-        version="2",
-        task="efficiency",
-        evaluate=evaluate,
-        seeded=False,  # deterministic: once per split seed
-        defaults={
-            "batch_sizes": [1, 8, 32],
-            "warmup_steps": 10,
-            "timed_steps": 40,
-            "min_time_s": 0.5,
-            "max_timed_steps": 1000,
-            "block_steps": 10,
-            "block_warmup_steps": 1,
-            "flops": True,
-        },
-        primary_metric="latency_ms_p50_b1",
-        higher_is_better={
-            "latency_ms_p50_b1": False,
-            "latency_ms_p90_b1": False,
-            "latency_ms_p99_b1": False,
-            "throughput_ips_b1": True,
-            "params": False,
-            "flops": False,
-            "peak_rss_mb": False,
-        },
-        description="Params, FLOPs (FlopCounterMode), latency percentiles (timm's budget, interleaved "
-        "across a battle's backbones on one host) and throughput per batch size, per-batch peak memory.",
-        needs_features=False,
-    )
-)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from bobench.errors import InvalidArgument
-from bobench.protocols.base import Protocol, RunContext, register_protocol
+from bobench.protocols.base import RunContext, get_protocol
 from bobench.protocols.classification_ci import accuracy_ci_fields
 from bobench.protocols.linear_probe import (
     fit_logistic_grid,
@@ -45,12 +45,10 @@ from bobench.protocols.linear_probe import (
     sweep_and_select,
     validation_log_loss,
 )
-from bobench.protocols.metrics import check_features, l2_normalize, positive_ints
+from bobench.protocols.metrics import check_features, l2_normalize
+from bobench.protocols.options import fewshot_options
 
 log = logging.getLogger(__name__)
-
-SELECTIONS = ("kshot_val", "cv", "full_val")
-SHOT_PRESETS = {"elevater": [5, 20, 50]}
 
 
 def sample_shots(
@@ -140,33 +138,10 @@ def fewshot_top1(
     return float(hits.mean()), chosen_C
 
 
-def _options(config: dict[str, Any]) -> tuple[list[int], int, str, int]:
-    """(shot counts, draws, selection, cv folds) of a resolved config, validated."""
-    shots = config["shots"]
-    if isinstance(shots, str):
-        if shots not in SHOT_PRESETS:
-            raise InvalidArgument(f"fewshot: unknown 'shots' preset {shots!r}; known: {sorted(SHOT_PRESETS)}")
-        shots = SHOT_PRESETS[shots]
-    shot_counts = positive_ints(shots, "fewshot: 'shots'")
-    repeats = positive_ints(config["seeds"], "fewshot: 'seeds'")
-    if len(repeats) != 1:
-        raise InvalidArgument(
-            f"fewshot: 'seeds' is the number of draws (one integer), got {config['seeds']!r}"
-        )
-    if config["selection"] not in SELECTIONS:
-        raise InvalidArgument(
-            f"fewshot: 'selection' must be one of {SELECTIONS}, got {config['selection']!r}"
-        )
-    folds = positive_ints(config["cv_folds"], "fewshot: 'cv_folds'")
-    if len(folds) != 1 or folds[0] < 2:
-        raise InvalidArgument(f"fewshot: 'cv_folds' must be one integer >= 2, got {config['cv_folds']!r}")
-    return shot_counts, repeats[0], config["selection"], folds[0]
-
-
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
     """Few-shot top1 (mean ± std over draws, and per draw with its CI) per shot count; module docstring."""
-    config = PROTOCOL.resolve_config(config)
-    shot_counts, n_repeats, selection, cv_folds = _options(config)
+    config = get_protocol("fewshot").resolve_config(config)
+    shot_counts, n_repeats, selection, cv_folds = fewshot_options(config)
     grid, solver = resolve_grid(config, "fewshot"), solver_options(config, "fewshot")
     splits = {}
     for name in ("train", "val", "test"):
@@ -222,29 +197,3 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
     )
     metrics["skipped_shots"] = skipped
     return metrics
-
-
-PROTOCOL = register_protocol(
-    Protocol(
-        name="fewshot",
-        version="3",
-        task="fewshot",
-        evaluate=evaluate,
-        defaults={
-            "shots": [1, 5, 10],
-            "seeds": 3,
-            "selection": "kshot_val",
-            "cv_folds": 5,
-            "grid": None,
-            "max_iter": 1000,
-            "tol": 1e-4,
-        },
-        primary_metric="top1_fewshot_mean",
-        higher_is_better={
-            "top1_fewshot_mean": True,
-            **{f"top1_{k}shot_mean": True for k in (1, 2, 4, 5, 8, 10, 16, 20, 50, 100)},
-        },
-        description="k-shot linear probe, C chosen on a k-shot val draw (or CV on the shots); mean ± std "
-        "of test top1 over draws, per-draw bootstrap CIs.",
-    )
-)

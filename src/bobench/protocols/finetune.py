@@ -17,7 +17,7 @@ from typing import Any
 from bobench.finetune.config import FinetuneConfig
 from bobench.finetune.loop import finetune
 from bobench.hashing import CHECKPOINT_DIR_HEX, json_digest
-from bobench.protocols.base import Protocol, RunContext, register_protocol
+from bobench.protocols.base import RunContext, get_protocol
 
 
 def checkpoint_dir(
@@ -36,7 +36,7 @@ def checkpoint_dir(
 def run_config(config: dict[str, Any] | None) -> FinetuneConfig:
     """The FinetuneConfig of a protocol config: unknown keys refused, the recipe's values under the keys
     given (the protocol's defaults are the "bobench" recipe, so they are not overlaid)."""
-    PROTOCOL.resolve_config(config)  # refuses unknown keys, naming them
+    get_protocol("finetune").resolve_config(config)  # refuses unknown keys, naming them
     return FinetuneConfig.from_dict(dict(config or {}), "finetune protocol config")
 
 
@@ -65,19 +65,3 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
     metrics.pop("history", None)  # per-epoch curves stay in the checkpoint, not the run record
     metrics["checkpoint_dir"] = str(out)
     return metrics
-
-
-PROTOCOL = register_protocol(
-    Protocol(
-        name="finetune",
-        version="2",
-        task="finetune",
-        evaluate=evaluate,
-        defaults=FinetuneConfig().to_dict(),
-        primary_metric="top1",
-        higher_is_better={"top1": True, "top5": True, "val_top1": True, "test_loss": False},
-        description="End-to-end fine-tuning (AdamW, timm layer-wise lr decay, warm-up + cosine, optional lr grid "
-        "and timm augmentation; BoB recipe preset); test top-1 of the best-val epoch and lr, with a bootstrap CI.",
-        needs_features=False,
-    )
-)

@@ -12,44 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 from bobench.data.detection import require_detection
-from bobench.detection.run import DEFAULTS, run_detection
+from bobench.detection.run import run_detection
 from bobench.errors import InvalidArgument
-from bobench.protocols.base import Protocol, RunContext, register_protocol
-from bobench.protocols.detection import HIGHER_IS_BETTER
-
-
-def check_head(config: dict[str, Any]) -> None:
-    """Masks need Mask R-CNN: any other head is an InvalidArgument naming `head` (checked at plan time
-    by `bobench.protocols.config_checks`)."""
-    if config["head"] != "mask_rcnn":
-        raise InvalidArgument(
-            f"protocol 'instance_segmentation': head must be mask_rcnn, got {config['head']!r}"
-        )
+from bobench.protocols.base import RunContext, get_protocol
 
 
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train and score Mask R-CNN; InvalidArgument for a dataset without masks or a bad config."""
     ds = require_detection(ctx.dataset, "instance_segmentation")
-    config = PROTOCOL.resolve_config(config)  # includes check_head
+    config = get_protocol("instance_segmentation").resolve_config(config)  # includes options.check_mask_head
     if not ds.has_masks:
         raise InvalidArgument(f"protocol 'instance_segmentation': dataset {ds.name!r} has no instance masks")
     return run_detection(
         ctx, ds, config, seed, protocol="instance_segmentation", train=ds.split("train").tolist(),
         val=ds.split("val").tolist(), tests={"": (ds, ds.split("test").tolist())}, iou_types=("bbox", "segm"),
     )  # fmt: skip
-
-
-PROTOCOL = register_protocol(
-    Protocol(
-        name="instance_segmentation",
-        version="1",
-        task="detection",
-        evaluate=evaluate,
-        defaults={**DEFAULTS, "head": "mask_rcnn"},
-        primary_metric="mask_AP",
-        higher_is_better={**HIGHER_IS_BETTER, **{f"mask_{k}": v for k, v in HIGHER_IS_BETTER.items()}},
-        description="Instance segmentation: the backbone under torchvision Mask R-CNN + FPN, regime "
-        "finetune/frozen/random; test COCO mask AP (and box AP) of the best-val epoch with bootstrap CIs.",
-        needs_features=False,
-    )
-)

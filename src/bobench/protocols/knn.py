@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from bobench.errors import InvalidArgument
-from bobench.protocols.base import Protocol, RunContext, register_protocol
+from bobench.protocols.base import RunContext, get_protocol
 from bobench.protocols.classification_ci import accuracy_ci_fields
 from bobench.protocols.metrics import check_features, l2_normalize, n_classes, positive_float, positive_ints
 
@@ -116,7 +116,7 @@ def knn_metrics(
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
     """kNN accuracy of the test split against the bank splits. Deterministic; `seed` seeds only the
     bootstrap intervals."""
-    config = PROTOCOL.resolve_config(config)
+    config = get_protocol("knn").resolve_config(config)
     ks = positive_ints(config["ks"], "knn: 'ks'")
     temperature = positive_float(config["temperature"], "knn: 'temperature'")
     bank_splits = config["bank_splits"]
@@ -147,26 +147,3 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
                    top1_ci_low=metrics[f"top1_k{top_k}_ci_low"], top1_ci_high=metrics[f"top1_k{top_k}_ci_high"],
                    n_test=int(len(query_y)))  # fmt: skip
     return metrics
-
-
-PROTOCOL = register_protocol(
-    Protocol(
-        name="knn",
-        version="3",
-        task="classification",
-        evaluate=evaluate,
-        seeded=False,  # deterministic: once per split seed
-        defaults={
-            "ks": [10, 20],
-            "temperature": 0.07,
-            "bank_splits": ["train", "val"],
-            "query_split": "test",
-        },
-        primary_metric="top1",
-        higher_is_better={
-            "top1": True,
-            **{f"top{t}_k{k}": True for t in (1, 5) for k in (1, 5, 10, 20, 50, 100, 200)},
-        },
-        description="Cosine kNN with exp(sim/T)-weighted votes (DINOv2 protocol) on frozen L2-normalised features.",
-    )
-)

@@ -30,17 +30,16 @@ import numpy as np
 import torch
 
 from bobench.bootstrap_ci import ci_fields
-from bobench.errors import InvalidArgument
-from bobench.protocols.base import Protocol, RunContext, register_protocol
+from bobench.protocols.base import RunContext, get_protocol
 from bobench.protocols.classification_ci import accuracy_ci_fields, mean_per_class_recall_ci, topk_hits
 from bobench.protocols.logistic import LogisticGridFit, fit_logistic_grid
 from bobench.protocols.metrics import (
     check_features,
     l2_normalize,
     mean_per_class_recall,
-    positive_float,
     topk_accuracy,
 )
+from bobench.protocols.options import DEFAULT_GRID, GRIDS, resolve_grid, solver_options
 
 __all__ = [
     "DEFAULT_GRID",
@@ -58,12 +57,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-6, 4, 31))
-GRIDS: dict[str, tuple[float, ...]] = {
-    "default": DEFAULT_GRID,
-    "dinov2": tuple(float(c) for c in np.logspace(-6, 5, 45)),  # DINOv2 eval/log_regression.py
-}
 
 
 def select_C(Cs: np.ndarray, val_accuracy: np.ndarray, val_loss: np.ndarray | None = None) -> int:
@@ -184,36 +177,10 @@ def classification_metrics(
     return metrics
 
 
-def resolve_grid(config: dict[str, Any], where: str) -> np.ndarray:
-    """The C grid of a protocol config (`grid`: a list of C, a name in GRIDS, or None for DEFAULT_GRID)."""
-    grid = config.get("grid")
-    if grid is None:
-        return np.asarray(DEFAULT_GRID)
-    if isinstance(grid, str):
-        if grid not in GRIDS:
-            raise InvalidArgument(
-                f"{where}: unknown grid {grid!r}; known: {sorted(GRIDS)} or a list of C values"
-            )
-        return np.asarray(GRIDS[grid])
-    if not isinstance(grid, list | tuple) or not grid:
-        raise InvalidArgument(
-            f"{where}: 'grid' must be a non-empty list of C values, a preset name or null, got {grid!r}"
-        )
-    return np.asarray([positive_float(c, f"{where}: grid value") for c in grid])
-
-
-def solver_options(config: dict[str, Any], where: str) -> dict[str, Any]:
-    """max_iter and tol from a protocol config, validated."""
-    max_iter = config.get("max_iter")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter <= 0:
-        raise InvalidArgument(f"{where}: 'max_iter' must be a positive integer, got {max_iter!r}")
-    return {"max_iter": max_iter, "tol": positive_float(config.get("tol"), f"{where}: 'tol'")}
-
-
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
     """Select C on val, refit on train+val, report test. The fit is deterministic; `seed` seeds only the
     bootstrap intervals."""
-    config = PROTOCOL.resolve_config(config)
+    config = get_protocol("linear_probe").resolve_config(config)
     grid, options = resolve_grid(config, "linear_probe"), solver_options(config, "linear_probe")
     splits = {}
     for name in ("train", "val", "test"):
@@ -240,19 +207,3 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
         n_iter=int(final.n_iter[0]),
     )
     return metrics
-
-
-PROTOCOL = register_protocol(
-    Protocol(
-        name="linear_probe",
-        version="2",
-        task="classification",
-        evaluate=evaluate,
-        seeded=False,  # deterministic: once per split seed
-        defaults={"grid": None, "max_iter": 1000, "tol": 1e-4},
-        primary_metric="top1",
-        higher_is_better={"top1": True, "top5": True, "mean_per_class_recall": True, "val_top1": True},
-        description="L2-regularised logistic regression on frozen L2-normalised features; C chosen on val "
-        "(1e-6..1e4 by default); bootstrap CIs over test images.",
-    )
-)

@@ -51,9 +51,8 @@ from typing import Any
 import numpy as np
 
 from bobench.bootstrap_ci import bootstrap_mean_ci, ci_fields
-from bobench.data.corruptions import CORRUPTIONS
 from bobench.errors import InvalidArgument
-from bobench.protocols.base import Protocol, RunContext, register_protocol
+from bobench.protocols.base import RunContext, get_protocol
 from bobench.protocols.linear_probe import (
     LogisticGridFit,
     resolve_grid,
@@ -61,66 +60,14 @@ from bobench.protocols.linear_probe import (
     solver_options,
 )
 from bobench.protocols.metrics import check_features, l2_normalize
+from bobench.protocols.options import SEVERITIES, resolve_corruptions, resolve_severities
 
 log = logging.getLogger(__name__)
-
-# one corruption from each ImageNet-C family: noise, blur, weather, digital
-DEFAULT_CORRUPTIONS = ("gaussian_noise", "defocus_blur", "fog", "jpeg_compression")
-SEVERITIES = (1, 2, 3, 4, 5)
 
 
 def corruption_variant(name: str, severity: int) -> str:
     """The feature-cache variant name of an ImageNet-C corruption (see `bobench.data.corruptions`)."""
     return f"corrupt:{name}:{severity}"
-
-
-def resolve_corruptions(value: Any) -> list[str]:
-    """The configured corruption names: a list, "all" (the 15 common ones), "all+extra" (all 19) or
-    null/[] (none).
-
-    Raises InvalidArgument for an unknown name (with close matches) or a malformed value.
-    """
-    if value is None or value == []:
-        return []
-    from bobench.data.corruptions import COMMON_CORRUPTIONS
-
-    known = list(CORRUPTIONS)
-    if value == "all":
-        return list(COMMON_CORRUPTIONS)
-    if value == "all+extra":
-        return known
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise InvalidArgument(
-            f"ood: 'corruptions' must be a list of names, 'all', 'all+extra' or null, got {value!r}"
-        )
-    for name in value:
-        if name not in known:
-            import difflib
-
-            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise InvalidArgument(
-                f"ood: unknown corruption {name!r} in 'corruptions'{hint} (known: {', '.join(known)})"
-            )
-    return list(dict.fromkeys(value))
-
-
-def resolve_severities(value: Any) -> list[int]:
-    """Severities 1..5 from a list, a single int or "all"; InvalidArgument otherwise."""
-    if value == "all":
-        return list(SEVERITIES)
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, list | tuple) or not value:
-        raise InvalidArgument(
-            f"ood: 'severities' must be a non-empty list of integers 1..5 or 'all', got {value!r}"
-        )
-    for s in value:
-        if isinstance(s, bool) or not isinstance(s, int) or s not in SEVERITIES:
-            raise InvalidArgument(f"ood: severity {s!r} in 'severities' is not an integer in 1..5")
-    return sorted(set(value))
 
 
 def map_target_labels(
@@ -258,7 +205,7 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
     The probe fit is deterministic; `seed` seeds the bootstrap intervals. Raises InvalidArgument for a config with
     neither corruptions nor a target, unknown corruptions, bad severities or mismatched label sets.
     """
-    config = PROTOCOL.resolve_config(config)
+    config = get_protocol("ood").resolve_config(config)
     corruptions = resolve_corruptions(config["corruptions"])
     severities = resolve_severities(config["severities"])
     if not corruptions and config["target"] is None:
@@ -304,42 +251,3 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
     metrics["gap"] = id_top1 - metrics["ood_top1"]
     ctx.progress(total, total, "ood: done")
     return metrics
-
-
-PROTOCOL = register_protocol(
-    Protocol(
-        name="ood",
-        version="2",
-        task="ood",
-        evaluate=evaluate,
-        seeded=False,  # deterministic: once per split seed
-        defaults={
-            "corruptions": list(DEFAULT_CORRUPTIONS),
-            "severities": [3],
-            "target": None,
-            "target_split": "test",
-            "mask_target_classes": False,
-            "mce_reference": None,
-            "grid": None,
-            "max_iter": 1000,
-            "tol": 1e-4,
-        },
-        primary_metric="ood_top1",
-        higher_is_better={
-            "ood_top1": True,
-            "id_top1": True,
-            "val_top1": True,
-            "mca": True,
-            "mca_partial": True,
-            "target_top1": True,
-            "gap": False,
-            "id_err": False,
-            "mca_drop": False,
-            "mca_relative_drop": False,
-            "mca_partial_drop": False,
-            "mca_partial_relative_drop": False,
-            **{f"err_{name}": False for name in CORRUPTIONS},
-        },
-        description="Linear probe trained in-distribution, tested on ImageNet-C corruptions and/or a shifted dataset.",
-    )
-)

@@ -15,26 +15,10 @@ from typing import Any
 import numpy as np
 
 from bobench.data.detection import require_detection
-from bobench.detection.run import DEFAULTS, run_detection
+from bobench.detection.config import DEFAULTS
+from bobench.detection.run import run_detection
 from bobench.errors import InvalidArgument
-from bobench.protocols.base import Protocol, RunContext, register_protocol
-from bobench.protocols.detection import HIGHER_IS_BETTER
-
-
-def check_domains(config: dict[str, Any]) -> None:
-    """`source_sites` a non-empty list of site names, `target` null or a dataset ref (a name or a
-    mapping); InvalidArgument naming the key otherwise (checked at plan time by config_checks)."""
-    sites = config["source_sites"]
-    if not isinstance(sites, list) or not sites or not all(isinstance(s, str) and s for s in sites):
-        raise InvalidArgument(
-            f"protocol 'ood_detection': source_sites must be a non-empty list of site names, got {sites!r}"
-        )
-    target = config["target"]
-    if target is not None and not (isinstance(target, str) and target or isinstance(target, dict)):
-        raise InvalidArgument(
-            "protocol 'ood_detection': target must be null or a dataset ref (a name or a mapping), "
-            f"got {type(target).__name__}"
-        )
+from bobench.protocols.base import RunContext, get_protocol
 
 
 def site_sets(ds, sites: list[str]) -> tuple[list[int], list[int], list[int], list[int]]:
@@ -59,7 +43,9 @@ def site_sets(ds, sites: list[str]) -> tuple[list[int], list[int], list[int], li
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
     """In-domain AP, shifted AP and their gap; InvalidArgument when the shift cannot be formed."""
     ds = require_detection(ctx.dataset, "ood_detection")
-    config = PROTOCOL.resolve_config(config)  # includes check_domains and the model's checks
+    config = get_protocol("ood_detection").resolve_config(
+        config
+    )  # includes options.check_ood_domains and the model's checks
     model_config = {k: v for k, v in config.items() if k not in ("source_sites", "target")}
     if config["target"] is not None:
         target = require_detection(ctx.dataset_by_ref(config["target"]), "ood_detection")
@@ -79,23 +65,3 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
     if metrics.get("AP") is not None and metrics.get("shift_AP") is not None:
         metrics["gap"] = metrics["AP"] - metrics["shift_AP"]
     return metrics
-
-
-PROTOCOL = register_protocol(
-    Protocol(
-        name="ood_detection",
-        version="1",
-        task="ood",
-        evaluate=evaluate,
-        defaults={**DEFAULTS, "source_sites": ["YELL"], "target": None},
-        primary_metric="shift_AP",
-        higher_is_better={
-            **HIGHER_IS_BETTER,
-            **{f"shift_{k}": v for k, v in HIGHER_IS_BETTER.items()},
-            "gap": False,
-        },
-        description="OOD detection: Faster R-CNN + FPN trained on source sites (or dataset), box AP in-domain "
-        "and on the shifted domain (tree-crown sites YELL -> OSBS/SOAP), and the gap.",
-        needs_features=False,
-    )
-)

@@ -47,12 +47,11 @@ import numpy as np
 
 from bobench.bootstrap_ci import DEFAULT_CONFIDENCE, bootstrap_ci, ci_fields
 from bobench.errors import InvalidArgument, Unavailable
-from bobench.protocols.base import Protocol, RunContext, register_protocol
+from bobench.protocols.base import RunContext, get_protocol
 from bobench.protocols.metrics import check_features, l2_normalize, positive_ints
+from bobench.protocols.options import query_variants
 
 log = logging.getLogger(__name__)
-
-DEFAULT_KS = (1, 5, 10)
 
 
 def order_ranking(scores: np.ndarray, gallery_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -289,26 +288,15 @@ def dataset_relevance(ctx: RunContext, query_split: str, gallery_split: str) -> 
     return positives, junk
 
 
-def _variants(value: Any) -> tuple[list[str | None], bool]:
-    """(variants, is_list) from the `query_variant` config value."""
-    if value is None or isinstance(value, str):
-        return [value], False
-    if isinstance(value, list | tuple) and value and all(v is None or isinstance(v, str) for v in value):
-        return list(value), True
-    raise InvalidArgument(
-        f"retrieval: 'query_variant' must be null, a string or a non-empty list of them, got {value!r}"
-    )
-
-
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
     """Retrieval metrics of the query split against the (clean) gallery split (module docstring).
 
     The ranking is deterministic; `seed` seeds the bootstrap intervals. Raises InvalidArgument for a
     bad config, mismatched feature sizes or per-query ground truth that does not fit the splits.
     """
-    config = PROTOCOL.resolve_config(config)
+    config = get_protocol("retrieval").resolve_config(config)
     ks = positive_ints(config["ks"], "retrieval: 'ks'")
-    variants, per_variant = _variants(config["query_variant"])
+    variants, per_variant = query_variants(config["query_variant"])
     query_split, gallery_split = config["query_split"], config["gallery_split"]
     gallery_x, gallery_y = check_features(*ctx.features(gallery_split), f"retrieval: split {gallery_split!r}")
     gallery_x = l2_normalize(gallery_x)
@@ -337,35 +325,3 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
     mean_per_query = {name: np.mean([r[0][name] for r in results], axis=0) for name in results[0][0]}
     metrics.update(summarise(mean_per_query, np.mean([r[1] for r in results], axis=0), ks, n_gallery, seed))
     return metrics
-
-
-PROTOCOL = register_protocol(
-    Protocol(
-        name="retrieval",
-        version="2",
-        task="retrieval",
-        evaluate=evaluate,
-        seeded=False,  # deterministic: once per split seed
-        defaults={
-            "ks": list(DEFAULT_KS),
-            "query_split": "query",
-            "gallery_split": "gallery",
-            "query_variant": None,
-        },
-        primary_metric="mAP",
-        higher_is_better={
-            "mAP": True,
-            "mAP_roxford": True,
-            "MRR": True,
-            **{
-                f"{kind}@{k}": True
-                for kind in ("precision", "recall", "hit", "mP")
-                for k in (1, 5, 10, 20, 50, 100)
-            },
-        },
-        description=(
-            "Cosine retrieval (faiss exact search) on frozen L2-normalised features; labels or per-query "
-            "positives/junk define relevance; sklearn-style and revisitop mAP, capped mP@k, MRR, @k metrics."
-        ),
-    )
-)

@@ -33,16 +33,15 @@ import numpy as np
 from bobench.embed.base import unwrap
 from bobench.errors import FailedPrecondition, InvalidArgument
 from bobench.protocols import serving_scenarios as scn
-from bobench.protocols.base import Metrics, Protocol, RunContext, register_protocol
+from bobench.protocols.base import Metrics, RunContext
+from bobench.protocols.options import SERVING_BREAKDOWN, SERVING_PERCENTILES, serving_latency_settings
 from bobench.tensors import INPUT_NAME, OUTPUT_NAME
 from bobench.triton_errors import to_bobench_error
 
 log = logging.getLogger(__name__)
 
-PERCENTILES = (50, 90, 95, 99)
-BREAKDOWN = ("queue", "compute_input", "compute_infer", "compute_output")
-_GRID_BATCH = (1, 2, 4, 8, 16, 32, 64)
-_GRID_CONCURRENCY = (1, 2, 4, 8, 16, 32)
+PERCENTILES = SERVING_PERCENTILES
+BREAKDOWN = SERVING_BREAKDOWN
 
 
 @dataclass
@@ -194,7 +193,7 @@ def summarize(result: SettingResult, stable_windows: int = 3) -> dict[str, float
 
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> Metrics:
     """Run the (batch size × concurrency) sweep against the Triton model named by config or embedder."""
-    scenarios = _check_config(config)
+    scenarios = serving_latency_settings(config)
     scenario_context: dict[str, Any] = {}
     client, url, model, owned = _resolve_target(ctx, config)
     try:
@@ -273,24 +272,6 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> Metrics:
     return metrics
 
 
-def _check_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Raise InvalidArgument for a bad sweep or scenario key; return the scenario settings."""
-    for key in ("batch_sizes", "concurrencies"):
-        values = config[key]
-        if not values or not all(isinstance(v, int) and v >= 1 for v in values):
-            raise InvalidArgument(
-                f"serving_latency config {key!r} must be a non-empty list of positive ints, got {values!r}"
-            )
-    if not 1 <= config["stable_windows"] <= config["max_windows"]:
-        raise InvalidArgument(
-            f"serving_latency config needs 1 <= stable_windows <= max_windows, got "
-            f"{config['stable_windows']} and {config['max_windows']}"
-        )
-    if config["window_s"] <= 0 or config["stability_pct"] <= 0:
-        raise InvalidArgument("serving_latency config window_s and stability_pct must be positive")
-    return scn.scenario_settings(config)
-
-
 def _next_window(finished, start_s, window_s, min_requests, errors, batch, on_step=None) -> Window:
     """Sleep through one window (extended, up to 10×, until `min_requests` finished) and slice it,
     calling `on_step()` every `window_s / 10`."""
@@ -344,46 +325,3 @@ def _default_model(ctx: RunContext) -> str:
     from bobench.export.triton_repo import model_name_for
 
     return model_name_for(ctx.spec)
-
-
-def _higher_is_better() -> dict[str, bool]:
-    out: dict[str, bool] = {}
-    for b in _GRID_BATCH:
-        for c in _GRID_CONCURRENCY:
-            tag = f"b{b}_c{c}"
-            out[f"throughput_ips_{tag}"] = True
-            for q in PERCENTILES:
-                out[f"latency_ms_p{q}_{tag}"] = False
-            for phase in (*BREAKDOWN, "request"):
-                out[f"server_{phase}_ms_{tag}"] = False
-    return {**out, **scn.higher_is_better()}
-
-
-PROTOCOL = register_protocol(
-    Protocol(
-        name="serving_latency",
-        version="3",
-        task="serving",
-        evaluate=evaluate,
-        seeded=False,  # deterministic: once per split seed
-        defaults={
-            "url": None,
-            "model": None,
-            "batch_sizes": [1, 8],
-            "concurrencies": [1, 4],
-            "window_s": 1.0,
-            "min_requests": 10,
-            "max_windows": 10,
-            "stable_windows": 3,
-            "stability_pct": 10.0,
-            "timeout_s": 30.0,
-            **scn.DEFAULTS,
-        },
-        primary_metric="latency_ms_p50_b1_c1",
-        higher_is_better=_higher_is_better(),
-        description="Triton serving throughput and latency percentiles per batch size and concurrency "
-        "(perf_analyzer-style stable windows), with the server-side queue/compute breakdown; MLPerf-style "
-        "SingleStream, Server (Poisson, peak QPS under a p99 bound) and Offline scenarios.",
-        needs_features=False,
-    )
-)

@@ -207,16 +207,11 @@ def up(
         env["BOBENCH_AUTH_TOKENS_FILE"] = str(state_dir / TOKENS_FILE)
         record()
         if embedder:
-            try:
-                import bobench.serving.embedder_service  # noqa: F401
-
-                started.append(_start_embedder(state_dir, env))
-                env["BOBENCH_TRITON_URL"] = started[-1].address
-                env["BOBENCH_PUBLISH_TO"] = MODEL_REPOSITORY
-                record()
-                notes.extend(_publish_demo(env, list(embedder_backbones), state_dir / "cache"))
-            except ImportError as exc:
-                notes.append(f"embedder not started: {exc}")
+            started.append(_start_embedder(state_dir, env))
+            env["BOBENCH_TRITON_URL"] = started[-1].address
+            env["BOBENCH_PUBLISH_TO"] = MODEL_REPOSITORY
+            record()
+            notes.extend(_publish_demo(env, list(embedder_backbones), state_dir / "cache"))
         ev_env = _without(env, "BOBENCH_TRITON_ADMIN_KEY", "BOBENCH_PUBLISH_TO", "BOBENCH_RESULT_SIGNING_KEY")
         if "BOBENCH_TRITON_URL" in env:  # evaluators infer; only the scheduler publishes and loads
             ev_env["BOBENCH_EMBEDDER"] = "triton"

@@ -28,6 +28,7 @@ from typing import Any
 from bobench.battle.plan import RunPlan
 from bobench.errors import InvalidArgument
 from bobench.exit_codes import USAGE_ERROR
+from bobench.protocols import PROTOCOLS
 
 LABEL_RUN_KEY = "bobench.io/run-key"
 LABEL_BATTLE = "bobench.io/battle"
@@ -41,12 +42,10 @@ BACKBONE_ENV = "BOBENCH_JOB_BACKBONE"
 CONFIG_ERROR_EXIT_CODE = USAGE_ERROR  # a bobench config error: retrying cannot help, the Job fails at once
 CACHE_MOUNT = "/cache"
 PUBLISH_GPU_CHOICES = ("tensorrt", "always", "never")
-# protocol -> "module:function(cache_dir, spec, dataset, config, seed) -> its checkpoint directory"
+# protocol -> "module:function(cache_dir, spec, dataset, config, seed) -> its checkpoint directory",
+# from the protocols' own metadata (`Protocol.job_checkpoint_dir`; torch-free)
 CHECKPOINTED: dict[str, str] = {
-    "finetune": "bobench.protocols.finetune:run_checkpoint_dir",
-    "detection": "bobench.battle.executors.job_checkpoints:detection_checkpoint_dir",
-    "instance_segmentation": "bobench.battle.executors.job_checkpoints:instance_segmentation_checkpoint_dir",
-    "ood_detection": "bobench.battle.executors.job_checkpoints:ood_detection_checkpoint_dir",
+    name: protocol.job_checkpoint_dir for name, protocol in PROTOCOLS.items() if protocol.job_checkpoint_dir
 }
 JOB_PROTOCOLS: tuple[str, ...] = tuple(CHECKPOINTED)  # what runs as a Job unless the config says otherwise
 DEVICE_ENV = "BOBENCH_DEVICE"

@@ -18,7 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bobench.data.detection import require_detection
-from bobench.detection.run import DEFAULTS, checkpoint_dir, run_identity
+from bobench.detection.config import DEFAULTS
+from bobench.detection.run import checkpoint_dir, run_identity
 
 OOD_DOMAIN_KEYS = ("source_sites", "target")  # ood_detection's own keys: not the detector's config
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bobench.backbones._registry import register_spec
 from bobench.backbones.builtin import HALF, IMAGENET_MEAN, IMAGENET_STD, RANDOM_NOTE
+from bobench.backbones.registry import register_spec
 from bobench.backbones.spec import BackboneSpec
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

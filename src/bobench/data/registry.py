@@ -1,4 +1,4 @@
-"""Dataset lookup: named datasets and dataset sources, both in registries.
+"""Dataset registries: named datasets (DATASETS) and dataset sources (SOURCES), and ref lookup.
 
 A dataset ref is either
   * a registered name (`"toy"`, `"mnist"`, ... see `list_datasets()`), optionally as a dict with
@@ -14,7 +14,6 @@ A dataset ref is either
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import os
@@ -31,7 +30,12 @@ SourceFactory = Callable[..., Dataset]  # source(ref: dict, *, seed: int) -> Dat
 
 @dataclass(frozen=True)
 class RegisteredDataset:
-    """A named dataset: its factory `factory(*, seed, **options)` and what `bob datasets list` shows."""
+    """A named dataset: its factory `factory(*, seed, **options)` and what `bob datasets list` shows.
+
+    `version` (of the builder) and `source` make its declared plan-time fingerprint
+    (`bobench.data.reference`): bump `version` whenever the builder would produce other images,
+    labels or splits (a new source release included, unless `source` names its version).
+    """
 
     name: str
     factory: Callable[..., Dataset]
@@ -41,6 +45,7 @@ class RegisteredDataset:
     source: str
     license: str
     description: str = ""
+    version: str = "1"
 
     def options(self) -> list[str]:
         """Keyword options the factory accepts besides `seed`."""
@@ -48,10 +53,7 @@ class RegisteredDataset:
         return [p for p in params if p != "seed"]
 
 
-DATASETS: Registry[RegisteredDataset] = Registry("dataset", "bob datasets list")
-SOURCES: Registry[SourceFactory] = Registry("dataset source")
-
-_BUILTIN_MODULES = (
+BUILTIN_MODULES = (  # importing them registers the built-in datasets and sources (on first lookup)
     "bobench.data.files",
     "bobench.data.webdataset",
     "bobench.data.bundled",
@@ -61,16 +63,26 @@ _BUILTIN_MODULES = (
     "bobench.data.voc",
     "bobench.data.detection_bundled",
 )
+DATASETS: Registry[RegisteredDataset] = Registry("dataset", "bob datasets list", builtins=BUILTIN_MODULES)
+SOURCES: Registry[SourceFactory] = Registry("dataset source", builtins=BUILTIN_MODULES)
 
 
 def register_dataset(
-    name: str, *, task: str, classes: int, size: int, source: str, license: str, description: str = ""
+    name: str,
+    *,
+    task: str,
+    classes: int,
+    size: int,
+    source: str,
+    license: str,
+    description: str = "",
+    version: str = "1",
 ) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
     """Decorator registering a named-dataset factory `factory(*, seed, **options) -> Dataset`."""
 
     def decorator(factory: Callable[..., Dataset]) -> Callable[..., Dataset]:
         DATASETS.add(
-            name, RegisteredDataset(name, factory, task, classes, size, source, license, description)
+            name, RegisteredDataset(name, factory, task, classes, size, source, license, description, version)
         )
         return factory
 
@@ -82,11 +94,6 @@ def register_source(type_name: str) -> Callable[[SourceFactory], SourceFactory]:
     return SOURCES.register(type_name)
 
 
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-
-
 def _looks_like_path(ref: str) -> bool:
     return "/" in ref or os.sep in ref or ref.lower().endswith((".csv", ".tar")) or os.path.isdir(ref)
 
@@ -96,7 +103,6 @@ def normalize_ref(ref: str | dict) -> str | dict[str, Any]:
 
     Raises InvalidArgument for anything that is neither a string nor a mapping, or an empty one.
     """
-    _load_builtins()
     if isinstance(ref, str):
         name = ref.strip()
         if not name:
@@ -132,7 +138,7 @@ def dataset_ref_key(ref: str | dict) -> str:
         raise InvalidArgument(f"dataset ref {ref!r} is not JSON-serialisable: {exc}") from None
 
 
-def _check_seed(seed: int) -> int:
+def check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InvalidArgument(f"dataset seed must be a non-negative integer, got {seed!r}")
     return seed
@@ -145,12 +151,12 @@ def load_dataset(ref: str | dict, *, seed: int = 0) -> Dataset:
     for an unknown name/type (with close matches), unknown options or bad data, and Unavailable when
     an online source cannot be reached.
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     norm = normalize_ref(ref)
     if isinstance(norm, dict) and "split_seed" in norm:  # any ref may pin its own split seed
         rest = {k: v for k, v in norm.items() if k != "split_seed"}
         return load_dataset(
-            rest["name"] if set(rest) == {"name"} else rest, seed=_check_seed(norm["split_seed"])
+            rest["name"] if set(rest) == {"name"} else rest, seed=check_seed(norm["split_seed"])
         )
     if isinstance(norm, dict) and "max_per_class" in norm:
         from bobench.data.subset import subsample_per_class
@@ -163,6 +169,13 @@ def load_dataset(ref: str | dict, *, seed: int = 0) -> Dataset:
         return DATASETS.get(norm).factory(seed=seed)
     if "type" in norm:
         return SOURCES.get(str(norm["type"]))(norm, seed=seed)
+    entry, options = named_entry(norm)
+    return entry.factory(seed=seed, **options)
+
+
+def named_entry(norm: dict[str, Any]) -> tuple[RegisteredDataset, dict[str, Any]]:
+    """(registered dataset, options) of a normalized `{"name": ..., **options}` ref; InvalidArgument
+    for an unknown name (close matches) or option."""
     entry = DATASETS.get(str(norm["name"]))
     options = {k: v for k, v in norm.items() if k != "name"}
     unknown = sorted(set(options) - set(entry.options()))
@@ -170,13 +183,12 @@ def load_dataset(ref: str | dict, *, seed: int = 0) -> Dataset:
         raise InvalidArgument(
             f"dataset {entry.name!r}: unknown option(s) {unknown}; accepted: {entry.options() or 'none'}"
         )
-    return entry.factory(seed=seed, **options)
+    return entry, options
 
 
 def list_datasets() -> list[dict[str, Any]]:
     """One row per named dataset (name, task, classes, size, source, license, description, options),
     for `bob datasets list`. Loads no data."""
-    _load_builtins()
     return [
         {
             "name": e.name,
