@@ -131,7 +131,7 @@ class LocalContext:
             # the wait for answers counts as embedding; preparing the next batches (inside the
             # generator) as decode/resize, stages nested in this one
             with stage("embedding"):
-                for start, features in zip(starts, stream(batches)):
+                for start, features in zip(starts, stream(batches), strict=True):
                     out.append(np.asarray(features, dtype=np.float32))
                     done = min(start + chunk, total)
                     add_count("images_embedded", done - start)
