@@ -9,7 +9,7 @@ the line to `FROM image:tag@sha256:...` and records the result in services/base-
 
 A tag that cannot be resolved (no registry reachable, unknown tag, auth refused) keeps its `FROM`
 line and is written to the lock as `unresolved` with the reason: the lock is the documented allow-list
-of unpinned bases, and `--check` (also run by tests/unit/test_base_image_pins.py) fails on any `FROM`
+of unpinned bases, and `--check` (also run by tests/integration/test_base_image_pins.py) fails on any `FROM`
 without a digest that the lock does not list, on a lock entry no Dockerfile uses, and on a digest that
 differs between a Dockerfile and the lock.
 
@@ -136,7 +136,7 @@ LOCK_HEADER = """\
 # <image:tag>  sha256:<digest of the manifest list or manifest>   the Dockerfile says image:tag@digest
 # <image:tag>  unresolved  <why>   an allow-listed base without a digest: the Dockerfile keeps the tag
 # Re-run `python scripts/pin_base_images.py` where the registries answer to pin the unresolved ones;
-# tests/unit/test_base_image_pins.py fails on an unpinned FROM that is not listed here.
+# tests/integration/test_base_image_pins.py fails on an unpinned FROM that is not listed here.
 """
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -90,28 +89,3 @@ def test_the_lock_holds_every_pin_and_pip_audit_is_pinned(tmp_path):
     assert n == len(lines) > 100 and all("==" in line and "#" not in line for line in lines)
     assert any(line.replace("_", "-").startswith("pip-audit==") for line in lines)
     assert any(line.startswith("tensorrt-cu12==") for line in lines)  # the GPU-only section is audited too
-
-
-def test_pip_audit_runs_here_and_says_clearly_whether_it_audited(tmp_path):
-    """The real pip-audit against its real service: 0 or 1 where the service answers, 3 with NOT AUDITED
-    where it cannot be reached (the development machines: no OSV, PyPI's per-version API answers 404)."""
-    constraints = tmp_path / "constraints.txt"
-    constraints.write_text("# two pins\nrequests==2.34.2\nidna==3.10\n")
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "audit_lock.py"),
-            "--constraints",
-            str(constraints),
-            "--timeout-s",
-            "20",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode in (audit.OK, audit.FINDINGS, audit.NOT_AUDITED), result.stderr[-2000:]
-    if result.returncode == audit.NOT_AUDITED:
-        assert "NOT AUDITED" in result.stderr
-    else:
-        assert "pinned packages audited" in result.stdout + result.stderr

@@ -3,9 +3,6 @@ with the library shims cross-checked against independent numpy / scikit-image co
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -163,15 +160,3 @@ def test_apply_variant_parses_corruption_strings(toy_image):
 def test_bad_variants_are_rejected(variant, message, toy_image):
     with pytest.raises(InvalidArgument, match=message):
         apply_variant(toy_image, variant, seed=0)
-
-
-def test_first_use_emits_no_pkg_resources_warning():
-    code = (
-        "import numpy as np; from bobench.data.corruptions import corrupt;"
-        "corrupt(np.zeros((32, 32, 3), np.uint8), 'gaussian_blur', 1)"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "pkg_resources" not in proc.stderr

@@ -1,4 +1,5 @@
-"""The report: files, decodable non-trivial PNGs, HTML/Markdown content, CSV export, headless Chromium."""
+"""The report: files, decodable non-trivial PNGs, HTML/Markdown content, CSV export (headless Chromium:
+tests/integration/test_report_chromium.py)."""
 
 from __future__ import annotations
 
@@ -6,144 +7,15 @@ import csv
 import io
 import json
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 from PIL import Image
+from report_battle import record, synthetic_battle
 
 from bobench.analysis import analyze, export_csv, load_external_csv, write_report
 from bobench.errors import NotFound
-from bobench.results import RunRecord, read_records
-
-CHROMIUM = shutil.which("chromium") or shutil.which("/usr/bin/chromium")
-BACKBONES = {  # name: (family, method, params, quality, latency_ms)
-    "convnext_tiny": ("cnn", "supervised", 28.6e6, 0.9, 9.0),
-    "vit_small_dino": ("vit", "ssl", 22.0e6, 0.7, 7.5),
-    "clip_vit_b16": ("vit", "vision-language", 86.0e6, 1.0, 21.0),
-    "resnet50": ("cnn", "supervised", 25.6e6, 0.5, 8.0),
-    "swinv2_tiny": ("hierarchical-vit", "supervised", 28.0e6, 0.8, 14.0),
-    "mae_vit_b": ("vit", "generative", 86.0e6, 0.2, 20.0),
-    "random_resnet18": ("cnn", "random", 11.7e6, -1.0, 3.0),
-}
-ENV = {
-    "device": "cpu",
-    "runtime": "onnxruntime",
-    "threads": 2,
-    "precision": "fp32",
-    "versions": {"onnxruntime": "1.32.0"},
-}
-
-
-def record(
-    i: int, backbone: str, task: str, dataset: str, protocol: str, metrics: dict, primary, hib=True, **kw
-):
-    family, method, params, _, _ = BACKBONES.get(backbone, ("vit", "ssl", None, 0, 0))
-    return RunRecord(
-        run_key=f"r{i:04d}",
-        backbone=backbone,
-        dataset=dataset,
-        protocol=protocol,
-        protocol_version="1",
-        task=task,
-        config={"batch_size": 32},
-        seed=kw.pop("seed", 0),
-        status=kw.pop("status", "finished"),
-        metrics=metrics,
-        higher_is_better={m: hib for m in metrics},
-        primary_metric=primary,
-        backbone_info={"family": family, "pretraining_method": method, "num_params": params},
-        environment=ENV,
-        **kw,
-    )
-
-
-def synthetic_battle() -> list[RunRecord]:
-    """7 backbones x 4 tasks (2 seeds on classification), costs, serving for 3, a failure, a partial backbone."""
-    rng = np.random.default_rng(0)
-    recs, i = [], 0
-    for b, (_, _, _, quality, latency_ms) in BACKBONES.items():
-        for dataset in ("lfw", "mnist"):
-            for seed in (0, 1):
-                top1 = 0.7 + 0.1 * quality + rng.normal(0, 0.003)
-                recs.append(
-                    record(
-                        i := i + 1,
-                        b,
-                        "classification",
-                        dataset,
-                        "linear_probe",
-                        {"top1": top1, "top5": 1.0},
-                        "top1",
-                        seed=seed,
-                    )
-                )
-        recs.append(
-            record(
-                i := i + 1,
-                b,
-                "retrieval",
-                "photos",
-                "retrieval",
-                {"map": 0.5 + 0.2 * quality + rng.normal(0, 0.01)},
-                "map",
-            )
-        )
-        recs.append(
-            record(
-                i := i + 1,
-                b,
-                "ood",
-                "uci_digits",
-                "ood",
-                {"error": 0.6 - 0.1 * quality + rng.normal(0, 0.01)},
-                "error",
-                hib=False,
-            )
-        )
-        recs.append(
-            record(
-                i := i + 1,
-                b,
-                "fewshot",
-                "lfw",
-                "fewshot",
-                {"top1_5shot": 0.6 + 0.1 * quality + rng.normal(0, 0.01)},
-                "top1_5shot",
-            )
-        )
-        eff = {
-            "latency_ms_p50_b1": latency_ms,
-            "latency_ms_p50_b32": 20 * latency_ms,
-            "throughput_ips_b32": 32000 / (20 * latency_ms),
-            "params": BACKBONES[b][2],
-            "flops": None,
-        }
-        recs.append(record(i := i + 1, b, "efficiency", "synthetic", "efficiency", eff, None))
-        if b in ("convnext_tiny", "resnet50", "clip_vit_b16"):
-            srv = {
-                "latency_ms_p50_b1_c1": latency_ms + 1.5,
-                "latency_ms_p50_b1_c8": 4 * latency_ms,
-                "throughput_ips_b1_c8": 400 / latency_ms,
-            }
-            recs.append(record(i := i + 1, b, "serving", "synthetic", "serving_latency", srv, None))
-    recs.append(record(i := i + 1, "partial_vit", "retrieval", "photos", "retrieval", {"map": 0.9}, "map"))
-    recs.append(
-        record(
-            i := i + 1,
-            "resnet50",
-            "ood",
-            "imagenet_c",
-            "ood",
-            {},
-            "error",
-            hib=False,
-            status="failed",
-            error="Traceback (most recent call last):\n  ...\nRuntimeError: <out of memory> & more",
-        )
-    )
-    return recs  # fmt: skip
+from bobench.results import read_records
 
 
 @pytest.fixture(scope="module")
@@ -269,45 +141,6 @@ def test_export_csv_flattens_metrics_environment_and_info(tmp_path):
 def test_write_report_without_records_is_not_found(tmp_path):
     with pytest.raises(NotFound, match="no run records"):
         write_report(tmp_path)
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
-def test_report_opens_in_headless_chromium_without_errors(report, tmp_path):
-    _, files = report
-    page = files["report.html"].read_text()
-    hook = (
-        "<script nonce='bobtest'>window.__errors=[];"
-        "addEventListener('error',e=>__errors.push('error: '+(e.message||(e.target&&e.target.src)||'?')),true);"
-        "document.addEventListener('securitypolicyviolation',e=>__errors.push('csp: '+e.violatedDirective+' '+e.blockedURI));"
-        "const ce=console.error;console.error=(...a)=>{__errors.push('console: '+a.join(' '));ce.apply(console,a)};"
-        "addEventListener('load',()=>{const imgs=[...document.images];"
-        "const broken=imgs.filter(i=>!(i.complete&&i.naturalWidth>0)).map(i=>i.dataset.file);"
-        "const out=document.createElement('pre');out.id='bobtest';"
-        "out.textContent=JSON.stringify({errors:__errors,images:imgs.length,broken});document.body.appendChild(out)});"
-        "</script>"
-    )
-    csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-    assert csp in page
-    instrumented = page.replace(csp, csp + "; script-src 'nonce-bobtest'").replace(
-        "<head>", "<head>" + hook, 1
-    )
-    target = tmp_path / "instrumented.html"
-    target.write_text(instrumented)
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
-    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
-    flags += [f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
-    flags += ["--virtual-time-budget=5000", "--dump-dom"]
-    proc = subprocess.run([CHROMIUM, *flags, target.as_uri()], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    found = re.search(r'<pre id="bobtest">(.*?)</pre>', proc.stdout, re.S)
-    assert found, f"instrumentation did not run; stderr: {proc.stderr[-2000:]}"
-    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
-    n_plots = sum(n.endswith(".png") for n in files)
-    assert result == {"errors": [], "images": n_plots, "broken": []}
-    console_errors = [
-        line for line in proc.stderr.splitlines() if "CONSOLE" in line and "bobtest" not in line
-    ]
-    assert console_errors == []
 
 
 def test_sparse_results_give_a_report_with_only_the_plots_they_support(tmp_path):

@@ -3,7 +3,7 @@ uninterrupted run (CPU, one thread, same seed).
 
 Each run is a real `python` subprocess training Faster R-CNN on the registered ResNet-18 (random
 regime: live BatchNorm, so running statistics must resume too) over the synthetic rectangles of
-detection_synthetic (8 train + 2 val images of 64 px, batch 2, 3 epochs). The interrupted run is
+tests/unit/detection_synthetic.py (8 train + 2 val images of 64 px, batch 2, 3 epochs). The interrupted run is
 SIGKILLed as soon as its first epoch's checkpoint exists, i.e. while epoch 2 is training; the rerun
 resumes from `last.pt`. Equality is exact (`torch.equal` on every tensor): the loop is deterministic
 by design (per-epoch seeds), so any tolerance would hide a resume bug.
@@ -51,10 +51,11 @@ summary = train_detector(
 print("best_epoch", summary["best_epoch"])
 """
 TIMEOUT_S = 300
+UNIT_TESTS = Path(__file__).resolve().parents[1] / "unit"  # detection_synthetic.py
 
 
 def _start(out: Path, marker: Path | None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(UNIT_TESTS), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, str(out), str(marker or "")],
