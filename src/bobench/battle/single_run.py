@@ -21,7 +21,7 @@ def _check_name(value: Any, field: str) -> str:
 
 
 def plan_single_run(
-    backbone: str,
+    backbone: str | dict[str, Any],
     dataset: str | dict[str, Any],
     protocol: str,
     config: dict[str, Any] | None = None,
@@ -32,13 +32,16 @@ def plan_single_run(
     dataset_loader: Callable[[Any], Any] | None = None,
     embedder_variant: str = "onnx",
 ) -> RunPlan:
-    """The plan of one run; `dataset` is a registered name or a structured ref ({"type": ...}).
+    """The plan of one run; `backbone` is a registered name or a user-defined backbone (a mapping of
+    BackboneSpec fields, as in a battle spec's `backbones`, registered on planning); `dataset` is a
+    registered name or a structured ref ({"type": ...}).
 
     Returns a RunPlan whose run key matches the battle planner's. Raises InvalidArgument (naming the
     field) for an empty or unknown backbone/protocol, a dataset that cannot be loaded, a bad config
     key, or a seed that is not a non-negative integer.
     """
-    _check_name(backbone, "backbone")
+    if not isinstance(backbone, dict):
+        _check_name(backbone, "backbone")
     _check_name(protocol, "protocol")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InvalidArgument(f"seed: must be a non-negative integer, got {seed!r}")

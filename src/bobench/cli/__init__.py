@@ -9,6 +9,7 @@ import logging
 import sys
 
 from bobench import __version__
+from bobench.cli.common import quiet_broken_pipe
 from bobench.errors import BobenchError
 from bobench.exit_codes import USAGE_ERROR, report_exit
 from bobench.logs import setup_logging as setup_process_logging
@@ -99,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     args.verbose += getattr(args, "sub_verbose", 0)
     setup_logging(args.verbose, args.quiet)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that left early (`| head`) shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return quiet_broken_pipe()
     except (BobenchError, KeyboardInterrupt) as exc:  # one line and the code of bobench.exit_codes
         return report_exit(exc, "bob")
 

@@ -10,13 +10,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bobench.cli.common import print_json
+from bobench.cli.common import out_dir, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     rep = sub.add_parser("report", help="write report.html + report.md (+ PNG plots) for a results directory")
     rep.add_argument("results_dir")
-    rep.add_argument("--out", help="where to write (default: the results directory)")
+    rep.add_argument(
+        "-o",
+        "--out",
+        type=out_dir,
+        help="directory for report.html, report.md, analysis.json, runs.csv and plots/ "
+        "(created if missing; default: RESULTS_DIR/report)",
+    )
     rep.add_argument("--external", action="append", default=[], metavar="CSV", help="merge external scores")
     add_selection_flags(rep)
     rep.add_argument("--max-latency-ms", type=float, help="your latency limit for the recommendations")

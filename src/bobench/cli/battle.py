@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bobench.cli.common import add_settings_flags, settings_from
+from bobench.cli.common import add_settings_flags, out_dir, run_title, settings_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = p.add_subparsers(dest="battle_command", metavar="ACTION", required=True)
     run = s.add_parser("run", help="run a battle spec in this process (embedded mode)")
     run.add_argument("spec", help="battle spec (YAML)")
-    run.add_argument("-o", "--out", required=True, help="output directory (results.jsonl, report)")
+    run.add_argument("-o", "--out", required=True, type=out_dir, help="output directory (results.jsonl, report)")
     add_settings_flags(run)
     run.add_argument("--no-report", action="store_true", help="skip writing report.html/report.md")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -76,7 +76,7 @@ def _print_record(record) -> None:
     """One line per finished run, written above the progress bars."""
     from tqdm.auto import tqdm
 
-    where = f"{record.backbone} · {record.dataset} · {record.protocol}"
+    where = run_title(record)
     if record.status == "finished":
         value = record.metrics.get(record.primary_metric)
         shown = (

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from bobench.config import Settings, load_settings
@@ -65,6 +69,72 @@ def settings_from(args: argparse.Namespace, spec: dict[str, Any] | None = None) 
         settings = dataclasses.replace(settings, device=check_device(settings.device))
     configure(settings)  # s3:// dataset refs read through these store settings
     return settings
+
+
+# 128 + SIGPIPE: the status a shell reports for `yes | head`, so `set -o pipefail` treats `bob ... | head`
+# like any other writer whose reader left early.
+BROKEN_PIPE_EXIT_CODE = 141
+
+
+def quiet_broken_pipe() -> int:
+    """The reader of standard output went away (`bob backbones list --json | head`): stop quietly.
+
+    Points stdout at /dev/null so the interpreter's final flush does not fail again ("Exception
+    ignored ... BrokenPipeError"), and returns BROKEN_PIPE_EXIT_CODE.
+    """
+    # stdout that is not a file (captured by a test, already closed) has nothing to redirect
+    with contextlib.suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return BROKEN_PIPE_EXIT_CODE
+
+
+def out_dir(value: str) -> str:
+    """argparse `type` of an output-directory flag: `value` may be missing (it is created) or a
+    directory, never a file (or under one). ArgumentTypeError says so before any work starts."""
+    path = Path(value)
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                what = "is a file" if existing == path else f"is under {existing}, which is a file"
+                raise argparse.ArgumentTypeError(
+                    f"{value} {what}; give a directory (it is created if missing)"
+                )
+            break
+    return value
+
+
+SHORT_CONFIG_CHARS = 60
+
+
+def short_config(protocol: str, config: dict[str, Any]) -> str:
+    """A run's config for a one-line summary: the `key=value` pairs that differ from the protocol's
+    defaults ("defaults" when none do; every pair for an unknown protocol), cut to SHORT_CONFIG_CHARS."""
+    from bobench.errors import BobenchError
+    from bobench.protocols import get_protocol
+
+    try:
+        defaults = get_protocol(protocol).defaults
+    except BobenchError:
+        defaults = {}
+
+    def text(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+    changed = [
+        f"{k}={text(v)}" for k, v in config.items() if k not in defaults or text(defaults[k]) != text(v)
+    ]
+    shown = " ".join(changed) or "defaults"
+    return shown if len(shown) <= SHORT_CONFIG_CHARS else shown[: SHORT_CONFIG_CHARS - 3] + "..."
+
+
+def run_title(record: Any) -> str:
+    """`backbone · dataset · protocol · seed N · config` of a run record (progress and summary lines)."""
+    return (
+        f"{record.backbone} · {record.dataset} · {record.protocol} · seed {record.seed} · "
+        f"{short_config(record.protocol, record.config)}"
+    )
 
 
 def print_json(obj: Any) -> None:

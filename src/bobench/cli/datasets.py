@@ -1,4 +1,4 @@
-"""`bob datasets list`, `bob datasets fetch` and `bob datasets upload DIR s3://bucket/prefix`."""
+"""`bob datasets list`, `bob datasets show NAME`, `bob datasets fetch` and `bob datasets upload DIR s3://bucket/prefix`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = s.add_parser("list", help="named datasets (use imagefolder/manifest refs for your own)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
+    show = s.add_parser("show", help="one named dataset: task, classes, size, source, licence, options")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=cmd_show)
     fetch = s.add_parser(
         "fetch",
         help="fetch the package-backed bundled data once into the cache (the emoji sets' npm tarballs, "
@@ -60,6 +64,41 @@ def cmd_list(args: argparse.Namespace) -> int:
             c for c in ("name", "task", "classes", "size", "source", "license") if any(c in r for r in rows)
         ]
         print(table(rows, cols))
+    return 0
+
+
+def dataset_details(name: str) -> dict:
+    """What `bob datasets show` prints: the catalogue row and each option's default. Loads no data."""
+    import inspect
+
+    from bobench.data import DATASETS, list_datasets
+
+    rows = list_datasets()  # also registers the built-in datasets
+    entry = DATASETS.get(name)  # an unknown name is InvalidArgument with close matches
+    row = next(r for r in rows if r["name"] == entry.name)
+    params = inspect.signature(entry.factory).parameters
+    options = {
+        key: None if params[key].default is inspect.Parameter.empty else params[key].default
+        for key in row.pop("options")
+    }
+    return {**row, "options": options}
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    import json
+
+    details = dataset_details(args.name)
+    if args.json:
+        print_json(details)
+        return 0
+    for key, value in details.items():
+        if key != "options" and value not in ("", None):
+            print(f"{key + ':':13} {value}")
+    print(f'options (key: default; as a ref: {{"name": {json.dumps(details["name"])}, KEY: VALUE}}):')
+    for key, value in details["options"].items():
+        print(f"  {key}: {json.dumps(value, default=str)}")
+    if not details["options"]:
+        print("  (none)")
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bobench.cli.common import print_json
+from bobench.cli.common import out_dir, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("backbone", help="registered backbone name")
     p.add_argument(
-        "-o", "--out", required=True, help="Triton model repository directory (created if missing)"
+        "-o", "--out", required=True, type=out_dir, help="Triton model repository directory (created if missing)"
     )
     p.add_argument(
         "--variant",

@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from bobench.cli.common import add_settings_flags, print_json, settings_from, table
+from bobench.cli.common import add_settings_flags, out_dir, print_json, run_title, settings_from, table
 from bobench.errors import InvalidArgument
 
 EVALUATOR_ENV = "BOBENCH_EVALUATOR"
@@ -24,7 +24,11 @@ _BATTLE_EXIT = {"BATTLE_STATE_FINISHED": 0}
 
 def register(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("evaluate", help="evaluate one backbone on one dataset with one protocol")
-    ev.add_argument("backbone", help="registered backbone name")
+    ev.add_argument(
+        "backbone",
+        help="registered backbone name, or a user-defined backbone as JSON, like a battle spec's backbones "
+        'entry: \'{"name": "my-r18", "source": "timm", "model_id": "resnet18", "weights": "ckpt.pth"}\'',
+    )
     ev.add_argument(
         "dataset",
         help='registered dataset name, or a JSON ref such as \'{"type": "imagefolder", "path": "d"}\'',
@@ -43,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--rerun", action="store_true", help="execute even if the server has a finished result")
     ev.add_argument("--timeout-s", type=float, default=3600.0, help="deadline of the remote call")
     ev.add_argument("--json", action="store_true", help="print the run record as JSON")
+    ev.add_argument(
+        "-o",
+        "--out",
+        type=out_dir,
+        help="also append the record to DIR/results.jsonl (as `bob battle run` does; then `bob report DIR`)",
+    )
     add_settings_flags(ev)
     ev.set_defaults(func=cmd_evaluate)
 
@@ -63,7 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     results.add_argument("--server", **server)
     results.add_argument("--json", action="store_true", help="one JSON record per line")
     results.add_argument(
-        "-o", "--out", help="also write DIR/results.jsonl and the report there (as `bob battle run` does)"
+        "-o",
+        "--out",
+        type=out_dir,
+        help="also write DIR/results.jsonl and the report there (as `bob battle run` does)",
     )
     results.set_defaults(func=cmd_results)
     get = actions.add_parser("get", help="a submitted battle's state and counts")
@@ -150,25 +163,44 @@ def _dataset_arg(text: str) -> str | dict[str, Any]:
     return text
 
 
+def _backbone_arg(text: str) -> str | dict[str, Any]:
+    """A registered name, or a user-defined backbone given as a JSON object of BackboneSpec fields
+    (checked like a battle spec's entry; relative weight/model paths resolve against the working
+    directory)."""
+    if not text.lstrip().startswith("{"):
+        return text
+    from pathlib import Path
+
+    from bobench.battle.spec import custom_backbone_entry
+
+    try:
+        item = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"BACKBONE: not valid JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(item, dict):
+        raise InvalidArgument(
+            "BACKBONE: a user-defined backbone must be a JSON object of BackboneSpec fields"
+        )
+    return custom_backbone_entry(item, "BACKBONE", Path.cwd())
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from bobench.rpc.convert import parse_json_object
 
     config = parse_json_object(args.protocol_config, "--protocol-config")
     dataset = _dataset_arg(args.dataset)
+    backbone = _backbone_arg(args.backbone)
     server = _server(args, "evaluator")
     if server:
         from bobench.client import EvaluatorClient
+        from bobench.rpc import convert
 
+        name = backbone["name"] if isinstance(backbone, dict) else backbone
+        request = convert.run_request(name, dataset, args.protocol, config, args.seed, rerun=args.rerun)
+        if isinstance(backbone, dict):  # the evaluator registers it before the run
+            request.backbone.spec_json = json.dumps(backbone, sort_keys=True)
         with EvaluatorClient(server, auth=_client_auth(args)) as client:
-            record = client.evaluate(
-                args.backbone,
-                dataset,
-                args.protocol,
-                config,
-                args.seed,
-                timeout_s=args.timeout_s,
-                rerun=args.rerun,
-            ).record
+            record = client.evaluate_plan_request(request, timeout_s=args.timeout_s).record
     else:
         from bobench.battle.executors.local import LocalExecutor
         from bobench.battle.single_run import plan_single_run
@@ -176,17 +208,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         executor = LocalExecutor(settings_from(args))
         try:
             plan = plan_single_run(
-                args.backbone, dataset, args.protocol, config, args.seed, dataset_loader=executor.dataset
+                backbone, dataset, args.protocol, config, args.seed, dataset_loader=executor.dataset
             )
             record = executor.execute(plan)
         finally:
             executor.close()
+    if args.out:
+        from pathlib import Path
+
+        from bobench.battle.runner import RESULTS_FILE, append_record
+
+        append_record(Path(args.out), record)
+        print(f"record appended to {Path(args.out) / RESULTS_FILE}", file=sys.stderr)
     if args.json:
         sys.stdout.write(record.to_json() + "\n")
     else:
         print(
-            f"run {record.run_key}: {record.backbone} / {record.dataset} / {record.protocol} "
-            f"v{record.protocol_version} seed {record.seed}: {record.status} ({record.duration_s} s)"
+            f"run {record.run_key}: {run_title(record)} (protocol v{record.protocol_version}): "
+            f"{record.status} ({record.duration_s} s)"
         )
         rows = [
             {"metric": k, "value": v}
