@@ -1,7 +1,13 @@
-"""Battle specs: backbones x datasets x protocols x seeds, parsed from YAML with field-named errors."""
+"""Battle specs: backbones x datasets x protocols x seeds, parsed from YAML with field-named errors.
+
+An unknown field (top level, a protocol entry, a user-defined backbone, `settings`, `recommend`) is
+refused with the close match it was probably meant to be ("unknown field 'protocls' (did you mean
+'protocols'?)"); `load_spec` prefixes every error with the spec's file.
+"""
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +104,17 @@ def _fail(where: str, message: str) -> InvalidArgument:
     return InvalidArgument(f"battle spec: {where}: {message}")
 
 
+def unknown_fields(unknown: set[str] | list[str], allowed: set[str] | list[str], what: str = "field") -> str:
+    """ "unknown field 'protocls' (did you mean 'protocols'?); allowed: ..." for the keys in `unknown`."""
+    choices = sorted(allowed)
+    named = []
+    for key in sorted(unknown, key=str):
+        close = difflib.get_close_matches(str(key), choices, n=1, cutoff=0.6)
+        named.append(f"{str(key)!r} (did you mean {close[0]!r}?)" if close else repr(str(key)))
+    plural = "" if len(named) == 1 else "s"
+    return f"unknown {what}{plural} {', '.join(named)}; allowed: {', '.join(choices)}"
+
+
 def _list(data: dict, key: str, required: bool = True) -> list:
     value = data.get(key)
     if value is None:
@@ -154,9 +171,9 @@ def _protocol_entry(
         return ProtocolEntry(name=item)
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise _fail(where, "must be a protocol name or a mapping with 'name'")
-    unknown = set(item) - {"name", "config", "datasets", "backbones"}
+    unknown = set(item) - _PROTOCOL_FIELDS
     if unknown:
-        raise _fail(where, f"unknown key(s) {sorted(unknown)} (allowed: name, config, datasets, backbones)")
+        raise _fail(where, unknown_fields(unknown, _PROTOCOL_FIELDS))
     config = item.get("config") or {}
     if not isinstance(config, dict):
         raise _fail(f"{where}.config", "must be a mapping")
@@ -168,6 +185,7 @@ def _protocol_entry(
     )
 
 
+_PROTOCOL_FIELDS = {"name", "config", "datasets", "backbones"}
 _CUSTOM_REQUIRED = ("name", "source", "model_id")
 _CUSTOM_DEFAULTS = {"family": "cnn", "pretraining_method": "other", "pretraining_data": "unknown"}
 
@@ -184,9 +202,9 @@ def custom_backbone_entry(item: dict, where: str, base_dir: Path | None) -> dict
     import dataclasses
 
     known = {f.name for f in dataclasses.fields(BackboneSpec)}
-    unknown = sorted(set(item) - known)
+    unknown = set(item) - known
     if unknown:
-        raise _fail(where, f"unknown BackboneSpec field(s) {unknown}")
+        raise _fail(where, unknown_fields(unknown, known, "BackboneSpec field"))
     check_digest_field(item.get("weights_sha256"), f"battle spec: {where}.weights_sha256")
     entry = {**_CUSTOM_DEFAULTS, **item}
     if (
@@ -247,7 +265,7 @@ def parse_spec(
     _check_names(data, limits)
     unknown = set(data) - _TOP_LEVEL
     if unknown:
-        raise _fail("top level", f"unknown key(s) {sorted(unknown)} (allowed: {sorted(_TOP_LEVEL)})")
+        raise _fail("top level", unknown_fields(unknown, _TOP_LEVEL))
     backbones, custom = [], []
     for i, b in enumerate(_list(data, "backbones")):
         if isinstance(b, dict):
@@ -281,10 +299,7 @@ def parse_spec(
     if not isinstance(settings, dict):
         raise _fail("settings", f"must be a mapping with keys among {sorted(_SETTINGS)}")
     if set(settings) - _SETTINGS:
-        raise _fail(
-            "settings",
-            f"unknown key(s) {sorted(set(settings) - _SETTINGS)}; a spec may set {sorted(_SETTINGS)}",
-        )
+        raise _fail("settings", unknown_fields(set(settings) - _SETTINGS, _SETTINGS, "setting"))
     bs = settings.get("batch_size")
     if bs is not None and (
         not isinstance(bs, int) or isinstance(bs, bool) or not 0 < bs <= limits.max_batch_size
@@ -325,7 +340,9 @@ def parse_spec(
 
 
 def _recommend(value: Any) -> dict[str, float]:
-    if not isinstance(value, dict) or set(value) - _RECOMMEND:
+    if isinstance(value, dict) and set(value) - _RECOMMEND:
+        raise _fail("recommend", unknown_fields(set(value) - _RECOMMEND, _RECOMMEND, "limit"))
+    if not isinstance(value, dict):
         raise _fail("recommend", f"must be a mapping with keys among {sorted(_RECOMMEND)}, got {value!r}")
     for key, bound in value.items():
         if isinstance(bound, bool) or not isinstance(bound, int | float) or not bound >= 0:
@@ -362,6 +379,12 @@ def load_spec(path: str | Path) -> BattleSpec:
     p = Path(path)
     if not p.is_file():
         raise InvalidArgument(f"battle spec {p} does not exist")
-    return load_spec_yaml(
-        p.read_bytes(), f"battle spec {p}", base_dir=p.parent.resolve(), default_name=p.stem
-    )
+    try:
+        return load_spec_yaml(
+            p.read_bytes(), f"battle spec {p}", base_dir=p.parent.resolve(), default_name=p.stem
+        )
+    except InvalidArgument as exc:
+        if str(p) in str(exc):  # the YAML loader's errors name the file already
+            raise
+        message = str(exc).removeprefix("battle spec: ")
+        raise InvalidArgument(f"battle spec {p}: {message}") from None
