@@ -162,3 +162,47 @@ def test_report_out_writes_the_report_where_asked(tmp_path, capsys, settings):
     with pytest.raises(SystemExit):
         bob(["report", "--help"])
     assert "default: RESULTS_DIR/report" in " ".join(capsys.readouterr().out.split())
+
+
+def _image_folder(root, classes=("cat", "dog"), per_class=6):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def _battle(tmp_path, capsys, settings, dataset_ref: str, protocol: str) -> str:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: mine\nbackbones: [toy]\ndatasets:\n  - name: my-pets\n    ref: {dataset_ref}\nprotocols: [{protocol}]\n"
+    )
+    argv = ["battle", "run", str(spec), "--out", str(tmp_path / "out"), "--cache-dir", settings.cache_dir]
+    assert bob([*argv, "--embedder", "torch", "--no-progress", "--no-report"]) == 1
+    return capsys.readouterr().err
+
+
+def test_a_data_error_names_the_dataset_as_the_spec_does(tmp_path, capsys, settings):
+    folder = _image_folder(tmp_path / "photos")
+    (folder / "dog" / "broken.png").write_text("not an image")
+    err = _battle(tmp_path, capsys, settings, "{type: imagefolder, path: photos}", "knn")
+    assert "InvalidArgument: dataset 'my-pets': " in err and "broken.png" in err
+
+
+def test_retrieval_on_a_folder_without_query_and_gallery_explains_how_to_get_them(tmp_path, capsys, settings):
+    _image_folder(tmp_path / "photos")
+    err = _battle(tmp_path, capsys, settings, "{type: imagefolder, path: photos}", "retrieval")
+    assert "retrieval needs a 'query' and a 'gallery' split" in err and "has test, train, val" in err
+    assert "query/<class>/" in err and "splits: {query: 0.3, gallery: 0.7}" in err
+    # the way the message offers works
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        spec.read_text().replace("path: photos}", "path: photos, splits: {query: 0.3, gallery: 0.7}}")
+    )
+    argv = ["battle", "run", str(spec), "--out", str(tmp_path / "out2"), "--cache-dir", settings.cache_dir]
+    assert bob([*argv, "--embedder", "torch", "--no-progress", "--no-report"]) == 0
+    assert "my-pets · retrieval" in capsys.readouterr().out

@@ -288,6 +288,20 @@ def dataset_relevance(ctx: RunContext, query_split: str, gallery_split: str) -> 
     return positives, junk
 
 
+def check_retrieval_splits(ds: Any, query_split: str, gallery_split: str) -> None:
+    """InvalidArgument explaining how to give a dataset (typically a user's own folder of class
+    folders, split train/val/test by default) the query and gallery splits retrieval ranks."""
+    missing = [s for s in dict.fromkeys((query_split, gallery_split)) if s not in ds.splits]
+    if missing:
+        raise InvalidArgument(
+            f"retrieval needs a {query_split!r} and a {gallery_split!r} split; dataset {ds.name!r} has "
+            f"{', '.join(sorted(ds.splits))}. For a folder of your own: put the images under "
+            f"{query_split}/<class>/ and {gallery_split}/<class>/, or split its class folders on load with "
+            f"`splits: {{{query_split}: 0.3, {gallery_split}: 0.7}}` in the dataset ref, or point the "
+            "protocol at splits it has (`config: {query_split: test, gallery_split: train}`)"
+        )
+
+
 def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, Any]:
     """Retrieval metrics of the query split against the (clean) gallery split (module docstring).
 
@@ -298,6 +312,7 @@ def evaluate(ctx: RunContext, config: dict[str, Any], seed: int) -> dict[str, An
     ks = positive_ints(config["ks"], "retrieval: 'ks'")
     variants, per_variant = query_variants(config["query_variant"])
     query_split, gallery_split = config["query_split"], config["gallery_split"]
+    check_retrieval_splits(ctx.dataset, query_split, gallery_split)
     gallery_x, gallery_y = check_features(*ctx.features(gallery_split), f"retrieval: split {gallery_split!r}")
     gallery_x = l2_normalize(gallery_x)
     explicit = dataset_relevance(ctx, query_split, gallery_split)

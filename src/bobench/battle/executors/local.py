@@ -107,6 +107,16 @@ class LocalExecutor(Executor):
             self._datasets[key] = ds
         return self._datasets[key]
 
+    def _run_dataset(self, plan: RunPlan) -> Any:
+        """The run's dataset. A data error names the dataset as the spec does (`plan.dataset`, e.g.
+        'my-pets'), not only by its folder: the same error type, the spec's name in front."""
+        try:
+            return self.dataset(plan.dataset_ref)
+        except BobenchError as exc:
+            if f"dataset {plan.dataset!r}" in str(exc):
+                raise
+            raise type(exc)(f"dataset {plan.dataset!r}: {exc}") from exc
+
     def embedder(self, spec: Any, embedder_variant: str = "onnx"):
         """The embedder of `spec` (kept warm per backbone digest and variant).
 
@@ -228,7 +238,7 @@ class LocalExecutor(Executor):
             runtime_info["precision"] = precision_of_variant(variant)  # also when every feature is cached
             ctx = LocalContext(
                 spec,
-                self.dataset(plan.dataset_ref),
+                self._run_dataset(plan),
                 cache=self.feature_cache(variant),
                 embedder_factory=lambda: self.embedder(spec, variant),
                 dataset_loader=self.dataset,
