@@ -78,6 +78,32 @@ def test_bob_evaluate_remote_and_embedded_print_the_same_record(tmp_path, capsys
     assert remote["metrics"] == embedded["metrics"]
 
 
+def test_bob_evaluate_sends_a_user_defined_backbone_along_and_writes_out(tmp_path, capsys):
+    from bobench.backbones import BACKBONES
+
+    custom = json.dumps({"name": "cli-remote-r18", "source": "timm", "model_id": "resnet18", "weights": "random",
+                         "seed": 3, "input_size": 64, "crop_pct": 1})  # fmt: skip
+    servicer = EvaluatorServicer(
+        Settings(cache_dir=str(tmp_path / "srv"), batch_size=16, threads=1), tmp_path / "results"
+    )
+    binding = ServiceBinding.of(evaluator_pb2_grpc.add_EvaluatorServicer_to_server, servicer)
+    argv = ["-q", "evaluate", custom, "toy", "knn", "--config", CONFIG, "--json"]
+    try:
+        with BackgroundServer([binding]) as running:
+            assert bob([*argv, "--server", running.address, "--out", str(tmp_path / "runs")]) == 0
+            remote = _json_lines(capsys.readouterr().out)[0]
+        servicer.close()
+        BACKBONES._items.pop("cli-remote-r18", None)  # the embedded run registers it afresh
+        assert bob([*argv, "--cache-dir", str(tmp_path / "local"), "--threads", "1"]) == 0
+        embedded = _json_lines(capsys.readouterr().out)[0]
+    finally:
+        BACKBONES._items.pop("cli-remote-r18", None)
+    assert remote["backbone"] == "cli-remote-r18" and remote["status"] == embedded["status"] == "finished"
+    assert remote["run_key"] == embedded["run_key"] and remote["metrics"] == embedded["metrics"]
+    stored = [json.loads(line) for line in (tmp_path / "runs" / "results.jsonl").read_text().splitlines()]
+    assert [r["run_key"] for r in stored] == [remote["run_key"]]
+
+
 def test_bob_evaluate_reports_a_bad_request_and_exits_non_zero(tmp_path, capsys):
     servicer = EvaluatorServicer(Settings(cache_dir=str(tmp_path / "srv"), threads=1), tmp_path / "results")
     binding = ServiceBinding.of(evaluator_pb2_grpc.add_EvaluatorServicer_to_server, servicer)
