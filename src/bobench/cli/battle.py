@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = p.add_subparsers(dest="battle_command", metavar="ACTION", required=True)
     run = s.add_parser("run", help="run a battle spec in this process (embedded mode)")
     run.add_argument("spec", help="battle spec (YAML)")
-    run.add_argument("-o", "--out", required=True, type=out_dir, help="output directory (results.jsonl, report)")
+    run.add_argument(
+        "-o", "--out", required=True, type=out_dir, help="output directory (results.jsonl, report)"
+    )
     add_settings_flags(run)
     run.add_argument("--no-report", action="store_true", help="skip writing report.html/report.md")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -14,7 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("backbone", help="registered backbone name")
     p.add_argument(
-        "-o", "--out", required=True, type=out_dir, help="Triton model repository directory (created if missing)"
+        "-o",
+        "--out",
+        required=True,
+        type=out_dir,
+        help="Triton model repository directory (created if missing)",
     )
     p.add_argument(
         "--variant",

@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a backbone + linear head end to end (resumable)")
     p.add_argument("backbone", help="registered backbone name")
     p.add_argument("dataset", help='dataset name, path, or a JSON dataset ref like \'{"name": "toy"}\'')
-    p.add_argument("-o", "--out", required=True, type=out_dir, help="run directory (checkpoints, status, metrics.json)")
+    p.add_argument(
+        "-o", "--out", required=True, type=out_dir, help="run directory (checkpoints, status, metrics.json)"
+    )
     p.add_argument(
         "--recipe",
         dest="finetune_config",
