@@ -49,3 +49,14 @@ def test_a_spec_file_error_names_the_file(tmp_path):
     with pytest.raises(InvalidArgument) as info:
         load_spec(path)
     assert str(info.value).count(str(path)) == 1
+
+
+def test_an_unknown_protocol_config_key_suggests_the_close_one():
+    from bobench.protocols import get_protocol
+
+    with pytest.raises(InvalidArgument) as info:
+        get_protocol("knn").resolve_config({"kk": [5]})
+    assert "unknown config key(s) ['kk'] (did you mean 'ks'?); known: " in str(info.value)
+    with pytest.raises(InvalidArgument) as info:
+        get_protocol("knn").resolve_config({"zzzzz": 1})
+    assert "did you mean" not in str(info.value)

@@ -109,7 +109,7 @@ def unknown_fields(unknown: set[str] | list[str], allowed: set[str] | list[str],
     choices = sorted(allowed)
     named = []
     for key in sorted(unknown, key=str):
-        close = difflib.get_close_matches(str(key), choices, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(str(key), choices, n=1, cutoff=0.5)  # as the registries
         named.append(f"{str(key)!r} (did you mean {close[0]!r}?)" if close else repr(str(key)))
     plural = "" if len(named) == 1 else "s"
     return f"unknown {what}{plural} {', '.join(named)}; allowed: {', '.join(choices)}"

@@ -9,6 +9,7 @@ shares the feature cache.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -91,8 +92,10 @@ class Protocol:
         config = dict(config or {})
         unknown = sorted(set(config) - set(self.defaults))
         if unknown:
+            close = [m for k in unknown for m in difflib.get_close_matches(k, list(self.defaults), 1, 0.5)]
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
             raise InvalidArgument(
-                f"protocol {self.name!r}: unknown config key(s) {str(unknown)[:200]}; known: {sorted(self.defaults)}"
+                f"protocol {self.name!r}: unknown config key(s) {str(unknown)[:200]}{hint}; known: {sorted(self.defaults)}"
             )
         check_plain(config, f"protocol {self.name!r} config")
         resolved = {**self.defaults, **config}
