@@ -4,7 +4,7 @@ the servicer's owner check.
 
 The scheduler is the real one over a LocalStore, with an executor that finishes every run at once and
 a planner that plans backbones x datasets x protocols x seeds without any registry (no torch, no data).
-The process-level tests (real Scheduler and Evaluator processes) are tests/integration/test_scheduler_service.py.
+The process-level tests (real Scheduler and Evaluator processes) are tests/integration/test_scheduler_processes.py.
 """
 
 from __future__ import annotations

@@ -92,6 +92,15 @@ def test_the_check_passes_pure_code():
     assert problems("import os, sys\nfrom deploy_render import container\nos.environ.get('X')\n") == []
 
 
+def test_test_module_names_are_unique_across_the_tiers():
+    """The tiers have no __init__.py, so pytest imports test modules by basename: two tests/*/test_x.py
+    fail the collection of the whole suite ("import file mismatch") though each tier alone passes."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted(TESTS.glob("*/test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(TESTS)))
+    assert not {name: paths for name, paths in seen.items() if len(paths) > 1}
+
+
 def test_the_allow_list_names_existing_modules_with_a_reason():
     for name, reason in ALLOWED.items():
         assert (TESTS / name).is_file() and reason.strip(), name
