@@ -16,10 +16,22 @@ TESTS = Path(__file__).resolve().parents[1]
 IN_PROCESS_TIERS = ("unit", "service")
 
 # Modules whose import means the test starts processes or serves sockets.
-PROCESS_MODULES = {"subprocess", "multiprocessing", "pty", "http.server", "socketserver", "asyncio.subprocess"}
+PROCESS_MODULES = {
+    "subprocess",
+    "multiprocessing",
+    "pty",
+    "http.server",
+    "socketserver",
+    "asyncio.subprocess",
+}
 PROCESS_CALLS = {"system", "popen", "fork", "forkpty", "posix_spawn", "posix_spawnp"}  # os.NAME
 PROCESS_CALL_PREFIXES = ("spawn", "exec")  # os.spawnv, os.execv, ...
-SERVER_ATTRIBUTES = {"create_subprocess_exec", "create_subprocess_shell", "add_insecure_port", "add_secure_port"}
+SERVER_ATTRIBUTES = {
+    "create_subprocess_exec",
+    "create_subprocess_shell",
+    "add_insecure_port",
+    "add_secure_port",
+}
 # Test helpers that run kubectl or stop server processes (tests/deploy_render.py, tests/integration/conftest.py).
 PROCESS_HELPERS = {
     "deploy_render": {"kubectl", "run_kustomize", "render", "render_target"},
