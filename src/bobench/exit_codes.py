@@ -1,4 +1,4 @@
-"""The one table of process exit codes, shared by every front end.
+r"""The one table of process exit codes, shared by every front end.
 
 `bob`, the services (`python -m bobench.rpc.evaluator_service`, `...scheduler_service`,
 `...serving.embedder_service`), the local stack, the MinIO setup Job and the Kubernetes Job entry
@@ -12,6 +12,7 @@ can tell "fix your input" from "try again":
 | 2    | USAGE_ERROR   | a bad flag, argument, spec or setting: retrying cannot help (a Job fails)  |
 | 3    | UNAVAILABLE   | a service, store or dependency did not answer in time: retrying may help   |
 | 130  | INTERRUPTED   | stopped by Ctrl-C (SIGINT)                                                 |
+| 141  | BROKEN_PIPE   | `bob` only: the reader of its output left early (`bob ... \| head`), quietly |
 
 The same numbers as the repository scripts (`scripts/audit_lock.py`, `scripts/pin_base_images.py`).
 """
@@ -29,6 +30,7 @@ FAILED = 1
 USAGE_ERROR = 2
 UNAVAILABLE = 3
 INTERRUPTED = 130
+BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
 
 TRANSIENT_ERRORS: tuple[type[BobenchError], ...] = (Unavailable, DeadlineExceeded)
 

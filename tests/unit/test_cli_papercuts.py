@@ -8,9 +8,10 @@ import json
 
 import pytest
 
-from bobench.battle.records import RunRecord, read_records
 from bobench.cli import main as bob
-from bobench.cli.common import BROKEN_PIPE_EXIT_CODE, run_title, short_config
+from bobench.cli.common import run_title, short_config
+from bobench.exit_codes import BROKEN_PIPE
+from bobench.results import RunRecord, RunStatus, read_records
 
 SPEC = "name: tiny\nbackbones: [toy]\ndatasets: [toy]\nprotocols:\n  - name: knn\n    config: {ks: [5]}\n"
 
@@ -59,7 +60,7 @@ def test_a_closed_pipe_exits_141_quietly(capsys, monkeypatch):
             raise BrokenPipeError(32, "Broken pipe")
 
     monkeypatch.setattr("sys.stdout", ClosedPipe())
-    assert bob(["backbones", "list", "--json"]) == BROKEN_PIPE_EXIT_CODE == 141
+    assert bob(["backbones", "list", "--json"]) == BROKEN_PIPE == 141
     assert capsys.readouterr().err == ""
 
 
@@ -95,7 +96,7 @@ def test_show_of_an_unknown_name_suggests_the_close_one(capsys, kind, typo, righ
 def _record(protocol="knn", config=None, seed=3) -> RunRecord:
     return RunRecord(
         run_key="k", backbone="toy", dataset="toy", protocol=protocol, protocol_version="1",
-        task="classification", config=config or {}, seed=seed, status="finished",
+        task="classification", config=config or {}, seed=seed, status=RunStatus.FINISHED,
     )  # fmt: skip
 
 
@@ -121,7 +122,7 @@ def test_evaluate_takes_a_user_defined_backbone_as_json_and_appends_to_out(tmp_p
     custom = {"name": "cli-r18", "source": "timm", "model_id": "resnet18", "weights": "random", "seed": 7,
               "input_size": 64, "crop_pct": 1}  # fmt: skip
     out = tmp_path / "runs"
-    argv = ["evaluate", json.dumps(custom), "toy", "knn", "--config", '{"ks": [5]}', "--embedder", "torch",
+    argv = ["evaluate", json.dumps(custom), "toy", "knn", "--protocol-config", '{"ks": [5]}', "--embedder", "torch",
             "--cache-dir", settings.cache_dir, "--out", str(out)]  # fmt: skip
     assert bob(argv) == 0
     assert bob([*argv[:-2], "--seed", "1", "--out", str(out)]) == 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bobench.config import Settings, load_settings
+from bobench.exit_codes import BROKEN_PIPE
 
 # the Settings fields that add_settings_flags' flags set (dest = field name)
 SETTINGS_FLAGS = (
@@ -71,23 +72,18 @@ def settings_from(args: argparse.Namespace, spec: dict[str, Any] | None = None) 
     return settings
 
 
-# 128 + SIGPIPE: the status a shell reports for `yes | head`, so `set -o pipefail` treats `bob ... | head`
-# like any other writer whose reader left early.
-BROKEN_PIPE_EXIT_CODE = 141
-
-
 def quiet_broken_pipe() -> int:
     """The reader of standard output went away (`bob backbones list --json | head`): stop quietly.
 
     Points stdout at /dev/null so the interpreter's final flush does not fail again ("Exception
-    ignored ... BrokenPipeError"), and returns BROKEN_PIPE_EXIT_CODE.
+    ignored ... BrokenPipeError"), and returns BROKEN_PIPE.
     """
     # stdout that is not a file (captured by a test, already closed) has nothing to redirect
     with contextlib.suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    return BROKEN_PIPE_EXIT_CODE
+    return BROKEN_PIPE
 
 
 def out_dir(value: str) -> str:
