@@ -1,6 +1,6 @@
 """User plugins: the modules named in BOBENCH_PLUGINS (comma-separated) are imported at start-up, so
 their `@register_backbone` / `@register_dataset` / `register_protocol` calls take effect in every `bob`
-command and in the services (`bobench.rpc.server.serve_forever`).
+command and in the evaluator and scheduler services (their `main`, before the parser).
 
 An entry is either a module name that Python can import (an installed package, `my_pkg.plugins`) or
 the path of a `.py` file (`~/bob/my_plugins.py`, relative to the working directory): a file is

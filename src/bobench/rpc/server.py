@@ -264,11 +264,7 @@ async def serve_forever(
     auth: ServerAuth | None = None,
 ) -> None:
     """Start the server, print ONE JSON line (see `RunningServer.ready_info`) to stdout, and serve
-    until SIGTERM or SIGINT; then drain calls in flight for `grace_s` and call (or await) `on_stop`.
-    The BOBENCH_PLUGINS modules are imported first, as `bob` does, so their backbones can be served."""
-    from bobench.plugins import load_plugins
-
-    load_plugins()
+    until SIGTERM or SIGINT; then drain calls in flight for `grace_s` and call (or await) `on_stop`."""
     running = await start_server(
         services,
         host,
