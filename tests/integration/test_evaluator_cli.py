@@ -87,7 +87,7 @@ def test_bob_evaluate_sends_a_user_defined_backbone_along_and_writes_out(tmp_pat
         Settings(cache_dir=str(tmp_path / "srv"), batch_size=16, threads=1), tmp_path / "results"
     )
     binding = ServiceBinding.of(evaluator_pb2_grpc.add_EvaluatorServicer_to_server, servicer)
-    argv = ["-q", "evaluate", custom, "toy", "knn", "--config", CONFIG, "--json"]
+    argv = ["-q", "evaluate", custom, "toy", "knn", "--protocol-config", CONFIG, "--json"]
     try:
         with BackgroundServer([binding]) as running:
             assert bob([*argv, "--server", running.address, "--out", str(tmp_path / "runs")]) == 0

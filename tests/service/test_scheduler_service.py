@@ -15,12 +15,13 @@ import hashlib
 import grpc
 import pytest
 
-from bobench.battle.executor import Executor
+from bobench.battle.executors.base import Executor
 from bobench.battle.plan import RunPlan
 from bobench.battle.scheduler import Scheduler
 from bobench.battle.spec import load_spec_yaml
 from bobench.config import Settings
 from bobench.errors import PermissionDenied
+from bobench.results import RunStatus
 from bobench.rpc import auth
 from bobench.rpc.auth_tokens import Identity, new_token
 from bobench.rpc.scheduler_service import SchedulerServicer
@@ -61,7 +62,7 @@ def planned(battle_id):
 class InstantExecutor(Executor):
     def execute(self, plan, progress=None):
         record = plan.new_record()
-        record.status, record.metrics = "finished", {"top1": 0.5 + plan.seed / 10}
+        record.status, record.metrics = RunStatus.FINISHED, {"top1": 0.5 + plan.seed / 10}
         return record
 
 

@@ -193,10 +193,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     server = _server(args, "evaluator")
     if server:
         from bobench.client import EvaluatorClient
-        from bobench.rpc import convert
+        from bobench.results.convert import run_request
 
         name = backbone["name"] if isinstance(backbone, dict) else backbone
-        request = convert.run_request(name, dataset, args.protocol, config, args.seed, rerun=args.rerun)
+        request = run_request(name, dataset, args.protocol, config, args.seed, rerun=args.rerun)
         if isinstance(backbone, dict):  # the evaluator registers it before the run
             request.backbone.spec_json = json.dumps(backbone, sort_keys=True)
         with EvaluatorClient(server, auth=_client_auth(args)) as client:
@@ -216,7 +216,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         from pathlib import Path
 
-        from bobench.battle.runner import RESULTS_FILE, append_record
+        from bobench.results import RESULTS_FILE, append_record
 
         append_record(Path(args.out), record)
         print(f"record appended to {Path(args.out) / RESULTS_FILE}", file=sys.stderr)
