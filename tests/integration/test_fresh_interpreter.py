@@ -1,5 +1,6 @@
-"""Checks that need a fresh Python interpreter (a subprocess): what an import pulls in, first-use
-warnings, and the catalogue the package registers by itself (other tests register more in-process)."""
+"""Checks that need a fresh Python interpreter (a subprocess): what an import or a listing pulls in
+(no torch, timm, ONNX Runtime...), first-use warnings, and the catalogue the package registers by itself
+(other tests register more in this process)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,19 @@ def test_every_builtin_backbone_declares_its_license_and_weights_source():
     for name, license, weights in fresh:
         assert license and license != "unknown", name
         assert weights, name
+
+
+def test_listing_protocols_backbones_datasets_and_runtimes_imports_no_runtime_code():
+    code = (
+        "import sys\n"
+        "from bobench.backbones import BACKBONES\n"
+        "from bobench.data import DATASETS, SOURCES\n"
+        "from bobench.embed import runtime_names\n"
+        "from bobench.protocols import PROTOCOLS\n"
+        "assert len(PROTOCOLS) >= 11 and len(BACKBONES) > 10 and 'toy' in DATASETS and 'imagefolder' in SOURCES\n"
+        "assert runtime_names() == ('onnxruntime', 'torch', 'triton')\n"
+        "print(sorted(m for m in ('torch', 'onnxruntime', 'tritonclient', 'faiss', 'timm') if m in sys.modules))\n"
+    )
+    out = fresh_python("-c", code, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "[]"
