@@ -22,7 +22,7 @@ from bobench.backbones import (
 from bobench.backbones.sources_onnx import manual_preprocess
 from bobench.backbones.wrapper import PreprocessingWrapper
 from bobench.cli.backbones import backbone_table
-from bobench.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from bobench.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from bobench.hashing import sha256_file
 
 torch.set_num_threads(1)
@@ -171,9 +171,28 @@ def test_checkpoint_missing_a_key_fails_naming_the_file(tmp_path):
 def test_s3_weights_go_through_the_store(tmp_path, monkeypatch):
     path = tmp_path / "toy.pth"
     torch.save(create_backbone("toy", seed=2).module.network.state_dict(), path)
-    monkeypatch.setattr(bobench.store, "fetch_to_cache", lambda url: path, raising=False)
-    loaded = create_backbone("toy", weights="s3://bucket/toy.pth")
+    from bobench.config import Settings
+    from bobench.data import configure
+    from bobench.data.context import reset
+
+    seen = {}
+
+    def fetch(url, settings):
+        seen["settings"] = settings
+        return path
+
+    monkeypatch.setattr(bobench.store, "fetch_to_cache", fetch, raising=False)
+    reset()
+    with pytest.raises(FailedPrecondition, match="never called bobench.data.configure"):
+        create_backbone("toy", weights="s3://bucket/toy.pth")
+    configured = Settings(s3_endpoint="127.0.0.1:9")
+    configure(configured)
+    try:
+        loaded = create_backbone("toy", weights="s3://bucket/toy.pth")
+    finally:
+        reset()
     assert loaded.spec.weights_sha256 == sha256_file(path)
+    assert seen["settings"] is configured  # the process's settings, not a hidden environment read
     monkeypatch.delattr(bobench.store, "fetch_to_cache")
     with pytest.raises(Unavailable, match="fetch_to_cache"):
         create_backbone("toy", weights="s3://bucket/toy.pth")
