@@ -1,4 +1,5 @@
-"""`bob battle run SPEC --out DIR` (embedded). Remote battle commands live in cli/remote.py."""
+"""`bob battle`: `run SPEC --out DIR` (embedded) here; the remote actions (submit, watch, ...) are
+added to this group by cli/remote.py's `register_battle_actions`."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-params", type=float, help="recommendation limit (overrides the spec's recommend:)"
     )
     run.set_defaults(func=cmd_run)
+    from bobench.cli.remote import register_battle_actions
+
+    register_battle_actions(s)  # submit, watch, results, get, list, cancel: against a scheduler
 
 
 def cmd_run(args: argparse.Namespace) -> int:

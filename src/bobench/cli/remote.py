@@ -56,7 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_settings_flags(ev)
     ev.set_defaults(func=cmd_evaluate)
 
-    actions = _battle_actions(sub)
+
+def register_battle_actions(actions: argparse._SubParsersAction) -> None:
+    """The remote actions of `bob battle` (submit, watch, results, get, list, cancel), added to the
+    group that cli/battle.py owns."""
     server = {"help": f"scheduler HOST:PORT (env {SCHEDULER_ENV})"}
     submit = actions.add_parser("submit", help="submit a battle spec to a scheduler")
     submit.add_argument("spec", help="battle spec (YAML)")
@@ -91,18 +94,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     cancel.add_argument("--reason", default="cancelled from the command line")
     cancel.add_argument("--server", **server)
     cancel.set_defaults(func=cmd_cancel)
-
-
-def _battle_actions(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The sub-command group of `bob battle` (created by cli/battle.py; created here if absent)."""
-    parser = sub.choices.get("battle")
-    if parser is None:
-        parser = sub.add_parser("battle", help="submit and follow battles on a scheduler")
-        return parser.add_subparsers(dest="battle_command", metavar="ACTION", required=True)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest="battle_command", metavar="ACTION", required=True)
 
 
 def _client_auth(args: argparse.Namespace, stack_dir=None):
