@@ -225,14 +225,14 @@ def test_cancel_cancels_pending_runs_and_lets_running_ones_finish(store):
     sched = start(store, [ex], concurrency=1)
     try:
         bid = sched.submit(make_spec())
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while sched.get(bid).counts["running"] == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         status = sched.cancel(bid, reason="user asked")
         assert status.state == "cancelled" and status.error == "user asked"
         assert status.counts["cancelled"] == 5 and status.counts["running"] == 1
         gate.set()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30  # generous: a loaded machine; the loop ends when the run does
         while sched.get(bid).counts["running"] and time.monotonic() < deadline:
             time.sleep(0.01)
         final = sched.get(bid)
@@ -243,15 +243,24 @@ def test_cancel_cancels_pending_runs_and_lets_running_ones_finish(store):
 
 
 def test_watch_starts_with_a_snapshot_and_ends_with_the_final_battle_event(store):
-    ex = ScriptedExecutor({"b2": ["fail"]}, delay_s=0.01)
-    sched = start(store, [ex])
+    gate = threading.Event()  # b0 waits until the watcher has its snapshot, so no run ends unseen
+    ex = ScriptedExecutor({"b2": ["fail"]}, gate=gate)
+    sched = start(store, [ex], concurrency=1)
     try:
         bid = sched.submit(make_spec(seeds=[0]))
-        events = list(sched.watch(bid, timeout_s=10))
-        assert events[0].run_key == "" and events[-1].run_key == ""
+        deadline = time.monotonic() + 30
+        while sched.get(bid).counts["running"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stream = sched.watch(bid, timeout_s=60)
+        snapshot = next(stream)
+        assert snapshot.run_key == "" and snapshot.counts["running"] == 1
+        gate.set()
+        events = [snapshot, *stream]
+        assert events[-1].run_key == ""
         assert events[-1].battle_state == "failed" and events[-1].counts["finished"] == 2
         run_events = [(e.backbone, e.state) for e in events if e.run_key]
-        assert ("b0", "running") in run_events and ("b0", "finished") in run_events
+        assert ("b0", "finished") in run_events  # b0 was running in the snapshot
+        assert ("b1", "running") in run_events and ("b1", "finished") in run_events
         assert ("b2", "failed") in run_events
         assert [e.seq for e in events[1:]] == sorted(e.seq for e in events[1:])
         late = list(sched.watch(bid))  # a late watcher gets one terminal snapshot
@@ -464,12 +473,12 @@ def test_a_run_cancelled_while_waiting_for_an_executor_slot_never_executes(store
     sched = start(store, [ex], concurrency=2)
     try:
         bid = sched.submit(make_spec(backbones=("b0", "b1"), seeds=(0,)))
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while sched.get(bid).counts["running"] < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         sched.cancel(bid)
         gate.set()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30  # generous: a loaded machine; the loop ends when the run does
         while sched.get(bid).counts["running"] and time.monotonic() < deadline:
             time.sleep(0.01)
         status = sched.get(bid)
