@@ -107,5 +107,8 @@ def test_spec_recommend_limits_are_validated_and_the_cli_overrides_them():
     assert report_limits(args, spec) == {"max_latency_ms": 5.0, "max_params": 3e7}
     with pytest.raises(InvalidArgument, match=r"recommend.max_params: must be a number >= 0.*1.0e\+9"):
         parse_spec({**SPEC, "recommend": {"max_params": "1.0e9"}})
-    with pytest.raises(InvalidArgument, match="recommend: must be a mapping with keys among"):
+    with pytest.raises(
+        InvalidArgument,
+        match=r"recommend: unknown limit 'max_watts' \(did you mean 'max_params'\?\); allowed: ",
+    ):
         parse_spec({**SPEC, "recommend": {"max_watts": 1}})

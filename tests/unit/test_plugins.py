@@ -47,13 +47,19 @@ def forget_plugin():
     """Unregister what a test's plugin registered and forget the module, so tests stay independent."""
     from bobench import plugins
     from bobench.backbones import BACKBONES
+    from bobench.battle.plan import CUSTOM_BACKBONES
 
+    def unregister() -> None:  # the README's name is also a battle spec test's custom backbone
+        BACKBONES._items.pop("my-resnet18", None)
+        CUSTOM_BACKBONES.pop("my-resnet18", None)
+
+    unregister()
     names = []
     yield names.append
     for name in names:
         sys.modules.pop(name, None)
     plugins._loaded.clear()
-    BACKBONES._items.pop("my-resnet18", None)
+    unregister()
 
 
 @pytest.mark.parametrize("how", ["absolute", "relative"])

@@ -226,7 +226,9 @@ def test_cancel_cancels_pending_runs_and_lets_running_ones_finish(store):
     try:
         bid = sched.submit(make_spec())
         deadline = time.monotonic() + 30
-        while sched.get(bid).counts["running"] == 0 and time.monotonic() < deadline:
+        # inside the executor, not only marked running: a run still waiting for its executor slot is
+        # cancelled before it starts (test_a_run_cancelled_while_waiting_for_an_executor_slot_...)
+        while ex.active == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         status = sched.cancel(bid, reason="user asked")
         assert status.state == "cancelled" and status.error == "user asked"
