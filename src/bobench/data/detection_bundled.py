@@ -25,7 +25,6 @@ import functools
 import io
 import itertools
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -64,30 +63,31 @@ TREE_IMAGES = (  # (stem in deepforest/data/, NEON site)
 TREE_SITES = ("YELL", "OSBS", "SOAP")
 PIP = (sys.executable, "-m", "pip")  # the pip client that fetches the wheel (tests may swap it)
 # A read-only folder of wheels baked into an image (the evaluator and finetune-gpu Dockerfiles put the
-# deepforest wheel there), so a Job pod with an empty cache and no package index reads tree_crowns.
-IMAGE_WHEELS_ENV = "BOBENCH_IMAGE_WHEELS"
-IMAGE_WHEELS_DEFAULT = "/opt/bobench/wheels"
+# deepforest wheel there), so a Job pod with an empty cache and no package index reads tree_crowns: the
+# setting `image_wheels` (env BOBENCH_IMAGE_WHEELS), whose default is this folder.
+IMAGE_WHEELS_DEFAULT = Settings.image_wheels
 PIP_TIMEOUT_S = 600
 LABELME_DIR = "/usr/share/doc/labelme-examples/examples/instance_segmentation/data_dataset_coco"
 
 
-def _cache_dir() -> Path:
+def _settings() -> Settings:
     try:
-        return Path(data_settings("tree_crowns").cache_dir)
+        return data_settings("tree_crowns")
     except FailedPrecondition:  # a library caller that never configured the data context
-        return Path(Settings().cache_dir)
+        return Settings()
 
 
 def deepforest_wheel(cache_dir: Path | None = None) -> Path:
-    """Path of the deepforest wheel: in `<cache>/pypi`, else in the image's wheel folder (env
-    BOBENCH_IMAGE_WHEELS, default /opt/bobench/wheels), else fetched once with `pip download --no-deps`
-    into `<cache>/pypi`.
+    """Path of the deepforest wheel: in `<cache>/pypi`, else in the image's wheel folder (setting
+    `image_wheels`, default /opt/bobench/wheels), else fetched once with `pip download --no-deps` into
+    `<cache>/pypi`. Both folders come from the configured settings (`bobench.data.configure`).
 
     Raises Unavailable when it is in neither place and pip fails (offline, no index)."""
-    target = (cache_dir or _cache_dir()) / "pypi" / DEEPFOREST_WHEEL
+    settings = _settings()
+    target = (cache_dir or Path(settings.cache_dir)) / "pypi" / DEEPFOREST_WHEEL
     if target.exists():
         return target
-    baked = Path(os.environ.get(IMAGE_WHEELS_ENV) or IMAGE_WHEELS_DEFAULT) / DEEPFOREST_WHEEL
+    baked = Path(settings.image_wheels or IMAGE_WHEELS_DEFAULT) / DEEPFOREST_WHEEL
     if baked.is_file():
         return baked
     target.parent.mkdir(parents=True, exist_ok=True)
