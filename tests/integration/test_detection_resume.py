@@ -103,9 +103,7 @@ def test_resume_after_sigkill_reaches_the_uninterrupted_weights(tmp_path):
     assert a["epoch"] == b["epoch"] == 3
     _assert_same_tensors(a["model"], b["model"], "model")
     assert a["history"] == b["history"]  # train losses and val AP of every epoch
-    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
-    for k, state in a["optimizer"]["state"].items():
-        _assert_same_tensors(state, b["optimizer"]["state"][k], f"optimizer state {k}")
+    assert "optimizer" in killed and "optimizer" not in a and "optimizer" not in b  # complete: not kept
     _assert_same_tensors(load_checkpoint(tmp_path / "full" / "best.pt")["model"],
                          load_checkpoint(tmp_path / "cut" / "best.pt")["model"], "best")  # fmt: skip
 

@@ -283,3 +283,40 @@ def test_bad_protocol_config_is_refused_when_resolved_naming_the_key(protocol, c
 
 def test_no_weight_decay_is_a_valid_recipe():
     assert get_protocol("detection").resolve_config({"weight_decay": 0.0})["weight_decay"] == 0.0
+
+
+def test_checkpoints_keep_what_a_resume_needs_and_a_completed_run_trains_no_more(tmp_path, monkeypatch):
+    """Epochs before the last keep the optimizer state (a resume needs it); the last epoch's last.pt
+    keeps the weights only, and no best.pt repeats them without a val split. A second call on the
+    same folder reads those weights back and trains nothing."""
+    from bobench.detection import train as train_module
+    from bobench.finetune.checkpoint import load_checkpoint
+
+    saved: list[tuple[str, set]] = []
+    save = train_module.save_checkpoint
+    monkeypatch.setattr(
+        train_module,
+        "save_checkpoint",
+        lambda path, state: (saved.append((path.name, set(state))), save(path, state)),
+    )
+    ds = synthetic_boxes(n=4)
+    cfg = TrainConfig(epochs=2, batch_size=2, lr=0.05, warmup_steps=0, hflip=False)
+    out = tmp_path / "run"
+
+    def train(detector):
+        return train_detector(detector, ds, out, cfg, seed=0, identity={"t": "ckpt"},
+                              train_split=[0, 1, 2, 3], val_split=[])  # fmt: skip
+
+    trained = small_detector("resnet18-random", regime="random", seed=1)
+    summary = train(trained)
+    assert [name for name, _ in saved] == ["last.pt", "last.pt"] and not (out / "best.pt").exists()
+    assert "optimizer" in saved[0][1] and "optimizer" not in saved[1][1]
+    assert summary["best_epoch"] == 2
+    last = load_checkpoint(out / "last.pt")
+    assert last["epoch"] == 2
+    again = small_detector("resnet18-random", regime="random", seed=2)  # other initial weights
+    saved.clear()
+    monkeypatch.setattr(train_module, "_train_epoch", lambda *a, **k: pytest.fail("trained again"))
+    assert train(again)["best_epoch"] == 2 and saved == []
+    for key, value in trained.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key

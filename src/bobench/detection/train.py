@@ -5,7 +5,7 @@ batch-scaling rule), linear warm-up over `warmup_steps`, then cosine decay to 0 
 and 8/9 of training (`schedule`); horizontal (and, for aerial images, optional vertical) flips with
 probability 0.5. Crowd/ignore boxes are not training targets. The epoch with the best validation AP
 (box AP; mask AP for Mask R-CNN) is kept (`best.pt`) and scored on the test split; without a val
-split the last epoch is.
+split the last epoch is (and `best.pt` is not written: it would repeat `last.pt`'s weights).
 
 Determinism and resume: epoch e's image order and flips come from numpy's generator seeded (seed,
 e), and torch's generator (RPN/ROI sampling) is reseeded with (seed, e) at its start, so an epoch's
@@ -13,6 +13,8 @@ updates depend only on the weights and optimizer state it starts from. `last.pt`
 epoch, best so far) is written atomically after every epoch (`bobench.finetune.checkpoint`); a run
 killed at any instant and started again with the same arguments resumes after the last completed
 epoch and ends with the same weights as an uninterrupted run (on the same device and thread count).
+The last epoch's `last.pt` holds no optimizer state (two thirds of the file under AdamW): training is
+complete, nothing resumes from it, and a rerun reads its weights and skips training.
 A checkpoint of another run (backbone, data, config, seed differ) is refused (FailedPrecondition).
 Mixed precision (bf16 autocast) is used on CUDA only.
 """
@@ -176,7 +178,8 @@ def train_detector(
         saved = load_checkpoint(last)
         check_identity(saved["identity"], identity, last)
         detector.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        if "optimizer" in saved:  # absent once training is complete
+            optimizer.load_state_dict(saved["optimizer"])
         state = {k: saved[k] for k in state}
         log.info("resuming detection training from %s after epoch %d", last, state["epoch"])
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
@@ -195,15 +198,16 @@ def train_detector(
         improved = state["best_val"] is None or (val is not None and val > state["best_val"])
         if improved or not len(val_split):
             state["best_val"], state["best_epoch"] = val, epoch
-            save_checkpoint(out / BEST, {"model": detector.state_dict(), "epoch": epoch})
+            if len(val_split):  # without one the best epoch is the last: last.pt holds its weights
+                save_checkpoint(out / BEST, {"model": detector.state_dict(), "epoch": epoch})
         state["epoch"] = epoch
         state["history"].append({"epoch": epoch, "train_loss": loss, f"val_{primary}": val})
-        save_checkpoint(last, {**state, "identity": identity, "model": detector.state_dict(),
-                               "optimizer": optimizer.state_dict()})  # fmt: skip
+        resumable = {"optimizer": optimizer.state_dict()} if epoch < cfg.epochs else {}
+        save_checkpoint(last, {**state, "identity": identity, "model": detector.state_dict(), **resumable})
         write_json_atomic(out / "history.json", {"config": asdict(cfg), "history": state["history"]})
         if progress is not None:
             progress(epoch, cfg.epochs, f"epoch {epoch}/{cfg.epochs} loss {loss:.3f} val {primary} {val}")
-    if (out / BEST).exists():
+    if len(val_split) and (out / BEST).exists():
         detector.load_state_dict(load_checkpoint(out / BEST)["model"])
     return {
         "best_epoch": state["best_epoch"],
