@@ -81,8 +81,8 @@ def test_a_wheel_baked_into_the_image_is_read_when_the_cache_lacks_it(tmp_path, 
     """A Job pod: empty cache, no package index, the wheel in the image's folder (setting image_wheels,
     env BOBENCH_IMAGE_WHEELS), read through the process's configured settings."""
     from bobench import data
-    from bobench.data import context as data_context
     from bobench.config import load_settings
+    from bobench.data import context as data_context
 
     baked = tmp_path / "image-wheels"
     baked.mkdir()
