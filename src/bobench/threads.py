@@ -14,6 +14,12 @@ applies it to
   libraries loaded later and child processes, and `threadpoolctl` for those already loaded;
 - every ONNX Runtime session made without an explicit thread count (`session_threads`).
 
+A process that runs several runs at once (the evaluator with `max_concurrent_runs` k) splits the
+budget: `apply_thread_budget(n, concurrent_runs=k)` gives each run `n // k` threads (at least 1) —
+its ORT sessions, its torch thread, and the process's OpenMP/BLAS pools — so k busy runs use the n
+cores instead of k x n threads fighting over them. One run alone then leaves cores idle; that is the
+price of a bound that holds when all k are busy.
+
 Applying the budget never imports torch, so a process without torch (the scheduler) pays nothing.
 
 `torch_threads(k)` changes torch's intra-op threads for a block and restores them (the small-fit
@@ -43,12 +49,15 @@ SYS_CPU = Path("/sys/devices/system/cpu")  # Linux: which core and package each 
 
 @dataclass(frozen=True)
 class ThreadBudget:
-    """The applied budget: `threads` >= 1 resolved from `requested` (0 = every available core)."""
+    """The applied budget: `threads` >= 1 resolved from `requested` (0 = every available core),
+    shared by `concurrent_runs` runs, `per_run` threads each."""
 
     requested: int
     threads: int
     torch_applied: bool  # torch was imported and took the setting (else it reads ENV_VARS at start)
     limited_libraries: tuple[str, ...]  # the loaded OpenMP/BLAS libraries threadpoolctl limited
+    concurrent_runs: int  # runs the process executes at once
+    per_run: int  # each run's threads: threads // concurrent_runs, at least 1
 
 
 _budget: ThreadBudget | None = None
@@ -79,24 +88,32 @@ def resolve_threads(requested: int) -> int:
     return requested if requested > 0 else available_cores()
 
 
-def apply_thread_budget(requested: int = 0) -> ThreadBudget:
+def per_run_threads(threads: int, concurrent_runs: int) -> int:
+    """Each of `concurrent_runs` runs' share of `threads`: the integer quotient, at least 1."""
+    return max(1, threads // max(1, concurrent_runs))
+
+
+def apply_thread_budget(requested: int = 0, concurrent_runs: int = 1) -> ThreadBudget:
     """Apply one thread count to torch, OpenMP, BLAS and later ONNX Runtime sessions (module
-    docstring); returns the budget. Applying the budget already in force does nothing; another one
-    replaces it (logged)."""
+    docstring): the process's `requested` threads split over `concurrent_runs` runs; returns the
+    budget. Applying the budget already in force does nothing; another one replaces it (logged)."""
     global _budget
     threads = resolve_threads(requested)
+    per_run = per_run_threads(threads, concurrent_runs)
     with _lock:
-        if _budget is not None and _budget.threads == threads:
+        if _budget is not None and (_budget.threads, _budget.per_run) == (threads, per_run):
             return _budget
         if _budget is not None:
-            log.info("thread budget changes from %d to %d threads", _budget.threads, threads)
+            log.info("thread budget changes from %d to %d threads per run", _budget.per_run, per_run)
         for name in ENV_VARS:
-            os.environ[name] = str(threads)
+            os.environ[name] = str(per_run)
         _budget = ThreadBudget(
             requested=requested,
             threads=threads,
-            torch_applied=_apply_to_torch(threads),
-            limited_libraries=_limit_loaded_libraries(threads),
+            torch_applied=_apply_to_torch(per_run),
+            limited_libraries=_limit_loaded_libraries(per_run),
+            concurrent_runs=max(1, concurrent_runs),
+            per_run=per_run,
         )
     log.debug("thread budget: %s", _budget)
     return _budget
@@ -108,23 +125,24 @@ def current_budget() -> ThreadBudget | None:
 
 
 def session_threads(threads: int = 0) -> int:
-    """Intra-op threads for an ONNX Runtime session: `threads` when given, else the process budget,
-    else 0 (ONNX Runtime's own default) when no budget was applied."""
+    """Intra-op threads for an ONNX Runtime session: `threads` when given, else one run's share of
+    the process budget, else 0 (ONNX Runtime's own default) when no budget was applied."""
     if threads > 0:
         return threads
-    return _budget.threads if _budget is not None else 0
+    return _budget.per_run if _budget is not None else 0
 
 
 def hold_thread_budget() -> None:
-    """Re-assert the budget's torch threads on the calling thread (a run's first step): a thread that
-    started torch work while another thread was inside `torch_threads` took that block's setting."""
+    """Re-assert a run's share of the budget as torch's threads on the calling thread (a run's first
+    step): a thread that started torch work while another was inside `torch_threads` took that
+    block's setting."""
     if _budget is None or "torch" not in sys.modules:
         return
     import torch
 
     with _lock:
-        if torch.get_num_threads() != _budget.threads:
-            torch.set_num_threads(_budget.threads)
+        if torch.get_num_threads() != _budget.per_run:
+            torch.set_num_threads(_budget.per_run)
 
 
 @contextmanager

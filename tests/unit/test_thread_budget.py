@@ -107,3 +107,33 @@ def test_a_scoped_change_leaves_a_running_thread_and_a_run_that_reasserts_the_bu
     worker.join(10)
     assert seen == {"during": 2, "late": 2}
     assert torch.get_num_threads() == 2
+
+
+def test_runs_at_once_split_the_budget_and_each_session_gets_its_share(tmp_path):
+    budget = threads.apply_thread_budget(4, concurrent_runs=2)
+    assert (budget.threads, budget.concurrent_runs, budget.per_run) == (4, 2, 2)
+    assert torch.get_num_threads() == 2
+    assert all(os.environ[name] == "2" for name in threads.ENV_VARS)
+    assert threads.session_threads(0) == 2
+    assert threads.apply_thread_budget(1, concurrent_runs=3).per_run == 1  # never below one thread
+    assert threads.apply_thread_budget(3, concurrent_runs=2).per_run == 1  # the quotient: 2 x 1 <= 3
+
+
+def test_an_evaluator_pool_of_two_runs_each_on_half_the_threads(tmp_path):
+    from bobench.backbones import get_spec
+    from bobench.battle.executors.pool import ExecutorPool
+    from bobench.config import Settings
+
+    settings = Settings(cache_dir=str(tmp_path), embedder="onnxruntime", threads=2)
+    pool = ExecutorPool(settings, 2)
+    try:
+        assert [ex.threads for ex in pool._all] == [1, 1]
+        embedder = pool._all[0].embedder(get_spec("toy")).unwrap()
+        assert embedder.session.get_session_options().intra_op_num_threads == 1
+    finally:
+        pool.close()
+    single = ExecutorPool(settings, 1)
+    try:
+        assert single._all[0].threads == 2
+    finally:
+        single.close()

@@ -4,7 +4,9 @@ A spec run locally (`bob battle run`) may set any of `bobench.battle.spec`'s set
 configures their own process. Through the scheduler the spec comes from a client, and `cache_dir`,
 `triton_url` and `device` are the operator's (where the service writes, which Triton it trusts,
 which hardware it uses): a submitted spec naming them is refused with PermissionDenied naming the
-key, never silently ignored. `batch_size` and `threads` only change how fast a run goes.
+key, never silently ignored. `batch_size` and `threads` only change how fast a run goes, so they
+pass this check; the scheduler then refuses them too, with InvalidArgument, because its runs use
+the evaluators' settings (`bobench.battle.scheduler.refuse_run_settings`).
 """
 
 from __future__ import annotations

@@ -490,7 +490,8 @@ def serve(args: argparse.Namespace, settings: Settings, service: EvaluatorServic
 
     setup_logging(settings.log_level)
     configure_data(settings, service=True)  # s3:// datasets; client paths only under data_roots
-    apply_thread_budget(settings.threads)  # torch, OpenMP/BLAS and ORT sessions: one budget
+    # torch, OpenMP/BLAS and ORT sessions: one budget, split over the runs that execute at once
+    apply_thread_budget(settings.threads, service.max_concurrent_runs)
     results_dir = Path(service.results_dir or Path(settings.cache_dir) / "evaluator-results")
     servicer = EvaluatorServicer(
         settings, results_dir, service.max_concurrent_runs, stop_timeout_s=args.stop_timeout_s

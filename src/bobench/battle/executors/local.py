@@ -24,7 +24,7 @@ from bobench.environment import environment
 from bobench.errors import BobenchError, Cancelled, DeadlineExceeded
 from bobench.results import RunRecord, RunStatus
 from bobench.stage_timer import stage
-from bobench.threads import apply_thread_budget, hold_thread_budget, resolve_threads
+from bobench.threads import apply_thread_budget, hold_thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,11 @@ class LocalExecutor(Executor):
     (`prepared_embedder`) and the first run of each backbone takes its one over instead of loading
     it again. Runs go backbone by backbone (the plan's order), so moving to another backbone closes
     the previous one; `close` (the end of the battle) closes every one still open. Creating the
-    executor applies the `threads` setting as the process's thread budget (`bobench.threads`).
+    executor applies the `threads` setting as the process's thread budget (`bobench.threads`),
+    split over `concurrent_runs` executors that run at once (the evaluator's pool).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, concurrent_runs: int = 1) -> None:
         self.settings = settings
         self.cache = FeatureCache(settings.cache_dir, recompute=settings.recompute_features)
         self.facts = BackboneFacts(settings.cache_dir)
@@ -65,7 +66,7 @@ class LocalExecutor(Executor):
         self._embedder_key: str | None = None
         self._embedder = None
         self._prepared: dict[str, Any] = {}  # embedders opened ahead for later runs, by embedder key
-        apply_thread_budget(settings.threads)
+        self.threads = apply_thread_budget(settings.threads, concurrent_runs).per_run  # a run's share
         self.executions = 0  # runs actually executed (not skipped), for tests and metrics
         self._cancel_lock = threading.Lock()
         self._cancel_requested: set[str] = set()
@@ -142,7 +143,7 @@ class LocalExecutor(Executor):
 
     def embedder_key(self, spec: Any, embedder_variant: str = "onnx") -> str:
         """Which embedder serves `spec`: backbone digest, variant and thread count."""
-        return f"{spec.digest()}:{embedder_variant}:{self.settings.threads}"
+        return f"{spec.digest()}:{embedder_variant}:{self.threads}"
 
     def prepared_embedder(self, spec: Any, embedder_variant: str = "onnx"):
         """The embedder a later run of `spec` will use, opened now (the battle-level latency step
@@ -159,7 +160,7 @@ class LocalExecutor(Executor):
         `prepared_embedder` keep theirs and close them themselves)."""
         from bobench.embed import make_embedder
 
-        options: dict[str, Any] = {"batch_size": self.settings.batch_size, "threads": self.settings.threads}
+        options: dict[str, Any] = {"batch_size": self.settings.batch_size, "threads": self.threads}
         if self.settings.embedder == "onnxruntime":
             options["cache_dir"] = self.settings.cache_dir
         if self.settings.embedder == "torch":
@@ -279,7 +280,7 @@ class LocalExecutor(Executor):
             {
                 **runtime_info,
                 **self._served(plan),
-                "threads": resolve_threads(self.settings.threads),
+                "threads": self.threads,
             }
         )
         return record

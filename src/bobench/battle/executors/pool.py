@@ -113,8 +113,8 @@ class TimedEmbedder(Embedder):
 class PooledExecutor(LocalExecutor):
     """A LocalExecutor using the shared dataset cache, a timed embedder and a per-run batch size."""
 
-    def __init__(self, settings: Settings, datasets: SharedDatasets) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, datasets: SharedDatasets, concurrent_runs: int = 1) -> None:
+        super().__init__(settings, concurrent_runs)  # the pool's executors share the thread budget
         self._shared = datasets
         self.batch_size_override: int | None = None
 
@@ -135,7 +135,8 @@ class PooledExecutor(LocalExecutor):
 
 
 class ExecutorPool:
-    """`size` PooledExecutors; `acquire()` waits (asynchronously) for a free one."""
+    """`size` PooledExecutors; `acquire()` waits (asynchronously) for a free one. The process's
+    thread budget is split over them: each run gets `threads // size` (`bobench.threads`)."""
 
     def __init__(self, settings: Settings, size: int) -> None:
         if size < 1:
@@ -145,7 +146,7 @@ class ExecutorPool:
         self.settings = settings
         self.datasets = SharedDatasets(settings.max_images_per_dataset)
         self.size = size
-        self._all = [PooledExecutor(settings, self.datasets) for _ in range(size)]
+        self._all = [PooledExecutor(settings, self.datasets, size) for _ in range(size)]
         self._free: asyncio.Queue[PooledExecutor] | None = None
 
     def _queue(self) -> asyncio.Queue[PooledExecutor]:
