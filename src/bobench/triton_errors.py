@@ -8,12 +8,17 @@ restricted-protocol headers, which its messages explain (`bobench.serving.triton
 
 from __future__ import annotations
 
-from bobench.errors import BobenchError, DeadlineExceeded, NotFound, PermissionDenied
+from bobench.errors import BobenchError, DeadlineExceeded, NotFound, PermissionDenied, Unavailable
 from bobench.status_codes import code_named, error_class
 
 ADMIN_HEADER = "bobench-admin-key"
 SERVICE_HEADER = "bobench-service-key"
 GRPC_RESTRICTED_PREFIX = "triton-grpc-protocol-"
+# grpc's words for a call on a channel that was closed ("Cannot invoke RPC on closed channel!", a
+# ValueError) or closed under it ("Channel closed!": CANCELLED, or a status-less "Cannot invoke RPC:
+# Channel closed!"): the client's own channel went away (another thread replaced it after the server
+# died), a transport failure a fresh channel cures, never the caller's cancellation
+CLOSED_CHANNEL = ("closed channel", "channel closed")
 KEY_SETTINGS = {  # header -> the setting (and its environment variable) that holds its key
     ADMIN_HEADER: "triton_admin_key (BOBENCH_TRITON_ADMIN_KEY)",
     SERVICE_HEADER: "triton_service_key (BOBENCH_TRITON_SERVICE_KEY)",
@@ -34,7 +39,7 @@ def to_bobench_error(exc: Exception, where: str) -> BobenchError:
     becomes NotFound so callers can tell a typo in the model name from a malformed request. A call
     without the key of a restricted protocol (Triton: UNAVAILABLE "... is restricted, expecting
     header 'H'") becomes PermissionDenied naming the setting that holds the key: it is not transient,
-    so nobody retries it.
+    so nobody retries it. A call on or over a closed channel (CLOSED_CHANNEL) is Unavailable.
     """
     if isinstance(exc, BobenchError):
         return exc
@@ -50,6 +55,8 @@ def to_bobench_error(exc: Exception, where: str) -> BobenchError:
         cls = NotFound
     elif status == "" and "deadline exceeded" in lowered:
         cls = DeadlineExceeded
+    elif status in ("", "CANCELLED") and any(words in lowered for words in CLOSED_CHANNEL):
+        cls = Unavailable
     return cls(f"{where}: {status or 'error'}: {text}")
 
 

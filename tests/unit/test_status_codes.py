@@ -117,3 +117,24 @@ def test_triton_errors_use_the_table(row):
 
     error = to_bobench_error(_TritonError(f"StatusCode.{row.code.name}", "shape mismatch"), "model 'm'")
     assert type(error) is row.error
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("Cannot invoke RPC on closed channel!"),  # a call on a channel already closed
+        _TritonError("StatusCode.CANCELLED", "Channel closed!"),  # closed under an in-flight call
+        _TritonError("", "Cannot invoke RPC: Channel closed!"),  # the status-less form (chaos test in CI)
+    ],
+    ids=["call-on-closed", "cancelled-in-flight", "status-less"],
+)
+def test_a_closed_channel_is_a_transport_failure_a_fresh_channel_cures(exc):
+    from bobench.errors import Cancelled, Unavailable, is_transient_type
+    from bobench.triton_errors import to_bobench_error
+
+    error = to_bobench_error(exc, "model 'm'")
+    assert type(error) is Unavailable and is_transient_type("Unavailable")
+    assert (
+        type(to_bobench_error(_TritonError("StatusCode.CANCELLED", "cancelled by the caller"), "m"))
+        is Cancelled
+    )

@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 _TRITON_DTYPES = {"uint8": ("TYPE_UINT8", np.uint8), "float32": ("TYPE_FP32", np.float32)}
 _region_ids = itertools.count()
-_CLOSED_CHANNEL = "closed channel"  # grpc's ValueError for a call on a closed channel
 MAX_BACKOFF_S = 2.0
 # What `make_embedder("triton", ...)` (the evaluators' path) waits for an unreachable Triton: a
 # supervised one is back within seconds; longer outages fail the run as transient (scheduler retry).
@@ -238,9 +237,7 @@ class TritonEmbedder(Embedder):
                 raise
             except Exception as exc:
                 error = to_bobench_error(exc, self.where)
-                transport = isinstance(error, Unavailable) or (
-                    isinstance(exc, ValueError) and _CLOSED_CHANNEL in str(exc)
-                )
+                transport = isinstance(error, Unavailable)  # a closed channel too (triton_errors)
                 if not transport and not (reconnected and isinstance(error, NotFound)):
                     raise error from None
                 elapsed_s = time.monotonic() - t0
