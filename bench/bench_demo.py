@@ -51,6 +51,7 @@ CARRIED = (
     "pypi",
 )  # downloaded inputs only: `bob datasets fetch` puts the emoji tarballs and the deepforest wheel here
 
+DETECTION_STAGES = ("protocol:detection", "protocol:instance_segmentation", "protocol:ood_detection")
 # (label, stage names) in print order; stages not listed fall into "other protocol work" when they
 # are a protocol's own time, else are printed under their own name
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -65,10 +66,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("efficiency: latency step (interleaved)", ("efficiency_latency_step",)),
     ("efficiency: params/FLOPs/memory", ("protocol:efficiency",)),
     ("fine-tune training", ("protocol:finetune",)),
-    (
-        "detection training",
-        ("protocol:detection", "protocol:instance_segmentation", "protocol:ood_detection"),
-    ),
+    ("detection training", DETECTION_STAGES),
     ("feature cache I/O", ("feature_cache",)),
     ("dataset load + validate, plan", ("dataset_load", "plan")),
     ("embedder hand-over", ("embedder_load",)),
@@ -80,9 +78,7 @@ NETWORK_STAGES = (  # the network's own compute: forward passes, latency measure
     "efficiency_latency_step",
     "protocol:efficiency",
     "protocol:finetune",
-    "protocol:detection",
-    "protocol:instance_segmentation",
-    "protocol:ood_detection",
+    *DETECTION_STAGES,
 )
 
 

@@ -3,8 +3,8 @@
 Each of these libraries defaults to "all cores" on its own; a process that uses two of them in turn
 (ONNX Runtime embeds, torch fits the probes, numpy/scikit-learn score them) otherwise runs several
 thread pools of that size, and the pools fight over the cores. `apply_thread_budget(n)` is called
-once at the process edge (the in-process executor that consumes the `threads` setting, the
-evaluator's `main`): it resolves `n` (0 = every physical core this process may run on) and
+once at the process edge (the in-process executor that consumes the `threads` setting; in the
+evaluator, its pool of executors, which passes its size): it resolves `n` (0 = every physical core this process may run on) and
 applies it to
 
 - torch's intra-op threads (and its inter-op threads: 1, like ONNX Runtime's, where torch still

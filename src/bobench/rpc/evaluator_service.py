@@ -44,7 +44,6 @@ from bobench.results import RunRecord, RunStatus
 from bobench.results.convert import record_to_result
 from bobench.rpc import auth, convert
 from bobench.rpc.result_log import ResultLog
-from bobench.threads import apply_thread_budget
 from bobench.v1 import evaluator_pb2, evaluator_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -490,8 +489,6 @@ def serve(args: argparse.Namespace, settings: Settings, service: EvaluatorServic
 
     setup_logging(settings.log_level)
     configure_data(settings, service=True)  # s3:// datasets; client paths only under data_roots
-    # torch, OpenMP/BLAS and ORT sessions: one budget, split over the runs that execute at once
-    apply_thread_budget(settings.threads, service.max_concurrent_runs)
     results_dir = Path(service.results_dir or Path(settings.cache_dir) / "evaluator-results")
     servicer = EvaluatorServicer(
         settings, results_dir, service.max_concurrent_runs, stop_timeout_s=args.stop_timeout_s
