@@ -88,27 +88,12 @@ def test_row_space_solve_equals_the_full_space_solve(monkeypatch, n_classes):
         ours = sklearn_objective(x, y, C, reduced.weights[g].numpy(), reduced.bias[g].numpy())
         theirs = sklearn_objective(x, y, C, full.weights[g].numpy(), full.bias[g].numpy())
         assert abs(ours - theirs) <= 1e-4 * theirs + 1e-6, (C, ours, theirs)
-        grad = logistic_gradient(x, y, C, reduced.weights[g].numpy(), reduced.bias[g].numpy())
+        grad = sklearn_gradient(x, y, C, reduced.weights[g].numpy(), reduced.bias[g].numpy())[:-1]  # over W
         assert np.abs(grad).max() <= 2e-6, (C, np.abs(grad).max())  # tol, with float32 products
     # the weights lie in the rows' span, as every iterate does
     w = reduced.weights[-1].numpy()
     coef, *_ = np.linalg.lstsq(x.astype(np.float64).T, w, rcond=None)
     np.testing.assert_allclose(x.astype(np.float64).T @ coef, w, atol=1e-6 * np.abs(w).max())
-
-
-def logistic_gradient(x: np.ndarray, y: np.ndarray, C: float, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Gradient over W of the mean scikit-learn objective (log-loss / n + ||W||² / (2Cn)), in float64."""
-    x = x.astype(np.float64)
-    classes = np.unique(y)
-    logits = x @ w + b
-    if w.shape[1] == 1:
-        p = 1 / (1 + np.exp(-logits))
-        resid = p - (y == classes[1])[:, None]
-    else:
-        z = logits - logits.max(axis=1, keepdims=True)
-        p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-        resid = p - (y[:, None] == classes[None, :])
-    return (x.T @ resid + w / C) / len(y)
 
 
 def test_intercept_newton_on_saturated_logits_takes_bounded_steps():

@@ -296,7 +296,11 @@ class _Problem:
         moving the optimum (Newton still stops on the gradient). Returns (bias, probabilities, log-probability sum).
         """
         prob, log_p_true = self._probabilities(scores, bias)
-        ones = torch.full((self.k_out, self.k_out), 1.0 / self.k_out, dtype=torch.float64)
+        pin = (
+            torch.full((self.k_out, self.k_out), 1.0 / self.k_out, dtype=torch.float64)
+            if self.k_out > 1
+            else 0.0
+        )
         eye = torch.eye(self.k_out, dtype=torch.float64)
         stuck = torch.zeros(len(bias), dtype=torch.bool)
         for _ in range(_MAX_NEWTON):
@@ -304,7 +308,6 @@ class _Problem:
             todo = ((grad.abs().amax(dim=1) > self.tol * _NEWTON_TOL_PER_TOL) & ~stuck).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
-            pin = ones if self.k_out > 1 else 0.0
             step = -torch.linalg.solve(self._bias_hessian(prob[todo]) + pin + _BIAS_DAMPING * eye, grad[todo])
             step *= (_MAX_BIAS_STEP / step.abs().amax(dim=1, keepdim=True)).clamp(max=1.0)
             for _ in range(_MAX_BIAS_HALVINGS):
