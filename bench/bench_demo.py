@@ -211,6 +211,11 @@ def main() -> None:
         f"{name} {seconds:.1f} s / {runs} runs" for name, (runs, seconds) in sorted(by_protocol.items(), key=lambda kv: -kv[1][1])
     ))  # fmt: skip
     print_session_counts({"cold": table})  # one export, verification and ORT session per backbone
+    prepared, reused = table.counts.get("inputs_prepared", 0), table.counts.get("inputs_reused", 0)
+    print(
+        f"model inputs: {prepared} decoded and resized, {reused} read from the input cache (backbones "
+        f"sharing a preprocessing, corruption sweeps); {table.entries.get('resize_crop', 0)} resizes for feature extraction"
+    )
     images = table.counts.get("images_embedded", 0)
     embed_s = table.seconds.get("embedding", 0.0)
     network_s = sum(table.seconds.get(n, 0.0) for n in NETWORK_STAGES)

@@ -74,6 +74,9 @@ class Settings:
     breaker_failures: int = 3
     breaker_cooldown_s: int = 10
     max_run_s: int = 3600
+    # Decoded, resized model inputs kept in memory while a later backbone of the battle with the same
+    # preprocessing (or the run's own corruption sweep) reads them again (bobench.embed.input_cache).
+    input_cache_mb: int = 1024  # 0 = off
     # Input bounds and limits (bobench.safe_parse, battle.spec, the services): a document beyond a
     # parse bound is INVALID_ARGUMENT; a request beyond a quota is RESOURCE_EXHAUSTED; both messages
     # name the limit and its setting. Battles in flight are counted per caller identity.
@@ -370,6 +373,8 @@ def _check(s: Settings, runtimes: Collection[str] | None = None) -> None:
         raise InvalidArgument(f"batch_size must be a positive integer, got {s.batch_size}")
     if s.threads < 0:
         raise InvalidArgument(f"threads must be >= 0 (0 = library default), got {s.threads}")
+    if s.input_cache_mb < 0:
+        raise InvalidArgument(f"input_cache_mb must be >= 0 (0 = off), got {s.input_cache_mb}")
     if runtimes is not None and s.embedder not in runtimes:
         raise InvalidArgument(
             f"embedder must be one of {', '.join(sorted(runtimes))}, got {s.embedder!r}"

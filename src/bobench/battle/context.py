@@ -15,6 +15,7 @@ from bobench.data.base import Dataset
 from bobench.data.corruptions import cache_variant
 from bobench.embed.base import Embedder
 from bobench.embed.cache import FeatureCache, feature_key
+from bobench.embed.input_cache import PreparedInputs, preprocess_key
 from bobench.embed.preprocess import resize_crop
 from bobench.errors import InvalidArgument
 from bobench.stage_timer import add_count, stage
@@ -45,10 +46,12 @@ class LocalContext:
         settings: Any = None,
         precision: str = "fp32",
         runtime: str = "onnx",
+        inputs: PreparedInputs | None = None,
     ) -> None:
         self.spec = spec
         self.precision = precision
         self.runtime = runtime  # the feature-key runtime (`embed.cache.feature_runtime`)
+        self.inputs = inputs  # model inputs shared with other runs (`embed.input_cache`), if any
         self.dataset = dataset
         self.cache = cache
         self.settings = settings
@@ -148,11 +151,20 @@ class LocalContext:
 
     def _prepare(self, ds: Dataset, i: int, variant: str | None) -> np.ndarray:
         """Item i as the model's uint8 [3, S, S] input; a variant is applied to that input (ImageNet-C
-        corrupts the resized, cropped image, so a severity means the same for every photo size)."""
-        with stage("decode"):
-            raw = ds.load(i)
-        with stage("resize_crop"):
-            image = resize_crop(raw, self.spec)
+        corrupts the resized, cropped image, so a severity means the same for every photo size).
+        With `inputs`, the decoded, resized input is shared: by later backbones with the same
+        preprocessing, and within this run by the other variants of a corruption sweep."""
+        if self.inputs is None:
+            image = self._decode_resize(ds, i)
+        else:
+            image = self.inputs.get(
+                self.spec.name,
+                preprocess_key(self.spec),
+                ds.fingerprint,
+                i,
+                lambda: self._decode_resize(ds, i),
+                reuse_in_run=bool(variant),
+            )
         if not variant:
             return image
         from bobench.data.corruptions import apply_variant
@@ -165,3 +177,9 @@ class LocalContext:
             if out.shape[:2] != (size, size):  # inputs under 32 px come back upscaled: back to the input size
                 out = np.asarray(Image.fromarray(out).resize((size, size), Image.Resampling.BICUBIC))
         return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+    def _decode_resize(self, ds: Dataset, i: int) -> np.ndarray:
+        with stage("decode"):
+            raw = ds.load(i)
+        with stage("resize_crop"):
+            return resize_crop(raw, self.spec)

@@ -112,6 +112,7 @@ def run_battle(
     }
     try:
         to_run = [p for p in plans if p.run_key not in reusable]
+        executor.plan_ahead(to_run)
         with stage("efficiency_latency_step"):
             measured = measure_battle_latency(executor, to_run)
         with handed_latency(measured):

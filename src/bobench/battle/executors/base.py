@@ -10,6 +10,7 @@ failures (`bobench.errors.TRANSIENT_ERRORS`) are raised or recorded, and the sch
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from bobench.battle.context import ProgressFn
@@ -26,6 +27,10 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def execute(self, plan: RunPlan, progress: ProgressFn | None = None) -> RunRecord: ...
+
+    def plan_ahead(self, plans: Sequence[RunPlan]) -> None:  # noqa: B027 - an optional hook, not abstract
+        """The runs about to be executed, in order (a hint: an executor may prepare shared work);
+        default: ignored."""
 
     def cancel(self, run_key: str) -> None:  # noqa: B027 - an optional hook, not abstract
         """Stop the run `run_key` if this executor can (a Kubernetes Job is deleted); default: no-op,

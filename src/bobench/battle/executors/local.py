@@ -11,6 +11,8 @@ import logging
 import threading
 import time
 import traceback
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from bobench.battle.executors.base import Executor, utc_now
 from bobench.battle.plan import RunPlan
 from bobench.config import Settings
 from bobench.embed.cache import FeatureCache, feature_runtime
+from bobench.embed.input_cache import PreparedInputs, preprocess_key
 from bobench.environment import environment
 from bobench.errors import BobenchError, Cancelled, DeadlineExceeded
 from bobench.results import RunRecord, RunStatus
@@ -55,7 +58,9 @@ class LocalExecutor(Executor):
     it again. Runs go backbone by backbone (the plan's order), so moving to another backbone closes
     the previous one; `close` (the end of the battle) closes every one still open. Creating the
     executor applies the `threads` setting as the process's thread budget (`bobench.threads`),
-    split over `concurrent_runs` executors that run at once (the evaluator's pool).
+    split over `concurrent_runs` executors that run at once (the evaluator's pool). Told the battle's
+    runs ahead (`plan_ahead`), it decodes and resizes each image once per input resolution for all
+    the backbones that share it (`embed.input_cache`, at most `input_cache_mb`).
     """
 
     def __init__(self, settings: Settings, concurrent_runs: int = 1) -> None:
@@ -70,6 +75,21 @@ class LocalExecutor(Executor):
         self.executions = 0  # runs actually executed (not skipped), for tests and metrics
         self._cancel_lock = threading.Lock()
         self._cancel_requested: set[str] = set()
+        self.inputs = PreparedInputs(settings.input_cache_mb << 20)
+        self._runs_left: Counter[str] = Counter()  # planned runs per backbone (`plan_ahead`)
+
+    def plan_ahead(self, plans: Sequence[RunPlan]) -> None:
+        """The runs this executor is about to execute: backbones sharing a preprocessing share inputs."""
+        from bobench.backbones import get_spec
+
+        self._runs_left = Counter(plan.backbone for plan in plans)
+        keys = {}
+        for name in self._runs_left:
+            try:
+                keys[name] = preprocess_key(get_spec(name))
+            except BobenchError:  # an unknown backbone fails its own runs; it shares nothing
+                continue
+        self.inputs.expect(keys)
 
     def cancel(self, run_key: str) -> None:
         """Stop `run_key` at its next progress call; it ends with a "cancelled" record."""
@@ -248,6 +268,7 @@ class LocalExecutor(Executor):
                 settings=self.settings,
                 precision=precision_of_variant(variant),
                 runtime=feature_runtime(self.settings.embedder),
+                inputs=self.inputs,
             )
             self.executions += 1
             with stage(f"protocol:{plan.protocol}"):  # the protocol's own work, net of nested stages
@@ -274,6 +295,8 @@ class LocalExecutor(Executor):
         finally:
             with self._cancel_lock:
                 self._cancel_requested.discard(plan.run_key)
+            self._runs_left[plan.backbone] -= 1
+            self.inputs.end_run(plan.backbone, last=self._runs_left[plan.backbone] <= 0)
         record.finished_at = utc_now()
         record.duration_s = round(time.perf_counter() - t0, 3)
         record.environment = environment(
@@ -301,6 +324,7 @@ class LocalExecutor(Executor):
 
     def close(self) -> None:
         self._close_embedder()
+        self.inputs.clear()
         prepared, self._prepared = self._prepared, {}
         for embedder in prepared.values():
             embedder.close()
