@@ -31,6 +31,11 @@ OPTIONS = {"max_iter": 1000, "tol": 1e-4}
 DATASETS = ("fashion_mnist", "emoji_google")
 
 
+def demo_cache(given: Path | None) -> Path:
+    """The feature cache to read: `given`, else $BOBENCH_CACHE_DIR, else ~/.cache/bobench."""
+    return given or Path(os.environ.get("BOBENCH_CACHE_DIR") or Path.home() / ".cache" / "bobench")
+
+
 def _cached_features(cache: Path) -> dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]:
     found = {}
     for path in glob.glob(str(cache / "features" / "*" / "*.npz")):
@@ -64,7 +69,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads when not pinned (0: cores)")
     args = parser.parse_args()
-    cache = args.cache_dir or Path(os.environ.get("BOBENCH_CACHE_DIR") or Path.home() / ".cache" / "bobench")
+    cache = demo_cache(args.cache_dir)
     feats = _cached_features(cache)
     keys = sorted({(b, d) for b, d, _ in feats if (b, d, "train") in feats and (b, d, "val") in feats})
     if not keys:  # `make bench` on a fresh clone: nothing to time yet, say so and pass

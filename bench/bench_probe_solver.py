@@ -31,7 +31,9 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-from bench_probe_fit import GRID, OPTIONS, _cached_features  # this folder: the demo's probe features
+
+# this folder: the demo's probe features
+from bench_probe_fit import GRID, OPTIONS, _cached_features, demo_cache
 
 from bobench.protocols import fewshot, linear_probe, logistic
 from bobench.protocols.metrics import l2_normalize
@@ -97,7 +99,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline-rev", default=BASELINE_REV)
     args = parser.parse_args()
-    cache = args.cache_dir or Path(os.environ.get("BOBENCH_CACHE_DIR") or Path.home() / ".cache" / "bobench")
+    cache = demo_cache(args.cache_dir)
     feats = _cached_features(cache)
     problems = {
         (b, d): {

@@ -147,8 +147,8 @@ def _features(settings: Settings) -> dict[str, np.ndarray]:
 
 def test_a_battle_decodes_and_resizes_each_image_once_per_preprocessing_with_equal_features(tmp_path):
     """toy (32 px) and two 224-px backbones on the 80 toy images: 80 preparations for toy, 80 for the
-    pair (the second backbone reads the first one's inputs), none kept after the battle; the features
-    equal those of the same battle with the cache off."""
+    pair (the second backbone reads the first one's inputs); the features equal those of the same
+    battle with the cache off."""
     protocols = ["knn"]
     shared, settings_on = _battle(tmp_path, "on", 1024, protocols)
     alone, settings_off = _battle(tmp_path, "off", 0, protocols)

@@ -52,6 +52,7 @@ class LocalContext:
         self.precision = precision
         self.runtime = runtime  # the feature-key runtime (`embed.cache.feature_runtime`)
         self.inputs = inputs  # model inputs shared with other runs (`embed.input_cache`), if any
+        self._input_key = preprocess_key(spec)  # what those inputs are keyed by, besides the image
         self.dataset = dataset
         self.cache = cache
         self.settings = settings
@@ -159,7 +160,7 @@ class LocalContext:
         else:
             image = self.inputs.get(
                 self.spec.name,
-                preprocess_key(self.spec),
+                self._input_key,
                 ds.fingerprint,
                 i,
                 lambda: self._decode_resize(ds, i),
